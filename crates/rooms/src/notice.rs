@@ -1,0 +1,101 @@
+//! What a visit tells a participant, and how it closes their connection. The signaling
+//! layer turns these into protocol frames.
+
+use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
+use bedside_auth::Role;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// Why a participant is no longer in the visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They sent `leave`.
+    Left,
+    /// A doctor or the clinic's backend removed them.
+    Removed,
+    /// They dropped and did not come back within the grace period.
+    TimedOut,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Removed => "removed",
+            LeaveReason::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// The visit as the `joined` frame shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VisitSummary {
+    pub id: VisitId,
+    pub status: VisitStatus,
+}
+
+/// A message from the visit to one participant.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Joined {
+        participant_id: ParticipantId,
+        role: Role,
+        visit: VisitSummary,
+    },
+    Waiting,
+    Lobby {
+        waiting: Arc<[LobbyEntry]>,
+    },
+    Admitted {
+        participants: Vec<ParticipantView>,
+    },
+    ParticipantJoined {
+        participant: ParticipantView,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    ParticipantUpdated {
+        participant: ParticipantView,
+    },
+    /// Opaque signaling payload, relayed byte for byte.
+    Signal {
+        from: ParticipantId,
+        data: Box<RawValue>,
+    },
+    Chat {
+        from: ParticipantId,
+        text: Arc<str>,
+        at: DateTime<Utc>,
+    },
+    Denied {
+        reason: Arc<str>,
+    },
+    VisitEnded {
+        reason: EndReason,
+    },
+}
+
+/// WebSocket close codes of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u16)]
+pub enum CloseCode {
+    Normal = 1000,
+    GoingAway = 1001,
+    TooBig = 1009,
+    BadToken = 4001,
+    NotAllowed = 4003,
+    VisitGone = 4004,
+    Policy = 4008,
+    Replaced = 4009,
+}
+
+impl CloseCode {
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+}

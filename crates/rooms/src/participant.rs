@@ -1,0 +1,54 @@
+//! What others may see of a participant.
+
+use crate::ParticipantId;
+use crate::record::text_enum;
+use bedside_auth::Role;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Waiting room or in the visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ParticipantState {
+    Waiting,
+    Admitted,
+}
+
+text_enum!(ParticipantState { Waiting => "waiting", Admitted => "admitted" });
+
+/// A participant's own microphone, camera and screen-share state, as their client reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MediaState {
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+}
+
+/// The participant object of the protocol. `connected` is false while a participant who
+/// dropped is inside the grace period and may come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParticipantView {
+    pub participant_id: ParticipantId,
+    pub identity: String,
+    pub role: Role,
+    pub name: String,
+    pub state: ParticipantState,
+    pub media: MediaState,
+    pub connected: bool,
+}
+
+/// One entry of the waiting list doctors see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LobbyEntry {
+    pub participant_id: ParticipantId,
+    pub name: String,
+    pub role: Role,
+    pub since: DateTime<Utc>,
+    pub connected: bool,
+}

@@ -1,0 +1,337 @@
+//! The live visits of this node.
+//!
+//! A visit is loaded into memory when someone joins it (or the API acts on it) and dropped
+//! again once nobody is in it. Each live visit sits behind its own mutex: an input is
+//! handled and its outputs routed under that lock, so every participant sees a visit's
+//! notices in the order the state machine produced them. Routing never waits: notices go
+//! into participants' [`Outbox`]es with a non-blocking push, changes into the
+//! [`StorageWriter`].
+//!
+//! Lock order: a visit's mutex may be held while touching the map, never the reverse.
+
+use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
+use crate::visit::{Actor, Input, JoinRequest, Output, RoomError, Target, Visit};
+use crate::{CloseCode, ConnId, Notice, ParticipantView, VisitId, VisitRecord, VisitStatus};
+use bedside_auth::TenantId;
+use chrono::{DateTime, TimeDelta, Utc};
+use dashmap::DashMap;
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a participant's notices go. Today a local connection's bounded queue; a
+/// participant connected to another node gets a remote implementation.
+pub trait Outbox: Send + Sync + 'static {
+    /// Queues an item without waiting. A full queue is the outbox's own problem: it must
+    /// drop its slow reader rather than hold up the visit.
+    fn push(&self, item: Outgoing);
+}
+
+#[derive(Debug)]
+pub enum Outgoing {
+    Notice(Notice),
+    /// Close the connection after what was queued before.
+    Close {
+        code: CloseCode,
+        reason: &'static str,
+    },
+}
+
+struct Inner {
+    id: VisitId,
+    tenant: TenantId,
+    visit: Visit,
+    outboxes: HashMap<ConnId, Arc<dyn Outbox>>,
+    /// Set when the visit leaves the map; a holder of a stale handle must reload.
+    retired: bool,
+    /// Reused output buffer, so the relay path does not allocate one per frame.
+    scratch: Vec<Output>,
+}
+
+/// A connection's handle on the visit it joined: no map lookup per frame.
+#[derive(Clone)]
+pub struct VisitHandle(Arc<Mutex<Inner>>);
+
+type Guard = ArcMutexGuard<RawMutex, Inner>;
+
+pub struct Registry {
+    visits: DashMap<VisitId, Arc<Mutex<Inner>>>,
+    storage: Arc<dyn Storage>,
+    writer: StorageWriter,
+    grace: TimeDelta,
+    /// When this process started: participants connected to its predecessor count as
+    /// dropped at this moment.
+    boot: DateTime<Utc>,
+}
+
+fn unavailable(e: StorageError) -> RoomError {
+    tracing::error!(error = %e, "storage unavailable");
+    RoomError::Unavailable
+}
+
+impl Registry {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        writer: StorageWriter,
+        grace: TimeDelta,
+        boot: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            visits: DashMap::new(),
+            storage,
+            writer,
+            grace,
+            boot,
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn writer(&self) -> &StorageWriter {
+        &self.writer
+    }
+
+    /// Visits currently in memory.
+    pub fn live_visits(&self) -> usize {
+        self.visits.len()
+    }
+
+    async fn open(&self, id: VisitId) -> Result<Arc<Mutex<Inner>>, RoomError> {
+        if let Some(live) = self.visits.get(&id).map(|v| v.clone()) {
+            return Ok(live);
+        }
+        // A visit retired a moment ago may still have changes queued: write them first.
+        self.writer.flush().await;
+        let record = self
+            .storage
+            .visit(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or(RoomError::VisitNotFound)?;
+        let stored = match record.status {
+            VisitStatus::Ended => Vec::new(),
+            _ => self.storage.participants(id).await.map_err(unavailable)?,
+        };
+        let tenant = record.tenant.clone();
+        let visit = Visit::restore(record, stored, self.boot, self.grace);
+        let inner = Inner {
+            id,
+            tenant,
+            visit,
+            outboxes: HashMap::new(),
+            retired: false,
+            scratch: Vec::new(),
+        };
+        Ok(self
+            .visits
+            .entry(id)
+            .or_insert_with(|| Arc::new(Mutex::new(inner)))
+            .clone())
+    }
+
+    /// Locks the live visit `id`, loading it if needed.
+    async fn lock(&self, id: VisitId) -> Result<Guard, RoomError> {
+        loop {
+            let live = self.open(id).await?;
+            let guard = Mutex::lock_arc(&live);
+            if !guard.retired {
+                return Ok(guard);
+            }
+            drop(guard);
+            self.visits.remove_if(&id, |_, v| Arc::ptr_eq(v, &live));
+        }
+    }
+
+    /// Handles one input under the visit's lock and routes its outputs.
+    fn run(&self, g: &mut Guard, input: Input, now: DateTime<Utc>) -> Result<(), RoomError> {
+        let inner = &mut **g;
+        let mut out = std::mem::take(&mut inner.scratch);
+        let result = inner.visit.handle(input, now, &mut out);
+        for output in out.drain(..) {
+            match output {
+                Output::Send { to, notice } => {
+                    if let Some(outbox) = inner.outboxes.get(&to) {
+                        outbox.push(Outgoing::Notice(notice));
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(outbox) = inner.outboxes.remove(&conn) {
+                        outbox.push(Outgoing::Close { code, reason });
+                    }
+                }
+                Output::Persist(change) => self.writer.push(WriteOp::Change {
+                    visit: inner.id,
+                    change,
+                }),
+                Output::Audit(event) => self.writer.push(WriteOp::Audit {
+                    visit: inner.id,
+                    tenant: inner.tenant.clone(),
+                    event,
+                }),
+            }
+        }
+        inner.scratch = out;
+        self.retire_if_idle(g);
+        result
+    }
+
+    /// Drops a visit nobody is in from memory; its state is in storage.
+    fn retire_if_idle(&self, g: &mut Guard) {
+        if g.visit.is_vacant() && g.outboxes.is_empty() {
+            g.retired = true;
+            let id = g.id;
+            let live = ArcMutexGuard::mutex(g);
+            self.visits.remove_if(&id, |_, v| Arc::ptr_eq(v, live));
+        }
+    }
+
+    /// Joins a connection to a visit. On success the connection's outbox receives the
+    /// visit's notices until it is closed or [`Registry::disconnect`]ed.
+    pub async fn join(
+        &self,
+        id: VisitId,
+        tenant: &TenantId,
+        req: JoinRequest,
+        outbox: Arc<dyn Outbox>,
+        now: DateTime<Utc>,
+    ) -> Result<VisitHandle, RoomError> {
+        let mut g = self.lock(id).await?;
+        if &g.tenant != tenant {
+            return Err(RoomError::WrongTenant);
+        }
+        let conn = req.conn;
+        g.outboxes.insert(conn, outbox);
+        match self.run(&mut g, Input::Join(req), now) {
+            Ok(()) => Ok(VisitHandle(ArcMutexGuard::mutex(&g).clone())),
+            Err(e) => {
+                g.outboxes.remove(&conn);
+                Err(e)
+            }
+        }
+    }
+
+    /// Feeds an input from a joined connection.
+    pub fn handle(
+        &self,
+        visit: &VisitHandle,
+        input: Input,
+        now: DateTime<Utc>,
+    ) -> Result<(), RoomError> {
+        let mut g = Mutex::lock_arc(&visit.0);
+        if g.retired {
+            return Err(RoomError::NotJoined);
+        }
+        self.run(&mut g, input, now)
+    }
+
+    /// The connection is gone (closed by the peer, failed, or closed by us).
+    pub fn disconnect(&self, visit: &VisitHandle, conn: ConnId, now: DateTime<Utc>) {
+        let mut g = Mutex::lock_arc(&visit.0);
+        if g.retired {
+            return;
+        }
+        g.outboxes.remove(&conn);
+        let _ = self.run(&mut g, Input::Disconnected { conn }, now);
+    }
+
+    /// Ends a visit on behalf of its tenant's backend. Ending an ended visit is not an
+    /// error: the clinic's retry gets the same answer.
+    pub async fn end(
+        &self,
+        tenant: &TenantId,
+        id: VisitId,
+        now: DateTime<Utc>,
+    ) -> Result<VisitRecord, RoomError> {
+        let mut g = self.lock_for(tenant, id).await?;
+        if g.visit.record().status == VisitStatus::Ended {
+            self.retire_if_idle(&mut g);
+        } else {
+            self.run(&mut g, Input::End { by: Actor::Api }, now)?;
+        }
+        Ok(g.visit.record().clone())
+    }
+
+    /// Removes a participant (by identity) on behalf of the tenant's backend.
+    pub async fn remove(
+        &self,
+        tenant: &TenantId,
+        id: VisitId,
+        identity: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), RoomError> {
+        let mut g = self.lock_for(tenant, id).await?;
+        self.run(
+            &mut g,
+            Input::Remove {
+                by: Actor::Api,
+                target: Target::Identity(identity.to_owned()),
+            },
+            now,
+        )
+    }
+
+    /// Who is in the visit right now, if it is live on this node.
+    pub fn participants(&self, id: VisitId) -> Option<Vec<ParticipantView>> {
+        let live = self.visits.get(&id).map(|v| v.clone())?;
+        let g = live.lock();
+        Some(g.visit.participants())
+    }
+
+    async fn lock_for(&self, tenant: &TenantId, id: VisitId) -> Result<Guard, RoomError> {
+        let g = self.lock(id).await?;
+        // Another tenant's visit does not exist, as far as this caller can tell.
+        if &g.tenant != tenant {
+            return Err(RoomError::VisitNotFound);
+        }
+        Ok(g)
+    }
+
+    /// Acts on deadlines of live visits: grace periods, expiry. Call about once a second.
+    pub fn tick(&self, now: DateTime<Utc>) {
+        // Collect first: a visit's lock must not be taken while the map is being iterated.
+        let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
+        for visit in live {
+            let mut g = Mutex::lock_arc(&visit);
+            if !g.retired
+                && (g.visit.is_vacant() || g.visit.next_deadline().is_some_and(|d| d <= now))
+            {
+                let _ = self.run(&mut g, Input::Tick, now);
+            }
+        }
+    }
+
+    /// Ends visits whose expiry passed while nobody was in them. Returns how many.
+    pub async fn expire_due(&self, now: DateTime<Utc>) -> Result<usize, RoomError> {
+        let due = self
+            .storage
+            .due_for_expiry(now, 500)
+            .await
+            .map_err(unavailable)?;
+        for id in &due {
+            match self.lock(*id).await {
+                Ok(mut g) => {
+                    let _ = self.run(&mut g, Input::Tick, now);
+                }
+                Err(e) => tracing::warn!(visit = %id, error = %e, "could not expire visit"),
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Tells every connected participant to reconnect (1001): the node is going away. Their
+    /// places are kept for the grace period, so they come back without a new admission.
+    pub fn close_all(&self) {
+        let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
+        for visit in live {
+            let g = visit.lock();
+            for outbox in g.outboxes.values() {
+                outbox.push(Outgoing::Close {
+                    code: CloseCode::GoingAway,
+                    reason: "server restarting",
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Durable storage of visits, participants and the audit trail.
+//!
+//! [`Storage`] is the seam: SQLite ([`SqliteStorage`]) is the embedded default and a
+//! PostgreSQL implementation fits the same trait. Live visits never wait on it: their
+//! changes go through the [`StorageWriter`], which applies them in order, in batches.
+
+mod sqlite;
+mod writer;
+
+pub use sqlite::SqliteStorage;
+pub use writer::{StorageWriter, WriteOp};
+
+use crate::VisitId;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::record::{VisitRecord, VisitStatus};
+use crate::visit::StoredParticipant;
+use async_trait::async_trait;
+use bedside_auth::TenantId;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+/// A page of a tenant's visits, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub status: Option<VisitStatus>,
+    pub limit: u32,
+    /// Continue after this visit (the last one of the previous page).
+    pub after: Option<(DateTime<Utc>, VisitId)>,
+}
+
+/// An audit entry as stored, with its position in the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub visit_id: VisitId,
+    pub event: AuditEvent,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// Stores a new visit together with its `created` audit entry.
+    async fn insert_visit(
+        &self,
+        visit: &VisitRecord,
+        created: &AuditEvent,
+    ) -> Result<(), StorageError>;
+    async fn visit(&self, id: VisitId) -> Result<Option<VisitRecord>, StorageError>;
+    async fn list_visits(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Vec<VisitRecord>, StorageError>;
+    async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError>;
+    /// Applies changes in order, atomically.
+    async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError>;
+    /// Appends one audit entry outside any live visit (e.g. a token was issued).
+    async fn audit(
+        &self,
+        visit: VisitId,
+        tenant: &TenantId,
+        event: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        self.apply(&[WriteOp::Audit {
+            visit,
+            tenant: tenant.clone(),
+            event: event.clone(),
+        }])
+        .await
+    }
+    async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError>;
+    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError>;
+    /// Visits not yet ended whose `expires_at` has passed.
+    async fn due_for_expiry(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<VisitId>, StorageError>;
+    /// The named server secret, stored as `fresh` if it did not exist yet.
+    async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError>;
+    async fn ping(&self) -> Result<(), StorageError>;
+    async fn close(&self);
+}
+
+/// Opens the storage a `BEDSIDE_DATABASE_URL` names and runs its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStorage::connect(url).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+pub(crate) fn kind_of(s: &str) -> Result<AuditKind, StorageError> {
+    s.parse()
+        .map_err(|e: crate::record::UnknownValue| StorageError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,884 @@
+//! The visit state machine.
+//!
+//! A [`Visit`] is plain data. [`Visit::handle`] takes one [`Input`] and the current time
+//! and appends [`Output`]s: notices for participants' connections, connections to close,
+//! changes to persist and audit events. It never blocks, sleeps, reads a clock or touches
+//! a socket; the caller owns all of that. Deadlines (grace periods, expiry) are reported by
+//! [`Visit::next_deadline`] and acted on when the caller feeds [`Input::Tick`].
+//!
+//! The rules, as DESIGN.md states them:
+//! - a doctor is admitted on join; patients and guests wait until a doctor admits them,
+//!   one by one, and a doctor's arrival admits nobody;
+//! - a participant who drops keeps their place for the grace period; coming back (same
+//!   identity) within it needs no new admission; after it, or after being denied or
+//!   removed, they start in the waiting room again;
+//! - a new connection of the same identity replaces the old one (closed with 4009);
+//! - signals and chat flow only between admitted participants.
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
+use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+use crate::record::{EndReason, VisitRecord, VisitStatus};
+use crate::{ConnId, ParticipantId};
+use bedside_auth::Role;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// Longest chat message, in characters.
+pub const MAX_CHAT_CHARS: usize = 2000;
+/// Longest reason a doctor may give when denying, in characters.
+const MAX_REASON_CHARS: usize = 200;
+
+/// Who asks for a privileged action: a connected participant, or the clinic's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Conn(ConnId),
+    Api,
+}
+
+/// A participant named by id (protocol) or by identity (REST API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Id(ParticipantId),
+    Identity(String),
+}
+
+/// A verified join: the caller has checked the token.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub conn: ConnId,
+    pub identity: String,
+    pub role: Role,
+    pub name: String,
+    /// Used if this identity is new to the visit; the caller supplies randomness.
+    pub new_id: ParticipantId,
+}
+
+#[derive(Debug)]
+pub enum Input {
+    Join(JoinRequest),
+    /// The connection went away without `leave`: the grace period starts.
+    Disconnected {
+        conn: ConnId,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    Admit {
+        conn: ConnId,
+        target: ParticipantId,
+    },
+    Deny {
+        conn: ConnId,
+        target: ParticipantId,
+        reason: Option<String>,
+    },
+    Remove {
+        by: Actor,
+        target: Target,
+    },
+    Signal {
+        conn: ConnId,
+        to: ParticipantId,
+        data: Box<RawValue>,
+    },
+    Chat {
+        conn: ConnId,
+        text: String,
+    },
+    Media {
+        conn: ConnId,
+        media: MediaState,
+    },
+    End {
+        by: Actor,
+    },
+    /// Time passed: expire grace periods and the visit itself where due.
+    Tick,
+}
+
+/// A participant as stored, so admissions survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredParticipant {
+    pub participant_id: ParticipantId,
+    pub identity: String,
+    pub role: Role,
+    pub name: String,
+    pub state: ParticipantState,
+    pub since: DateTime<Utc>,
+    /// When their connection dropped; `None` while connected.
+    pub dropped_at: Option<DateTime<Utc>>,
+}
+
+/// A durable change to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The visit became active (first join) or ended; `at` is when.
+    Status {
+        status: VisitStatus,
+        reason: Option<EndReason>,
+        at: DateTime<Utc>,
+    },
+    Participant(StoredParticipant),
+    ParticipantGone {
+        participant_id: ParticipantId,
+    },
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        to: ConnId,
+        notice: Notice,
+    },
+    /// Close this connection; any notice for it was queued before.
+    Close {
+        conn: ConnId,
+        code: CloseCode,
+        reason: &'static str,
+    },
+    Persist(Change),
+    Audit(AuditEvent),
+}
+
+/// Why an input was refused. Outputs appended before the refusal still apply; the error
+/// is for the sender alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    #[error("visit not found")]
+    VisitNotFound,
+    #[error("the token is not valid for this visit")]
+    WrongTenant,
+    #[error("the visit has ended")]
+    VisitEnded,
+    #[error("the visit has not started yet")]
+    NotStarted,
+    #[error("the visit is full")]
+    VisitFull,
+    #[error("join first")]
+    NotJoined,
+    #[error("you are in the waiting room")]
+    NotAdmitted,
+    #[error("only a doctor may do that")]
+    Forbidden,
+    #[error("no such participant in this visit")]
+    UnknownParticipant,
+    #[error("that participant is reconnecting")]
+    ParticipantUnavailable,
+    #[error("that participant is not waiting")]
+    NotWaiting,
+    #[error("you cannot do that to yourself")]
+    InvalidTarget,
+    #[error("chat text must be 1 to 2000 characters")]
+    InvalidChat,
+    #[error("the service is temporarily unavailable, retry")]
+    Unavailable,
+}
+
+impl RoomError {
+    /// The protocol/API error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            RoomError::VisitNotFound => "visit_not_found",
+            RoomError::WrongTenant => "invalid_token",
+            RoomError::VisitEnded => "visit_ended",
+            RoomError::NotStarted => "visit_not_started",
+            RoomError::VisitFull => "visit_full",
+            RoomError::NotJoined => "not_joined",
+            RoomError::NotAdmitted => "not_admitted",
+            RoomError::Forbidden => "forbidden",
+            RoomError::UnknownParticipant => "unknown_participant",
+            RoomError::ParticipantUnavailable => "participant_unavailable",
+            RoomError::NotWaiting => "not_waiting",
+            RoomError::InvalidTarget => "invalid_target",
+            RoomError::InvalidChat => "invalid_chat",
+            RoomError::Unavailable => "unavailable",
+        }
+    }
+
+    /// For a refused join, how the connection is closed; other refusals keep it open.
+    pub fn join_close_code(self) -> CloseCode {
+        match self {
+            RoomError::WrongTenant => CloseCode::BadToken,
+            RoomError::VisitNotFound | RoomError::VisitEnded => CloseCode::VisitGone,
+            RoomError::Unavailable => CloseCode::GoingAway,
+            _ => CloseCode::NotAllowed,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Participant {
+    id: ParticipantId,
+    identity: String,
+    role: Role,
+    name: String,
+    state: ParticipantState,
+    media: MediaState,
+    conn: Option<ConnId>,
+    /// Waiting since, or admitted since.
+    since: DateTime<Utc>,
+    dropped_at: Option<DateTime<Utc>>,
+}
+
+impl Participant {
+    fn admitted(&self) -> bool {
+        self.state == ParticipantState::Admitted
+    }
+
+    fn view(&self) -> ParticipantView {
+        ParticipantView {
+            participant_id: self.id,
+            identity: self.identity.clone(),
+            role: self.role,
+            name: self.name.clone(),
+            state: self.state,
+            media: self.media,
+            connected: self.conn.is_some(),
+        }
+    }
+
+    fn stored(&self) -> StoredParticipant {
+        StoredParticipant {
+            participant_id: self.id,
+            identity: self.identity.clone(),
+            role: self.role,
+            name: self.name.clone(),
+            state: self.state,
+            since: self.since,
+            dropped_at: self.dropped_at,
+        }
+    }
+
+    fn audit(&self, kind: AuditKind, at: DateTime<Utc>) -> AuditEvent {
+        AuditEvent {
+            participant_id: Some(self.id),
+            identity: Some(self.identity.clone()),
+            role: Some(self.role),
+            ..AuditEvent::new(kind, at)
+        }
+    }
+}
+
+/// One visit's live state.
+#[derive(Debug, Clone)]
+pub struct Visit {
+    record: VisitRecord,
+    grace: TimeDelta,
+    participants: Vec<Participant>,
+}
+
+impl Visit {
+    /// A visit nobody is in yet.
+    pub fn new(record: VisitRecord, grace: TimeDelta) -> Self {
+        Self {
+            record,
+            grace,
+            participants: Vec::new(),
+        }
+    }
+
+    /// A visit rebuilt from storage after a restart. Participants who were connected when
+    /// the previous process stopped count as dropped at `boot`, so their grace period runs
+    /// from the restart.
+    pub fn restore(
+        record: VisitRecord,
+        stored: Vec<StoredParticipant>,
+        boot: DateTime<Utc>,
+        grace: TimeDelta,
+    ) -> Self {
+        let participants = if record.status == VisitStatus::Ended {
+            Vec::new()
+        } else {
+            stored
+                .into_iter()
+                .map(|p| Participant {
+                    id: p.participant_id,
+                    identity: p.identity,
+                    role: p.role,
+                    name: p.name,
+                    state: p.state,
+                    media: MediaState::default(),
+                    conn: None,
+                    since: p.since,
+                    dropped_at: Some(p.dropped_at.map_or(boot, |d| d.min(boot))),
+                })
+                .collect()
+        };
+        Self {
+            record,
+            grace,
+            participants,
+        }
+    }
+
+    pub fn record(&self) -> &VisitRecord {
+        &self.record
+    }
+
+    /// Everyone present, admitted first.
+    pub fn participants(&self) -> Vec<ParticipantView> {
+        let mut views: Vec<_> = self.participants.iter().map(Participant::view).collect();
+        views.sort_by_key(|v| v.state != ParticipantState::Admitted);
+        views
+    }
+
+    /// No one is connected or within a grace period: nothing left to keep in memory.
+    pub fn is_vacant(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// The earliest time at which [`Input::Tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        if self.record.status == VisitStatus::Ended {
+            return None;
+        }
+        self.participants
+            .iter()
+            .filter_map(|p| p.dropped_at.map(|d| d + self.grace))
+            .chain(std::iter::once(self.record.expires_at))
+            .min()
+    }
+
+    /// Applies one input at time `now`, appending what must happen to `out`.
+    pub fn handle(
+        &mut self,
+        input: Input,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        match input {
+            Input::Join(req) => self.join(req, now, out),
+            Input::Disconnected { conn } => {
+                self.disconnected(conn, now, out);
+                Ok(())
+            }
+            Input::Leave { conn } => {
+                let i = self.by_conn(conn).ok_or(RoomError::NotJoined)?;
+                out.push(Output::Close {
+                    conn,
+                    code: CloseCode::Normal,
+                    reason: "left",
+                });
+                out.push(Output::Audit(
+                    self.participants[i].audit(AuditKind::Left, now),
+                ));
+                self.remove_at(i, LeaveReason::Left, out);
+                Ok(())
+            }
+            Input::Admit { conn, target } => self.admit(conn, target, now, out),
+            Input::Deny {
+                conn,
+                target,
+                reason,
+            } => self.deny(conn, target, reason, now, out),
+            Input::Remove { by, target } => self.remove(by, target, now, out),
+            Input::Signal { conn, to, data } => self.signal(conn, to, data, out),
+            Input::Chat { conn, text } => self.chat(conn, text, now, out),
+            Input::Media { conn, media } => {
+                let i = self.by_conn(conn).ok_or(RoomError::NotJoined)?;
+                self.participants[i].media = media;
+                if self.participants[i].admitted() {
+                    let participant = self.participants[i].view();
+                    self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
+                        participant: participant.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Input::End { by } => {
+                let actor = self.authorize(by)?;
+                if self.record.status == VisitStatus::Ended {
+                    return Err(RoomError::VisitEnded);
+                }
+                let reason = if by == Actor::Api {
+                    EndReason::EndedByApi
+                } else {
+                    EndReason::EndedByDoctor
+                };
+                self.end(reason, actor, now, out);
+                Ok(())
+            }
+            Input::Tick => {
+                self.tick(now, out);
+                Ok(())
+            }
+        }
+    }
+
+    fn by_conn(&self, conn: ConnId) -> Option<usize> {
+        self.participants.iter().position(|p| p.conn == Some(conn))
+    }
+
+    fn by_id(&self, id: ParticipantId) -> Option<usize> {
+        self.participants.iter().position(|p| p.id == id)
+    }
+
+    /// Checks that `by` may run the visit; returns the actor name for the audit trail.
+    fn authorize(&self, by: Actor) -> Result<String, RoomError> {
+        match by {
+            Actor::Api => Ok("api".to_owned()),
+            Actor::Conn(conn) => {
+                let p = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+                if p.role.is_host() && p.admitted() {
+                    Ok(p.id.to_string())
+                } else {
+                    Err(RoomError::Forbidden)
+                }
+            }
+        }
+    }
+
+    fn lobby(&self) -> Arc<[LobbyEntry]> {
+        self.participants
+            .iter()
+            .filter(|p| p.state == ParticipantState::Waiting)
+            .map(|p| LobbyEntry {
+                participant_id: p.id,
+                name: p.name.clone(),
+                role: p.role,
+                since: p.since,
+                connected: p.conn.is_some(),
+            })
+            .collect()
+    }
+
+    /// Sends the waiting list to every connected doctor.
+    fn lobby_to_doctors(&self, out: &mut Vec<Output>) {
+        let waiting = self.lobby();
+        for p in &self.participants {
+            if let (Some(conn), true) = (p.conn, p.role.is_host() && p.admitted()) {
+                out.push(Output::Send {
+                    to: conn,
+                    notice: Notice::Lobby {
+                        waiting: waiting.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Sends a notice to every connected admitted participant except `skip`.
+    fn to_admitted(&self, skip: Option<usize>, out: &mut Vec<Output>, notice: impl Fn() -> Notice) {
+        for (i, p) in self.participants.iter().enumerate() {
+            if let (Some(conn), true) = (p.conn, p.admitted() && Some(i) != skip) {
+                out.push(Output::Send {
+                    to: conn,
+                    notice: notice(),
+                });
+            }
+        }
+    }
+
+    /// The admitted participants other than `skip`, as an `admitted` frame lists them.
+    fn admitted_views(&self, skip: usize) -> Vec<ParticipantView> {
+        self.participants
+            .iter()
+            .enumerate()
+            .filter(|&(i, p)| i != skip && p.admitted())
+            .map(|(_, p)| p.view())
+            .collect()
+    }
+
+    /// Whether joins are possible at `now`; ends the visit if it just expired.
+    fn check_joinable(
+        &mut self,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        if self.record.status == VisitStatus::Ended {
+            return Err(RoomError::VisitEnded);
+        }
+        if self.record.expires_at <= now {
+            self.end(EndReason::Expired, "bedside".to_owned(), now, out);
+            return Err(RoomError::VisitEnded);
+        }
+        if self.record.not_before.is_some_and(|nb| now < nb) {
+            return Err(RoomError::NotStarted);
+        }
+        Ok(())
+    }
+
+    fn join(
+        &mut self,
+        req: JoinRequest,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        self.check_joinable(now, out)?;
+        let existing = self
+            .participants
+            .iter()
+            .position(|p| p.identity == req.identity);
+        // A changed role is a different person as far as the visit goes: they re-enter.
+        if let Some(i) = existing.filter(|&i| self.participants[i].role != req.role) {
+            if let Some(old) = self.participants[i].conn {
+                out.push(Output::Close {
+                    conn: old,
+                    code: CloseCode::Replaced,
+                    reason: "replaced by a newer connection",
+                });
+            }
+            out.push(Output::Audit(
+                self.participants[i].audit(AuditKind::Replaced, now),
+            ));
+            self.remove_at(i, LeaveReason::Left, out);
+            return self.join(req, now, out);
+        }
+        let i = match existing {
+            Some(i) => {
+                let p = &mut self.participants[i];
+                let kind = match p.conn.replace(req.conn) {
+                    Some(old) => {
+                        out.push(Output::Close {
+                            conn: old,
+                            code: CloseCode::Replaced,
+                            reason: "replaced by a newer connection",
+                        });
+                        AuditKind::Replaced
+                    }
+                    None => AuditKind::Rejoined,
+                };
+                p.dropped_at = None;
+                p.name = req.name;
+                out.push(Output::Audit(p.audit(kind, now)));
+                i
+            }
+            None => {
+                if self.participants.len() >= usize::from(self.record.max_participants) {
+                    return Err(RoomError::VisitFull);
+                }
+                let state = if req.role.is_host() {
+                    ParticipantState::Admitted
+                } else {
+                    ParticipantState::Waiting
+                };
+                self.participants.push(Participant {
+                    id: req.new_id,
+                    identity: req.identity,
+                    role: req.role,
+                    name: req.name,
+                    state,
+                    media: MediaState::default(),
+                    conn: Some(req.conn),
+                    since: now,
+                    dropped_at: None,
+                });
+                if self.record.status == VisitStatus::Open {
+                    self.record.status = VisitStatus::Active;
+                    self.record.started_at = Some(now);
+                    out.push(Output::Persist(Change::Status {
+                        status: VisitStatus::Active,
+                        reason: None,
+                        at: now,
+                    }));
+                }
+                let i = self.participants.len() - 1;
+                out.push(Output::Audit(
+                    self.participants[i]
+                        .audit(AuditKind::Joined, now)
+                        .detail(state.as_str()),
+                ));
+                i
+            }
+        };
+        let p = &self.participants[i];
+        out.push(Output::Persist(Change::Participant(p.stored())));
+        out.push(Output::Send {
+            to: req.conn,
+            notice: Notice::Joined {
+                participant_id: p.id,
+                role: p.role,
+                visit: VisitSummary {
+                    id: self.record.id,
+                    status: self.record.status,
+                },
+            },
+        });
+        if p.admitted() {
+            out.push(Output::Send {
+                to: req.conn,
+                notice: Notice::Admitted {
+                    participants: self.admitted_views(i),
+                },
+            });
+            if p.role.is_host() {
+                out.push(Output::Send {
+                    to: req.conn,
+                    notice: Notice::Lobby {
+                        waiting: self.lobby(),
+                    },
+                });
+            }
+            let participant = p.view();
+            if existing.is_some() {
+                self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
+                    participant: participant.clone(),
+                });
+            } else {
+                self.to_admitted(Some(i), out, || Notice::ParticipantJoined {
+                    participant: participant.clone(),
+                });
+            }
+        } else {
+            out.push(Output::Send {
+                to: req.conn,
+                notice: Notice::Waiting,
+            });
+            self.lobby_to_doctors(out);
+        }
+        Ok(())
+    }
+
+    fn disconnected(&mut self, conn: ConnId, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        // A connection that was replaced or removed is no longer anyone's: nothing to do.
+        let Some(i) = self.by_conn(conn) else { return };
+        let p = &mut self.participants[i];
+        p.conn = None;
+        p.dropped_at = Some(now);
+        out.push(Output::Persist(Change::Participant(p.stored())));
+        out.push(Output::Audit(p.audit(AuditKind::Dropped, now)));
+        if p.admitted() {
+            let participant = p.view();
+            self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
+                participant: participant.clone(),
+            });
+        } else {
+            self.lobby_to_doctors(out);
+        }
+    }
+
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        target: ParticipantId,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        let actor = self.authorize(Actor::Conn(conn))?;
+        let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
+        let p = &mut self.participants[i];
+        if p.admitted() {
+            return Err(RoomError::NotWaiting);
+        }
+        p.state = ParticipantState::Admitted;
+        p.since = now;
+        out.push(Output::Persist(Change::Participant(p.stored())));
+        out.push(Output::Audit(
+            p.audit(AuditKind::Admitted, now).actor(actor),
+        ));
+        let p = &self.participants[i];
+        if let Some(their_conn) = p.conn {
+            out.push(Output::Send {
+                to: their_conn,
+                notice: Notice::Admitted {
+                    participants: self.admitted_views(i),
+                },
+            });
+        }
+        let participant = p.view();
+        self.to_admitted(Some(i), out, || Notice::ParticipantJoined {
+            participant: participant.clone(),
+        });
+        self.lobby_to_doctors(out);
+        Ok(())
+    }
+
+    fn deny(
+        &mut self,
+        conn: ConnId,
+        target: ParticipantId,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        let actor = self.authorize(Actor::Conn(conn))?;
+        let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
+        if self.participants[i].admitted() {
+            return Err(RoomError::NotWaiting);
+        }
+        let reason = reason
+            .map(|r| {
+                bedside_auth::sanitize_display_name(&r)
+                    .chars()
+                    .take(MAX_REASON_CHARS)
+                    .collect::<String>()
+            })
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "denied".to_owned());
+        // The doctor's words go to the patient only, never to the audit trail.
+        out.push(Output::Audit(
+            self.participants[i]
+                .audit(AuditKind::Denied, now)
+                .actor(actor),
+        ));
+        self.expel(i, reason.into(), LeaveReason::Removed, out);
+        Ok(())
+    }
+
+    fn remove(
+        &mut self,
+        by: Actor,
+        target: Target,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        let actor = self.authorize(by)?;
+        let i = match &target {
+            Target::Id(id) => self.by_id(*id),
+            Target::Identity(identity) => self
+                .participants
+                .iter()
+                .position(|p| &p.identity == identity),
+        }
+        .ok_or(RoomError::UnknownParticipant)?;
+        if let Actor::Conn(conn) = by
+            && self.participants[i].conn == Some(conn)
+        {
+            return Err(RoomError::InvalidTarget);
+        }
+        out.push(Output::Audit(
+            self.participants[i]
+                .audit(AuditKind::Removed, now)
+                .actor(actor),
+        ));
+        self.expel(i, "removed".into(), LeaveReason::Removed, out);
+        Ok(())
+    }
+
+    /// Tells a participant they are out (`denied`), closes them with 4003 and removes them.
+    fn expel(&mut self, i: usize, reason: Arc<str>, why: LeaveReason, out: &mut Vec<Output>) {
+        if let Some(conn) = self.participants[i].conn {
+            out.push(Output::Send {
+                to: conn,
+                notice: Notice::Denied { reason },
+            });
+            out.push(Output::Close {
+                conn,
+                code: CloseCode::NotAllowed,
+                reason: "not allowed",
+            });
+        }
+        self.remove_at(i, why, out);
+    }
+
+    /// Drops participant `i` and tells whoever could see them.
+    fn remove_at(&mut self, i: usize, reason: LeaveReason, out: &mut Vec<Output>) {
+        let p = self.participants.remove(i);
+        out.push(Output::Persist(Change::ParticipantGone {
+            participant_id: p.id,
+        }));
+        if p.admitted() {
+            self.to_admitted(None, out, || Notice::ParticipantLeft {
+                participant_id: p.id,
+                reason,
+            });
+        } else {
+            self.lobby_to_doctors(out);
+        }
+    }
+
+    fn signal(
+        &mut self,
+        conn: ConnId,
+        to: ParticipantId,
+        data: Box<RawValue>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        let from = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+        if !from.admitted() {
+            return Err(RoomError::NotAdmitted);
+        }
+        // Waiting participants are invisible to everyone but doctors: same error as unknown.
+        let target = self
+            .participants
+            .iter()
+            .find(|p| p.id == to && p.admitted() && p.id != from.id)
+            .ok_or(RoomError::UnknownParticipant)?;
+        let target_conn = target.conn.ok_or(RoomError::ParticipantUnavailable)?;
+        out.push(Output::Send {
+            to: target_conn,
+            notice: Notice::Signal {
+                from: from.id,
+                data,
+            },
+        });
+        Ok(())
+    }
+
+    fn chat(
+        &mut self,
+        conn: ConnId,
+        text: String,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), RoomError> {
+        let from = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+        if !from.admitted() {
+            return Err(RoomError::NotAdmitted);
+        }
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
+            return Err(RoomError::InvalidChat);
+        }
+        let text: Arc<str> = text.into();
+        let from = from.id;
+        // Echoed to the sender too, so everyone holds the same transcript.
+        self.to_admitted(None, out, || Notice::Chat {
+            from,
+            text: text.clone(),
+            at: now,
+        });
+        Ok(())
+    }
+
+    fn end(&mut self, reason: EndReason, actor: String, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        self.record.status = VisitStatus::Ended;
+        self.record.ended_reason = Some(reason);
+        self.record.ended_at = Some(now);
+        for p in self.participants.drain(..) {
+            if let Some(conn) = p.conn {
+                out.push(Output::Send {
+                    to: conn,
+                    notice: Notice::VisitEnded { reason },
+                });
+                out.push(Output::Close {
+                    conn,
+                    code: CloseCode::VisitGone,
+                    reason: "visit ended",
+                });
+            }
+        }
+        out.push(Output::Persist(Change::Status {
+            status: VisitStatus::Ended,
+            reason: Some(reason),
+            at: now,
+        }));
+        out.push(Output::Audit(
+            AuditEvent::new(AuditKind::Ended, now)
+                .actor(actor)
+                .detail(reason.as_str()),
+        ));
+    }
+
+    fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        if self.record.status == VisitStatus::Ended {
+            return;
+        }
+        if self.record.expires_at <= now {
+            self.end(EndReason::Expired, "bedside".to_owned(), now, out);
+            return;
+        }
+        while let Some(i) = self
+            .participants
+            .iter()
+            .position(|p| p.dropped_at.is_some_and(|d| d + self.grace <= now))
+        {
+            out.push(Output::Audit(
+                self.participants[i].audit(AuditKind::TimedOut, now),
+            ));
+            self.remove_at(i, LeaveReason::TimedOut, out);
+        }
+    }
+}

@@ -1,0 +1,899 @@
+//! The waiting-room rules of DESIGN.md, played against the visit state machine with
+//! simulated time: no sockets, no sleeps.
+
+use bedside_auth::{Role, TenantId};
+use bedside_rooms::visit::MAX_CHAT_CHARS;
+use bedside_rooms::{
+    Actor, AuditKind, Change, CloseCode, ConnId, EndReason, Input, JoinRequest, LeaveReason,
+    MediaState, Notice, Output, ParticipantId, ParticipantState, RoomError, StoredParticipant,
+    Target, Visit, VisitId, VisitRecord, VisitStatus,
+};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use serde_json::value::RawValue;
+
+const GRACE: i64 = 30;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap()
+}
+
+fn record(max: u8) -> VisitRecord {
+    VisitRecord {
+        id: VisitId::random(),
+        tenant: TenantId::new("clinic-a").unwrap(),
+        external_ref: None,
+        status: VisitStatus::Open,
+        ended_reason: None,
+        created_at: t0(),
+        not_before: None,
+        expires_at: t0() + TimeDelta::hours(2),
+        started_at: None,
+        ended_at: None,
+        max_participants: max,
+        metadata: None,
+    }
+}
+
+struct Sim {
+    visit: Visit,
+    now: DateTime<Utc>,
+}
+
+/// Someone in the simulation: their current connection and participant id.
+#[derive(Clone, Copy)]
+struct Who {
+    conn: ConnId,
+    id: ParticipantId,
+}
+
+impl Sim {
+    fn new() -> Self {
+        Self::with(record(4))
+    }
+
+    fn with(record: VisitRecord) -> Self {
+        Self {
+            visit: Visit::new(record, TimeDelta::seconds(GRACE)),
+            now: t0(),
+        }
+    }
+
+    fn step(&mut self, input: Input) -> (Result<(), RoomError>, Vec<Output>) {
+        let mut out = Vec::new();
+        let r = self.visit.handle(input, self.now, &mut out);
+        (r, out)
+    }
+
+    fn ok(&mut self, input: Input) -> Vec<Output> {
+        let (r, out) = self.step(input);
+        r.expect("input accepted");
+        out
+    }
+
+    fn err(&mut self, input: Input) -> (RoomError, Vec<Output>) {
+        let (r, out) = self.step(input);
+        (r.expect_err("input refused"), out)
+    }
+
+    fn join_as(&mut self, identity: &str, role: Role) -> (Who, Vec<Output>) {
+        let conn = ConnId::next();
+        let req = JoinRequest {
+            conn,
+            identity: identity.into(),
+            role,
+            name: format!("{identity} name"),
+            new_id: ParticipantId::random(),
+        };
+        let out = self.ok(Input::Join(req));
+        let id = match notices(&out, conn).first() {
+            Some(Notice::Joined { participant_id, .. }) => *participant_id,
+            other => panic!("expected joined first, got {other:?}"),
+        };
+        (Who { conn, id }, out)
+    }
+
+    fn join(&mut self, identity: &str, role: Role) -> Who {
+        self.join_as(identity, role).0
+    }
+
+    fn admit(&mut self, doctor: Who, patient: Who) -> Vec<Output> {
+        self.ok(Input::Admit {
+            conn: doctor.conn,
+            target: patient.id,
+        })
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.now += TimeDelta::seconds(secs);
+    }
+}
+
+fn notices(out: &[Output], conn: ConnId) -> Vec<&Notice> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, notice } if *to == conn => Some(notice),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closes(out: &[Output]) -> Vec<(ConnId, CloseCode)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Close { conn, code, .. } => Some((*conn, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn audits(out: &[Output]) -> Vec<AuditKind> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Audit(e) => Some(e.kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
+    notices
+        .iter()
+        .map(|n| match n {
+            Notice::Joined { .. } => "joined",
+            Notice::Waiting => "waiting",
+            Notice::Lobby { .. } => "lobby",
+            Notice::Admitted { .. } => "admitted",
+            Notice::ParticipantJoined { .. } => "participant_joined",
+            Notice::ParticipantLeft { .. } => "participant_left",
+            Notice::ParticipantUpdated { .. } => "participant_updated",
+            Notice::Signal { .. } => "signal",
+            Notice::Chat { .. } => "chat",
+            Notice::Denied { .. } => "denied",
+            Notice::VisitEnded { .. } => "visit_ended",
+        })
+        .collect()
+}
+
+fn lobby_ids(n: &Notice) -> Vec<ParticipantId> {
+    match n {
+        Notice::Lobby { waiting } => waiting.iter().map(|w| w.participant_id).collect(),
+        other => panic!("expected lobby, got {other:?}"),
+    }
+}
+
+fn raw(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).unwrap()
+}
+
+#[test]
+fn a_doctor_is_admitted_on_join_and_sees_the_lobby() {
+    let mut sim = Sim::new();
+    let (doc, out) = sim.join_as("dr-1", Role::Doctor);
+    assert_eq!(
+        kinds(&notices(&out, doc.conn)),
+        ["joined", "admitted", "lobby"]
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Persist(Change::Status {
+            status: VisitStatus::Active,
+            ..
+        })
+    )));
+    assert_eq!(audits(&out), [AuditKind::Joined]);
+    assert_eq!(sim.visit.record().status, VisitStatus::Active);
+}
+
+#[test]
+fn patients_and_guests_wait_and_the_doctor_sees_them() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    for (identity, role) in [("pt-1", Role::Patient), ("guest-1", Role::Guest)] {
+        let (who, out) = sim.join_as(identity, role);
+        assert_eq!(kinds(&notices(&out, who.conn)), ["joined", "waiting"]);
+        let to_doctor = notices(&out, doc.conn);
+        assert_eq!(kinds(&to_doctor), ["lobby"]);
+        assert!(lobby_ids(to_doctor[0]).contains(&who.id));
+    }
+}
+
+#[test]
+fn a_doctor_arriving_admits_nobody() {
+    let mut sim = Sim::new();
+    let pt = sim.join("pt-1", Role::Patient);
+    let (doc, out) = sim.join_as("dr-1", Role::Doctor);
+    assert!(
+        notices(&out, pt.conn).is_empty(),
+        "the patient hears nothing"
+    );
+    let to_doctor = notices(&out, doc.conn);
+    assert_eq!(kinds(&to_doctor), ["joined", "admitted", "lobby"]);
+    assert_eq!(lobby_ids(to_doctor[2]), [pt.id]);
+    match to_doctor[1] {
+        Notice::Admitted { participants } => assert!(participants.is_empty()),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn the_doctor_admits_one_patient_at_a_time() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let a = sim.join("pt-a", Role::Patient);
+    let b = sim.join("pt-b", Role::Guest);
+
+    let out = sim.admit(doc, a);
+    match notices(&out, a.conn).as_slice() {
+        [Notice::Admitted { participants }] => {
+            assert_eq!(
+                participants
+                    .iter()
+                    .map(|p| p.participant_id)
+                    .collect::<Vec<_>>(),
+                [doc.id]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        kinds(&notices(&out, doc.conn)),
+        ["participant_joined", "lobby"]
+    );
+    assert_eq!(
+        lobby_ids(notices(&out, doc.conn)[1]),
+        [b.id],
+        "b still waits"
+    );
+    assert!(notices(&out, b.conn).is_empty());
+    assert_eq!(audits(&out), [AuditKind::Admitted]);
+
+    // Admitting again is refused; b is admitted separately and a hears of it.
+    assert_eq!(
+        sim.err(Input::Admit {
+            conn: doc.conn,
+            target: a.id
+        })
+        .0,
+        RoomError::NotWaiting
+    );
+    let out = sim.admit(doc, b);
+    assert_eq!(kinds(&notices(&out, a.conn)), ["participant_joined"]);
+}
+
+#[test]
+fn only_doctors_admit_deny_remove_or_end() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let a = sim.join("pt-a", Role::Patient);
+    let b = sim.join("pt-b", Role::Patient);
+    sim.admit(doc, a);
+    for input in [
+        Input::Admit {
+            conn: a.conn,
+            target: b.id,
+        },
+        Input::Deny {
+            conn: a.conn,
+            target: b.id,
+            reason: None,
+        },
+        Input::Remove {
+            by: Actor::Conn(a.conn),
+            target: Target::Id(b.id),
+        },
+        Input::End {
+            by: Actor::Conn(a.conn),
+        },
+    ] {
+        let (e, out) = sim.err(input);
+        assert_eq!(e, RoomError::Forbidden);
+        assert!(out.is_empty());
+    }
+    assert_eq!(
+        sim.err(Input::Admit {
+            conn: b.conn,
+            target: b.id
+        })
+        .0,
+        RoomError::Forbidden
+    );
+}
+
+#[test]
+fn deny_closes_the_patient_and_keeps_the_reason_out_of_the_audit() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let out = sim.ok(Input::Deny {
+        conn: doc.conn,
+        target: pt.id,
+        reason: Some("Please call\nthe front desk".into()),
+    });
+    match notices(&out, pt.conn).as_slice() {
+        [Notice::Denied { reason }] => assert_eq!(&**reason, "Please call the front desk"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(closes(&out), [(pt.conn, CloseCode::NotAllowed)]);
+    assert!(lobby_ids(notices(&out, doc.conn)[0]).is_empty());
+    assert!(out.iter().any(|o| matches!(o, Output::Persist(Change::ParticipantGone { participant_id }) if *participant_id == pt.id)));
+    for o in &out {
+        if let Output::Audit(e) = o {
+            assert_eq!(e.kind, AuditKind::Denied);
+            assert_eq!(e.actor.as_deref(), Some(doc.id.to_string().as_str()));
+            assert!(e.detail.is_none());
+        }
+    }
+}
+
+#[test]
+fn a_denied_patient_who_returns_waits_again() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.ok(Input::Deny {
+        conn: doc.conn,
+        target: pt.id,
+        reason: None,
+    });
+    let (again, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(kinds(&notices(&out, again.conn)), ["joined", "waiting"]);
+    assert_ne!(again.id, pt.id, "a new participant");
+}
+
+#[test]
+fn removal_by_doctor_or_api_closes_and_tells_the_others() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let a = sim.join("pt-a", Role::Patient);
+    let b = sim.join("pt-b", Role::Guest);
+    sim.admit(doc, a);
+    sim.admit(doc, b);
+
+    let out = sim.ok(Input::Remove {
+        by: Actor::Conn(doc.conn),
+        target: Target::Id(a.id),
+    });
+    assert_eq!(kinds(&notices(&out, a.conn)), ["denied"]);
+    assert_eq!(closes(&out), [(a.conn, CloseCode::NotAllowed)]);
+    for other in [doc, b] {
+        match notices(&out, other.conn).as_slice() {
+            [
+                Notice::ParticipantLeft {
+                    participant_id,
+                    reason,
+                },
+            ] => {
+                assert_eq!((*participant_id, *reason), (a.id, LeaveReason::Removed));
+            }
+            n => panic!("{n:?}"),
+        }
+    }
+
+    let out = sim.ok(Input::Remove {
+        by: Actor::Api,
+        target: Target::Identity("pt-b".into()),
+    });
+    assert_eq!(closes(&out), [(b.conn, CloseCode::NotAllowed)]);
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_deref() == Some("api"))));
+
+    // Removed participants come back through the waiting room.
+    let (back, out) = sim.join_as("pt-a", Role::Patient);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
+
+    assert_eq!(
+        sim.err(Input::Remove {
+            by: Actor::Api,
+            target: Target::Identity("nobody".into())
+        })
+        .0,
+        RoomError::UnknownParticipant
+    );
+    assert_eq!(
+        sim.err(Input::Remove {
+            by: Actor::Conn(doc.conn),
+            target: Target::Id(doc.id)
+        })
+        .0,
+        RoomError::InvalidTarget
+    );
+}
+
+#[test]
+fn coming_back_within_the_grace_period_keeps_the_admission() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+
+    let out = sim.ok(Input::Disconnected { conn: pt.conn });
+    match notices(&out, doc.conn).as_slice() {
+        [Notice::ParticipantUpdated { participant }] => assert!(!participant.connected),
+        n => panic!("{n:?}"),
+    }
+    assert_eq!(
+        sim.visit.next_deadline(),
+        Some(sim.now + TimeDelta::seconds(GRACE))
+    );
+
+    sim.advance(GRACE - 1);
+    sim.ok(Input::Tick);
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(back.id, pt.id, "same participant");
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "admitted"]);
+    match notices(&out, doc.conn).as_slice() {
+        [Notice::ParticipantUpdated { participant }] => assert!(participant.connected),
+        n => panic!("{n:?}"),
+    }
+    assert_eq!(audits(&out), [AuditKind::Rejoined]);
+}
+
+#[test]
+fn coming_back_after_the_grace_period_means_waiting_again() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    sim.advance(GRACE);
+    let out = sim.ok(Input::Tick);
+    match notices(&out, doc.conn).as_slice() {
+        [
+            Notice::ParticipantLeft {
+                participant_id,
+                reason,
+            },
+        ] => {
+            assert_eq!((*participant_id, *reason), (pt.id, LeaveReason::TimedOut));
+        }
+        n => panic!("{n:?}"),
+    }
+    assert_eq!(audits(&out), [AuditKind::TimedOut]);
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
+}
+
+#[test]
+fn a_waiting_patient_who_drops_stays_listed_until_the_grace_period_ends() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let out = sim.ok(Input::Disconnected { conn: pt.conn });
+    match notices(&out, doc.conn).as_slice() {
+        [Notice::Lobby { waiting }] => assert!(!waiting[0].connected),
+        n => panic!("{n:?}"),
+    }
+    sim.advance(GRACE + 1);
+    let out = sim.ok(Input::Tick);
+    assert!(lobby_ids(notices(&out, doc.conn)[0]).is_empty());
+}
+
+#[test]
+fn a_second_connection_replaces_the_first() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let (tab2, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(tab2.id, pt.id);
+    assert_eq!(closes(&out), [(pt.conn, CloseCode::Replaced)]);
+    assert_eq!(kinds(&notices(&out, tab2.conn)), ["joined", "admitted"]);
+    assert_eq!(audits(&out), [AuditKind::Replaced]);
+    // The old socket's goodbye changes nothing.
+    let out = sim.ok(Input::Disconnected { conn: pt.conn });
+    assert!(out.is_empty());
+    assert_eq!(
+        sim.err(Input::Chat {
+            conn: pt.conn,
+            text: "hi".into()
+        })
+        .0,
+        RoomError::NotJoined
+    );
+}
+
+#[test]
+fn a_changed_role_re_enters_the_visit() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("person-1", Role::Patient);
+    let (as_guest, out) = sim.join_as("person-1", Role::Guest);
+    assert_eq!(closes(&out), [(pt.conn, CloseCode::Replaced)]);
+    assert_eq!(kinds(&notices(&out, as_guest.conn)), ["joined", "waiting"]);
+    assert_eq!(
+        lobby_ids(notices(&out, doc.conn).last().unwrap()),
+        [as_guest.id]
+    );
+}
+
+#[test]
+fn the_participant_cap_holds_but_returning_participants_fit() {
+    let mut sim = Sim::with(record(2));
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let conn = ConnId::next();
+    let req = JoinRequest {
+        conn,
+        identity: "guest-1".into(),
+        role: Role::Guest,
+        name: String::new(),
+        new_id: ParticipantId::random(),
+    };
+    let (e, out) = sim.err(Input::Join(req));
+    assert_eq!(e, RoomError::VisitFull);
+    assert!(notices(&out, doc.conn).is_empty());
+    assert_eq!(e.join_close_code(), CloseCode::NotAllowed);
+    // Reconnecting identities are not new participants.
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    sim.join("pt-1", Role::Patient);
+}
+
+#[test]
+fn ending_closes_everyone_and_refuses_later_joins() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let a = sim.join("pt-a", Role::Patient);
+    let b = sim.join("pt-b", Role::Patient);
+    sim.admit(doc, a);
+    let out = sim.ok(Input::End {
+        by: Actor::Conn(doc.conn),
+    });
+    for who in [doc, a, b] {
+        match notices(&out, who.conn).as_slice() {
+            [Notice::VisitEnded { reason }] => assert_eq!(*reason, EndReason::EndedByDoctor),
+            n => panic!("{n:?}"),
+        }
+    }
+    let mut closed = closes(&out);
+    closed.sort();
+    let mut expected = vec![
+        (doc.conn, CloseCode::VisitGone),
+        (a.conn, CloseCode::VisitGone),
+        (b.conn, CloseCode::VisitGone),
+    ];
+    expected.sort();
+    assert_eq!(closed, expected);
+    assert!(sim.visit.is_vacant());
+    assert_eq!(
+        sim.visit.record().ended_reason,
+        Some(EndReason::EndedByDoctor)
+    );
+    assert!(sim.visit.next_deadline().is_none());
+
+    let req = JoinRequest {
+        conn: ConnId::next(),
+        identity: "pt-a".into(),
+        role: Role::Patient,
+        name: String::new(),
+        new_id: ParticipantId::random(),
+    };
+    assert_eq!(sim.err(Input::Join(req)).0, RoomError::VisitEnded);
+    assert_eq!(
+        sim.err(Input::End { by: Actor::Api }).0,
+        RoomError::VisitEnded
+    );
+}
+
+#[test]
+fn ending_by_api_is_recorded_as_such() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let out = sim.ok(Input::End { by: Actor::Api });
+    assert!(matches!(
+        notices(&out, doc.conn)[0],
+        Notice::VisitEnded {
+            reason: EndReason::EndedByApi
+        }
+    ));
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Ended && e.actor.as_deref() == Some("api"))));
+}
+
+#[test]
+fn nothing_is_relayed_to_or_from_a_waiting_participant() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let data = || raw(r#"{"sdp":"v=0"}"#);
+
+    let (e, out) = sim.err(Input::Signal {
+        conn: pt.conn,
+        to: doc.id,
+        data: data(),
+    });
+    assert_eq!(e, RoomError::NotAdmitted);
+    assert!(out.is_empty());
+    // To the doctor, a waiting patient is not someone to signal.
+    assert_eq!(
+        sim.err(Input::Signal {
+            conn: doc.conn,
+            to: pt.id,
+            data: data()
+        })
+        .0,
+        RoomError::UnknownParticipant
+    );
+    assert_eq!(
+        sim.err(Input::Chat {
+            conn: pt.conn,
+            text: "hello?".into()
+        })
+        .0,
+        RoomError::NotAdmitted
+    );
+    let out = sim.ok(Input::Chat {
+        conn: doc.conn,
+        text: "one moment".into(),
+    });
+    assert!(notices(&out, pt.conn).is_empty());
+    let out = sim.ok(Input::Media {
+        conn: pt.conn,
+        media: MediaState {
+            audio: true,
+            video: false,
+            screen: false,
+        },
+    });
+    assert!(out.is_empty());
+}
+
+#[test]
+fn signals_go_to_the_named_admitted_peer_byte_for_byte() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let guest = sim.join("guest-1", Role::Guest);
+    sim.admit(doc, pt);
+    sim.admit(doc, guest);
+    let payload =
+        r#"{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n","x":[1, 2.50,"é"]}"#;
+    let out = sim.ok(Input::Signal {
+        conn: doc.conn,
+        to: pt.id,
+        data: raw(payload),
+    });
+    assert_eq!(out.len(), 1);
+    match notices(&out, pt.conn).as_slice() {
+        [Notice::Signal { from, data }] => {
+            assert_eq!(*from, doc.id);
+            assert_eq!(data.get(), payload);
+        }
+        n => panic!("{n:?}"),
+    }
+    assert_eq!(
+        sim.err(Input::Signal {
+            conn: doc.conn,
+            to: doc.id,
+            data: raw("{}")
+        })
+        .0,
+        RoomError::UnknownParticipant
+    );
+    assert_eq!(
+        sim.err(Input::Signal {
+            conn: doc.conn,
+            to: ParticipantId::random(),
+            data: raw("{}")
+        })
+        .0,
+        RoomError::UnknownParticipant
+    );
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    assert_eq!(
+        sim.err(Input::Signal {
+            conn: doc.conn,
+            to: pt.id,
+            data: raw("{}")
+        })
+        .0,
+        RoomError::ParticipantUnavailable
+    );
+}
+
+#[test]
+fn chat_reaches_every_admitted_participant_including_the_sender() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let out = sim.ok(Input::Chat {
+        conn: pt.conn,
+        text: "  can you hear me?  ".into(),
+    });
+    for who in [doc, pt] {
+        match notices(&out, who.conn).as_slice() {
+            [Notice::Chat { from, text, at }] => {
+                assert_eq!((*from, &**text, *at), (pt.id, "can you hear me?", sim.now));
+            }
+            n => panic!("{n:?}"),
+        }
+    }
+    assert!(
+        audits(&out).is_empty(),
+        "chat content never reaches the audit trail"
+    );
+    for text in [String::new(), "   ".into(), "x".repeat(MAX_CHAT_CHARS + 1)] {
+        assert_eq!(
+            sim.err(Input::Chat {
+                conn: pt.conn,
+                text
+            })
+            .0,
+            RoomError::InvalidChat
+        );
+    }
+}
+
+#[test]
+fn media_state_is_shown_to_the_others() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let muted = MediaState {
+        audio: false,
+        video: true,
+        screen: false,
+    };
+    let out = sim.ok(Input::Media {
+        conn: pt.conn,
+        media: muted,
+    });
+    match notices(&out, doc.conn).as_slice() {
+        [Notice::ParticipantUpdated { participant }] => assert_eq!(participant.media, muted),
+        n => panic!("{n:?}"),
+    }
+    assert!(notices(&out, pt.conn).is_empty());
+}
+
+#[test]
+fn leaving_is_final_and_told_to_the_others() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let out = sim.ok(Input::Leave { conn: pt.conn });
+    assert_eq!(closes(&out), [(pt.conn, CloseCode::Normal)]);
+    assert!(matches!(
+        notices(&out, doc.conn)[0],
+        Notice::ParticipantLeft {
+            reason: LeaveReason::Left,
+            ..
+        }
+    ));
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
+}
+
+#[test]
+fn a_visit_expires_on_time_and_refuses_joins_afterwards() {
+    let mut r = record(4);
+    r.expires_at = t0() + TimeDelta::minutes(30);
+    let mut sim = Sim::with(r);
+    let doc = sim.join("dr-1", Role::Doctor);
+    assert_eq!(
+        sim.visit.next_deadline(),
+        Some(t0() + TimeDelta::minutes(30))
+    );
+    sim.advance(29 * 60);
+    assert!(sim.ok(Input::Tick).is_empty());
+    sim.advance(60);
+    let out = sim.ok(Input::Tick);
+    assert!(matches!(
+        notices(&out, doc.conn)[0],
+        Notice::VisitEnded {
+            reason: EndReason::Expired
+        }
+    ));
+    assert_eq!(closes(&out), [(doc.conn, CloseCode::VisitGone)]);
+    let req = JoinRequest {
+        conn: ConnId::next(),
+        identity: "pt".into(),
+        role: Role::Patient,
+        name: String::new(),
+        new_id: ParticipantId::random(),
+    };
+    assert_eq!(sim.err(Input::Join(req)).0, RoomError::VisitEnded);
+}
+
+#[test]
+fn a_join_after_expiry_ends_the_visit_even_without_a_tick() {
+    let mut r = record(4);
+    r.expires_at = t0() + TimeDelta::minutes(1);
+    let mut sim = Sim::with(r);
+    sim.advance(61);
+    let req = JoinRequest {
+        conn: ConnId::next(),
+        identity: "pt".into(),
+        role: Role::Patient,
+        name: String::new(),
+        new_id: ParticipantId::random(),
+    };
+    let (e, out) = sim.err(Input::Join(req));
+    assert_eq!(e, RoomError::VisitEnded);
+    assert_eq!(e.join_close_code(), CloseCode::VisitGone);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Persist(Change::Status {
+            reason: Some(EndReason::Expired),
+            ..
+        })
+    )));
+}
+
+#[test]
+fn joins_before_not_before_are_refused() {
+    let mut r = record(4);
+    r.not_before = Some(t0() + TimeDelta::minutes(10));
+    let mut sim = Sim::with(r);
+    let req = JoinRequest {
+        conn: ConnId::next(),
+        identity: "pt".into(),
+        role: Role::Patient,
+        name: String::new(),
+        new_id: ParticipantId::random(),
+    };
+    assert_eq!(sim.err(Input::Join(req)).0, RoomError::NotStarted);
+    sim.advance(600);
+    sim.join("pt", Role::Patient);
+}
+
+#[test]
+fn after_a_restart_admissions_hold_for_one_grace_period() {
+    let boot = t0() + TimeDelta::minutes(5);
+    let mut r = record(4);
+    r.status = VisitStatus::Active;
+    let stored = |identity: &str, role, state| StoredParticipant {
+        participant_id: ParticipantId::random(),
+        identity: identity.into(),
+        role,
+        name: "n".into(),
+        state,
+        since: t0(),
+        dropped_at: None,
+    };
+    let pt = stored("pt-1", Role::Patient, ParticipantState::Admitted);
+    let waiting = stored("pt-2", Role::Patient, ParticipantState::Waiting);
+    let mut sim = Sim {
+        visit: Visit::restore(
+            r,
+            vec![pt.clone(), waiting],
+            boot,
+            TimeDelta::seconds(GRACE),
+        ),
+        now: boot,
+    };
+    assert_eq!(
+        sim.visit.next_deadline(),
+        Some(boot + TimeDelta::seconds(GRACE))
+    );
+
+    sim.advance(10);
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(back.id, pt.participant_id);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "admitted"]);
+
+    sim.advance(GRACE);
+    sim.ok(Input::Tick);
+    let (late, out) = sim.join_as("pt-2", Role::Patient);
+    assert_eq!(kinds(&notices(&out, late.conn)), ["joined", "waiting"]);
+}
+
+#[test]
+fn the_lobby_shows_name_role_and_time_waited_to_every_doctor() {
+    let mut sim = Sim::new();
+    let d1 = sim.join("dr-1", Role::Doctor);
+    let d2 = sim.join("dr-2", Role::Doctor);
+    sim.advance(42);
+    let (pt, out) = sim.join_as("pt-1", Role::Patient);
+    for doc in [d1, d2] {
+        match notices(&out, doc.conn).as_slice() {
+            [Notice::Lobby { waiting }] => {
+                assert_eq!(waiting.len(), 1);
+                assert_eq!(waiting[0].participant_id, pt.id);
+                assert_eq!(waiting[0].name, "pt-1 name");
+                assert_eq!(waiting[0].role, Role::Patient);
+                assert_eq!(waiting[0].since, t0() + TimeDelta::seconds(42));
+            }
+            n => panic!("{n:?}"),
+        }
+    }
+}

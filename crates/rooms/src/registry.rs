@@ -11,7 +11,9 @@
 
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
 use crate::visit::{Actor, Input, JoinRequest, Output, RoomError, Target, Visit};
-use crate::{CloseCode, ConnId, Notice, ParticipantView, VisitId, VisitRecord, VisitStatus};
+use crate::{
+    CloseCode, ConnId, Notice, ParticipantId, ParticipantView, VisitId, VisitRecord, VisitStatus,
+};
 use bedside_auth::TenantId;
 use chrono::{DateTime, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -196,7 +198,7 @@ impl Registry {
         req: JoinRequest,
         outbox: Arc<dyn Outbox>,
         now: DateTime<Utc>,
-    ) -> Result<VisitHandle, RoomError> {
+    ) -> Result<(VisitHandle, ParticipantId), RoomError> {
         let mut g = self.lock(id).await?;
         if &g.tenant != tenant {
             return Err(RoomError::WrongTenant);
@@ -204,7 +206,10 @@ impl Registry {
         let conn = req.conn;
         g.outboxes.insert(conn, outbox);
         match self.run(&mut g, Input::Join(req), now) {
-            Ok(()) => Ok(VisitHandle(ArcMutexGuard::mutex(&g).clone())),
+            Ok(()) => {
+                let participant = g.visit.participant_of(conn).ok_or(RoomError::NotJoined)?;
+                Ok((VisitHandle(ArcMutexGuard::mutex(&g).clone()), participant))
+            }
             Err(e) => {
                 g.outboxes.remove(&conn);
                 Err(e)

@@ -324,6 +324,11 @@ impl Visit {
         views
     }
 
+    /// The participant a connection speaks for.
+    pub fn participant_of(&self, conn: ConnId) -> Option<ParticipantId> {
+        self.by_conn(conn).map(|i| self.participants[i].id)
+    }
+
     /// No one is connected or within a grace period: nothing left to keep in memory.
     pub fn is_vacant(&self) -> bool {
         self.participants.is_empty()

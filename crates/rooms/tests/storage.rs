@@ -184,7 +184,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
         let patient_box = Arc::new(Recorder::default());
         let doc = join("dr-1", Role::Doctor);
         let doc_conn = doc.conn;
-        let handle = registry
+        let (handle, _) = registry
             .join(v.id, &tenant("clinic-a"), doc, doctor_box.clone(), now)
             .await
             .unwrap();

@@ -1,1 +1,91 @@
-fn main() {}
+//! `bedside`: the telehealth signaling server.
+
+use bedside_server::{Application, Settings, telemetry};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "bedside",
+    version,
+    about = "Telehealth video-visit signaling server"
+)]
+struct Cli {
+    /// TOML config file; BEDSIDE_* environment variables override it.
+    #[arg(long, env = "BEDSIDE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API, /ws and the web client (the default).
+    Serve,
+    /// Load and validate the configuration, print it without secrets, and exit.
+    CheckConfig,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bedside: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        let keys: Vec<_> = settings
+            .keys()
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.id.to_string())
+            .collect();
+        println!(
+            "configuration is valid; listen={} database={} api keys={keys:?}",
+            settings.listen, settings.database_url
+        );
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&settings.log_format);
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("startup failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", app.banner());
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("server failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

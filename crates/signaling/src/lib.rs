@@ -1,1 +1,110 @@
+//! The WebSocket side of Bedside: the protocol's frames and the task that serves one
+//! connection from its `join` to its close.
+//!
+//! [`Signaling`] is what the HTTP layer hands each upgraded socket to: it holds the
+//! registry of visits, the keys that verify tokens, the limits, and the shutdown signal.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod connection;
+mod metrics;
+mod outbox;
+pub mod protocol;
+
+pub use outbox::{Inbox, LocalOutbox};
+pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg};
+
+use axum::extract::ws::WebSocketUpgrade;
+use bedside_auth::{KeyRing, ResumeKey};
+use bedside_rooms::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Limits and timings of the protocol. Defaults follow DESIGN.md.
+#[derive(Debug, Clone)]
+pub struct SignalingConfig {
+    /// Largest frame a client may send (DESIGN: 64 KiB).
+    pub max_message_bytes: usize,
+    /// Time allowed between the upgrade and the `join` frame.
+    pub join_timeout: Duration,
+    /// How often the server pings an idle connection.
+    pub ping_interval: Duration,
+    /// A connection silent for this long (no frame, no pong) is dead.
+    pub idle_timeout: Duration,
+    /// Frames that may wait for a slow reader before it is disconnected.
+    pub queue_capacity: usize,
+    /// Sustained frames per second a client may send...
+    pub rate_per_second: u32,
+    /// ...and the burst above that it may send at once.
+    pub rate_burst: u32,
+    /// Longest a write to the socket may take before the peer counts as gone.
+    pub write_timeout: Duration,
+    /// How long a resume token stays valid.
+    pub resume_ttl: Duration,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            join_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(25),
+            queue_capacity: 256,
+            rate_per_second: 50,
+            rate_burst: 200,
+            write_timeout: Duration::from_secs(10),
+            resume_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// Everything a connection task needs.
+pub struct Signaling {
+    pub registry: Arc<Registry>,
+    keys: Arc<KeyRing>,
+    resume: ResumeKey,
+    ice_servers: Vec<IceServer>,
+    config: SignalingConfig,
+    shutdown: CancellationToken,
+    metrics: metrics::Metrics,
+}
+
+impl Signaling {
+    pub fn new(
+        registry: Arc<Registry>,
+        keys: Arc<KeyRing>,
+        resume: ResumeKey,
+        ice_servers: Vec<IceServer>,
+        config: SignalingConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            registry,
+            keys,
+            resume,
+            ice_servers,
+            config,
+            shutdown,
+            metrics: metrics::Metrics::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SignalingConfig {
+        &self.config
+    }
+
+    /// Applies the protocol's size limits to an upgrade. tungstenite's defaults (64 MiB
+    /// messages, unbounded write buffer, 128 KiB read buffer per socket) are never what runs.
+    pub fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+        upgrade
+            .max_message_size(self.config.max_message_bytes)
+            .max_frame_size(self.config.max_message_bytes)
+            .read_buffer_size(4 * 1024)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.config.max_message_bytes * 4)
+    }
+}
+
+pub use connection::serve;

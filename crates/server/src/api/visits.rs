@@ -1,0 +1,281 @@
+//! `/v1/visits`: thin handlers over the registry and storage.
+
+use super::dto::{
+    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, VisitBody, VisitList,
+    decode_cursor, encode_cursor,
+};
+use super::extract::{ApiJson, ApiQuery};
+use super::tenant::Tenant;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
+use bedside_rooms::storage::ListQuery;
+use bedside_rooms::{AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
+use chrono::{SubsecRound, TimeDelta, Utc};
+
+const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
+const MAX_NAME_CHARS: usize = 100;
+
+/// A visit of the caller's tenant; any other visit does not exist as far as it can tell.
+async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
+    let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    match state.registry.storage().visit(id).await? {
+        Some(v) if v.tenant == tenant.id => Ok(v),
+        _ => Err(ApiError::VisitNotFound),
+    }
+}
+
+/// Create a visit.
+#[utoipa::path(
+    post, path = "/visits", tag = "visits",
+    request_body = CreateVisit,
+    responses(
+        (status = 201, description = "Created", body = VisitBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_visit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ApiJson(body): ApiJson<CreateVisit>,
+) -> Result<(StatusCode, HeaderMap, Json<VisitBody>), ApiError> {
+    let now = Utc::now().trunc_subsecs(6);
+    let new = body.validate(now)?;
+    let record = VisitRecord {
+        id: VisitId::random(),
+        tenant: tenant.id.clone(),
+        external_ref: new.external_ref,
+        status: VisitStatus::Open,
+        ended_reason: None,
+        created_at: now,
+        not_before: new.not_before,
+        expires_at: new.expires_at,
+        started_at: None,
+        ended_at: None,
+        max_participants: new.max_participants,
+        metadata: new.metadata,
+    };
+    let created = AuditEvent::new(AuditKind::Created, now).actor("api");
+    state
+        .registry
+        .storage()
+        .insert_visit(&record, &created)
+        .await?;
+    tracing::info!(visit = %record.id, tenant = %tenant.id, "visit created");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/visits/{}", record.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(VisitBody::new(record, now)),
+    ))
+}
+
+/// List the tenant's visits, newest first.
+#[utoipa::path(
+    get, path = "/visits", tag = "visits",
+    params(ListParams),
+    responses((status = 200, body = VisitList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn list_visits(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<VisitList>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be 1 to 200"));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let query = ListQuery {
+        status: params.status,
+        limit: limit + 1,
+        after,
+    };
+    let mut visits = state
+        .registry
+        .storage()
+        .list_visits(&tenant.id, &query)
+        .await?;
+    let next_cursor = if visits.len() > limit as usize {
+        visits.truncate(limit as usize);
+        visits.last().map(encode_cursor)
+    } else {
+        None
+    };
+    let now = Utc::now();
+    Ok(Json(VisitList {
+        visits: visits.into_iter().map(|v| VisitBody::new(v, now)).collect(),
+        next_cursor,
+    }))
+}
+
+/// Get a visit, with who is connected and who is waiting.
+#[utoipa::path(
+    get, path = "/visits/{id}", tag = "visits",
+    params(("id" = String, Path, description = "Visit id")),
+    responses((status = 200, body = VisitBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn get_visit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<VisitBody>, ApiError> {
+    let record = owned_visit(&state, &tenant, &id).await?;
+    let participants = state.registry.participants(record.id).unwrap_or_default();
+    Ok(Json(
+        VisitBody::new(record, Utc::now()).with_participants(participants),
+    ))
+}
+
+/// Mint a join token for a doctor, patient or guest.
+#[utoipa::path(
+    post, path = "/visits/{id}/tokens", tag = "visits",
+    params(("id" = String, Path, description = "Visit id")),
+    request_body = MintToken,
+    responses(
+        (status = 201, body = TokenBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The visit has ended", body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn mint_token(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<MintToken>,
+) -> Result<(StatusCode, Json<TokenBody>), ApiError> {
+    let record = owned_visit(&state, &tenant, &id).await?;
+    let now = Utc::now();
+    if record.effective_status(now).0 == VisitStatus::Ended {
+        return Err(ApiError::VisitEnded);
+    }
+    check_identity(&body.identity).map_err(|m| ApiError::invalid("identity", m))?;
+    let name = body.name.unwrap_or_default();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "at most 100 characters, no control characters",
+        ));
+    }
+    let ttl = match body.ttl_seconds.map(i64::from) {
+        Some(ttl) if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&ttl) => {
+            return Err(ApiError::invalid(
+                "ttl_seconds",
+                "must be 60 seconds to 31 days",
+            ));
+        }
+        Some(ttl) => ttl,
+        None => DEFAULT_TOKEN_TTL_SECS,
+    };
+    // A token never outlives its visit.
+    let expires_at = (now + TimeDelta::seconds(ttl)).min(record.expires_at);
+    let claims = JoinClaims {
+        iss: tenant.key.as_str().to_owned(),
+        sub: body.identity.clone(),
+        visit: record.id.to_string(),
+        role: body.role,
+        name,
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let token = state
+        .keys
+        .mint_join(&tenant.key, &claims)
+        .map_err(|_| ApiError::Internal)?;
+    let issued = AuditEvent {
+        identity: Some(body.identity),
+        role: Some(body.role),
+        ..AuditEvent::new(AuditKind::TokenIssued, now)
+            .actor("api")
+            .detail(claims.jti)
+    };
+    state
+        .registry
+        .storage()
+        .audit(record.id, &tenant.id, &issued)
+        .await?;
+    let join_url = format!("{}/#token={token}", state.public_url);
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenBody {
+            token,
+            expires_at,
+            join_url,
+        }),
+    ))
+}
+
+/// End a visit: everyone connected gets `visit_ended`. Ending an ended visit returns it as is.
+#[utoipa::path(
+    post, path = "/visits/{id}/end", tag = "visits",
+    params(("id" = String, Path, description = "Visit id")),
+    responses((status = 200, body = VisitBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn end_visit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<VisitBody>, ApiError> {
+    let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    let now = Utc::now();
+    let record = state.registry.end(&tenant.id, id, now).await?;
+    // Answer once the end is on disk.
+    state.registry.writer().flush().await;
+    tracing::info!(visit = %id, "visit ended by api");
+    Ok(Json(VisitBody::new(record, now)))
+}
+
+/// Remove a participant (by identity) from a visit.
+#[utoipa::path(
+    delete, path = "/visits/{id}/participants/{identity}", tag = "visits",
+    params(("id" = String, Path, description = "Visit id"), ("identity" = String, Path, description = "The participant's identity")),
+    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn remove_participant(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path((id, identity)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    state
+        .registry
+        .remove(&tenant.id, id, &identity, Utc::now())
+        .await?;
+    state.registry.writer().flush().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The visit's audit trail, oldest first.
+#[utoipa::path(
+    get, path = "/visits/{id}/events", tag = "visits",
+    params(("id" = String, Path, description = "Visit id")),
+    responses((status = 200, body = EventList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn visit_events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    let record = owned_visit(&state, &tenant, &id).await?;
+    // Include what live visits have queued a moment ago.
+    state.registry.writer().flush().await;
+    let trail = state.registry.storage().audit_trail(record.id).await?;
+    Ok(Json(EventList {
+        events: trail.into_iter().map(EventBody::from).collect(),
+    }))
+}

@@ -1,0 +1,213 @@
+//! The `Application`: builds everything from [`Settings`], binds the listener, serves until
+//! told to stop, then shuts down in order.
+
+use crate::config::Settings;
+use crate::routes;
+use crate::state::AppState;
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bedside_auth::{ApiKey, KeyRing, ResumeKey};
+use bedside_rooms::Registry;
+use bedside_rooms::storage::{self, Storage, StorageWriter};
+use bedside_signaling::Signaling;
+use chrono::{TimeDelta, Utc};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long shutdown waits for WebSocket clients to take their 1001.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often deadlines of live visits are checked.
+const TICK: Duration = Duration::from_secs(1);
+/// How often visits nobody is in are checked for expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(15);
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    writer_task: JoinHandle<()>,
+    /// Set when no API key was configured: the generated development key.
+    dev_key: Option<(String, String)>,
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+fn random_secret(bytes: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    buf
+}
+
+/// The development key used when none is configured, kept in the database so it stays
+/// the same across restarts.
+async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, String)> {
+    let fresh = URL_SAFE_NO_PAD.encode(random_secret(24));
+    let stored = storage.secret("dev_api_key", fresh.as_bytes()).await?;
+    Ok((
+        "dev".to_owned(),
+        String::from_utf8(stored).context("stored dev key is not text")?,
+    ))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let prometheus = prometheus();
+        let storage = storage::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", settings.database_url))?;
+        let mut keys = settings.keys()?;
+        let dev_key = if keys.is_empty() {
+            Some(dev_key(&*storage).await?)
+        } else {
+            None
+        };
+        if let Some((id, secret)) = &dev_key {
+            keys.push(ApiKey::new(id, secret)?);
+        }
+        let keys = Arc::new(KeyRing::new(keys)?);
+        let resume = ResumeKey::new(&storage.secret("resume_key", &random_secret(32)).await?);
+
+        let (writer, writer_task) = StorageWriter::spawn(storage.clone());
+        let grace = TimeDelta::seconds(i64::try_from(settings.grace_seconds).unwrap_or(30));
+        let registry = Arc::new(Registry::new(storage, writer, grace, Utc::now()));
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let bound = listener.local_addr()?;
+        let public_url = settings.public_url(bound);
+        let allowed_origins = settings.allowed_origins(&public_url)?;
+
+        let shutdown = CancellationToken::new();
+        let signaling = Arc::new(Signaling::new(
+            registry.clone(),
+            keys.clone(),
+            resume,
+            settings.ice_servers.clone(),
+            settings.signaling(),
+            shutdown.clone(),
+        ));
+        let state = AppState {
+            keys,
+            registry,
+            signaling,
+            public_url: public_url.into(),
+            allowed_origins: allowed_origins.into(),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            prometheus,
+            tracker: TaskTracker::new(),
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Self {
+            listener,
+            state,
+            shutdown,
+            writer_task,
+            dev_key,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The banner printed at start: where to connect and, in development, how.
+    pub fn banner(&self) -> String {
+        let url = &self.state.public_url;
+        let mut text = format!("bedside listening on http://{}\n", self.local_addr());
+        if let Some((id, secret)) = &self.dev_key {
+            text.push_str(&format!(
+                "\nNo BEDSIDE_API_KEYS configured: using a development API key (stored in the database).\n  \
+                 API key:  {id}:{secret}\n  Try:      curl -u {id}:{secret} -H 'content-type: application/json' \
+                 -d '{{}}' {url}/v1/visits\n"
+            ));
+        }
+        text
+    }
+
+    /// Serves until `stop` resolves, then: readiness goes false, the listener closes, every
+    /// WebSocket client is told to reconnect (1001), storage is flushed and closed.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            shutdown,
+            writer_task,
+            ..
+        } = self;
+        let background = tokio::spawn(background(state.clone(), shutdown.clone()));
+        let router = routes::router(state.clone());
+        let ready = state.ready.clone();
+        let token = shutdown.clone();
+        let graceful = async move {
+            stop.await;
+            tracing::info!("shutting down");
+            ready.store(false, Ordering::Relaxed);
+            token.cancel();
+        };
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(graceful)
+        .await
+        .context("serving HTTP")?;
+
+        state.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket connections did not close in time");
+        }
+        let _ = background.await;
+        state.registry.writer().flush().await;
+        state.registry.storage().close().await;
+        writer_task.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Deadlines of live visits every second; expiry of idle visits every few seconds.
+async fn background(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TICK);
+    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => state.registry.tick(Utc::now()),
+            _ = sweep.tick() => {
+                if let Err(e) = state.registry.expire_due(Utc::now()).await {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Configuration, in layers: built-in defaults, then the optional config file (TOML), then
+//! `BEDSIDE_*` environment variables. Nested settings use a double underscore in the
+//! environment: `BEDSIDE_WS__RATE_PER_SECOND=100`.
+
+use anyhow::{Context, bail};
+use bedside_auth::ApiKey;
+use bedside_signaling::{IceServer, SignalingConfig};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A list that may also be written as one comma-separated string, as environment
+/// variables carry it: `BEDSIDE_API_KEYS=id:secret,id2:secret2`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ListOrString<T> {
+    #[default]
+    None,
+    Text(String),
+    List(Vec<T>),
+}
+
+impl<T: Clone> ListOrString<T> {
+    fn items(&self, parse: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<Vec<T>> {
+        match self {
+            ListOrString::None => Ok(Vec::new()),
+            ListOrString::Text(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(parse)
+                .collect(),
+            ListOrString::List(items) => Ok(items.clone()),
+        }
+    }
+}
+
+/// An API key as the config file writes it; `tenant` defaults to the key id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeySetting {
+    pub id: String,
+    pub secret: String,
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// WebSocket limits and timings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WsSettings {
+    pub max_message_bytes: usize,
+    pub join_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub queue_capacity: usize,
+    pub rate_per_second: u32,
+    pub rate_burst: u32,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        let d = SignalingConfig::default();
+        Self {
+            max_message_bytes: d.max_message_bytes,
+            join_timeout_secs: d.join_timeout.as_secs(),
+            ping_interval_secs: d.ping_interval.as_secs(),
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            queue_capacity: d.queue_capacity,
+            rate_per_second: d.rate_per_second,
+            rate_burst: d.rate_burst,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (created if missing).
+    pub database_url: String,
+    /// `id:secret` pairs, or a list of keys with optional tenants.
+    pub api_keys: ListOrString<KeySetting>,
+    /// Base of join links; defaults to `http://` + the listen address.
+    pub public_url: Option<String>,
+    /// Origins allowed to open `/ws` from a browser; defaults to the public URL's origin.
+    pub allowed_origins: ListOrString<String>,
+    /// How long a dropped participant keeps their place.
+    pub grace_seconds: u64,
+    /// Most WebSocket connections served at once.
+    pub max_connections: usize,
+    /// STUN/TURN servers handed to clients in `joined`.
+    pub ice_servers: Vec<IceServer>,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub ws: WsSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://bedside.db".into(),
+            api_keys: ListOrString::None,
+            public_url: None,
+            allowed_origins: ListOrString::None,
+            grace_seconds: 30,
+            max_connections: 10_000,
+            ice_servers: Vec::new(),
+            log_format: "text".into(),
+            ws: WsSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // BEDSIDE_CONFIG names the file; it is not a setting.
+        let env = Env::prefixed("BEDSIDE_").split("__").ignore(&["config"]);
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.grace_seconds == 0 || self.grace_seconds > 3600 {
+            bail!("grace_seconds must be 1-3600");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        if self.ws.max_message_bytes < 1024
+            || self.ws.queue_capacity == 0
+            || self.ws.rate_per_second == 0
+        {
+            bail!("ws limits must be positive (max_message_bytes at least 1024)");
+        }
+        if self.ws.idle_timeout_secs <= self.ws.ping_interval_secs {
+            bail!("ws.idle_timeout_secs must exceed ws.ping_interval_secs");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json");
+        }
+        self.keys()?;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let settings = self.api_keys.items(|pair| {
+            let (id, secret) = pair
+                .split_once(':')
+                .context("BEDSIDE_API_KEYS entries are id:secret")?;
+            Ok(KeySetting {
+                id: id.into(),
+                secret: secret.into(),
+                tenant: None,
+            })
+        })?;
+        settings
+            .iter()
+            .map(|k| {
+                ApiKey::for_tenant(&k.id, &k.secret, k.tenant.as_deref().unwrap_or(&k.id))
+                    .map_err(anyhow::Error::from)
+            })
+            .collect()
+    }
+
+    /// The base of join links, without a trailing slash.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// Exact origins allowed on `/ws`.
+    pub fn allowed_origins(&self, public_url: &str) -> anyhow::Result<Vec<String>> {
+        let configured = self.allowed_origins.items(|s| Ok(s.to_owned()))?;
+        if !configured.is_empty() {
+            return Ok(configured
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect());
+        }
+        Ok(vec![origin_of(public_url)])
+    }
+
+    pub fn signaling(&self) -> SignalingConfig {
+        SignalingConfig {
+            max_message_bytes: self.ws.max_message_bytes,
+            join_timeout: Duration::from_secs(self.ws.join_timeout_secs),
+            ping_interval: Duration::from_secs(self.ws.ping_interval_secs),
+            idle_timeout: Duration::from_secs(self.ws.idle_timeout_secs),
+            queue_capacity: self.ws.queue_capacity,
+            rate_per_second: self.ws.rate_per_second,
+            rate_burst: self.ws.rate_burst,
+            ..SignalingConfig::default()
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_a_comma_separated_string() {
+        let s = Settings {
+            api_keys: ListOrString::Text(
+                "clinic-a:0123456789abcdef, clinic-b:fedcba9876543210".into(),
+            ),
+            ..Settings::default()
+        };
+        let keys = s.keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].tenant.as_str(), "clinic-b");
+        let bad = Settings {
+            api_keys: ListOrString::Text("nosecret".into()),
+            ..Settings::default()
+        };
+        assert!(bad.keys().is_err());
+    }
+
+    #[test]
+    fn origins_default_to_the_public_url() {
+        let s = Settings::default();
+        assert_eq!(
+            s.allowed_origins("https://visits.example.org/base/")
+                .unwrap(),
+            ["https://visits.example.org"]
+        );
+        let s = Settings {
+            allowed_origins: ListOrString::Text("http://a:1, http://b/".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.allowed_origins("http://x").unwrap(),
+            ["http://a:1", "http://b"]
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The `bedside` server: configuration, the HTTP surface (REST API, `/ws`, web client,
+//! health, metrics), startup and graceful shutdown. Domain logic lives in the other crates;
+//! handlers here stay thin.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod api;
+pub mod app;
+pub mod config;
+mod error;
+mod ops;
+mod routes;
+mod state;
+pub mod telemetry;
+mod web;
+mod ws;
+
+pub use app::Application;
+pub use config::Settings;

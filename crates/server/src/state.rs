@@ -1,0 +1,28 @@
+//! The state every handler shares.
+
+use bedside_auth::KeyRing;
+use bedside_rooms::Registry;
+use bedside_signaling::Signaling;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: Arc<KeyRing>,
+    pub registry: Arc<Registry>,
+    pub signaling: Arc<Signaling>,
+    /// Base of join links, without a trailing slash.
+    pub public_url: Arc<str>,
+    /// Exact `Origin` values allowed on `/ws`.
+    pub allowed_origins: Arc<[String]>,
+    /// One permit per open WebSocket: the connection cap.
+    pub connections: Arc<Semaphore>,
+    pub prometheus: PrometheusHandle,
+    /// Tracks WebSocket tasks so shutdown can wait for their goodbyes.
+    pub tracker: TaskTracker,
+    /// False once shutdown has begun.
+    pub ready: Arc<AtomicBool>,
+}

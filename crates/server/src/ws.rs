@@ -1,0 +1,48 @@
+//! `GET /ws`: checks the browser's origin and the connection cap, then hands the upgraded
+//! socket to the signaling layer.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(r) => {
+            return ApiError::BadRequest(format!("expected a WebSocket upgrade: {}", r.body_text()))
+                .into_response();
+        }
+    };
+    // Requests without an Origin do not come from a browser; CSRF-style abuse needs one.
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !state
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.as_bytes() == origin.as_bytes())
+    {
+        metrics::counter!("bedside_ws_refused_total", "reason" => "origin").increment(1);
+        return ApiError::Forbidden("origin not allowed").into_response();
+    }
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        metrics::counter!("bedside_ws_refused_total", "reason" => "capacity").increment(1);
+        return ApiError::Unavailable.into_response();
+    };
+    let token = state.tracker.token();
+    let signaling = state.signaling.clone();
+    signaling
+        .clone()
+        .configure(ws)
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            let _token = token;
+            bedside_signaling::serve(socket, signaling).await;
+        })
+}

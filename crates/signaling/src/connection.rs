@@ -1,0 +1,443 @@
+//! One task per connection: wait for `join`, then carry frames between the socket and the
+//! visit until either side is done.
+//!
+//! The task owns the socket. Frames from the client are decoded, rate-limited and fed to
+//! the visit; the visit's notices arrive through the connection's bounded [`Inbox`] and
+//! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
+//! `idle_timeout` is dead and its place enters the grace period.
+
+use crate::Signaling;
+use crate::outbox::{Inbox, LocalOutbox};
+use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
+use bedside_rooms::{
+    Actor, CloseCode, ConnId, Input, JoinRequest, Outgoing, ParticipantId, Target, VisitHandle,
+    VisitId,
+};
+use chrono::Utc;
+use futures_util::SinkExt;
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite;
+use tracing::Instrument;
+
+type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
+/// Most queued notices written before one flush.
+const WRITE_BATCH: usize = 64;
+/// How long a closing peer gets to answer our close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// How a connection ends.
+#[derive(Debug)]
+enum Exit {
+    /// Send this close frame.
+    Close(CloseCode, &'static str),
+    /// The peer is gone or closed first: nothing more to send.
+    Gone,
+}
+
+/// Who a verified token says the client is.
+struct Credentials {
+    tenant: TenantId,
+    visit: String,
+    identity: String,
+    role: Role,
+    name: String,
+}
+
+struct Joined {
+    visit: VisitHandle,
+    inbox: Inbox,
+    resume_token: String,
+}
+
+struct Connection {
+    socket: WebSocket,
+    sig: Arc<Signaling>,
+    conn: ConnId,
+    limiter: Limiter,
+    last_seen: Instant,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
+    let conn = ConnId::next();
+    let span = tracing::info_span!("ws", %conn, visit = tracing::field::Empty, participant = tracing::field::Empty);
+    let config = sig.config();
+    let quota =
+        Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN));
+    let limiter = RateLimiter::direct_with_clock(quota, MonotonicClock);
+    sig.metrics.connections.increment(1.0);
+    let mut c = Connection {
+        socket,
+        sig: sig.clone(),
+        conn,
+        limiter,
+        last_seen: Instant::now(),
+    };
+    c.run().instrument(span).await;
+    sig.metrics.connections.decrement(1.0);
+}
+
+impl Connection {
+    async fn run(&mut self) {
+        let exit = match self.await_join().await {
+            Ok(mut joined) => {
+                let exit = self.relay(&mut joined).await;
+                self.sig
+                    .registry
+                    .disconnect(&joined.visit, self.conn, Utc::now());
+                exit
+            }
+            Err(exit) => exit,
+        };
+        tracing::debug!(?exit, "connection closed");
+        self.finish(exit).await;
+    }
+
+    async fn await_join(&mut self) -> Result<Joined, Exit> {
+        let deadline = Instant::now() + self.sig.config().join_timeout;
+        let shutdown = self.sig.shutdown.clone();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return Err(Exit::Close(CloseCode::GoingAway, "server restarting")),
+                _ = sleep_until(deadline) => {
+                    self.send_error("join_timeout", "send join within 10 seconds of connecting").await?;
+                    return Err(Exit::Close(CloseCode::Policy, "join timeout"));
+                }
+                msg = self.socket.recv() => msg,
+            };
+            let Some(text) = self.inbound(msg).await? else {
+                continue;
+            };
+            match ClientMsg::decode(&text) {
+                Ok(ClientMsg::Join {
+                    token,
+                    resume_token,
+                }) => return self.join(token, resume_token).await,
+                Ok(ClientMsg::Ping) => self.write(ServerMsg::Pong {}.to_json()).await?,
+                Ok(_) => self.send_error("not_joined", "send join first").await?,
+                Err(e) => self.send_error(e.code(), &e.to_string()).await?,
+            }
+        }
+    }
+
+    /// Checks a resume token (preferred) or a join token.
+    fn verify(
+        &self,
+        token: Option<&str>,
+        resume_token: Option<&str>,
+    ) -> Result<Credentials, TokenError> {
+        let now = Utc::now();
+        let mut error = TokenError::Malformed;
+        if let Some(rt) = resume_token {
+            match self.sig.resume.verify(rt, now) {
+                Ok(c) => {
+                    let tenant = TenantId::new(c.tenant).map_err(|_| TokenError::Malformed)?;
+                    return Ok(Credentials {
+                        tenant,
+                        visit: c.visit,
+                        identity: c.sub,
+                        role: c.role,
+                        name: c.name,
+                    });
+                }
+                Err(e) => error = e,
+            }
+        }
+        if let Some(token) = token {
+            let v = self.sig.keys.verify_join(token, now)?;
+            let c = v.claims;
+            return Ok(Credentials {
+                tenant: v.tenant,
+                visit: c.visit,
+                identity: c.sub,
+                role: c.role,
+                name: c.name,
+            });
+        }
+        Err(error)
+    }
+
+    async fn join(
+        &mut self,
+        token: Option<String>,
+        resume_token: Option<String>,
+    ) -> Result<Joined, Exit> {
+        let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.sig.metrics.error(e.code());
+                self.send_error(e.code(), &e.to_string()).await?;
+                return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
+            }
+        };
+        let Ok(visit_id) = creds.visit.parse::<VisitId>() else {
+            self.send_error("visit_not_found", "visit not found")
+                .await?;
+            return Err(Exit::Close(CloseCode::VisitGone, "visit not found"));
+        };
+        let now = Utc::now();
+        let (outbox, inbox) = LocalOutbox::new(self.sig.config().queue_capacity);
+        let req = JoinRequest {
+            conn: self.conn,
+            identity: creds.identity.clone(),
+            role: creds.role,
+            name: creds.name.clone(),
+            new_id: ParticipantId::random(),
+        };
+        let (visit, participant) = match self
+            .sig
+            .registry
+            .join(visit_id, &creds.tenant, req, outbox, now)
+            .await
+        {
+            Ok(joined) => joined,
+            Err(e) => {
+                self.sig.metrics.error(e.code());
+                self.send_error(e.code(), &e.to_string()).await?;
+                return Err(Exit::Close(e.join_close_code(), "join refused"));
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("visit", tracing::field::display(visit_id));
+        span.record("participant", tracing::field::display(participant));
+        tracing::info!(role = %creds.role, "joined");
+        self.sig.metrics.joins.increment(1);
+        let expires = now
+            + chrono::Duration::from_std(self.sig.config().resume_ttl)
+                .unwrap_or(chrono::Duration::hours(12));
+        let claims = ResumeClaims::new(
+            creds.tenant.as_str(),
+            &creds.visit,
+            &creds.identity,
+            creds.role,
+            &creds.name,
+            now,
+            expires,
+        );
+        let resume_token = self.sig.resume.mint(&claims).unwrap_or_default();
+        Ok(Joined {
+            visit,
+            inbox,
+            resume_token,
+        })
+    }
+
+    async fn relay(&mut self, j: &mut Joined) -> Exit {
+        let config = self.sig.config().clone();
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.sig.shutdown.clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let overflowed = j.inbox.overflowed.clone();
+        let overflow = overflowed.notified();
+        tokio::pin!(overflow);
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = &mut cancelled => Err(Exit::Close(CloseCode::GoingAway, "server restarting")),
+                _ = &mut overflow => {
+                    tracing::info!("outbound queue full: disconnecting slow reader");
+                    Err(Exit::Close(CloseCode::Policy, "too slow to keep up"))
+                }
+                item = j.inbox.rx.recv() => match item {
+                    Some(item) => self.deliver(item, j).await,
+                    None => Err(Exit::Gone),
+                },
+                msg = self.socket.recv() => match self.inbound(msg).await {
+                    Ok(Some(text)) => self.handle_frame(&text, j).await,
+                    Ok(None) => Ok(()),
+                    Err(exit) => Err(exit),
+                },
+                _ = ping.tick() => {
+                    if self.last_seen.elapsed() >= config.idle_timeout {
+                        tracing::info!("no sign of life: dropping connection");
+                        Err(Exit::Gone)
+                    } else {
+                        self.send(Message::Ping(Bytes::new())).await
+                    }
+                }
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+        }
+    }
+
+    /// Writes a queued notice and whatever else is already queued behind it, then flushes.
+    async fn deliver(&mut self, first: Outgoing, j: &mut Joined) -> Result<(), Exit> {
+        let extras = JoinedExtras {
+            ice_servers: &self.sig.ice_servers,
+            resume_token: &j.resume_token,
+        };
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Notice(notice) => {
+                    let frame = Message::Text(encode(&notice, &extras).into());
+                    timed(self.sig.config().write_timeout, self.socket.feed(frame)).await?;
+                }
+                Outgoing::Close { code, reason } => {
+                    timed(self.sig.config().write_timeout, self.socket.flush()).await?;
+                    return Err(Exit::Close(code, reason));
+                }
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = j.inbox.rx.try_recv().ok();
+            }
+        }
+        timed(self.sig.config().write_timeout, self.socket.flush()).await
+    }
+
+    async fn handle_frame(&mut self, text: &str, j: &Joined) -> Result<(), Exit> {
+        let conn = self.conn;
+        let input = match ClientMsg::decode(text) {
+            Err(e) => return self.send_error(e.code(), &e.to_string()).await,
+            Ok(ClientMsg::Join { .. }) => {
+                return self
+                    .send_error("already_joined", "this connection has joined")
+                    .await;
+            }
+            Ok(ClientMsg::Ping) => return self.write(ServerMsg::Pong {}.to_json()).await,
+            Ok(ClientMsg::Signal { to, data }) => Input::Signal { conn, to, data },
+            Ok(ClientMsg::Admit { participant_id }) => Input::Admit {
+                conn,
+                target: participant_id,
+            },
+            Ok(ClientMsg::Deny {
+                participant_id,
+                reason,
+            }) => Input::Deny {
+                conn,
+                target: participant_id,
+                reason,
+            },
+            Ok(ClientMsg::Remove { participant_id }) => Input::Remove {
+                by: Actor::Conn(conn),
+                target: Target::Id(participant_id),
+            },
+            Ok(ClientMsg::Chat { text }) => Input::Chat { conn, text },
+            Ok(ClientMsg::Media(media)) => Input::Media { conn, media },
+            Ok(ClientMsg::Leave) => Input::Leave { conn },
+            Ok(ClientMsg::EndVisit) => Input::End {
+                by: Actor::Conn(conn),
+            },
+        };
+        let counter = match &input {
+            Input::Signal { .. } => Some(&self.sig.metrics.relayed_signals),
+            Input::Chat { .. } => Some(&self.sig.metrics.relayed_chat),
+            _ => None,
+        };
+        match self.sig.registry.handle(&j.visit, input, Utc::now()) {
+            Ok(()) => {
+                if let Some(counter) = counter {
+                    counter.increment(1);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.sig.metrics.error(e.code());
+                self.send_error(e.code(), &e.to_string()).await
+            }
+        }
+    }
+
+    /// Sorts out what the socket produced: `Some(text)` to handle, `None` for nothing to
+    /// do, or the end of the connection.
+    async fn inbound(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+    ) -> Result<Option<String>, Exit> {
+        let msg = match msg {
+            None => return Err(Exit::Gone),
+            Some(Err(e)) => {
+                return match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
+                    Ok(tungstenite::Error::Capacity(_)) => {
+                        self.sig.metrics.error("message_too_large");
+                        Err(Exit::Close(CloseCode::TooBig, "message too large"))
+                    }
+                    _ => Err(Exit::Gone),
+                };
+            }
+            Some(Ok(msg)) => msg,
+        };
+        self.last_seen = Instant::now();
+        if matches!(msg, Message::Pong(_)) {
+            return Ok(None);
+        }
+        if self.limiter.check().is_err() {
+            self.sig.metrics.error("rate_limited");
+            return Err(Exit::Close(CloseCode::Policy, "too many messages"));
+        }
+        match msg {
+            Message::Text(text) => Ok(Some(text.as_str().to_owned())),
+            Message::Binary(_) => {
+                self.send_error("binary_not_supported", "frames must be JSON text")
+                    .await?;
+                Ok(None)
+            }
+            Message::Close(_) => Err(Exit::Gone),
+            Message::Ping(_) | Message::Pong(_) => Ok(None),
+        }
+    }
+
+    async fn send_error(&mut self, code: &'static str, message: &str) -> Result<(), Exit> {
+        self.write(ServerMsg::Error { code, message }.to_json())
+            .await
+    }
+
+    async fn write(&mut self, text: String) -> Result<(), Exit> {
+        self.send(Message::Text(text.into())).await
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), Exit> {
+        timed(self.sig.config().write_timeout, self.socket.send(msg)).await
+    }
+
+    async fn finish(&mut self, exit: Exit) {
+        let Exit::Close(code, reason) = exit else {
+            return;
+        };
+        self.sig.metrics.closed(code.as_u16());
+        let frame = CloseFrame {
+            code: code.as_u16(),
+            reason: reason.into(),
+        };
+        if timeout(CLOSE_LINGER, self.socket.send(Message::Close(Some(frame))))
+            .await
+            .is_ok()
+        {
+            // Let the peer answer, so the close is clean on its side too.
+            let _ = timeout(CLOSE_LINGER, async {
+                while let Some(Ok(_)) = self.socket.recv().await {}
+            })
+            .await;
+        }
+    }
+}
+
+async fn timed<F: Future<Output = Result<(), axum::Error>>>(
+    limit: Duration,
+    write: F,
+) -> Result<(), Exit> {
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Exit::Gone),
+    }
+}

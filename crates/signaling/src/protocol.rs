@@ -1,0 +1,327 @@
+//! The frames of the WebSocket protocol (DESIGN.md, "WebSocket protocol"), as Rust types.
+//!
+//! Client frames are decoded in one pass into a flat envelope that borrows from the text,
+//! so a signal's `data` is captured as raw JSON and relayed byte for byte without ever
+//! being parsed into a tree. Server frames serialize from borrowed views of the visit's
+//! notices.
+
+use bedside_auth::Role;
+use bedside_rooms::{
+    EndReason, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId, ParticipantView,
+    VisitSummary,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// A frame from a client.
+#[derive(Debug)]
+pub enum ClientMsg {
+    Join {
+        token: Option<String>,
+        resume_token: Option<String>,
+    },
+    Signal {
+        to: ParticipantId,
+        data: Box<RawValue>,
+    },
+    Admit {
+        participant_id: ParticipantId,
+    },
+    Deny {
+        participant_id: ParticipantId,
+        reason: Option<String>,
+    },
+    /// Doctor only: take a participant out of the visit (an addition to DESIGN.md).
+    Remove {
+        participant_id: ParticipantId,
+    },
+    Chat {
+        text: String,
+    },
+    Media(MediaState),
+    Leave,
+    EndVisit,
+    Ping,
+}
+
+/// Why a client frame was not understood. The connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("unknown frame type {0:?}")]
+    UnknownType(String),
+    #[error("field {0} is missing")]
+    MissingField(&'static str),
+    #[error("field {0} is invalid")]
+    InvalidField(&'static str),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::InvalidJson(_) => "invalid_json",
+            DecodeError::UnknownType(_) => "unknown_type",
+            DecodeError::MissingField(_) | DecodeError::InvalidField(_) => "invalid_message",
+        }
+    }
+}
+
+/// Every field any client frame has; unknown fields are ignored.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    token: Option<String>,
+    resume_token: Option<String>,
+    #[serde(borrow)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    participant_id: Option<Cow<'a, str>>,
+    reason: Option<String>,
+    text: Option<String>,
+    audio: Option<bool>,
+    video: Option<bool>,
+    screen: Option<bool>,
+}
+
+fn participant(
+    field: Option<Cow<'_, str>>,
+    name: &'static str,
+) -> Result<ParticipantId, DecodeError> {
+    field
+        .ok_or(DecodeError::MissingField(name))?
+        .parse()
+        .map_err(|_| DecodeError::InvalidField(name))
+}
+
+impl ClientMsg {
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let e: Envelope<'_> =
+            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        let kind = e.kind.ok_or(DecodeError::MissingField("type"))?;
+        Ok(match &*kind {
+            "join" => {
+                if e.token.is_none() && e.resume_token.is_none() {
+                    return Err(DecodeError::MissingField("token"));
+                }
+                ClientMsg::Join {
+                    token: e.token,
+                    resume_token: e.resume_token,
+                }
+            }
+            "signal" => ClientMsg::Signal {
+                to: participant(e.to, "to")?,
+                data: e.data.ok_or(DecodeError::MissingField("data"))?.to_owned(),
+            },
+            "admit" => ClientMsg::Admit {
+                participant_id: participant(e.participant_id, "participant_id")?,
+            },
+            "deny" => ClientMsg::Deny {
+                participant_id: participant(e.participant_id, "participant_id")?,
+                reason: e.reason,
+            },
+            "remove" => ClientMsg::Remove {
+                participant_id: participant(e.participant_id, "participant_id")?,
+            },
+            "chat" => ClientMsg::Chat {
+                text: e.text.ok_or(DecodeError::MissingField("text"))?,
+            },
+            "media" => ClientMsg::Media(MediaState {
+                audio: e.audio.ok_or(DecodeError::MissingField("audio"))?,
+                video: e.video.ok_or(DecodeError::MissingField("video"))?,
+                screen: e.screen.unwrap_or(false),
+            }),
+            "leave" => ClientMsg::Leave,
+            "end_visit" => ClientMsg::EndVisit,
+            "ping" => ClientMsg::Ping,
+            other => return Err(DecodeError::UnknownType(other.chars().take(32).collect())),
+        })
+    }
+}
+
+/// A STUN or TURN server as browsers' `RTCIceServer` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A frame to a client.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    Joined {
+        participant_id: ParticipantId,
+        role: Role,
+        visit: &'a VisitSummary,
+        ice_servers: &'a [IceServer],
+        resume_token: &'a str,
+    },
+    Waiting {},
+    Lobby {
+        waiting: &'a [LobbyEntry],
+    },
+    Admitted {
+        participants: &'a [ParticipantView],
+    },
+    ParticipantJoined {
+        participant: &'a ParticipantView,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    ParticipantUpdated {
+        participant: &'a ParticipantView,
+    },
+    Signal {
+        from: ParticipantId,
+        data: &'a RawValue,
+    },
+    Chat {
+        from: ParticipantId,
+        text: &'a str,
+        at: DateTime<Utc>,
+    },
+    Denied {
+        reason: &'a str,
+    },
+    VisitEnded {
+        reason: EndReason,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+    Pong {},
+}
+
+impl ServerMsg<'_> {
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
+        })
+    }
+}
+
+/// What the connection adds to a `joined` notice.
+pub struct JoinedExtras<'a> {
+    pub ice_servers: &'a [IceServer],
+    pub resume_token: &'a str,
+}
+
+/// Encodes a visit's notice as a frame.
+pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
+    let msg = match notice {
+        Notice::Joined {
+            participant_id,
+            role,
+            visit,
+        } => ServerMsg::Joined {
+            participant_id: *participant_id,
+            role: *role,
+            visit,
+            ice_servers: extras.ice_servers,
+            resume_token: extras.resume_token,
+        },
+        Notice::Waiting => ServerMsg::Waiting {},
+        Notice::Lobby { waiting } => ServerMsg::Lobby { waiting },
+        Notice::Admitted { participants } => ServerMsg::Admitted { participants },
+        Notice::ParticipantJoined { participant } => ServerMsg::ParticipantJoined { participant },
+        Notice::ParticipantLeft {
+            participant_id,
+            reason,
+        } => ServerMsg::ParticipantLeft {
+            participant_id: *participant_id,
+            reason: *reason,
+        },
+        Notice::ParticipantUpdated { participant } => ServerMsg::ParticipantUpdated { participant },
+        Notice::Signal { from, data } => ServerMsg::Signal { from: *from, data },
+        Notice::Chat { from, text, at } => ServerMsg::Chat {
+            from: *from,
+            text,
+            at: *at,
+        },
+        Notice::Denied { reason } => ServerMsg::Denied { reason },
+        Notice::VisitEnded { reason } => ServerMsg::VisitEnded { reason: *reason },
+    };
+    msg.to_json()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_data_is_kept_byte_for_byte() {
+        let data = r#"{"sdp" : "v=0\r\n",  "n":1.50e0}"#;
+        let frame = format!(r#"{{"type":"signal","to":"p_00000000000000ff","data":{data}}}"#);
+        let ClientMsg::Signal { to, data: raw } = ClientMsg::decode(&frame).unwrap() else {
+            panic!()
+        };
+        assert_eq!(to.to_string(), "p_00000000000000ff");
+        assert_eq!(raw.get(), data);
+        let out = encode(
+            &Notice::Signal {
+                from: to,
+                data: raw,
+            },
+            &JoinedExtras {
+                ice_servers: &[],
+                resume_token: "",
+            },
+        );
+        assert_eq!(
+            out,
+            format!(r#"{{"type":"signal","from":"p_00000000000000ff","data":{data}}}"#)
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_named() {
+        let cases = [
+            ("not json", "invalid_json"),
+            ("[1,2]", "invalid_json"),
+            (r#"{"to":"x"}"#, "invalid_message"),
+            (r#"{"type":"shout"}"#, "unknown_type"),
+            (
+                r#"{"type":"signal","to":"p_00000000000000ff"}"#,
+                "invalid_message",
+            ),
+            (
+                r#"{"type":"signal","to":"nobody","data":{}}"#,
+                "invalid_message",
+            ),
+            (r#"{"type":"admit"}"#, "invalid_message"),
+            (r#"{"type":"chat","text":5}"#, "invalid_json"),
+            (r#"{"type":"join"}"#, "invalid_message"),
+            (r#"{"type":"media","audio":true}"#, "invalid_message"),
+        ];
+        for (frame, code) in cases {
+            assert_eq!(
+                ClientMsg::decode(frame).unwrap_err().code(),
+                code,
+                "{frame}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(
+            r#"{{"type":"signal","to":"p_00000000000000ff","data":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(ClientMsg::decode(&deep).unwrap_err().code(), "invalid_json");
+    }
+}

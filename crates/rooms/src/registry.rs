@@ -15,7 +15,7 @@ use crate::{
     CloseCode, ConnId, Notice, ParticipantId, ParticipantView, VisitId, VisitRecord, VisitStatus,
 };
 use bedside_auth::TenantId;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use std::collections::HashMap;
@@ -148,6 +148,8 @@ impl Registry {
 
     /// Handles one input under the visit's lock and routes its outputs.
     fn run(&self, g: &mut Guard, input: Input, now: DateTime<Utc>) -> Result<(), RoomError> {
+        // Storage keeps microseconds: the visit's times must read back the same.
+        let now = now.trunc_subsecs(6);
         let inner = &mut **g;
         let mut out = std::mem::take(&mut inner.scratch);
         let result = inner.visit.handle(input, now, &mut out);

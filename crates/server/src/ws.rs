@@ -17,8 +17,11 @@ pub async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(r) => {
-            return ApiError::BadRequest(format!("expected a WebSocket upgrade: {}", r.body_text()))
-                .into_response();
+            return ApiError::BadRequest(format!(
+                "expected a WebSocket upgrade: {}",
+                r.body_text()
+            ))
+            .into_response();
         }
     };
     // Requests without an Origin do not come from a browser; CSRF-style abuse needs one.

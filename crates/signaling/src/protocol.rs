@@ -89,6 +89,38 @@ struct Envelope<'a> {
     screen: Option<bool>,
 }
 
+/// Deepest nesting a signal's `data` may have. SDP and ICE payloads are two or three
+/// levels deep; the limit keeps peers' parsers safe from pathological input we relay.
+const MAX_DATA_DEPTH: usize = 32;
+
+/// Whether JSON text (already known to be valid) nests at most `max` arrays/objects deep.
+fn nesting_within(json: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 fn participant(
     field: Option<Cow<'_, str>>,
     name: &'static str,
@@ -114,10 +146,16 @@ impl ClientMsg {
                     resume_token: e.resume_token,
                 }
             }
-            "signal" => ClientMsg::Signal {
-                to: participant(e.to, "to")?,
-                data: e.data.ok_or(DecodeError::MissingField("data"))?.to_owned(),
-            },
+            "signal" => {
+                let data = e.data.ok_or(DecodeError::MissingField("data"))?;
+                if !nesting_within(data.get(), MAX_DATA_DEPTH) {
+                    return Err(DecodeError::InvalidField("data"));
+                }
+                ClientMsg::Signal {
+                    to: participant(e.to, "to")?,
+                    data: data.to_owned(),
+                }
+            }
             "admit" => ClientMsg::Admit {
                 participant_id: participant(e.participant_id, "participant_id")?,
             },
@@ -322,6 +360,20 @@ mod tests {
             "[".repeat(10_000),
             "]".repeat(10_000)
         );
-        assert_eq!(ClientMsg::decode(&deep).unwrap_err().code(), "invalid_json");
+        assert!(matches!(
+            ClientMsg::decode(&deep),
+            Err(DecodeError::InvalidJson(_) | DecodeError::InvalidField("data"))
+        ));
+        let brackets_in_strings = r#"{"type":"signal","to":"p_00000000000000ff","data":{"sdp":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"}}"#;
+        assert!(ClientMsg::decode(brackets_in_strings).is_ok());
+        let deep_object = format!(
+            r#"{{"type":"signal","to":"p_00000000000000ff","data":{}1{}}}"#,
+            r#"{"a":"#.repeat(40),
+            "}".repeat(40)
+        );
+        assert_eq!(
+            ClientMsg::decode(&deep_object).unwrap_err(),
+            DecodeError::InvalidField("data")
+        );
     }
 }

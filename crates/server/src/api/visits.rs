@@ -22,6 +22,8 @@ const MAX_NAME_CHARS: usize = 100;
 /// A visit of the caller's tenant; any other visit does not exist as far as it can tell.
 async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    // Read what live visits wrote a moment ago, not a version from before it.
+    state.registry.writer().flush().await;
     match state.registry.storage().visit(id).await? {
         Some(v) if v.tenant == tenant.id => Ok(v),
         _ => Err(ApiError::VisitNotFound),
@@ -272,8 +274,6 @@ pub async fn visit_events(
     Path(id): Path<String>,
 ) -> Result<Json<EventList>, ApiError> {
     let record = owned_visit(&state, &tenant, &id).await?;
-    // Include what live visits have queued a moment ago.
-    state.registry.writer().flush().await;
     let trail = state.registry.storage().audit_trail(record.id).await?;
     Ok(Json(EventList {
         events: trail.into_iter().map(EventBody::from).collect(),

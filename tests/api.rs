@@ -263,7 +263,8 @@ async fn join_tokens_carry_the_design_claims() {
     let expires_at =
         chrono::DateTime::parse_from_rfc3339(visit["expires_at"].as_str().unwrap()).unwrap();
     assert_eq!(c["exp"].as_i64().unwrap(), expires_at.timestamp());
-    assert_eq!(t["expires_at"].as_str().unwrap().len() > 10, true);
+    let expires = chrono::DateTime::parse_from_rfc3339(t["expires_at"].as_str().unwrap()).unwrap();
+    assert_eq!(expires.timestamp(), c["exp"].as_i64().unwrap());
 
     let (status, t) = api
         .call(

@@ -1,1 +1,210 @@
+//! Limits on the WebSocket side, against the real binary: message size, message rate, slow
+//! readers, the connection cap and the browser origin check.
 
+use bedside_tests::{CLINIC_A, Client, Pair, STEP, TestServer};
+use reqwest::StatusCode;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn an_oversized_message_is_refused_and_nobody_else_notices() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut bystanders = Pair::admitted(&server, &api).await;
+    let mut pair = Pair::admitted(&server, &api).await;
+
+    // 64 KiB is the limit; this frame is a little over.
+    let sdp = "a".repeat(64 * 1024);
+    pair.patient
+        .send_text(&format!(
+            r#"{{"type":"signal","to":"{}","data":{{"sdp":"{sdp}"}}}}"#,
+            pair.doctor.participant_id
+        ))
+        .await;
+    let code = pair.patient.closed().await;
+    assert!(code == 1009 || code == 4008, "closed with {code}");
+    // The doctor only hears that the patient dropped (and may come back); nothing was relayed.
+    assert_eq!(
+        pair.doctor.expect("participant_updated").await["participant"]["connected"],
+        false
+    );
+    pair.doctor.silent(Duration::from_millis(200)).await;
+
+    // Just under the limit is relayed whole.
+    let sdp = "b".repeat(60 * 1024);
+    pair.doctor.alive().await;
+    bystanders
+        .doctor
+        .send_text(&format!(
+            r#"{{"type":"signal","to":"{}","data":{{"sdp":"{sdp}"}}}}"#,
+            bystanders.patient.participant_id
+        ))
+        .await;
+    assert_eq!(
+        bystanders.patient.expect("signal").await["data"]["sdp"]
+            .as_str()
+            .unwrap()
+            .len(),
+        60 * 1024
+    );
+    bystanders.patient.alive().await;
+    let health = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_sending_too_fast_is_closed_with_4008() {
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WS__RATE_PER_SECOND", "5"),
+        ("BEDSIDE_WS__RATE_BURST", "10"),
+    ])
+    .await;
+    let api = server.api(CLINIC_A);
+    let mut pair = Pair::admitted(&server, &api).await;
+    for _ in 0..30 {
+        pair.patient.send(json!({"type": "ping"})).await;
+    }
+    assert_eq!(pair.patient.closed().await, 4008);
+    // The other side is unaffected and the patient may come back.
+    pair.doctor.alive().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_dropped_without_slowing_anyone() {
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WS__QUEUE_CAPACITY", "16"),
+        ("BEDSIDE_WS__RATE_PER_SECOND", "100000"),
+        ("BEDSIDE_WS__RATE_BURST", "100000"),
+    ])
+    .await;
+    let api = server.api(CLINIC_A);
+    let mut neighbours = Pair::admitted(&server, &api).await;
+    let Pair {
+        mut doctor,
+        patient: stalled,
+        ..
+    } = Pair::admitted(&server, &api).await;
+
+    // The stalled patient never reads again; the doctor keeps sending large signals.
+    let payload = format!(
+        r#"{{"type":"signal","to":"{}","data":{{"sdp":"{}"}}}}"#,
+        stalled.participant_id,
+        "s".repeat(48 * 1024)
+    );
+    let started = Instant::now();
+    let mut dropped = false;
+    let mut slowest = Duration::ZERO;
+    for i in 0..2000 {
+        doctor.send_text(&payload).await;
+        if i % 50 == 0 {
+            // A neighbouring visit keeps its round trips short throughout.
+            let t = Instant::now();
+            neighbours.doctor.send(json!({"type": "signal", "to": neighbours.patient.participant_id, "data": {"i": i}})).await;
+            neighbours.patient.expect("signal").await;
+            slowest = slowest.max(t.elapsed());
+        }
+        if i % 100 == 99 {
+            // Has the doctor been told the patient is gone?
+            doctor.send(json!({"type": "ping"})).await;
+            loop {
+                let v = doctor.recv().await;
+                if v["type"] == "participant_updated" && v["participant"]["connected"] == false {
+                    dropped = true;
+                }
+                if v["type"] == "pong" {
+                    break;
+                }
+            }
+            if dropped {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "the stalled reader was never dropped"
+        );
+    }
+    assert!(dropped, "the stalled reader was never dropped");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "neighbouring visit waited {slowest:?}"
+    );
+    // The sender itself was never held up or closed.
+    doctor.alive().await;
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_until_one_closes() {
+    let server = TestServer::start_with(&[("BEDSIDE_MAX_CONNECTIONS", "2")]).await;
+    let a = Client::connect(&server).await;
+    let _b = Client::connect(&server).await;
+    assert_eq!(
+        Client::connect_url(&server.ws_url(), None).await.err(),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    a.close().await;
+    let deadline = Instant::now() + STEP;
+    loop {
+        match Client::connect_url(&server.ws_url(), None).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(
+                    Instant::now() < deadline,
+                    "the closed connection's slot was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn browsers_from_other_origins_are_refused() {
+    let server = TestServer::start().await;
+    let own = format!("http://{}", server.addr);
+    assert!(
+        Client::connect_url(&server.ws_url(), Some(&own))
+            .await
+            .is_ok()
+    );
+    assert!(
+        Client::connect_url(&server.ws_url(), None).await.is_ok(),
+        "non-browser clients send no Origin"
+    );
+    for evil in [
+        "http://evil.example",
+        "null",
+        &format!("{own}.evil.example"),
+        &format!("https://{}", server.addr),
+    ] {
+        assert_eq!(
+            Client::connect_url(&server.ws_url(), Some(evil))
+                .await
+                .err(),
+            Some(StatusCode::FORBIDDEN),
+            "{evil}"
+        );
+    }
+
+    let configured = TestServer::start_with(&[(
+        "BEDSIDE_ALLOWED_ORIGINS",
+        "https://clinic.example,https://portal.example",
+    )])
+    .await;
+    assert!(
+        Client::connect_url(&configured.ws_url(), Some("https://portal.example"))
+            .await
+            .is_ok()
+    );
+    let own = format!("http://{}", configured.addr);
+    assert_eq!(
+        Client::connect_url(&configured.ws_url(), Some(&own))
+            .await
+            .err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+}

@@ -1,1 +1,109 @@
+//! At the default log level, a whole visit leaves no token, secret, SDP, ICE candidate,
+//! chat text, display name or identity in the logs: only pseudonymous ids.
 
+use bedside_tests::{CLINIC_A, Client, TestServer, forge_token};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn logs_of_a_whole_visit_hold_no_secrets_or_personal_data() {
+    let mut server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api
+        .create_visit(
+            json!({"external_ref": "EXTREF-MARKER-991", "metadata": {"mrn": "MRN-MARKER-445"}}),
+        )
+        .await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+
+    let doctor_token = api
+        .mint(&id, "doctor", "IDENTITY-DR-MARKER", "Dr Zelda Quixote")
+        .await;
+    // Integrators may mint their own tokens, with whatever they put in the name.
+    let now = chrono::Utc::now().timestamp();
+    let patient_token = forge_token(
+        CLINIC_A.1,
+        "clinic-a",
+        &json!({"iss": "clinic-a", "sub": "IDENTITY-PT-MARKER", "visit": id, "role": "patient",
+                "name": "Ygritte\nINFO forged log line", "iat": now, "nbf": now, "exp": now + 600, "jti": "j"}),
+    );
+    let (mut doctor, _) = Client::join(&server, &doctor_token).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    let (mut patient, _) = Client::join(&server, &patient_token).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    doctor.expect("participant_joined").await;
+    doctor.expect("lobby").await;
+
+    let offer =
+        json!({"type": "offer", "sdp": "v=0\r\no=- SDP-MARKER-0001 2 IN IP4 198.51.100.7\r\n"});
+    let candidate = json!({"candidate": "candidate:CANDIDATE-MARKER 1 udp 2122260223 203.0.113.9 54321 typ host", "sdpMid": "0"});
+    doctor
+        .send(json!({"type": "signal", "to": patient.participant_id, "data": offer}))
+        .await;
+    patient.expect("signal").await;
+    patient
+        .send(json!({"type": "signal", "to": doctor.participant_id, "data": candidate}))
+        .await;
+    doctor.expect("signal").await;
+    patient
+        .send(json!({"type": "chat", "text": "CHAT-MARKER my chest hurts"}))
+        .await;
+    patient.expect("chat").await;
+    doctor.expect("chat").await;
+    // Failures are logged too; they must not echo what was sent.
+    let mut bad = Client::connect(&server).await;
+    bad.send(json!({"type": "join", "token": "BADTOKEN-MARKER.x.y"}))
+        .await;
+    bad.expect("error").await;
+    let resume = patient.resume_token.clone();
+    patient.drop_abruptly();
+    let mut back = Client::connect(&server).await;
+    back.send(json!({"type": "join", "resume_token": resume}))
+        .await;
+    back.expect("joined").await;
+    doctor.send(json!({"type": "end_visit"})).await;
+    doctor.until("visit_ended").await;
+    api.call(Method::GET, &format!("/v1/visits/{id}/events"), None)
+        .await;
+    assert!(server.terminate().await.success());
+
+    let logs = server.logs();
+    let forbidden = [
+        doctor_token.as_str(),
+        patient_token.as_str(),
+        resume.as_str(),
+        CLINIC_A.1,
+        "Zelda",
+        "Ygritte",
+        "forged log line",
+        "IDENTITY-DR-MARKER",
+        "IDENTITY-PT-MARKER",
+        "SDP-MARKER",
+        "CANDIDATE-MARKER",
+        "198.51.100.7",
+        "203.0.113.9",
+        "CHAT-MARKER",
+        "BADTOKEN-MARKER",
+        "EXTREF-MARKER",
+        "MRN-MARKER",
+    ];
+    for needle in forbidden {
+        assert!(
+            !logs.contains(needle),
+            "{needle:?} appears in the logs:\n{logs}"
+        );
+    }
+    // The logs do describe the visit, by its pseudonymous ids.
+    assert!(logs.contains(&id), "visit id missing from logs:\n{logs}");
+    assert!(
+        logs.contains(&doctor.participant_id),
+        "participant id missing from logs:\n{logs}"
+    );
+    assert!(logs.lines().all(|l| !l.starts_with("INFO forged")));
+}

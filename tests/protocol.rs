@@ -1,1 +1,421 @@
+//! The WebSocket protocol against the real binary: every close code of DESIGN.md, error
+//! frames that keep the connection open, returning within the grace period, resume tokens,
+//! replacement.
 
+use bedside_tests::{CLINIC_A, CLINIC_B, Client, Pair, TestServer, forge_token};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+fn claims(visit: &str, role: &str, sub: &str, exp_in: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": "clinic-a", "sub": sub, "visit": visit, "role": role, "name": "N",
+           "iat": now, "nbf": now, "exp": now + exp_in, "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+/// Sends `join` with `frame` and expects an error code and then a close code.
+async fn refused(server: &TestServer, frame: Value, code: &str, close: u16) {
+    let mut c = Client::connect(server).await;
+    c.send(frame.clone()).await;
+    let err = c.expect("error").await;
+    assert_eq!(err["code"], code, "{frame}");
+    assert!(!err["message"].as_str().unwrap().is_empty());
+    assert_eq!(c.closed().await, close, "{frame}");
+}
+
+#[tokio::test]
+async fn bad_tokens_close_with_4001() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let good = claims(&visit, "patient", "pt", 600);
+    let mut expired = good.clone();
+    expired["exp"] = json!(chrono::Utc::now().timestamp() - 60);
+    expired["nbf"] = json!(chrono::Utc::now().timestamp() - 600);
+    let mut other_tenant = good.clone();
+    other_tenant["iss"] = json!("clinic-b");
+    let none_alg = {
+        use base64::Engine;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            e.encode(r#"{"alg":"none","kid":"clinic-a"}"#),
+            e.encode(good.to_string())
+        )
+    };
+    let cases = [
+        ("garbage".to_owned(), "invalid_token"),
+        (
+            forge_token("not-the-secret-0123456789", "clinic-a", &good),
+            "invalid_token",
+        ),
+        (
+            forge_token(CLINIC_A.1, "no-such-kid", &good),
+            "invalid_token",
+        ),
+        (
+            forge_token(CLINIC_A.1, "clinic-a", &expired),
+            "token_expired",
+        ),
+        // clinic-b signs a token for clinic-a's visit.
+        (
+            forge_token(CLINIC_B.1, "clinic-b", &other_tenant),
+            "invalid_token",
+        ),
+        (none_alg, "invalid_token"),
+    ];
+    for (token, code) in cases {
+        refused(&server, json!({"type": "join", "token": token}), code, 4001).await;
+    }
+    refused(
+        &server,
+        json!({"type": "join", "resume_token": "not.a.token"}),
+        "invalid_token",
+        4001,
+    )
+    .await;
+    // The good token still works afterwards: nothing was disturbed.
+    let (_, joined) = Client::join(&server, &forge_token(CLINIC_A.1, "clinic-a", &good)).await;
+    assert_eq!(joined["role"], "patient");
+}
+
+#[tokio::test]
+async fn unknown_and_ended_visits_close_with_4004() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let nowhere = claims(&uuid::Uuid::new_v4().to_string(), "doctor", "dr", 600);
+    refused(
+        &server,
+        json!({"type": "join", "token": forge_token(CLINIC_A.1, "clinic-a", &nowhere)}),
+        "visit_not_found",
+        4004,
+    )
+    .await;
+    let not_a_uuid = claims("visit-1", "doctor", "dr", 600);
+    refused(
+        &server,
+        json!({"type": "join", "token": forge_token(CLINIC_A.1, "clinic-a", &not_a_uuid)}),
+        "visit_not_found",
+        4004,
+    )
+    .await;
+
+    // Ended over the API while both are in: both are told, then closed with 4004.
+    let mut pair = Pair::admitted(&server, &api).await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{}/end", pair.visit),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for c in [&mut pair.doctor, &mut pair.patient] {
+        assert_eq!(c.expect("visit_ended").await["reason"], "ended_by_api");
+        assert_eq!(c.closed().await, 4004);
+    }
+    let token = forge_token(
+        CLINIC_A.1,
+        "clinic-a",
+        &claims(&pair.visit, "doctor", "dr-1", 600),
+    );
+    refused(
+        &server,
+        json!({"type": "join", "token": token}),
+        "visit_ended",
+        4004,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn denied_and_removed_participants_close_with_4003() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut pair = Pair::admitted(&server, &api).await;
+
+    // A second patient is denied from the waiting room, with the doctor's words.
+    let (mut other, _) = Client::join(
+        &server,
+        &api.mint(&pair.visit, "patient", "pt-2", "Two").await,
+    )
+    .await;
+    other.expect("waiting").await;
+    pair.doctor.expect("lobby").await;
+    pair.doctor.send(json!({"type": "deny", "participant_id": other.participant_id, "reason": "Wrong appointment"})).await;
+    assert_eq!(other.expect("denied").await["reason"], "Wrong appointment");
+    assert_eq!(other.closed().await, 4003);
+    assert_eq!(pair.doctor.expect("lobby").await["waiting"], json!([]));
+
+    // Coming back means waiting again.
+    let (mut back, _) = Client::join(
+        &server,
+        &api.mint(&pair.visit, "patient", "pt-2", "Two").await,
+    )
+    .await;
+    back.expect("waiting").await;
+    pair.doctor.expect("lobby").await;
+
+    // The doctor removes the admitted patient.
+    pair.doctor
+        .send(json!({"type": "remove", "participant_id": pair.patient.participant_id}))
+        .await;
+    assert_eq!(pair.patient.expect("denied").await["reason"], "removed");
+    assert_eq!(pair.patient.closed().await, 4003);
+    let left = pair.doctor.expect("participant_left").await;
+    assert_eq!(
+        (left["participant_id"].as_str(), left["reason"].as_str()),
+        (Some(pair.patient.participant_id.as_str()), Some("removed"))
+    );
+
+    // The clinic's backend removes the waiting one by identity.
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/visits/{}/participants/pt-2", pair.visit),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(back.expect("denied").await["reason"], "removed");
+    assert_eq!(back.closed().await, 4003);
+
+    let events = api.events(&pair.visit).await;
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"denied") && kinds.iter().filter(|k| **k == "removed").count() == 2,
+        "{kinds:?}"
+    );
+    let removed_by_api = events
+        .iter()
+        .find(|e| e["kind"] == "removed" && e["actor"] == "api")
+        .unwrap();
+    assert_eq!(removed_by_api["identity"], "pt-2");
+    // The doctor's words stay out of the audit trail.
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("Wrong appointment")
+    );
+}
+
+#[tokio::test]
+async fn a_second_connection_replaces_the_first_with_4009() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut pair = Pair::admitted(&server, &api).await;
+    let token = api.mint(&pair.visit, "patient", "pt-1", "Pat One").await;
+    let (mut tab2, joined) = Client::join(&server, &token).await;
+    assert_eq!(
+        joined["participant_id"],
+        pair.patient.participant_id.as_str(),
+        "same participant"
+    );
+    tab2.expect("admitted").await;
+    assert_eq!(pair.patient.closed().await, 4009);
+    let update = pair.doctor.until("participant_updated").await;
+    assert_eq!(update["participant"]["connected"], true);
+    // The new connection is the one that talks.
+    pair.doctor
+        .send(json!({"type": "signal", "to": tab2.participant_id, "data": {"x": 1}}))
+        .await;
+    assert_eq!(tab2.expect("signal").await["data"], json!({"x": 1}));
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays_open() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+
+    // Before join: only join is accepted.
+    let mut early = Client::connect(&server).await;
+    early.send(json!({"type": "chat", "text": "hi"})).await;
+    assert_eq!(early.expect("error").await["code"], "not_joined");
+    early.send(json!({"type": "join"})).await;
+    assert_eq!(early.expect("error").await["code"], "invalid_message");
+    early.send(json!({"type": "ping"})).await;
+    early.expect("pong").await;
+
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&visit, "doctor", "dr", "Dr").await).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt", "Pat").await).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+
+    let waiting_cases = [
+        (
+            json!({"type": "signal", "to": doctor.participant_id, "data": {"sdp": "x"}}),
+            "not_admitted",
+        ),
+        (json!({"type": "chat", "text": "let me in"}), "not_admitted"),
+        (
+            json!({"type": "admit", "participant_id": patient.participant_id}),
+            "forbidden",
+        ),
+        (json!({"type": "end_visit"}), "forbidden"),
+        (json!({"type": "shout"}), "unknown_type"),
+        (json!({"no_type": 1}), "invalid_message"),
+        (
+            json!({"type": "signal", "to": doctor.participant_id}),
+            "invalid_message",
+        ),
+        (json!({"type": "join", "token": "again"}), "already_joined"),
+    ];
+    for (frame, code) in waiting_cases {
+        patient.send(frame.clone()).await;
+        assert_eq!(patient.expect("error").await["code"], code, "{frame}");
+    }
+    patient.send_text("{not json").await;
+    assert_eq!(patient.expect("error").await["code"], "invalid_json");
+    patient
+        .send_message(Message::binary(vec![0u8, 159, 146, 150]))
+        .await
+        .unwrap();
+    assert_eq!(
+        patient.expect("error").await["code"],
+        "binary_not_supported"
+    );
+    patient.alive().await;
+    doctor.silent(Duration::from_millis(200)).await;
+
+    let doctor_cases = [
+        (
+            json!({"type": "signal", "to": patient.participant_id, "data": {}}),
+            "unknown_participant",
+        ),
+        (
+            json!({"type": "signal", "to": "p_0000000000000001", "data": {}}),
+            "unknown_participant",
+        ),
+        (
+            json!({"type": "signal", "to": "nobody", "data": {}}),
+            "invalid_message",
+        ),
+        (
+            json!({"type": "admit", "participant_id": doctor.participant_id}),
+            "not_waiting",
+        ),
+        (
+            json!({"type": "remove", "participant_id": doctor.participant_id}),
+            "invalid_target",
+        ),
+        (json!({"type": "chat", "text": "   "}), "invalid_chat"),
+        (
+            json!({"type": "chat", "text": "x".repeat(2001)}),
+            "invalid_chat",
+        ),
+    ];
+    for (frame, code) in doctor_cases {
+        doctor.send(frame.clone()).await;
+        assert_eq!(doctor.expect("error").await["code"], code, "{frame}");
+    }
+    doctor.alive().await;
+    // And the visit works as before.
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+}
+
+#[tokio::test]
+async fn a_socket_that_never_joins_is_closed_with_4008() {
+    let server = TestServer::start().await;
+    let mut c = Client::connect(&server).await;
+    let started = std::time::Instant::now();
+    assert_eq!(c.expect("error").await["code"], "join_timeout");
+    assert_eq!(c.closed().await, 4008);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(12),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn returning_within_the_grace_period_keeps_the_admission() {
+    let server = TestServer::start_with(&[("BEDSIDE_GRACE_SECONDS", "3")]).await;
+    let api = server.api(CLINIC_A);
+    let Pair {
+        visit,
+        mut doctor,
+        patient,
+    } = Pair::admitted(&server, &api).await;
+    let patient_id = patient.participant_id.clone();
+    let token = api.mint(&visit, "patient", "pt-1", "Pat One").await;
+
+    // A network blip: the socket dies without a close frame.
+    patient.drop_abruptly();
+    let update = doctor.expect("participant_updated").await;
+    assert_eq!(update["participant"]["connected"], false);
+    let (mut back, joined) = Client::join(&server, &token).await;
+    assert_eq!(joined["participant_id"], patient_id.as_str());
+    back.expect("admitted").await;
+    assert_eq!(
+        doctor.expect("participant_updated").await["participant"]["connected"],
+        true
+    );
+
+    // Gone longer than the grace period: the place is freed and the return means waiting.
+    back.drop_abruptly();
+    doctor.expect("participant_updated").await;
+    let left = doctor.expect("participant_left").await;
+    assert_eq!(left["reason"], "timed_out");
+    let (mut late, joined) = Client::join(&server, &token).await;
+    assert_ne!(joined["participant_id"], patient_id.as_str());
+    late.expect("waiting").await;
+    assert_eq!(
+        doctor.expect("lobby").await["waiting"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_resume_token_outlives_the_join_token() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&visit, "doctor", "dr", "Dr").await).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    // A join token that dies in two seconds (plus the verifier's 10 s leeway).
+    let short = forge_token(
+        CLINIC_A.1,
+        "clinic-a",
+        &claims(&visit, "patient", "pt-short", 2),
+    );
+    let (mut patient, _) = Client::join(&server, &short).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    let resume = patient.resume_token.clone();
+    let id = patient.participant_id.clone();
+    patient.drop_abruptly();
+    doctor.until("participant_updated").await;
+
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    refused(
+        &server,
+        json!({"type": "join", "token": short}),
+        "token_expired",
+        4001,
+    )
+    .await;
+    let mut back = Client::connect(&server).await;
+    back.send(json!({"type": "join", "token": short, "resume_token": resume}))
+        .await;
+    let joined = back.expect("joined").await;
+    assert_eq!(joined["participant_id"], id.as_str());
+    back.expect("admitted").await;
+}

@@ -31,7 +31,7 @@ pub const CLINIC_A: (&str, &str) = ("clinic-a", "clinic-a-secret-0123456789");
 pub const CLINIC_B: (&str, &str) = ("clinic-b", "clinic-b-secret-0123456789");
 
 /// How long a test waits for any one expected frame or response.
-pub const STEP: Duration = Duration::from_secs(10);
+pub const STEP: Duration = Duration::from_secs(15);
 
 fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("BEDSIDE_BIN") {

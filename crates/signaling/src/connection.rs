@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 type Limiter =
@@ -244,16 +245,13 @@ impl Connection {
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let overflowed = j.inbox.overflowed.clone();
-        let overflow = overflowed.notified();
+        let overflow = overflowed.cancelled();
         tokio::pin!(overflow);
         loop {
             let step = tokio::select! {
                 biased;
                 _ = &mut cancelled => Err(Exit::Close(CloseCode::GoingAway, "server restarting")),
-                _ = &mut overflow => {
-                    tracing::info!("outbound queue full: disconnecting slow reader");
-                    Err(Exit::Close(CloseCode::Policy, "too slow to keep up"))
-                }
+                _ = &mut overflow => Err(slow_reader()),
                 item = j.inbox.rx.recv() => match item {
                     Some(item) => self.deliver(item, j).await,
                     None => Err(Exit::Gone),
@@ -279,21 +277,24 @@ impl Connection {
     }
 
     /// Writes a queued notice and whatever else is already queued behind it, then flushes.
+    /// A write stuck on a full socket gives way as soon as the queue overflows.
     async fn deliver(&mut self, first: Outgoing, j: &mut Joined) -> Result<(), Exit> {
         let extras = JoinedExtras {
             ice_servers: &self.sig.ice_servers,
             resume_token: &j.resume_token,
         };
+        let limit = self.sig.config().write_timeout;
+        let overflowed = &j.inbox.overflowed;
         let mut next = Some(first);
         let mut written = 0;
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Notice(notice) => {
                     let frame = Message::Text(encode(&notice, &extras).into());
-                    timed(self.sig.config().write_timeout, self.socket.feed(frame)).await?;
+                    unless(overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
                 Outgoing::Close { code, reason } => {
-                    timed(self.sig.config().write_timeout, self.socket.flush()).await?;
+                    unless(overflowed, timed(limit, self.socket.flush())).await?;
                     return Err(Exit::Close(code, reason));
                 }
             }
@@ -302,7 +303,7 @@ impl Connection {
                 next = j.inbox.rx.try_recv().ok();
             }
         }
-        timed(self.sig.config().write_timeout, self.socket.flush()).await
+        unless(overflowed, timed(limit, self.socket.flush())).await
     }
 
     async fn handle_frame(&mut self, text: &str, j: &Joined) -> Result<(), Exit> {
@@ -429,6 +430,23 @@ impl Connection {
             })
             .await;
         }
+    }
+}
+
+fn slow_reader() -> Exit {
+    tracing::info!("outbound queue full: disconnecting slow reader");
+    Exit::Close(CloseCode::Policy, "too slow to keep up")
+}
+
+/// Runs a write unless (or until) the outbox overflows.
+async fn unless(
+    overflowed: &CancellationToken,
+    write: impl Future<Output = Result<(), Exit>>,
+) -> Result<(), Exit> {
+    tokio::select! {
+        biased;
+        _ = overflowed.cancelled() => Err(slow_reader()),
+        r = write => r,
     }
 }
 

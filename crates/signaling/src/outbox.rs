@@ -6,23 +6,25 @@
 
 use bedside_rooms::{Outbox, Outgoing};
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub struct LocalOutbox {
     tx: mpsc::Sender<Outgoing>,
-    overflowed: Arc<Notify>,
+    overflowed: CancellationToken,
 }
 
 /// The connection task's end of an outbox.
 pub struct Inbox {
     pub rx: mpsc::Receiver<Outgoing>,
-    pub overflowed: Arc<Notify>,
+    /// Cancelled once the queue overflowed: the reader must go.
+    pub overflowed: CancellationToken,
 }
 
 impl LocalOutbox {
     pub fn new(capacity: usize) -> (Arc<Self>, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
-        let overflowed = Arc::new(Notify::new());
+        let overflowed = CancellationToken::new();
         (
             Arc::new(Self {
                 tx,
@@ -36,7 +38,7 @@ impl LocalOutbox {
 impl Outbox for LocalOutbox {
     fn push(&self, item: Outgoing) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(item) {
-            self.overflowed.notify_one();
+            self.overflowed.cancel();
         }
     }
 }

@@ -444,3 +444,83 @@ async fn operations_endpoints_answer() {
         "basic"
     );
 }
+
+#[tokio::test]
+async fn a_config_file_sets_keys_and_key_rotation_keeps_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bedside.toml");
+    std::fs::write(
+        &path,
+        r#"
+grace_seconds = 20
+
+[[api_keys]]
+id = "north-2026"
+secret = "north-old-secret-0123456789"
+tenant = "north-clinic"
+
+[[api_keys]]
+id = "north-2027"
+secret = "north-new-secret-0123456789"
+tenant = "north-clinic"
+
+[ws]
+rate_per_second = 20
+"#,
+    )
+    .unwrap();
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_CONFIG", path.to_str().unwrap()),
+        ("BEDSIDE_API_KEYS", ""),
+    ])
+    .await;
+    let old = server.api(("north-2026", "north-old-secret-0123456789"));
+    let new = server.api(("north-2027", "north-new-secret-0123456789"));
+    let id = old.visit().await;
+    // The rotated key sees and runs the same tenant's visits, and signs with its own kid.
+    assert_eq!(new.get_visit(&id).await["id"], id.as_str());
+    let token = new.mint(&id, "doctor", "dr", "Dr").await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(),
+        Some("north-2027")
+    );
+    let (_, joined) = bedside_tests::Client::join(&server, &token).await;
+    assert_eq!(joined["role"], "doctor");
+    // Only the configured keys exist: no development key was generated.
+    assert!(!server.logs().contains("development API key"));
+    assert_eq!(
+        server
+            .api(CLINIC_A)
+            .call(Method::GET, "/v1/visits", None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn without_keys_a_development_key_is_printed_and_kept() {
+    let server = TestServer::start_with(&[("BEDSIDE_API_KEYS", "")]).await;
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.trim_start().starts_with("API key:"))
+        .expect("the key is printed");
+    let pair = line.split_whitespace().last().unwrap().to_owned();
+    assert!(
+        logs.contains(&format!("curl -u {pair}")),
+        "a ready-to-paste curl example:\n{logs}"
+    );
+    let (id, secret) = pair.split_once(':').unwrap();
+    let id_visit = server.api((id, secret)).visit().await;
+
+    let server = server.restart().await;
+    assert!(
+        server.logs().contains(&pair),
+        "the same key after a restart"
+    );
+    assert_eq!(
+        server.api((id, secret)).get_visit(&id_visit).await["status"],
+        "open"
+    );
+}

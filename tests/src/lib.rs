@@ -68,7 +68,8 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
-    /// A server with extra `BEDSIDE_*` (or other) environment variables.
+    /// A server with extra `BEDSIDE_*` (or other) environment variables; an empty value
+    /// unsets the variable.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let env = env
@@ -95,10 +96,17 @@ impl TestServer {
                     CLINIC_A.0, CLINIC_A.1, CLINIC_B.0, CLINIC_B.1
                 ),
             )
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // An empty value removes the variable (e.g. to run without API keys).
+        for (k, v) in &env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
         let mut child = cmd.spawn().expect("spawn bedside");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = oneshot::channel();

@@ -61,7 +61,7 @@ fn random_secret(bytes: usize) -> Vec<u8> {
 
 /// The development key used when none is configured, kept in the database so it stays
 /// the same across restarts.
-async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, String)> {
+pub(crate) async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, String)> {
     let fresh = URL_SAFE_NO_PAD.encode(random_secret(24));
     let stored = storage.secret("dev_api_key", fresh.as_bytes()).await?;
     Ok((

@@ -7,6 +7,7 @@
 mod api;
 pub mod app;
 pub mod config;
+pub mod demo;
 mod error;
 mod ops;
 mod routes;

@@ -25,6 +25,8 @@ enum Command {
     Serve,
     /// Load and validate the configuration, print it without secrets, and exit.
     CheckConfig,
+    /// Create a visit on the running server and print a doctor link and a patient link.
+    Demo,
 }
 
 #[tokio::main]
@@ -49,6 +51,15 @@ async fn main() -> ExitCode {
             settings.listen, settings.database_url
         );
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Demo) = cli.command {
+        return match bedside_server::demo::run(settings).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bedside demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     telemetry::init(&settings.log_format);
     let app = match Application::build(settings).await {

@@ -58,6 +58,9 @@ type Guard = ArcMutexGuard<RawMutex, Inner>;
 
 pub struct Registry {
     visits: DashMap<VisitId, Arc<Mutex<Inner>>>,
+    /// Visits that left memory, with the writer position that covers their last change:
+    /// reloading one must wait until that is on disk.
+    retired: DashMap<VisitId, u64>,
     storage: Arc<dyn Storage>,
     writer: StorageWriter,
     grace: TimeDelta,
@@ -80,6 +83,7 @@ impl Registry {
     ) -> Self {
         Self {
             visits: DashMap::new(),
+            retired: DashMap::new(),
             storage,
             writer,
             grace,
@@ -104,8 +108,10 @@ impl Registry {
         if let Some(live) = self.visits.get(&id).map(|v| v.clone()) {
             return Ok(live);
         }
-        // A visit retired a moment ago may still have changes queued: write them first.
-        self.writer.flush().await;
+        // A visit retired a moment ago may still have changes queued: let them land first.
+        if let Some((_, position)) = self.retired.remove(&id) {
+            self.writer.wait_for(position).await;
+        }
         let record = self
             .storage
             .visit(id)
@@ -186,6 +192,7 @@ impl Registry {
         if g.visit.is_vacant() && g.outboxes.is_empty() {
             g.retired = true;
             let id = g.id;
+            self.retired.insert(id, self.writer.position());
             let live = ArcMutexGuard::mutex(g);
             self.visits.remove_if(&id, |_, v| Arc::ptr_eq(v, live));
         }
@@ -297,6 +304,8 @@ impl Registry {
 
     /// Acts on deadlines of live visits: grace periods, expiry. Call about once a second.
     pub fn tick(&self, now: DateTime<Utc>) {
+        self.retired
+            .retain(|_, position| !self.writer.has_written(*position));
         // Collect first: a visit's lock must not be taken while the map is being iterated.
         let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
         for visit in live {

@@ -1,0 +1,104 @@
+//! A WebSocket client for load: connects from a chosen loopback source address with a small
+//! read buffer (thousands of them share one process), and speaks text frames.
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Longest wait for any one expected frame during setup.
+pub const STEP: Duration = Duration::from_secs(30);
+
+pub struct Ws {
+    inner: WebSocketStream<TcpStream>,
+}
+
+/// What closed a connection, if it closed.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(String),
+    Closed(u16),
+}
+
+impl Ws {
+    pub async fn connect(url: &str, source: IpAddr) -> anyhow::Result<Self> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let addr: SocketAddr = crate::target::loopback(authority)?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if addr.is_ipv4() {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .context("binding the source address")?;
+        }
+        let stream = socket.connect(addr).await.context("tcp connect")?;
+        stream.set_nodelay(true)?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (inner, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .map_err(|e| anyhow::anyhow!("websocket handshake: {e}"))?;
+        Ok(Self { inner })
+    }
+
+    pub async fn send(&mut self, text: String) -> anyhow::Result<()> {
+        self.inner.send(Message::text(text)).await.context("send")
+    }
+
+    /// Next text frame or the close; pings and pongs are skipped.
+    pub async fn next(&mut self) -> anyhow::Result<Incoming> {
+        loop {
+            match self.inner.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(Incoming::Text(t.as_str().to_owned())),
+                Some(Ok(Message::Close(f))) => {
+                    return Ok(Incoming::Closed(f.map_or(1005, |f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("read: {e}"),
+                None => return Ok(Incoming::Closed(1006)),
+            }
+        }
+    }
+
+    /// Next text frame, within [`STEP`]; a close is an error naming its code.
+    pub async fn text(&mut self) -> anyhow::Result<String> {
+        match tokio::time::timeout(STEP, self.next()).await {
+            Ok(Ok(Incoming::Text(t))) => Ok(t),
+            Ok(Ok(Incoming::Closed(code))) => bail!("closed {code}"),
+            Ok(Err(e)) => Err(e),
+            Err(_) => bail!("timeout"),
+        }
+    }
+
+    /// Skips frames until one whose `type` is `kind`; returns it parsed.
+    pub async fn until(&mut self, kind: &str) -> anyhow::Result<serde_json::Value> {
+        loop {
+            let text = self.text().await?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            if v["type"] == kind {
+                return Ok(v);
+            }
+            if v["type"] == "error" {
+                bail!("error {}", v["code"]);
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.close(None)).await;
+    }
+
+    /// Drops the TCP connection without a close frame: a network blip.
+    pub fn abort(self) {
+        drop(self.inner);
+    }
+}

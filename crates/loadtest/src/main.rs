@@ -1,0 +1,277 @@
+//! `bedside-loadtest`: scripted load against a running bedside (or the baseline relay).
+//! Every run is bounded in time and count and targets loopback only.
+
+use anyhow::{Context, bail};
+use bedside_loadtest::report::Report;
+use bedside_loadtest::scenario::{idle, join_storm, reconnect_storm, visits};
+use bedside_loadtest::target::{Sources, Target};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "bedside-loadtest",
+    about = "Load for Bedside over its real protocol, loopback only"
+)]
+struct Cli {
+    /// Print the report as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Loopback source addresses to spread connections over (127.0.0.1 .. 127.0.0.N).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    sources: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// Bedside's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bedside API key, id:secret (join tokens are minted with it locally).
+    #[arg(long, env = "BEDSIDE_LOADTEST_KEY", default_value = "")]
+    key: String,
+    /// Load the baseline relay at this URL instead of Bedside.
+    #[arg(long)]
+    baseline: Option<String>,
+    /// The server's pid, to report its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> anyhow::Result<Target> {
+        match &self.baseline {
+            Some(url) => Target::baseline(url),
+            None if self.key.is_empty() => bail!("--key id:secret is required for Bedside"),
+            None => Target::bedside(&self.url, &self.key),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Concurrent visits: set up like real ones, then closed-loop round trips of signals.
+    Visits {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        visits: u64,
+        /// Measured seconds (after warm-up).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+        duration: u64,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
+        warmup: u64,
+        /// Size of each relayed signal frame in bytes.
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u64).range(150..=60_000))]
+        signal_bytes: u64,
+        /// Signals each pair keeps in flight.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+        window: u64,
+        /// Size of the offer and answer SDP in bytes.
+        #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
+        sdp_bytes: u64,
+        /// ICE candidates each side trickles.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=100))]
+        candidates: u64,
+        /// How many visits are real WebRTC peers (ICE + DTLS over loopback, data channel).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=200))]
+        webrtc: u64,
+    },
+    /// Participants arrive at a target rate for a duration.
+    JoinStorm {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        rate: u32,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+        duration: u64,
+    },
+    /// Every connection drops at once and comes back with its resume token.
+    ReconnectStorm {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=9_000))]
+        visits: u64,
+        /// Each client waits a random time up to this before coming back.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        jitter_ms: u64,
+    },
+    /// Holds authenticated connections open; reports the server's memory per connection.
+    Idle {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=19_500))]
+        connections: u64,
+        /// Participants per visit (one doctor, the others waiting).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(2..=8))]
+        per_visit: u64,
+        /// Seconds to hold the connections after measuring.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+        hold: u64,
+    },
+    /// Prints two JSON reports side by side with their ratios (first / second).
+    Compare { first: PathBuf, second: PathBuf },
+}
+
+/// Lets thousands of sockets be open at once, up to the hard limit.
+fn raise_fd_limit() {
+    // Without libc: `ulimit -n` in a wrapper is the portable way; report what we have.
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits")
+        && let Some(line) = limits.lines().find(|l| l.starts_with("Max open files"))
+    {
+        eprintln!("{}", line.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sources = Sources::new(cli.sources);
+    let report = match cli.command {
+        Command::Compare { first, second } => {
+            let read = |p: &PathBuf| -> anyhow::Result<Value> {
+                Ok(serde_json::from_str(
+                    &std::fs::read_to_string(p).with_context(|| p.display().to_string())?,
+                )?)
+            };
+            print!("{}", compare(&read(&first)?, &read(&second)?));
+            return Ok(());
+        }
+        Command::Visits {
+            target,
+            visits,
+            duration,
+            warmup,
+            signal_bytes,
+            window,
+            sdp_bytes,
+            candidates,
+            webrtc,
+        } => {
+            raise_fd_limit();
+            let opts = visits::Options {
+                visits: visits as usize,
+                duration: Duration::from_secs(duration),
+                warmup: Duration::from_secs(warmup),
+                signal_bytes: signal_bytes as usize,
+                window: window as usize,
+                sdp_bytes: sdp_bytes as usize,
+                candidates: candidates as usize,
+                webrtc: webrtc.min(visits) as usize,
+                sources,
+                server_pid: target.server_pid,
+            };
+            visits::run(target.target()?, opts).await?
+        }
+        Command::JoinStorm {
+            target,
+            rate,
+            duration,
+        } => {
+            raise_fd_limit();
+            let opts = join_storm::Options {
+                rate,
+                duration: Duration::from_secs(duration),
+                sources,
+                server_pid: target.server_pid,
+            };
+            join_storm::run(target.target()?, opts).await?
+        }
+        Command::ReconnectStorm {
+            target,
+            visits,
+            jitter_ms,
+        } => {
+            raise_fd_limit();
+            let opts = reconnect_storm::Options {
+                visits: visits as usize,
+                jitter: Duration::from_millis(jitter_ms),
+                sources,
+            };
+            reconnect_storm::run(target.target()?, opts).await?
+        }
+        Command::Idle {
+            target,
+            connections,
+            per_visit,
+            hold,
+        } => {
+            raise_fd_limit();
+            let opts = idle::Options {
+                connections: connections as usize,
+                per_visit: per_visit as usize,
+                sources,
+                server_pid: target.server_pid,
+                hold: Duration::from_secs(hold),
+            };
+            idle::run(target.target()?, opts).await?
+        }
+    };
+    output(&report, cli.json);
+    Ok(())
+}
+
+fn output(report: &Report, json: bool) {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.table());
+    }
+}
+
+/// Side-by-side figures of two reports of the same scenario, with first/second ratios.
+fn compare(a: &Value, b: &Value) -> String {
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let num = |v: &Value| v.as_f64();
+    if let (Some(la), Some(lb)) = (a["latency"].as_object(), b["latency"].as_object()) {
+        for (name, ha) in la {
+            if let Some(hb) = lb.get(name) {
+                for q in ["p50_ms", "p99_ms"] {
+                    if let (Some(x), Some(y)) = (num(&ha[q]), num(&hb[q])) {
+                        rows.push((format!("{name} {q}"), x, y));
+                    }
+                }
+            }
+        }
+    }
+    for section in ["rates_per_s", "server"] {
+        if let (Some(sa), Some(sb)) = (a[section].as_object(), b[section].as_object()) {
+            for (name, x) in sa {
+                if let (Some(x), Some(y)) = (num(x), sb.get(name).and_then(num)) {
+                    rows.push((
+                        format!(
+                            "{name}{}",
+                            if section == "rates_per_s" {
+                                " per s"
+                            } else {
+                                ""
+                            }
+                        ),
+                        x,
+                        y,
+                    ));
+                }
+            }
+        }
+    }
+    let mut out = format!(
+        "{:<40} {:>14} {:>14} {:>8}\n",
+        "",
+        a["target"].as_str().unwrap_or("first"),
+        b["target"].as_str().unwrap_or("second"),
+        "ratio"
+    );
+    for (name, x, y) in rows {
+        let ratio = if y.abs() > f64::EPSILON {
+            format!("{:.2}", x / y)
+        } else {
+            "-".into()
+        };
+        out.push_str(&format!("{name:<40} {x:>14.2} {y:>14.2} {ratio:>8}\n"));
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! The scenarios, and what they share: joining, setting up an admitted doctor/patient pair,
+//! and the closed-loop relay of timestamped probes.
+
+pub mod idle;
+pub mod join_storm;
+pub mod reconnect_storm;
+pub mod visits;
+
+use crate::client::{Incoming, Ws};
+use crate::payload::{self, Frame};
+use crate::report::Stats;
+use crate::target::{Sources, Target};
+use anyhow::{Context, bail};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// One side of a conversation: its socket, its own id, and the id it signals to.
+pub struct Peer {
+    pub ws: Ws,
+    pub id: String,
+    pub to: String,
+    pub resume_token: String,
+}
+
+/// Connects and sends `join`; returns the socket, the `joined` frame, and the placement
+/// frame that follows it (`admitted` or `waiting`).
+pub async fn join(
+    target: &Target,
+    token: &str,
+    source: std::net::IpAddr,
+) -> anyhow::Result<(Ws, serde_json::Value, String)> {
+    let mut ws = Ws::connect(&target.ws_url(""), source).await?;
+    ws.send(json!({"type": "join", "token": token}).to_string())
+        .await?;
+    let joined = ws.until("joined").await?;
+    let placed: serde_json::Value = serde_json::from_str(&ws.text().await?)?;
+    let placed = placed["type"].as_str().unwrap_or("?").to_owned();
+    Ok((ws, joined, placed))
+}
+
+/// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
+/// (baseline). Join latencies go to `stats`.
+pub async fn pair(
+    target: &Target,
+    visit: &str,
+    n: usize,
+    sources: &Sources,
+    stats: &mut Stats,
+) -> anyhow::Result<(Peer, Peer)> {
+    match target {
+        Target::Baseline { .. } => {
+            let (d, p) = (format!("d{n}"), format!("p{n}"));
+            let doctor = Ws::connect(&target.ws_url(&d), sources.pick(2 * n)).await?;
+            let patient = Ws::connect(&target.ws_url(&p), sources.pick(2 * n + 1)).await?;
+            Ok((
+                Peer {
+                    ws: doctor,
+                    id: d.clone(),
+                    to: p.clone(),
+                    resume_token: String::new(),
+                },
+                Peer {
+                    ws: patient,
+                    id: p,
+                    to: d,
+                    resume_token: String::new(),
+                },
+            ))
+        }
+        Target::Bedside { .. } => {
+            let t = Instant::now();
+            let (mut doctor, d_joined, placed) = join(
+                target,
+                &target.token(visit, "doctor", &format!("dr-{n}"))?,
+                sources.pick(2 * n),
+            )
+            .await?;
+            if placed != "admitted" {
+                bail!("doctor placed in {placed}");
+            }
+            stats.record("join doctor", t.elapsed());
+            let t = Instant::now();
+            let (mut patient, p_joined, placed) = join(
+                target,
+                &target.token(visit, "patient", &format!("pt-{n}"))?,
+                sources.pick(2 * n + 1),
+            )
+            .await?;
+            if placed != "waiting" {
+                bail!("patient placed in {placed}");
+            }
+            stats.record("join patient (waiting)", t.elapsed());
+            let pid = p_joined["participant_id"]
+                .as_str()
+                .context("participant_id")?
+                .to_owned();
+            // The doctor sees the patient in the lobby and admits them.
+            loop {
+                let lobby = doctor.until("lobby").await?;
+                if lobby["waiting"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().any(|e| e["participant_id"] == pid.as_str()))
+                {
+                    break;
+                }
+            }
+            doctor
+                .send(json!({"type": "admit", "participant_id": pid}).to_string())
+                .await?;
+            patient.until("admitted").await?;
+            stats.record("join patient (admitted)", t.elapsed());
+            doctor.until("participant_joined").await?;
+            doctor.until("lobby").await?;
+            let did = d_joined["participant_id"]
+                .as_str()
+                .context("participant_id")?
+                .to_owned();
+            Ok((
+                Peer {
+                    ws: doctor,
+                    id: did.clone(),
+                    to: pid.clone(),
+                    resume_token: d_joined["resume_token"].as_str().unwrap_or("").into(),
+                },
+                Peer {
+                    ws: patient,
+                    id: pid,
+                    to: did,
+                    resume_token: p_joined["resume_token"].as_str().unwrap_or("").into(),
+                },
+            ))
+        }
+    }
+}
+
+/// The frame that relays `data` to `to`.
+pub fn signal(to: &str, data: &str) -> String {
+    format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#)
+}
+
+/// Offer, answer, `candidates` trickled candidates each way, and (Bedside) a chat message.
+pub async fn negotiate(
+    target: &Target,
+    doctor: &mut Peer,
+    patient: &mut Peer,
+    sdp_bytes: usize,
+    candidates: usize,
+) -> anyhow::Result<()> {
+    doctor
+        .ws
+        .send(signal(&doctor.to, &payload::sdp("offer", sdp_bytes)))
+        .await?;
+    patient.ws.until("signal").await?;
+    patient
+        .ws
+        .send(signal(&patient.to, &payload::sdp("answer", sdp_bytes)))
+        .await?;
+    doctor.ws.until("signal").await?;
+    for i in 0..candidates {
+        doctor
+            .ws
+            .send(signal(&doctor.to, &payload::candidate(i)))
+            .await?;
+        patient
+            .ws
+            .send(signal(&patient.to, &payload::candidate(i)))
+            .await?;
+    }
+    for _ in 0..candidates {
+        doctor.ws.until("signal").await?;
+        patient.ws.until("signal").await?;
+    }
+    if matches!(target, Target::Bedside { .. }) {
+        patient
+            .ws
+            .send(json!({"type": "chat", "text": "Hello, can you hear me?"}).to_string())
+            .await?;
+        patient.ws.until("chat").await?;
+        doctor.ws.until("chat").await?;
+    }
+    Ok(())
+}
+
+/// Shared switches of the relay phase.
+#[derive(Clone)]
+pub struct Phase {
+    /// Record latencies and counts only while true (after warm-up).
+    pub measuring: Arc<AtomicBool>,
+    /// Becomes true when peers must stop sending.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Closed loop: every probe received is answered with a new one, so each pair keeps
+/// `window` probes in flight. Returns what it measured and the peer (to leave cleanly).
+pub async fn relay(
+    mut me: Peer,
+    starts: usize,
+    pad: Arc<String>,
+    mut phase: Phase,
+) -> (Stats, Option<Peer>) {
+    let mut stats = Stats::default();
+    let mut seq = 0u64;
+    for _ in 0..starts {
+        seq += 1;
+        if let Err(e) = me.ws.send(signal(&me.to, &payload::probe(seq, &pad))).await {
+            stats.error(format!("send: {e}"));
+            return (stats, None);
+        }
+    }
+    loop {
+        let incoming = tokio::select! {
+            _ = phase.stop.changed() => return (stats, Some(me)),
+            incoming = me.ws.next() => incoming,
+        };
+        let text = match incoming {
+            Ok(Incoming::Text(t)) => t,
+            Ok(Incoming::Closed(code)) => {
+                stats.error(format!("closed {code}"));
+                return (stats, None);
+            }
+            Err(e) => {
+                stats.error(e.to_string());
+                return (stats, None);
+            }
+        };
+        let Ok(frame) = serde_json::from_str::<Frame<'_>>(&text) else {
+            stats.error("unparsable frame");
+            continue;
+        };
+        if frame.kind != "signal" {
+            if frame.kind == "error" {
+                stats.error(format!(
+                    "error frame: {}",
+                    text.chars().take(80).collect::<String>()
+                ));
+            }
+            continue;
+        }
+        if phase.measuring.load(Ordering::Relaxed) {
+            if let Some(ts) = frame.data.and_then(|d| d.ts) {
+                stats.record_ns("relay one-way", payload::now_ns().saturating_sub(ts));
+            }
+            stats.count("messages relayed", 1);
+            stats.count("bytes relayed", text.len() as u64);
+        }
+        if *phase.stop.borrow() {
+            continue;
+        }
+        seq += 1;
+        if let Err(e) = me.ws.send(signal(&me.to, &payload::probe(seq, &pad))).await {
+            stats.error(format!("send: {e}"));
+            return (stats, None);
+        }
+    }
+}
+
+/// Leaves (Bedside) and closes.
+pub async fn leave(target: &Target, mut peer: Peer) {
+    if matches!(target, Target::Bedside { .. }) {
+        let _ = peer.ws.send(json!({"type": "leave"}).to_string()).await;
+    }
+    peer.ws.close().await;
+}

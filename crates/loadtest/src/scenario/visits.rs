@@ -1,0 +1,172 @@
+//! `visits`: N concurrent visits, each set up the way a real one is (create, tokens, doctor
+//! joins, patient waits and is admitted, offer/answer/candidates, chat), then closed-loop
+//! round trips of fixed-size signals for a duration, then everyone leaves.
+
+use super::{Phase, leave, negotiate, pair, relay};
+use crate::peer;
+use crate::procstat;
+use crate::report::{Report, Stats};
+use crate::target::{Sources, Target};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, watch};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub visits: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Size of each relayed signal frame, bytes.
+    pub signal_bytes: usize,
+    /// Probes each pair keeps in flight.
+    pub window: usize,
+    pub sdp_bytes: usize,
+    pub candidates: usize,
+    /// How many of the visits are real WebRTC peers instead of scripted ones.
+    pub webrtc: usize,
+    pub sources: Sources,
+    /// The server's pid, to report its CPU time and memory.
+    pub server_pid: Option<u32>,
+}
+
+pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
+    let setup = Arc::new(Semaphore::new(64));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (go_tx, go_rx) = watch::channel(false);
+    let measuring = Arc::new(AtomicBool::new(false));
+    let pad = Arc::new(crate::payload::padding(opts.signal_bytes));
+    let bar = ProgressBar::new(opts.visits as u64).with_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("setting up");
+    let ready = Arc::new(AtomicUsize::new(0));
+
+    let mut tasks = Vec::new();
+    for n in 0..opts.visits {
+        let (target, opts, setup, bar, ready) = (
+            target.clone(),
+            opts.clone(),
+            setup.clone(),
+            bar.clone(),
+            ready.clone(),
+        );
+        let (mut go, phase) = (
+            go_rx.clone(),
+            Phase {
+                measuring: measuring.clone(),
+                stop: stop_rx.clone(),
+            },
+        );
+        let pad = pad.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stats = Stats::default();
+            let permit = setup.acquire_owned().await;
+            let visit = match &target {
+                Target::Bedside { .. } => match target.create_visit(2).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        stats.error(format!("setup: {e}"));
+                        bar.inc(1);
+                        ready.fetch_add(1, Ordering::Relaxed);
+                        return stats;
+                    }
+                },
+                Target::Baseline { .. } => String::new(),
+            };
+            if n < opts.webrtc {
+                drop(permit);
+                bar.inc(1);
+                ready.fetch_add(1, Ordering::Relaxed);
+                let _ = go.wait_for(|g| *g).await;
+                peer::visit(&target, &visit, n, &opts.sources, &mut stats).await;
+                return stats;
+            }
+            let set_up = async {
+                let (mut d, mut p) = pair(&target, &visit, n, &opts.sources, &mut stats).await?;
+                negotiate(&target, &mut d, &mut p, opts.sdp_bytes, opts.candidates).await?;
+                anyhow::Ok((d, p))
+            }
+            .await;
+            drop(permit);
+            bar.inc(1);
+            ready.fetch_add(1, Ordering::Relaxed);
+            let (doctor, patient) = match set_up {
+                Ok(pair) => pair,
+                Err(e) => {
+                    stats.error(format!("setup: {e}"));
+                    return stats;
+                }
+            };
+            let _ = go.wait_for(|g| *g).await;
+            let (d, p) = tokio::join!(
+                relay(doctor, opts.window, pad.clone(), phase.clone()),
+                relay(patient, 0, pad, phase)
+            );
+            stats.merge(d.0);
+            stats.merge(p.0);
+            for peer in [d.1, p.1].into_iter().flatten() {
+                leave(&target, peer).await;
+            }
+            stats
+        }));
+    }
+    // Wait for every visit to be set up (or failed), then start the measured phase.
+    while ready.load(Ordering::Relaxed) < opts.visits {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bar.set_position(0);
+    bar.set_length(opts.duration.as_secs().max(1));
+    bar.set_message("relaying");
+    let _ = go_tx.send(true);
+    tokio::time::sleep(opts.warmup).await;
+    let cpu_before = opts
+        .server_pid
+        .and_then(|pid| procstat::cpu_seconds(pid).ok());
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    while started.elapsed() < opts.duration {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        bar.set_position(started.elapsed().as_secs());
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    let mut server = BTreeMap::new();
+    if let (Some(pid), Some(before)) = (opts.server_pid, cpu_before) {
+        if let Ok(after) = procstat::cpu_seconds(pid) {
+            server.insert("cpu_s", after - before);
+        }
+        if let Ok(rss) = procstat::rss_bytes(pid) {
+            server.insert("rss_mib", rss as f64 / (1024.0 * 1024.0));
+        }
+    }
+    let _ = stop_tx.send(true);
+    bar.finish_and_clear();
+
+    let mut stats = Stats::default();
+    for task in tasks {
+        match task.await {
+            Ok(s) => stats.merge(s),
+            Err(e) => stats.error(format!("task: {e}")),
+        }
+    }
+    if let Some(cpu) = server.get("cpu_s").copied() {
+        let messages = stats.counts.get("messages relayed").copied().unwrap_or(0) as f64;
+        if messages > 0.0 {
+            server.insert("cpu_s_per_million_msgs", cpu / (messages / 1e6));
+        }
+    }
+    Ok(Report {
+        scenario: "visits".into(),
+        target: target.name().into(),
+        params: json!({"visits": opts.visits, "signal_bytes": opts.signal_bytes, "window": opts.window,
+                       "sdp_bytes": opts.sdp_bytes, "candidates": opts.candidates, "webrtc": opts.webrtc}),
+        elapsed,
+        stats,
+        server,
+    })
+}

@@ -1,0 +1,146 @@
+//! What is under load, and how to reach it. Only loopback targets are accepted.
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+/// A server under load.
+#[derive(Clone)]
+pub enum Target {
+    /// Bedside: REST API for visits, `/ws` for the protocol, join tokens minted with the key.
+    Bedside {
+        http: String,
+        ws: String,
+        key_id: String,
+        key_secret: String,
+        client: reqwest::Client,
+    },
+    /// The baseline relay: `ws://.../?id=NAME`, frames forwarded to the `to` they name.
+    Baseline { ws: String },
+}
+
+/// Refuses anything that is not on this machine: load never leaves loopback.
+pub fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .context("no address")?;
+    if !addr.ip().is_loopback() {
+        bail!("{url} is not a loopback address: load runs against 127.0.0.0/8 or ::1 only");
+    }
+    Ok(addr)
+}
+
+impl Target {
+    pub fn bedside(url: &str, key: &str) -> anyhow::Result<Self> {
+        loopback(url)?;
+        let http = url.trim_end_matches('/').to_owned();
+        let ws = format!("{}/ws", http.replacen("http", "ws", 1));
+        let (key_id, key_secret) = key.split_once(':').context("--key is id:secret")?;
+        Ok(Target::Bedside {
+            http,
+            ws,
+            key_id: key_id.into(),
+            key_secret: key_secret.into(),
+            client: reqwest::Client::new(),
+        })
+    }
+
+    pub fn baseline(url: &str) -> anyhow::Result<Self> {
+        loopback(url)?;
+        Ok(Target::Baseline {
+            ws: url.trim_end_matches('/').replacen("http", "ws", 1),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Bedside { .. } => "bedside",
+            Target::Baseline { .. } => "baseline",
+        }
+    }
+
+    /// Creates a visit over the REST API; returns its id.
+    pub async fn create_visit(&self, max_participants: usize) -> anyhow::Result<String> {
+        let Target::Bedside {
+            http,
+            key_id,
+            key_secret,
+            client,
+            ..
+        } = self
+        else {
+            bail!("the baseline has no visits");
+        };
+        let resp = client
+            .post(format!("{http}/v1/visits"))
+            .header(
+                "authorization",
+                format!(
+                    "Basic {}",
+                    STANDARD.encode(format!("{key_id}:{key_secret}"))
+                ),
+            )
+            .json(&json!({"max_participants": max_participants, "external_ref": "loadtest"}))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("create visit: {}", resp.status());
+        }
+        let v: Value = resp.json().await?;
+        Ok(v["id"].as_str().context("visit id")?.to_owned())
+    }
+
+    /// A join token minted with the tenant's secret, as an integrator may do, so setting up
+    /// thousands of participants does not load the REST API.
+    pub fn token(&self, visit: &str, role: &str, identity: &str) -> anyhow::Result<String> {
+        let Target::Bedside {
+            key_id, key_secret, ..
+        } = self
+        else {
+            bail!("the baseline has no tokens");
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss": key_id, "sub": identity, "visit": visit, "role": role, "name": identity,
+                            "iat": now, "nbf": now, "exp": now + 6 * 3600, "jti": uuid::Uuid::new_v4().to_string()});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(key_id.clone());
+        Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key_secret.as_bytes()),
+        )?)
+    }
+
+    /// The WebSocket URL for a connection (the baseline names its connections in the URL).
+    pub fn ws_url(&self, baseline_id: &str) -> String {
+        match self {
+            Target::Bedside { ws, .. } => ws.clone(),
+            Target::Baseline { ws } => format!("{ws}/?id={baseline_id}"),
+        }
+    }
+}
+
+/// Round-robin over loopback source addresses 127.0.0.1 .. 127.0.0.N, to go past one
+/// address's ephemeral ports.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    count: u8,
+}
+
+impl Sources {
+    pub fn new(count: u8) -> Self {
+        Self {
+            count: count.max(1),
+        }
+    }
+
+    pub fn pick(&self, n: usize) -> IpAddr {
+        IpAddr::from([127, 0, 0, 1 + (n % usize::from(self.count)) as u8])
+    }
+}

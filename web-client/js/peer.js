@@ -1,0 +1,202 @@
+// One RTCPeerConnection to one remote participant, negotiated with the W3C "perfect
+// negotiation" pattern: both sides may offer whenever they need to; when offers cross,
+// the polite side rolls back and takes the other's, the impolite side ignores the
+// incoming one. So neither side has to know who "calls" whom, and glare cannot deadlock.
+//
+// Every message this link sends is wrapped in an envelope (Bedside relays it untouched):
+//   {pc, to_pc, description} | {pc, to_pc, candidate} | {pc, to_pc, hello: true}
+// `pc` is a random id of the sending RTCPeerConnection and `to_pc` the receiver's id as
+// far as the sender knows it. With them a page can tell "the other side renegotiates"
+// from "the other side is a new peer connection" (it reloaded, or dropped its old one),
+// and drop late messages meant for a connection that no longer exists.
+
+import { randomId } from './dom.js';
+
+// How long ICE may stay "disconnected" before we restart it rather than wait for it to
+// recover by itself or be declared "failed" (which takes Chrome up to 30 s).
+const DISCONNECTED_GRACE_MS = 4000;
+
+export class PeerLink extends EventTarget {
+  #send;
+  #makingOffer = false;
+  #ignoreOffer = false;
+  #settingRemoteAnswer = false;
+  #disconnectTimer = 0;
+
+  /**
+   * @param {object} o
+   * @param {string} o.remoteId      the other participant's id
+   * @param {boolean} o.polite       whether this side yields when offers collide
+   * @param {RTCIceServer[]} o.iceServers  from the `joined` frame
+   * @param {(data: object) => boolean} o.send  relays `data` to the other participant
+   * @param {string|null} o.remotePc  the remote connection's id, if already known
+   */
+  constructor({ remoteId, polite, iceServers, send, remotePc = null }) {
+    super();
+    this.remoteId = remoteId;
+    this.polite = polite;
+    this.id = randomId();
+    this.remotePc = remotePc;
+    this.remoteStream = new MediaStream();
+    this.#send = send;
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc.addEventListener('negotiationneeded', () => this.#offer());
+    // Trickle ICE: each candidate goes out as soon as it is found.
+    this.pc.addEventListener('icecandidate', ({ candidate }) => {
+      if (candidate) this.#signal({ candidate: candidate.toJSON() });
+    });
+    this.pc.addEventListener('track', ({ track }) => {
+      this.remoteStream.addTrack(track);
+      this.#emit('track', { track });
+    });
+    this.pc.addEventListener('connectionstatechange', () => this.#onConnectionState());
+    // Tell the other side a fresh connection exists, even if we have nothing to send:
+    // it may be holding a connection to our predecessor (before a reload) that it must
+    // replace before either side can negotiate again.
+    this.#signal({ hello: true });
+  }
+
+  get connectionState() {
+    return this.pc.connectionState;
+  }
+
+  /**
+   * Whether `data` comes from a fresh remote connection replacing the one this link talks
+   * to. Only a message that names no receiver (`to_pc` null: its sender knows nothing of
+   * us yet) counts; a reply addressed to some connection of ours never does, so two
+   * pages can never keep replacing their links in answer to each other.
+   */
+  isFromNewRemote(data) {
+    return Boolean(this.remotePc && data?.pc && data.pc !== this.remotePc && !data.to_pc);
+  }
+
+  /** Handles one relayed message from the other participant. */
+  async receive(data) {
+    if (!data || typeof data !== 'object' || typeof data.pc !== 'string') return;
+    // Meant for an earlier connection of ours (before we replaced it): stale.
+    if (data.to_pc && data.to_pc !== this.id) return;
+    if (this.remotePc && data.pc !== this.remotePc) return;
+    this.remotePc = data.pc;
+    const { description, candidate } = data;
+    try {
+      if (description) {
+        await this.#onDescription(description);
+      } else if (candidate) {
+        try {
+          await this.pc.addIceCandidate(candidate);
+        } catch (err) {
+          // Candidates of an offer we chose to ignore fail to apply; that is expected.
+          if (!this.#ignoreOffer) throw err;
+        }
+      }
+    } catch (err) {
+      this.#emit('problem', { error: err });
+    }
+  }
+
+  async #onDescription(description) {
+    const pc = this.pc;
+    // An answer we are applying right now leaves us "stable" in a moment, so an offer
+    // arriving meanwhile is not a collision.
+    const readyForOffer = !this.#makingOffer && (pc.signalingState === 'stable' || this.#settingRemoteAnswer);
+    const collision = description.type === 'offer' && !readyForOffer;
+    this.#ignoreOffer = !this.polite && collision;
+    if (this.#ignoreOffer) return;
+    this.#settingRemoteAnswer = description.type === 'answer';
+    try {
+      // For the polite side in a collision this rolls back our own offer implicitly.
+      await pc.setRemoteDescription(description);
+    } finally {
+      this.#settingRemoteAnswer = false;
+    }
+    if (description.type === 'offer') {
+      await pc.setLocalDescription();
+      this.#signal({ description: pc.localDescription.toJSON() });
+    }
+  }
+
+  async #offer() {
+    try {
+      this.#makingOffer = true;
+      // Without arguments this creates whatever the state calls for (offer, or the
+      // ICE-restart offer after restartIce()).
+      await this.pc.setLocalDescription();
+      this.#signal({ description: this.pc.localDescription.toJSON() });
+    } catch (err) {
+      this.#emit('problem', { error: err });
+    } finally {
+      this.#makingOffer = false;
+    }
+  }
+
+  #onConnectionState() {
+    const state = this.pc.connectionState;
+    clearTimeout(this.#disconnectTimer);
+    if (state === 'failed') {
+      this.restartIce();
+    } else if (state === 'disconnected') {
+      this.#disconnectTimer = setTimeout(() => {
+        if (this.pc.connectionState === 'disconnected') this.restartIce();
+      }, DISCONNECTED_GRACE_MS);
+    }
+    this.#emit('state', { state });
+  }
+
+  /** Restarts ICE: new candidates are gathered and a fresh offer is negotiated. */
+  restartIce() {
+    if (this.pc.signalingState === 'closed') return;
+    this.pc.restartIce();
+  }
+
+  /**
+   * Called when signaling is back (ours or theirs) after a gap, during which messages may
+   * have been lost: re-sends an offer still waiting for its answer, and restarts ICE if
+   * the media path broke meanwhile.
+   */
+  resync() {
+    const pc = this.pc;
+    if (pc.signalingState === 'closed') return;
+    if (pc.signalingState === 'have-local-offer' && pc.localDescription) {
+      this.#signal({ description: pc.localDescription.toJSON() });
+    }
+    if (pc.connectionState === 'failed' || pc.connectionState === 'disconnected') this.restartIce();
+  }
+
+  /**
+   * Sends `track` (or nothing, for null) as this link's outgoing track of `kind`. Swapping
+   * tracks on an existing sender (another camera, a screen share) needs no renegotiation.
+   */
+  setTrack(kind, track, stream) {
+    const transceivers = this.pc.getTransceivers().filter((t) => !t.stopped && t.receiver.track.kind === kind);
+    const sending = transceivers.find((t) => t.sender.track) ?? transceivers.find((t) => t.direction.includes('send'));
+    if (sending) {
+      sending.sender.replaceTrack(track).catch((error) => this.#emit('problem', { error }));
+      return;
+    }
+    if (!track) return;
+    // A transceiver created by the other side's offer can carry our track too; reusing it
+    // keeps the session at one audio and one video section.
+    const idle = transceivers.find((t) => !t.sender.track);
+    if (idle) {
+      idle.sender.replaceTrack(track).catch((error) => this.#emit('problem', { error }));
+      idle.sender.setStreams?.(stream);
+      idle.direction = 'sendrecv';
+    } else {
+      this.pc.addTrack(track, stream);
+    }
+  }
+
+  close() {
+    clearTimeout(this.#disconnectTimer);
+    this.pc.close();
+    for (const track of this.remoteStream.getTracks()) track.stop();
+  }
+
+  #signal(payload) {
+    this.#send({ pc: this.id, to_pc: this.remotePc, ...payload });
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

@@ -1,0 +1,234 @@
+// The signaling connection: one WebSocket to Bedside's /ws that joins the visit, survives
+// network blips, and reports why it ended for good.
+//
+// Sockets come and go (every reconnect opens a new one); listeners attach to this object.
+// Server frames are dispatched as events named by their `type` (`joined`, `admitted`,
+// `signal`, ...) with the frame as `detail`. Two more events:
+//   `status` {state: 'connecting' | 'connected' | 'reconnecting', attempt?, delayMs?}
+//   `final`  {outcome, code, reason?}  the visit is over for this page; no more retries.
+//
+// A dropped socket is reopened with exponential backoff and sent `join` with the
+// `resume_token` from the last `joined`, so an admitted patient keeps their place
+// (Bedside holds it for a grace period) instead of going back to the waiting room.
+
+import { backoffDelay } from './backoff.js';
+
+// How often we send an application-level ping. The server's own WebSocket pings are
+// answered by the browser but invisible to us, so our ping/pong is how the page notices
+// a connection that died silently (a phone switching networks, a sleeping laptop).
+const PING_INTERVAL_MS = 10_000;
+// Nothing heard for this long means the socket is dead, whatever its readyState says.
+const SILENCE_LIMIT_MS = 25_000;
+// A socket that has not reached `joined` in this time is abandoned and retried.
+const JOIN_TIMEOUT_MS = 10_000;
+
+/**
+ * What a final close means for the person, from the close code and the frames that came
+ * just before it (`denied`, `visit_ended`, or an `error` naming the refusal).
+ */
+export function finalOutcome(code, { error, denied, ended } = {}) {
+  switch (code) {
+    case 1000:
+      return { outcome: 'left' };
+    case 4001:
+      return { outcome: error === 'token_expired' ? 'link_expired' : 'link_invalid' };
+    case 4003:
+      if (denied === 'removed') return { outcome: 'removed' };
+      if (denied !== undefined) return { outcome: 'denied', reason: denied === 'denied' ? undefined : denied };
+      if (error === 'visit_full') return { outcome: 'visit_full' };
+      if (error === 'visit_not_started') return { outcome: 'not_started' };
+      return { outcome: 'denied' };
+    case 4004:
+      if (ended) return { outcome: 'ended', reason: ended };
+      if (error === 'visit_not_found') return { outcome: 'not_found' };
+      return { outcome: 'ended' };
+    case 4009:
+      return { outcome: 'replaced' };
+    case 1009:
+      // A frame the server found too large: retrying would only repeat it.
+      return { outcome: 'error' };
+    default:
+      return null; // 1001, 1006, 4008, ...: worth another try.
+  }
+}
+
+export class Signaling extends EventTarget {
+  #url;
+  #token;
+  #resumeToken = null;
+  #ws = null;
+  #joined = false;
+  #attempt = 0;
+  #retryTimer = 0;
+  #pingTimer = 0;
+  #joinTimer = 0;
+  #lastHeard = 0;
+  #final = false;
+  // What the server said just before closing, to explain the close.
+  #lastError;
+  #denied;
+  #ended;
+
+  constructor({ token, url = defaultUrl() }) {
+    super();
+    this.#url = url;
+    this.#token = token;
+    this.participantId = null;
+    this.role = null;
+    this.iceServers = [];
+    window.addEventListener('online', () => this.#retryNow());
+  }
+
+  /** Whether frames can be sent now (the socket is open and the join went through). */
+  get connected() {
+    return this.#joined;
+  }
+
+  start() {
+    this.#open();
+  }
+
+  /** Sends a frame; false if the socket is down (the caller decides whether that matters). */
+  send(frame) {
+    if (!this.#joined || this.#ws?.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Leaves for good; the server answers with close 1000. */
+  leave() {
+    if (!this.send({ type: 'leave' })) this.#finish({ outcome: 'left', code: 1000 });
+  }
+
+  #open() {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = 0;
+    this.#lastError = this.#denied = this.#ended = undefined;
+    this.#emit('status', { state: this.#attempt === 0 && !this.participantId ? 'connecting' : 'reconnecting', attempt: this.#attempt });
+    let ws;
+    try {
+      ws = new WebSocket(this.#url);
+    } catch {
+      this.#scheduleRetry();
+      return;
+    }
+    this.#ws = ws;
+    ws.addEventListener('open', () => {
+      const join = { type: 'join', token: this.#token };
+      // The resume token is tried first; the join token stays as the fallback in case
+      // the resume token is no longer accepted.
+      if (this.#resumeToken) join.resume_token = this.#resumeToken;
+      ws.send(JSON.stringify(join));
+    });
+    ws.addEventListener('message', (event) => this.#onMessage(ws, event));
+    ws.addEventListener('close', (event) => this.#onClose(ws, event.code));
+    this.#joinTimer = setTimeout(() => this.#abandon(ws), JOIN_TIMEOUT_MS);
+  }
+
+  #onMessage(ws, event) {
+    if (ws !== this.#ws) return;
+    this.#lastHeard = Date.now();
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    switch (frame.type) {
+      case 'joined':
+        clearTimeout(this.#joinTimer);
+        this.#joined = true;
+        this.#attempt = 0;
+        this.#resumeToken = frame.resume_token;
+        this.participantId = frame.participant_id;
+        this.role = frame.role;
+        this.iceServers = Array.isArray(frame.ice_servers) ? frame.ice_servers : [];
+        this.#startHeartbeat(ws);
+        this.#emit('status', { state: 'connected' });
+        break;
+      case 'error':
+        this.#lastError = frame.code;
+        break;
+      case 'denied':
+        this.#denied = frame.reason;
+        break;
+      case 'visit_ended':
+        this.#ended = frame.reason;
+        break;
+      case 'pong':
+        return;
+    }
+    this.#emit(frame.type, frame);
+  }
+
+  #onClose(ws, code) {
+    if (ws !== this.#ws) return;
+    this.#teardown();
+    const final = finalOutcome(code, { error: this.#lastError, denied: this.#denied, ended: this.#ended });
+    if (final) this.#finish({ ...final, code });
+    else this.#scheduleRetry();
+  }
+
+  /** Gives up on a socket that looks dead without waiting for its close handshake. */
+  #abandon(ws) {
+    if (ws !== this.#ws) return;
+    this.#teardown();
+    try {
+      ws.close(4000, 'unresponsive');
+    } catch {
+      // Already closing.
+    }
+    this.#scheduleRetry();
+  }
+
+  #teardown() {
+    clearTimeout(this.#joinTimer);
+    clearInterval(this.#pingTimer);
+    this.#ws = null;
+    if (this.#joined) {
+      this.#joined = false;
+    }
+  }
+
+  #startHeartbeat(ws) {
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = setInterval(() => {
+      if (Date.now() - this.#lastHeard > SILENCE_LIMIT_MS) {
+        this.#abandon(ws);
+        return;
+      }
+      this.send({ type: 'ping' });
+    }, PING_INTERVAL_MS);
+  }
+
+  #scheduleRetry() {
+    if (this.#final) return;
+    const delayMs = backoffDelay(this.#attempt);
+    this.#attempt += 1;
+    this.#emit('status', { state: 'reconnecting', attempt: this.#attempt, delayMs });
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => this.#open(), delayMs);
+  }
+
+  /** The network is back: don't sit out the rest of a long backoff. */
+  #retryNow() {
+    if (this.#retryTimer && !this.#final) this.#open();
+  }
+
+  #finish(detail) {
+    if (this.#final) return;
+    this.#final = true;
+    clearTimeout(this.#retryTimer);
+    this.#teardown();
+    this.#emit('final', detail);
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function defaultUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}

@@ -4,7 +4,7 @@
 // (waiting list, screen share, remove, end visit).
 
 import { $, showScreen } from './dom.js';
-import { stopStream } from './media.js';
+import { openLocalMedia, stopStream } from './media.js';
 import { Mesh } from './mesh.js';
 import { Signaling } from './signaling.js';
 import { readClaims, takeToken } from './token.js';
@@ -13,6 +13,10 @@ import { showFinal } from './views/final.js';
 import { LobbyView } from './views/lobby.js';
 import { runPrecall } from './views/precall.js';
 import { showConnectionStatus } from './views/status.js';
+
+// Set once this tab has passed the pre-call check for a token: a reload (phones reload
+// background tabs on their own) then goes straight back into the visit.
+const CHECKED_KEY = 'bedside.checked';
 
 const token = takeToken();
 if (!token) {
@@ -25,7 +29,9 @@ if (!token) {
 
 async function run(token, claims) {
   const isDoctor = claims.role === 'doctor';
-  const stream = await runPrecall({ isDoctor });
+  const checked = Boolean(claims.jti) && sessionGet(CHECKED_KEY) === claims.jti;
+  const stream = checked ? (await openLocalMedia()).stream : await runPrecall({ isDoctor });
+  sessionSet(CHECKED_KEY, claims.jti);
 
   const signaling = new Signaling({ token });
   const mesh = new Mesh(signaling);
@@ -38,7 +44,7 @@ async function run(token, claims) {
   on('waiting', () => {
     // Also reached after a reconnect that came too late to keep our place.
     call.suspend();
-    $('#waiting-video').srcObject = stream;
+    $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;
     showScreen('screen-waiting');
   });
   on('admitted', ({ participants }) => call.admitted(participants));
@@ -63,4 +69,20 @@ async function run(token, claims) {
   // No `leave` on pagehide: a reload (phones do it on their own) must find its place in
   // the visit again, which the server keeps for the grace period of a dropped connection.
   signaling.start();
+}
+
+function sessionGet(key) {
+  try {
+    return sessionStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function sessionSet(key, value) {
+  try {
+    sessionStorage.setItem(key, value);
+  } catch {
+    // Storage disabled: a reload shows the pre-call check again, which is fine.
+  }
 }

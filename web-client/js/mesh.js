@@ -92,7 +92,8 @@ export class Mesh extends EventTarget {
       send: (data) => this.#signaling.send({ type: 'signal', to: id, data }),
     });
     link.addEventListener('state', (e) => this.#emit('peer-state', { id, state: e.detail.state }));
-    link.addEventListener('problem', (e) => console.warn('bedside: peer connection problem:', e.detail.error?.name ?? e.detail.error));
+    // Only the error's name: WebRTC error messages can quote SDP, which holds addresses.
+    link.addEventListener('problem', (e) => console.warn('bedside: peer connection problem:', e.detail.error?.name ?? 'Error'));
     this.#links.set(id, link);
     for (const kind of ['audio', 'video']) {
       if (this.#tracks[kind]) link.setTrack(kind, this.#tracks[kind], this.#stream);

@@ -64,6 +64,7 @@ export class Signaling extends EventTarget {
   #joinTimer = 0;
   #lastHeard = 0;
   #final = false;
+  #leaving = false;
   // What the server said just before closing, to explain the close.
   #lastError;
   #denied;
@@ -97,6 +98,7 @@ export class Signaling extends EventTarget {
 
   /** Leaves for good; the server answers with close 1000. */
   leave() {
+    this.#leaving = true;
     if (!this.send({ type: 'leave' })) this.#finish({ outcome: 'left', code: 1000 });
   }
 
@@ -164,7 +166,8 @@ export class Signaling extends EventTarget {
   #onClose(ws, code) {
     if (ws !== this.#ws) return;
     this.#teardown();
-    const final = finalOutcome(code, { error: this.#lastError, denied: this.#denied, ended: this.#ended });
+    // Once we asked to leave, any close is the end: reconnecting would rejoin the visit.
+    const final = this.#leaving ? { outcome: 'left' } : finalOutcome(code, { error: this.#lastError, denied: this.#denied, ended: this.#ended });
     if (final) this.#finish({ ...final, code });
     else this.#scheduleRetry();
   }

@@ -125,7 +125,8 @@ export class CallView {
 
   #selfTile() {
     const video = h('video', { autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your camera' });
-    video.srcObject = this.#stream;
+    // Only a stream with video: an empty one would keep the element loading forever.
+    video.srcObject = this.#stream.getVideoTracks().length ? this.#stream : null;
     this.selfBadges = h('span', { class: 'badges' });
     const tile = h(
       'li',

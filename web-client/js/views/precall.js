@@ -6,7 +6,7 @@
 import { $, h, showScreen } from '../dom.js';
 import { PROBLEM_TEXT, listDevices, openLocalMedia, stopStream } from '../media.js';
 
-const KIND_NAME = { video: 'Camera', audio: 'Microphone' };
+const KIND_NAME = { video: 'Camera', audio: 'Microphone', both: 'Camera and microphone' };
 
 export function runPrecall({ isDoctor }) {
   const video = $('#precall-video');
@@ -27,8 +27,11 @@ export function runPrecall({ isDoctor }) {
     stopStream(stream);
     const result = await openLocalMedia({ videoId: cameraSelect.value || undefined, audioId: micSelect.value || undefined });
     stream = result.stream;
-    video.srcObject = stream;
-    $('#precall-novideo').hidden = stream.getVideoTracks().length > 0;
+    const hasVideo = stream.getVideoTracks().length > 0;
+    // A <video> given a stream without video never finishes loading, which holds the
+    // page's load event open: leave it empty instead.
+    video.srcObject = hasVideo ? stream : null;
+    $('#precall-novideo').hidden = hasVideo;
     meter.watch(stream);
     showProblems(result.problems);
     await fillPickers();
@@ -40,9 +43,12 @@ export function runPrecall({ isDoctor }) {
   }
 
   function showProblems(problems) {
-    const lines = Object.entries(problems).map(([kind, problem]) => h('p', { text: `${KIND_NAME[kind]}: ${PROBLEM_TEXT[problem]}` }));
+    const entries = Object.entries(problems);
+    // The same problem for both devices is said once.
+    const merged = entries.length === 2 && problems.audio === problems.video ? [['both', problems.audio]] : entries;
+    const lines = merged.map(([kind, problem]) => h('p', { text: `${KIND_NAME[kind]}: ${PROBLEM_TEXT[problem]}` }));
     if (lines.length) {
-      const missing = Object.keys(problems).length === 2 ? 'see or hear you' : problems.video ? 'see you' : 'hear you';
+      const missing = entries.length === 2 ? 'see or hear you' : problems.video ? 'see you' : 'hear you';
       lines.push(h('p', { text: `You can still join, but the others will not ${missing}.` }));
     }
     problemsBox.replaceChildren(...lines);

@@ -59,7 +59,7 @@ export async function openPerson(browser, { viewport = { width: 1280, height: 80
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
-  const problems = { offOrigin: [], consoleErrors: [], pageErrors: [] };
+  const problems = { offOrigin: [], consoleErrors: [], pageErrors: [], csp: [] };
   page.on('request', (req) => {
     const url = req.url();
     if (url.startsWith('data:') || url.startsWith('blob:')) return;
@@ -67,7 +67,10 @@ export async function openPerson(browser, { viewport = { width: 1280, height: 80
     if (new URL(url).origin !== origin) problems.offOrigin.push(url);
   });
   page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.consoleErrors.push(msg.text());
+    if (msg.type() !== 'error') return;
+    // Chromium reports each blocked resource or inline code as "Refused to ...".
+    if (/Content Security Policy/i.test(msg.text())) problems.csp.push(msg.text());
+    else problems.consoleErrors.push(msg.text());
   });
   page.on('pageerror', (err) => problems.pageErrors.push(String(err)));
   return { context, page, problems };

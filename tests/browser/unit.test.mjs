@@ -1,0 +1,54 @@
+// The client's pure decisions, tested in Node without a browser: reconnect delays, what a
+// close code means for the person, how waiting times and names read, token decoding.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { backoffDelay } from '../../web-client/js/backoff.js';
+import { finalOutcome } from '../../web-client/js/signaling.js';
+import { readClaims } from '../../web-client/js/token.js';
+import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
+
+test('backoff grows exponentially, is capped, and always waits', () => {
+  const low = { random: () => 0 };
+  const high = { random: () => 1 };
+  assert.equal(backoffDelay(0, low), 250);
+  assert.equal(backoffDelay(0, high), 500);
+  assert.equal(backoffDelay(3, high), 4000);
+  assert.equal(backoffDelay(10, high), 10_000);
+  assert.equal(backoffDelay(1000, low), 5000);
+  for (let attempt = 0; attempt < 20; attempt++) assert.ok(backoffDelay(attempt) > 0);
+});
+
+test('close codes: final ones name what happened, the others mean reconnect', () => {
+  assert.deepEqual(finalOutcome(1000), { outcome: 'left' });
+  assert.deepEqual(finalOutcome(4001, { error: 'invalid_token' }), { outcome: 'link_invalid' });
+  assert.deepEqual(finalOutcome(4001, { error: 'token_expired' }), { outcome: 'link_expired' });
+  assert.deepEqual(finalOutcome(4003, { denied: 'denied' }), { outcome: 'denied', reason: undefined });
+  assert.deepEqual(finalOutcome(4003, { denied: 'Please call the front desk' }), { outcome: 'denied', reason: 'Please call the front desk' });
+  assert.deepEqual(finalOutcome(4003, { denied: 'removed' }), { outcome: 'removed' });
+  assert.deepEqual(finalOutcome(4003, { error: 'visit_full' }), { outcome: 'visit_full' });
+  assert.deepEqual(finalOutcome(4003, { error: 'visit_not_started' }), { outcome: 'not_started' });
+  assert.deepEqual(finalOutcome(4004, { ended: 'ended_by_doctor' }), { outcome: 'ended', reason: 'ended_by_doctor' });
+  assert.deepEqual(finalOutcome(4004, { error: 'visit_not_found' }), { outcome: 'not_found' });
+  assert.deepEqual(finalOutcome(4009), { outcome: 'replaced' });
+  for (const code of [1001, 1006, 1011, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
+});
+
+test('waiting times and names read well', () => {
+  assert.equal(formatWait(0), '0 s');
+  assert.equal(formatWait(59), '59 s');
+  assert.equal(formatWait(61), '1 min 1 s');
+  assert.equal(formatWait(3720), '1 h 2 min');
+  assert.equal(displayName({ name: '  Sam  ', role: 'patient' }), 'Sam');
+  assert.equal(displayName({ name: '', role: 'patient' }), 'Patient');
+  assert.equal(displayName({ role: 'doctor' }), 'Doctor');
+});
+
+test('token claims are read for display, and junk is refused', () => {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const jwt = `${part({ alg: 'HS256' })}.${part({ role: 'patient', name: 'Zoë Ñúñez' })}.sig`;
+  assert.deepEqual(readClaims(jwt), { role: 'patient', name: 'Zoë Ñúñez' });
+  assert.equal(readClaims('not-a-token'), null);
+  assert.equal(readClaims(`${part({})}.${part({ role: 'admin' })}.sig`), null);
+  assert.equal(readClaims('a.!!!.c'), null);
+});

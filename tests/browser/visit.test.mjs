@@ -207,6 +207,7 @@ describe('a video visit in the browser', () => {
   step('the pages stayed within the Content-Security-Policy and their own origin', async () => {
     for (const person of [doctor, patient]) {
       assert.deepEqual(await person.page.evaluate(() => window.__test.violations), [], 'no CSP violation');
+      assert.deepEqual(person.problems.csp, [], 'no CSP report on the console');
       assert.deepEqual(person.problems.offOrigin, [], 'no request left the origin');
       assert.deepEqual(person.problems.pageErrors, [], 'no uncaught error');
     }

@@ -176,6 +176,31 @@ describe('around the visit', () => {
     await screenshot(patient.page, 'edges-after-reload');
   });
 
+  it('offers that cross (both sides restart ICE at once) settle without deadlock', { timeout: 90_000 }, async (t) => {
+    const visit = await newVisit();
+    const doctor = await join(await person(t), visit, { role: 'doctor', identity: 'dr-glare', name: 'Dr Glare' });
+    const patient = await join(await person(t), visit, { role: 'patient', identity: 'patient-glare', name: 'Gail Glare' });
+    await doctor.page.getByRole('button', { name: 'Admit Gail Glare' }).click();
+    await Promise.all([expectConnectedTo(doctor, 1), expectConnectedTo(patient, 1)]);
+
+    const ufrags = (page) =>
+      page.evaluate(() => {
+        const pc = window.__test.pcs.find((c) => c.connectionState !== 'closed');
+        const ufrag = (d) => /a=ice-ufrag:(\S+)/.exec(d?.sdp ?? '')?.[1];
+        return { local: ufrag(pc.localDescription), remote: ufrag(pc.remoteDescription), state: pc.signalingState };
+      });
+    const before = await Promise.all([ufrags(doctor.page), ufrags(patient.page)]);
+    // Both at once: each side's restart offer is in flight when the other's arrives.
+    await Promise.all(
+      [doctor, patient].map((p) => p.page.evaluate(() => window.__test.pcs.find((c) => c.connectionState !== 'closed').restartIce())),
+    );
+    await eventually('new ICE credentials on both sides, negotiation finished', async () => {
+      const now = await Promise.all([ufrags(doctor.page), ufrags(patient.page)]);
+      return now.every((n, i) => n.state === 'stable' && n.local !== before[i].local && n.remote !== before[i].remote);
+    }, { timeout: 20_000 });
+    await Promise.all([expectConnectedTo(doctor, 1), expectConnectedTo(patient, 1)]);
+  });
+
   it('no page broke the Content-Security-Policy or left its origin', () => {
     for (const p of people) {
       assert.deepEqual(p.problems.csp, []);

@@ -15,13 +15,17 @@ import { randomId } from './dom.js';
 // How long ICE may stay "disconnected" before we restart it rather than wait for it to
 // recover by itself or be declared "failed" (which takes Chrome up to 30 s).
 const DISCONNECTED_GRACE_MS = 4000;
+// Both sides notice a broken path at about the same moment. The impolite side restarts ICE
+// at once; the polite side only if nothing has happened after this much longer, so the
+// two restart offers normally don't cross (see #onDescription for why that matters).
+const POLITE_RESTART_DELAY_MS = 5000;
 
 export class PeerLink extends EventTarget {
   #send;
   #makingOffer = false;
   #ignoreOffer = false;
   #settingRemoteAnswer = false;
-  #disconnectTimer = 0;
+  #restartTimer = 0;
 
   /**
    * @param {object} o
@@ -102,6 +106,10 @@ export class PeerLink extends EventTarget {
     const collision = description.type === 'offer' && !readyForOffer;
     this.#ignoreOffer = !this.polite && collision;
     if (this.#ignoreOffer) return;
+    // Chromium (seen in 148) resets the video send stream when it rolls back a re-offer
+    // (not a first offer): the encoder stops for good while ICE and signaling look fine.
+    // Re-attaching the same tracks once the collision is resolved restarts it.
+    const rollsBackReoffer = collision && pc.remoteDescription !== null;
     this.#settingRemoteAnswer = description.type === 'answer';
     try {
       // For the polite side in a collision this rolls back our own offer implicitly.
@@ -112,6 +120,11 @@ export class PeerLink extends EventTarget {
     if (description.type === 'offer') {
       await pc.setLocalDescription();
       this.#signal({ description: pc.localDescription.toJSON() });
+    }
+    if (rollsBackReoffer) {
+      for (const sender of pc.getSenders()) {
+        if (sender.track) sender.replaceTrack(sender.track).catch((error) => this.#emit('problem', { error }));
+      }
     }
   }
 
@@ -131,15 +144,25 @@ export class PeerLink extends EventTarget {
 
   #onConnectionState() {
     const state = this.pc.connectionState;
-    clearTimeout(this.#disconnectTimer);
-    if (state === 'failed') {
-      this.restartIce();
-    } else if (state === 'disconnected') {
-      this.#disconnectTimer = setTimeout(() => {
-        if (this.pc.connectionState === 'disconnected') this.restartIce();
-      }, DISCONNECTED_GRACE_MS);
-    }
+    clearTimeout(this.#restartTimer);
+    if (state === 'failed') this.#scheduleRestart(0);
+    else if (state === 'disconnected') this.#scheduleRestart(DISCONNECTED_GRACE_MS);
     this.#emit('state', { state });
+  }
+
+  /** Restarts ICE after `delayMs` (more for the polite side) if the path is still broken. */
+  #scheduleRestart(delayMs) {
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = setTimeout(
+      () => {
+        if (this.#broken()) this.restartIce();
+      },
+      delayMs + (this.polite ? POLITE_RESTART_DELAY_MS : 0),
+    );
+  }
+
+  #broken() {
+    return this.pc.connectionState === 'failed' || this.pc.connectionState === 'disconnected';
   }
 
   /** Restarts ICE: new candidates are gathered and a fresh offer is negotiated. */
@@ -159,7 +182,7 @@ export class PeerLink extends EventTarget {
     if (pc.signalingState === 'have-local-offer' && pc.localDescription) {
       this.#signal({ description: pc.localDescription.toJSON() });
     }
-    if (pc.connectionState === 'failed' || pc.connectionState === 'disconnected') this.restartIce();
+    if (this.#broken()) this.#scheduleRestart(0);
   }
 
   /**
@@ -187,7 +210,7 @@ export class PeerLink extends EventTarget {
   }
 
   close() {
-    clearTimeout(this.#disconnectTimer);
+    clearTimeout(this.#restartTimer);
     this.pc.close();
     for (const track of this.remoteStream.getTracks()) track.stop();
   }

@@ -208,3 +208,35 @@ async fn browsers_from_other_origins_are_refused() {
         Some(StatusCode::FORBIDDEN)
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_vanishes_without_a_close_is_found_by_server_pings() {
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WS__PING_INTERVAL_SECS", "1"),
+        ("BEDSIDE_WS__IDLE_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let api = server.api(CLINIC_A);
+    let Pair {
+        mut doctor,
+        patient,
+        ..
+    } = Pair::admitted(&server, &api).await;
+    // The patient's process freezes: it neither reads nor answers pings, and never closes.
+    let frozen = patient;
+    let started = Instant::now();
+    loop {
+        let v = doctor.recv().await;
+        if v["type"] == "participant_updated" && v["participant"]["connected"] == false {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "found after {took:?}"
+    );
+    // The doctor, who answers pings (its client reads), is still there.
+    doctor.alive().await;
+    drop(frozen);
+}

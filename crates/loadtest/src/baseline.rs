@@ -2,6 +2,10 @@
 //! the URL (`/?id=NAME`); each text frame is forwarded unchanged to the connection named in
 //! its `to` field. No auth, no rooms, no storage, no limits: the floor Bedside is compared
 //! against in the same run.
+//!
+//! It is bare but not careless: it gets the same socket settings Bedside uses (4 KiB read
+//! buffer, no write buffering, one flush per batch of queued frames), so a comparison
+//! measures what Bedside adds, not tungstenite defaults.
 
 use dashmap::DashMap;
 use futures_util::{SinkExt, StreamExt};
@@ -11,6 +15,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Frames written before one flush.
+const WRITE_BATCH: usize = 64;
 
 type Peers = Arc<DashMap<String, mpsc::UnboundedSender<Message>>>;
 
@@ -32,10 +40,17 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
+// The handshake callback's error type is tungstenite's, large by design; it is never built here.
+#[allow(clippy::result_large_err)]
 async fn connection(stream: TcpStream, peers: Peers) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut id = String::new();
-    let mut ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(64 * 1024))
+        .max_frame_size(Some(64 * 1024));
+    let callback = |req: &Request, resp: Response| {
         id = req
             .uri()
             .query()
@@ -43,14 +58,23 @@ async fn connection(stream: TcpStream, peers: Peers) -> anyhow::Result<()> {
             .unwrap_or_default()
             .to_owned();
         Ok(resp)
-    })
-    .await?;
+    };
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     peers.insert(id.clone(), tx);
     loop {
         tokio::select! {
             out = rx.recv() => match out {
-                Some(msg) => ws.send(msg).await?,
+                Some(msg) => {
+                    ws.feed(msg).await?;
+                    let mut written = 1;
+                    while written < WRITE_BATCH && let Ok(msg) = rx.try_recv() {
+                        ws.feed(msg).await?;
+                        written += 1;
+                    }
+                    ws.flush().await?;
+                }
                 None => break,
             },
             inbound = ws.next() => match inbound {

@@ -13,22 +13,13 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// What one task measured; tasks merge into one at the end.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Stats {
     pub latencies: BTreeMap<&'static str, Histogram<u64>>,
     pub counts: BTreeMap<&'static str, u64>,
     pub errors: BTreeMap<String, u64>,
 }
 
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            latencies: BTreeMap::new(),
-            counts: BTreeMap::new(),
-            errors: BTreeMap::new(),
-        }
-    }
-}
 
 impl Stats {
     pub fn record(&mut self, name: &'static str, took: Duration) {

@@ -37,6 +37,9 @@ pub enum Outgoing {
         code: CloseCode,
         reason: &'static str,
     },
+    /// Check the peer is still there (sent to every connection each ping interval, so no
+    /// connection needs a timer of its own).
+    Heartbeat,
 }
 
 struct Inner {
@@ -339,14 +342,23 @@ impl Registry {
     /// Tells every connected participant to reconnect (1001): the node is going away. Their
     /// places are kept for the grace period, so they come back without a new admission.
     pub fn close_all(&self) {
+        self.to_every_outbox(|| Outgoing::Close {
+            code: CloseCode::GoingAway,
+            reason: "server restarting",
+        });
+    }
+
+    /// Asks every connection to check on its peer.
+    pub fn heartbeat(&self) {
+        self.to_every_outbox(|| Outgoing::Heartbeat);
+    }
+
+    fn to_every_outbox(&self, item: impl Fn() -> Outgoing) {
         let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
         for visit in live {
             let g = visit.lock();
             for outbox in g.outboxes.values() {
-                outbox.push(Outgoing::Close {
-                    code: CloseCode::GoingAway,
-                    reason: "server restarting",
-                });
+                outbox.push(item());
             }
         }
     }

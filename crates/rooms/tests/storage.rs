@@ -58,6 +58,7 @@ impl Recorder {
                     .unwrap()
                     .to_owned(),
                 Outgoing::Close { code, .. } => format!("close {}", code.as_u16()),
+                Outgoing::Heartbeat => "heartbeat".to_owned(),
             })
             .collect()
     }

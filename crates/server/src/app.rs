@@ -161,15 +161,19 @@ impl Application {
             writer_task,
             ..
         } = self;
-        let background = tokio::spawn(background(state.clone(), shutdown.clone()));
+        let heartbeat = state.signaling.config().ping_interval;
+        let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
         let router = routes::router(state.clone());
         let ready = state.ready.clone();
         let token = shutdown.clone();
+        let registry = state.registry.clone();
         let graceful = async move {
             stop.await;
             tracing::info!("shutting down");
             ready.store(false, Ordering::Relaxed);
+            // Connections still joining see the token; joined ones get a 1001 in their inbox.
             token.cancel();
+            registry.close_all();
         };
         axum::serve(
             listener,
@@ -195,14 +199,17 @@ impl Application {
     }
 }
 
-/// Deadlines of live visits every second; expiry of idle visits every few seconds.
-async fn background(state: AppState, shutdown: CancellationToken) {
+/// Deadlines of live visits every second; a heartbeat to every connection each ping
+/// interval; expiry of idle visits every few seconds.
+async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Duration) {
     let mut tick = tokio::time::interval(TICK);
+    let mut beat = tokio::time::interval(heartbeat);
     let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => state.registry.tick(Utc::now()),
+            _ = beat.tick() => state.registry.heartbeat(),
             _ = sweep.tick() => {
                 if let Err(e) = state.registry.expire_due(Utc::now()).await {
                     tracing::warn!(error = %e, "expiry sweep failed");

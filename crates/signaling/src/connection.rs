@@ -7,10 +7,10 @@
 //! `idle_timeout` is dead and its place enters the grace period.
 
 use crate::Signaling;
-use crate::outbox::{Inbox, LocalOutbox};
+use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode};
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
 use bedside_rooms::{
     Actor, CloseCode, ConnId, Input, JoinRequest, Outgoing, ParticipantId, Target, VisitHandle,
@@ -27,8 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 type Limiter =
     RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
@@ -68,12 +66,14 @@ struct Connection {
     conn: ConnId,
     limiter: Limiter,
     last_seen: Instant,
+    /// For log lines: set once joined. Logs name connections by these pseudonyms only.
+    visit: Option<VisitId>,
+    participant: Option<ParticipantId>,
 }
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
     let conn = ConnId::next();
-    let span = tracing::info_span!("ws", %conn, visit = tracing::field::Empty, participant = tracing::field::Empty);
     let config = sig.config();
     let quota =
         Quota::per_second(NonZeroU32::new(config.rate_per_second).unwrap_or(NonZeroU32::MIN))
@@ -86,8 +86,12 @@ pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
         conn,
         limiter,
         last_seen: Instant::now(),
+        visit: None,
+        participant: None,
     };
-    c.run().instrument(span).await;
+    // No tracing span around the task: entering one on every poll cost measurable CPU on
+    // the relay path; log lines carry conn/visit/participant fields instead.
+    c.run().await;
     sig.metrics.connections.decrement(1.0);
 }
 
@@ -103,7 +107,7 @@ impl Connection {
             }
             Err(exit) => exit,
         };
-        tracing::debug!(?exit, "connection closed");
+        tracing::debug!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, ?exit, "connection closed");
         self.finish(exit).await;
     }
 
@@ -211,10 +215,9 @@ impl Connection {
                 return Err(Exit::Close(e.join_close_code(), "join refused"));
             }
         };
-        let span = tracing::Span::current();
-        span.record("visit", tracing::field::display(visit_id));
-        span.record("participant", tracing::field::display(participant));
-        tracing::info!(role = %creds.role, "joined");
+        self.visit = Some(visit_id);
+        self.participant = Some(participant);
+        tracing::info!(conn = %self.conn, visit = %visit_id, %participant, role = %creds.role, "joined");
         self.sig.metrics.joins.increment(1);
         let expires = now
             + chrono::Duration::from_std(self.sig.config().resume_ttl)
@@ -237,43 +240,38 @@ impl Connection {
     }
 
     async fn relay(&mut self, j: &mut Joined) -> Exit {
-        let config = self.sig.config().clone();
-        let mut ping =
-            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.sig.shutdown.clone();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        let overflowed = j.inbox.overflowed.clone();
-        let overflow = overflowed.cancelled();
-        tokio::pin!(overflow);
+        // Shutdown reaches joined connections as a 1001 in their inbox (Registry::close_all);
+        // one that joined while shutdown began would have missed it.
+        if self.sig.shutdown.is_cancelled() {
+            return Exit::Close(CloseCode::GoingAway, "server restarting");
+        }
         loop {
+            // A queue that overflowed while this task was busy wakes it through the inbox;
+            // one that overflows during a stuck write is caught in `deliver`.
+            if j.inbox.overflowed.is_raised() {
+                return self.slow_reader();
+            }
             let step = tokio::select! {
                 biased;
-                _ = &mut cancelled => Err(Exit::Close(CloseCode::GoingAway, "server restarting")),
-                _ = &mut overflow => Err(slow_reader()),
                 item = j.inbox.rx.recv() => match item {
                     Some(item) => self.deliver(item, j).await,
                     None => Err(Exit::Gone),
                 },
                 msg = self.socket.recv() => match self.inbound(msg).await {
-                    Ok(Some(text)) => self.handle_frame(&text, j).await,
+                    Ok(Some(text)) => self.handle_frame(text.as_str(), j).await,
                     Ok(None) => Ok(()),
                     Err(exit) => Err(exit),
                 },
-                _ = ping.tick() => {
-                    if self.last_seen.elapsed() >= config.idle_timeout {
-                        tracing::info!("no sign of life: dropping connection");
-                        Err(Exit::Gone)
-                    } else {
-                        self.send(Message::Ping(Bytes::new())).await
-                    }
-                }
             };
             if let Err(exit) = step {
                 return exit;
             }
         }
+    }
+
+    fn slow_reader(&self) -> Exit {
+        tracing::info!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, "outbound queue full: disconnecting slow reader");
+        Exit::Close(CloseCode::Policy, "too slow to keep up")
     }
 
     /// Writes a queued notice and whatever else is already queued behind it, then flushes.
@@ -284,18 +282,29 @@ impl Connection {
             resume_token: &j.resume_token,
         };
         let limit = self.sig.config().write_timeout;
-        let overflowed = &j.inbox.overflowed;
+        let overflowed = j.inbox.overflowed.clone();
         let mut next = Some(first);
         let mut written = 0;
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Notice(notice) => {
                     let frame = Message::Text(encode(&notice, &extras).into());
-                    unless(overflowed, timed(limit, self.socket.feed(frame))).await?;
+                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
                 Outgoing::Close { code, reason } => {
-                    unless(overflowed, timed(limit, self.socket.flush())).await?;
+                    unless(&overflowed, timed(limit, self.socket.flush())).await?;
                     return Err(Exit::Close(code, reason));
+                }
+                Outgoing::Heartbeat => {
+                    if self.last_seen.elapsed() >= self.sig.config().idle_timeout {
+                        tracing::info!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, "no sign of life: dropping connection");
+                        return Err(Exit::Gone);
+                    }
+                    unless(
+                        &overflowed,
+                        timed(limit, self.socket.feed(Message::Ping(Bytes::new()))),
+                    )
+                    .await?;
                 }
             }
             written += 1;
@@ -303,7 +312,7 @@ impl Connection {
                 next = j.inbox.rx.try_recv().ok();
             }
         }
-        unless(overflowed, timed(limit, self.socket.flush())).await
+        unless(&overflowed, timed(limit, self.socket.flush())).await
     }
 
     async fn handle_frame(&mut self, text: &str, j: &Joined) -> Result<(), Exit> {
@@ -364,7 +373,7 @@ impl Connection {
     async fn inbound(
         &mut self,
         msg: Option<Result<Message, axum::Error>>,
-    ) -> Result<Option<String>, Exit> {
+    ) -> Result<Option<Utf8Bytes>, Exit> {
         let msg = match msg {
             None => return Err(Exit::Gone),
             Some(Err(e)) => {
@@ -387,7 +396,7 @@ impl Connection {
             return Err(Exit::Close(CloseCode::Policy, "too many messages"));
         }
         match msg {
-            Message::Text(text) => Ok(Some(text.as_str().to_owned())),
+            Message::Text(text) => Ok(Some(text)),
             Message::Binary(_) => {
                 self.send_error("binary_not_supported", "frames must be JSON text")
                     .await?;
@@ -433,20 +442,17 @@ impl Connection {
     }
 }
 
-fn slow_reader() -> Exit {
-    tracing::info!("outbound queue full: disconnecting slow reader");
-    Exit::Close(CloseCode::Policy, "too slow to keep up")
-}
-
-/// Runs a write unless (or until) the outbox overflows.
+/// Runs a write unless (or until) the outbox overflows: a write stuck on a full socket is
+/// exactly when a slow reader's queue fills.
 async fn unless(
-    overflowed: &CancellationToken,
+    overflowed: &Alarm,
     write: impl Future<Output = Result<(), Exit>>,
 ) -> Result<(), Exit> {
+    // The write goes first: when it completes at once, the alarm is never polled.
     tokio::select! {
         biased;
-        _ = overflowed.cancelled() => Err(slow_reader()),
         r = write => r,
+        _ = overflowed.wait() => Err(Exit::Close(CloseCode::Policy, "too slow to keep up")),
     }
 }
 

@@ -28,7 +28,8 @@ pub struct SignalingConfig {
     pub max_message_bytes: usize,
     /// Time allowed between the upgrade and the `join` frame.
     pub join_timeout: Duration,
-    /// How often the server pings an idle connection.
+    /// How often the server checks on each connection (and pings it); the server drives
+    /// this with [`bedside_rooms::Registry::heartbeat`].
     pub ping_interval: Duration,
     /// A connection silent for this long (no frame, no pong) is dead.
     pub idle_timeout: Duration,
@@ -50,7 +51,7 @@ impl Default for SignalingConfig {
             max_message_bytes: 64 * 1024,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(20),
             queue_capacity: 256,
             rate_per_second: 50,
             rate_burst: 200,

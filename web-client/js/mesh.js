@@ -3,7 +3,8 @@
 // `participant_joined/updated/left`) and routes relayed `signal` frames to the right link.
 //
 // Events: `peer` {id, link} when a link is created or replaced (a tile should show its
-// remoteStream), `peer-state` {id, state}, `peer-gone` {id}.
+// remoteStream), `peer-state` {id, state}, `peer-gone` {id}. A link that cannot connect
+// even after an ICE restart is replaced by a new one.
 
 import { PeerLink } from './peer.js';
 
@@ -92,6 +93,13 @@ export class Mesh extends EventTarget {
       send: (data) => this.#signaling.send({ type: 'signal', to: id, data }),
     });
     link.addEventListener('state', (e) => this.#emit('peer-state', { id, state: e.detail.state }));
+    link.addEventListener('stuck', () => {
+      if (this.#links.get(id) !== link) return;
+      // A fresh connection announces itself with to_pc null, so the other side replaces
+      // its end too and both negotiate from scratch.
+      this.drop(id);
+      this.#create(id);
+    });
     // Only the error's name: WebRTC error messages can quote SDP, which holds addresses.
     link.addEventListener('problem', (e) => console.warn('bedside: peer connection problem:', e.detail.error?.name ?? 'Error'));
     this.#links.set(id, link);

@@ -19,6 +19,16 @@ const DISCONNECTED_GRACE_MS = 4000;
 // at once; the polite side only if nothing has happened after this much longer, so the
 // two restart offers normally don't cross (see #onDescription for why that matters).
 const POLITE_RESTART_DELAY_MS = 5000;
+// The polite side leaves the first offer to the other side for this long. When both first
+// offers cross and the polite one is rolled back while its setLocalDescription is still
+// running, Chromium (seen in 148) never gathers a candidate for the answer, and ICE stays
+// "new" on both sides. Answering instead sends our tracks just as well (transceivers added
+// with addTrack attach to the offer's sections). If no offer comes (the other side has
+// nothing to send), we offer after all.
+const POLITE_FIRST_OFFER_WAIT_MS = 1500;
+// A negotiated connection that has not connected after this long is restarted: candidates
+// can get lost (a signaling gap, a browser gathering bug) and nothing else would notice.
+const CONNECT_TIMEOUT_MS = 8000;
 
 export class PeerLink extends EventTarget {
   #send;
@@ -26,6 +36,9 @@ export class PeerLink extends EventTarget {
   #ignoreOffer = false;
   #settingRemoteAnswer = false;
   #restartTimer = 0;
+  #connectTimer = 0;
+  #firstOfferDeferred = false;
+  #connectStrikes = 0;
 
   /**
    * @param {object} o
@@ -54,6 +67,7 @@ export class PeerLink extends EventTarget {
       this.#emit('track', { track });
     });
     this.pc.addEventListener('connectionstatechange', () => this.#onConnectionState());
+    this.pc.addEventListener('signalingstatechange', () => this.#watchConnect());
     // Tell the other side a fresh connection exists, even if we have nothing to send:
     // it may be holding a connection to our predecessor (before a reload) that it must
     // replace before either side can negotiate again.
@@ -129,6 +143,13 @@ export class PeerLink extends EventTarget {
   }
 
   async #offer() {
+    if (this.polite && !this.pc.remoteDescription && !this.#firstOfferDeferred) {
+      this.#firstOfferDeferred = true;
+      setTimeout(() => {
+        if (!this.pc.remoteDescription && this.pc.signalingState === 'stable') this.#offer();
+      }, POLITE_FIRST_OFFER_WAIT_MS);
+      return;
+    }
     try {
       this.#makingOffer = true;
       // Without arguments this creates whatever the state calls for (offer, or the
@@ -142,20 +163,41 @@ export class PeerLink extends EventTarget {
     }
   }
 
+  /** After each completed negotiation: the connection must come up within CONNECT_TIMEOUT_MS. */
+  #watchConnect() {
+    const pc = this.pc;
+    if (pc.signalingState !== 'stable' || !pc.remoteDescription || pc.connectionState === 'connected') return;
+    clearTimeout(this.#connectTimer);
+    this.#connectTimer = setTimeout(() => {
+      if (!this.#notUp()) return;
+      // First an ICE restart; if even that does not connect, this RTCPeerConnection is
+      // beyond repair (a gatherer that never produces a candidate stays that way) and the
+      // mesh replaces it with a new one, which the other side follows.
+      this.#connectStrikes += 1;
+      if (this.#connectStrikes === 1) this.#scheduleRestart(0, () => this.#notUp());
+      else this.#emit('stuck', {});
+    }, CONNECT_TIMEOUT_MS);
+  }
+
   #onConnectionState() {
     const state = this.pc.connectionState;
-    clearTimeout(this.#restartTimer);
+    // A pending restart re-checks the state when it fires; only "connected" cancels it.
+    if (state === 'connected') {
+      clearTimeout(this.#restartTimer);
+      clearTimeout(this.#connectTimer);
+      this.#connectStrikes = 0;
+    }
     if (state === 'failed') this.#scheduleRestart(0);
     else if (state === 'disconnected') this.#scheduleRestart(DISCONNECTED_GRACE_MS);
     this.#emit('state', { state });
   }
 
-  /** Restarts ICE after `delayMs` (more for the polite side) if the path is still broken. */
-  #scheduleRestart(delayMs) {
+  /** Restarts ICE after `delayMs` (more for the polite side) if `stillBad()` then. */
+  #scheduleRestart(delayMs, stillBad = () => this.#broken()) {
     clearTimeout(this.#restartTimer);
     this.#restartTimer = setTimeout(
       () => {
-        if (this.#broken()) this.restartIce();
+        if (stillBad()) this.restartIce();
       },
       delayMs + (this.polite ? POLITE_RESTART_DELAY_MS : 0),
     );
@@ -163,6 +205,10 @@ export class PeerLink extends EventTarget {
 
   #broken() {
     return this.pc.connectionState === 'failed' || this.pc.connectionState === 'disconnected';
+  }
+
+  #notUp() {
+    return this.pc.connectionState === 'new' || this.pc.connectionState === 'connecting';
   }
 
   /** Restarts ICE: new candidates are gathered and a fresh offer is negotiated. */
@@ -211,6 +257,7 @@ export class PeerLink extends EventTarget {
 
   close() {
     clearTimeout(this.#restartTimer);
+    clearTimeout(this.#connectTimer);
     this.pc.close();
     for (const track of this.remoteStream.getTracks()) track.stop();
   }

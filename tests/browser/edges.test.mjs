@@ -64,7 +64,7 @@ describe('around the visit', () => {
     await eventually(`${peers} connected peer connection(s)`, async () => {
       const states = await pcStates(p.page);
       return states.length === peers && states.every((s) => s === 'connected');
-    }, { timeout: 25_000 });
+    }, { timeout: 30_000 });
     const start = await framesPerPeer(p.page);
     await eventually('video frames rising from every peer', async () => {
       const now = await framesPerPeer(p.page);

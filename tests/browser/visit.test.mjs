@@ -124,7 +124,7 @@ describe('a video visit in the browser', () => {
       await eventually('connectionState "connected"', async () => {
         const states = await pcStates(person.page);
         return states.length === 1 && states[0] === 'connected';
-      }, { timeout: 20_000 });
+      }, { timeout: 30_000 });
     }
     await Promise.all([expectLiveVideo(doctor), expectLiveVideo(patient)]);
     await doctor.page.locator('#tiles li[data-participant]', { hasText: 'Sam Rivera' }).waitFor();

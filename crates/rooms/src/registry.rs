@@ -31,7 +31,9 @@ pub trait Outbox: Send + Sync + 'static {
 
 #[derive(Debug)]
 pub enum Outgoing {
-    Notice(Notice),
+    /// Boxed so queue slots stay small: every connection's queue is allocated in blocks
+    /// of slots, and an idle connection should not pay for its largest notice 32 times.
+    Notice(Box<Notice>),
     /// Close the connection after what was queued before.
     Close {
         code: CloseCode,
@@ -166,7 +168,7 @@ impl Registry {
             match output {
                 Output::Send { to, notice } => {
                     if let Some(outbox) = inner.outboxes.get(&to) {
-                        outbox.push(Outgoing::Notice(notice));
+                        outbox.push(Outgoing::Notice(Box::new(notice)));
                     }
                 }
                 Output::Close { conn, code, reason } => {

@@ -241,9 +241,10 @@ async fn the_registry_persists_admissions_across_a_restart() {
         "admission survived the restart"
     );
     match &again.0.lock()[0] {
-        Outgoing::Notice(Notice::Joined { participant_id, .. }) => {
-            assert_eq!(*participant_id, patient_id)
-        }
+        Outgoing::Notice(n) => match **n {
+            Notice::Joined { participant_id, .. } => assert_eq!(participant_id, patient_id),
+            ref other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
 

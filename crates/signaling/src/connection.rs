@@ -13,8 +13,8 @@ use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
 use bedside_rooms::{
-    Actor, CloseCode, ConnId, Input, JoinRequest, Outgoing, ParticipantId, Target, VisitHandle,
-    VisitId,
+    Actor, CloseCode, ConnId, Input, JoinRequest, Notice, Outgoing, ParticipantId, Target,
+    VisitHandle, VisitId,
 };
 use chrono::Utc;
 use futures_util::SinkExt;
@@ -57,7 +57,8 @@ struct Credentials {
 struct Joined {
     visit: VisitHandle,
     inbox: Inbox,
-    resume_token: String,
+    /// Until the `joined` frame carries it.
+    resume_token: Option<String>,
 }
 
 struct Connection {
@@ -97,7 +98,9 @@ pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
 
 impl Connection {
     async fn run(&mut self) {
-        let exit = match self.await_join().await {
+        // Boxed: the join phase's futures (token checks, loading the visit) are large and
+        // short-lived; inline, every connection's task would carry their size for its life.
+        let exit = match Box::pin(self.await_join()).await {
             Ok(mut joined) => {
                 let exit = self.relay(&mut joined).await;
                 self.sig
@@ -231,7 +234,7 @@ impl Connection {
             now,
             expires,
         );
-        let resume_token = self.sig.resume.mint(&claims).unwrap_or_default();
+        let resume_token = self.sig.resume.mint(&claims).ok();
         Ok(Joined {
             visit,
             inbox,
@@ -277,10 +280,6 @@ impl Connection {
     /// Writes a queued notice and whatever else is already queued behind it, then flushes.
     /// A write stuck on a full socket gives way as soon as the queue overflows.
     async fn deliver(&mut self, first: Outgoing, j: &mut Joined) -> Result<(), Exit> {
-        let extras = JoinedExtras {
-            ice_servers: &self.sig.ice_servers,
-            resume_token: &j.resume_token,
-        };
         let limit = self.sig.config().write_timeout;
         let overflowed = j.inbox.overflowed.clone();
         let mut next = Some(first);
@@ -288,6 +287,15 @@ impl Connection {
         while let Some(item) = next.take() {
             match item {
                 Outgoing::Notice(notice) => {
+                    // The resume token goes out once, in `joined`; no need to keep it.
+                    let resume_token = match *notice {
+                        Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    let extras = JoinedExtras {
+                        ice_servers: &self.sig.ice_servers,
+                        resume_token: &resume_token,
+                    };
                     let frame = Message::Text(encode(&notice, &extras).into());
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }

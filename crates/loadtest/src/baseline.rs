@@ -46,7 +46,7 @@ async fn connection(stream: TcpStream, peers: Peers) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut id = String::new();
     let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024));

@@ -20,7 +20,6 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
 }
 
-
 impl Stats {
     pub fn record(&mut self, name: &'static str, took: Duration) {
         let us = took.as_micros().clamp(1, 600_000_000) as u64;

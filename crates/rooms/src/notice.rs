@@ -98,4 +98,18 @@ impl CloseCode {
     pub fn as_u16(self) -> u16 {
         self as u16
     }
+
+    /// The close frame's reason text for closes the visit asks for.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "left",
+            CloseCode::GoingAway => "server restarting",
+            CloseCode::TooBig => "message too large",
+            CloseCode::BadToken => "invalid token",
+            CloseCode::NotAllowed => "not allowed",
+            CloseCode::VisitGone => "visit ended",
+            CloseCode::Policy => "policy violation",
+            CloseCode::Replaced => "replaced by a newer connection",
+        }
+    }
 }

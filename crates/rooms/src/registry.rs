@@ -34,11 +34,9 @@ pub enum Outgoing {
     /// Boxed so queue slots stay small: every connection's queue is allocated in blocks
     /// of slots, and an idle connection should not pay for its largest notice 32 times.
     Notice(Box<Notice>),
-    /// Close the connection after what was queued before.
-    Close {
-        code: CloseCode,
-        reason: &'static str,
-    },
+    /// Close the connection after what was queued before. Kept to one word (no reason
+    /// text) so queue slots stay small; [`CloseCode::reason`] names it.
+    Close(CloseCode),
     /// Check the peer is still there (sent to every connection each ping interval, so no
     /// connection needs a timer of its own).
     Heartbeat,
@@ -51,8 +49,6 @@ struct Inner {
     outboxes: HashMap<ConnId, Arc<dyn Outbox>>,
     /// Set when the visit leaves the map; a holder of a stale handle must reload.
     retired: bool,
-    /// Reused output buffer, so the relay path does not allocate one per frame.
-    scratch: Vec<Output>,
 }
 
 /// A connection's handle on the visit it joined: no map lookup per frame.
@@ -135,7 +131,6 @@ impl Registry {
             visit,
             outboxes: HashMap::new(),
             retired: false,
-            scratch: Vec::new(),
         };
         Ok(self
             .visits
@@ -162,7 +157,9 @@ impl Registry {
         // Storage keeps microseconds: the visit's times must read back the same.
         let now = now.trunc_subsecs(6);
         let inner = &mut **g;
-        let mut out = std::mem::take(&mut inner.scratch);
+        // Not kept between inputs: a join's outputs would otherwise pin their capacity in
+        // every live visit, and one small allocation per input costs less than that memory.
+        let mut out = Vec::new();
         let result = inner.visit.handle(input, now, &mut out);
         for output in out.drain(..) {
             match output {
@@ -171,9 +168,9 @@ impl Registry {
                         outbox.push(Outgoing::Notice(Box::new(notice)));
                     }
                 }
-                Output::Close { conn, code, reason } => {
+                Output::Close { conn, code } => {
                     if let Some(outbox) = inner.outboxes.remove(&conn) {
-                        outbox.push(Outgoing::Close { code, reason });
+                        outbox.push(Outgoing::Close(code));
                     }
                 }
                 Output::Persist(change) => self.writer.push(WriteOp::Change {
@@ -187,7 +184,6 @@ impl Registry {
                 }),
             }
         }
-        inner.scratch = out;
         self.retire_if_idle(g);
         result
     }
@@ -344,10 +340,7 @@ impl Registry {
     /// Tells every connected participant to reconnect (1001): the node is going away. Their
     /// places are kept for the grace period, so they come back without a new admission.
     pub fn close_all(&self) {
-        self.to_every_outbox(|| Outgoing::Close {
-            code: CloseCode::GoingAway,
-            reason: "server restarting",
-        });
+        self.to_every_outbox(|| Outgoing::Close(CloseCode::GoingAway));
     }
 
     /// Asks every connection to check on its peer.

@@ -136,7 +136,6 @@ pub enum Output {
     Close {
         conn: ConnId,
         code: CloseCode,
-        reason: &'static str,
     },
     Persist(Change),
     Audit(AuditEvent),
@@ -364,7 +363,6 @@ impl Visit {
                 out.push(Output::Close {
                     conn,
                     code: CloseCode::Normal,
-                    reason: "left",
                 });
                 out.push(Output::Audit(
                     self.participants[i].audit(AuditKind::Left, now),
@@ -522,7 +520,6 @@ impl Visit {
                 out.push(Output::Close {
                     conn: old,
                     code: CloseCode::Replaced,
-                    reason: "replaced by a newer connection",
                 });
             }
             out.push(Output::Audit(
@@ -539,7 +536,6 @@ impl Visit {
                         out.push(Output::Close {
                             conn: old,
                             code: CloseCode::Replaced,
-                            reason: "replaced by a newer connection",
                         });
                         AuditKind::Replaced
                     }
@@ -762,7 +758,6 @@ impl Visit {
             out.push(Output::Close {
                 conn,
                 code: CloseCode::NotAllowed,
-                reason: "not allowed",
             });
         }
         self.remove_at(i, why, out);
@@ -851,7 +846,6 @@ impl Visit {
                 out.push(Output::Close {
                     conn,
                     code: CloseCode::VisitGone,
-                    reason: "visit ended",
                 });
             }
         }

@@ -57,7 +57,7 @@ impl Recorder {
                     .next()
                     .unwrap()
                     .to_owned(),
-                Outgoing::Close { code, .. } => format!("close {}", code.as_u16()),
+                Outgoing::Close(code) => format!("close {}", code.as_u16()),
                 Outgoing::Heartbeat => "heartbeat".to_owned(),
             })
             .collect()

@@ -111,7 +111,9 @@ impl Connection {
             Err(exit) => exit,
         };
         tracing::debug!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, ?exit, "connection closed");
-        self.finish(exit).await;
+        // Boxed for the same reason as the join phase: only the last second of a connection
+        // needs it.
+        Box::pin(self.finish(exit)).await;
     }
 
     async fn await_join(&mut self) -> Result<Joined, Exit> {
@@ -299,9 +301,9 @@ impl Connection {
                     let frame = Message::Text(encode(&notice, &extras).into());
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
-                Outgoing::Close { code, reason } => {
+                Outgoing::Close(code) => {
                     unless(&overflowed, timed(limit, self.socket.flush())).await?;
-                    return Err(Exit::Close(code, reason));
+                    return Err(Exit::Close(code, code.reason()));
                 }
                 Outgoing::Heartbeat => {
                     if self.last_seen.elapsed() >= self.sig.config().idle_timeout {

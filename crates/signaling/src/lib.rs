@@ -102,7 +102,7 @@ impl Signaling {
         upgrade
             .max_message_size(self.config.max_message_bytes)
             .max_frame_size(self.config.max_message_bytes)
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(2 * 1024)
             .write_buffer_size(0)
             .max_write_buffer_size(self.config.max_message_bytes * 4)
     }

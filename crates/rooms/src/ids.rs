@@ -43,9 +43,24 @@ impl ParticipantId {
     }
 }
 
+impl ParticipantId {
+    /// `p_` and 16 lowercase hex digits, without the formatting machinery: ids are written
+    /// into every relayed frame.
+    fn text(self) -> [u8; 18] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"p_0000000000000000";
+        for (i, byte) in out[2..].iter_mut().enumerate() {
+            *byte = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p_{:016x}", self.0)
+        let text = self.text();
+        // Only ASCII hex digits and `p_` are ever written.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -69,7 +84,8 @@ impl FromStr for ParticipantId {
 
 impl Serialize for ParticipantId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let text = self.text();
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -117,6 +133,15 @@ mod tests {
 
     #[test]
     fn participant_ids_round_trip_through_text() {
+        assert_eq!(
+            ParticipantId(0x0123_4567_89ab_cdef).to_string(),
+            "p_0123456789abcdef"
+        );
+        assert_eq!(ParticipantId(u64::MAX).to_string(), "p_ffffffffffffffff");
+        assert_eq!(
+            serde_json::to_string(&ParticipantId(255)).unwrap(),
+            r#""p_00000000000000ff""#
+        );
         let id = ParticipantId::random();
         assert_eq!(id.to_string().parse::<ParticipantId>(), Ok(id));
         assert!("p_123".parse::<ParticipantId>().is_err());

@@ -65,7 +65,8 @@ impl Target {
         }
     }
 
-    /// Creates a visit over the REST API; returns its id.
+    /// Creates a visit over the REST API; returns its id. Transport errors (a port still in
+    /// TIME_WAIT after a previous run, say) are retried a few times.
     pub async fn create_visit(&self, max_participants: usize) -> anyhow::Result<String> {
         let Target::Bedside {
             http,
@@ -77,18 +78,30 @@ impl Target {
         else {
             bail!("the baseline has no visits");
         };
-        let resp = client
-            .post(format!("{http}/v1/visits"))
-            .header(
-                "authorization",
-                format!(
-                    "Basic {}",
-                    STANDARD.encode(format!("{key_id}:{key_secret}"))
-                ),
-            )
-            .json(&json!({"max_participants": max_participants, "external_ref": "loadtest"}))
-            .send()
-            .await?;
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let sent = client
+                .post(format!("{http}/v1/visits"))
+                .header(
+                    "authorization",
+                    format!(
+                        "Basic {}",
+                        STANDARD.encode(format!("{key_id}:{key_secret}"))
+                    ),
+                )
+                .json(&json!({"max_participants": max_participants, "external_ref": "loadtest"}))
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => break resp,
+                Err(e) if attempt < 5 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                    let _ = e;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("create visit")),
+            }
+        };
         if !resp.status().is_success() {
             bail!("create visit: {}", resp.status());
         }

@@ -56,6 +56,13 @@ impl ParticipantId {
     }
 }
 
+impl ParticipantId {
+    /// Appends the id's text to `out`, without an allocation of its own.
+    pub fn push_to(self, out: &mut String) {
+        out.push_str(std::str::from_utf8(&self.text()).unwrap_or_default());
+    }
+}
+
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.text();

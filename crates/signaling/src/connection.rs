@@ -22,8 +22,11 @@ use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use std::future::poll_fn;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::tungstenite;
@@ -54,6 +57,18 @@ struct Credentials {
     name: String,
 }
 
+/// What a frame from the socket calls for.
+enum Inbound {
+    Text(Utf8Bytes),
+    /// Answer at once (e.g. an error for a binary frame).
+    Reply(String),
+    Nothing,
+}
+
+fn error_frame(code: &str, message: &str) -> String {
+    ServerMsg::Error { code, message }.to_json()
+}
+
 struct Joined {
     visit: VisitHandle,
     inbox: Inbox,
@@ -70,10 +85,21 @@ struct Connection {
     /// For log lines: set once joined. Logs name connections by these pseudonyms only.
     visit: Option<VisitId>,
     participant: Option<ParticipantId>,
+    /// Whatever the caller wants held while the connection lives (a slot of the cap).
+    _slot: Box<dyn Send>,
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
+/// Serves one upgraded WebSocket until it closes; `slot` is dropped when it does.
+///
+/// Written so the task holds each thing once, as measured by the test below: a plain
+/// function building the connection and an `async move` block borrowing it in place. An
+/// `async fn` taking the socket (or `mut self`), or an async block awaiting a captured
+/// future, keeps a second, moved-from copy in the task for its whole life.
+pub fn serve(
+    socket: WebSocket,
+    sig: Arc<Signaling>,
+    slot: impl Send + 'static,
+) -> impl Future<Output = ()> + Send {
     let conn = ConnId::next();
     let config = sig.config();
     let quota =
@@ -83,17 +109,17 @@ pub async fn serve(socket: WebSocket, sig: Arc<Signaling>) {
     sig.metrics.connections.increment(1.0);
     let mut c = Connection {
         socket,
-        sig: sig.clone(),
+        sig,
         conn,
         limiter,
         last_seen: Instant::now(),
         visit: None,
         participant: None,
+        _slot: Box::new(slot),
     };
     // No tracing span around the task: entering one on every poll cost measurable CPU on
     // the relay path; log lines carry conn/visit/participant fields instead.
-    c.run().await;
-    sig.metrics.connections.decrement(1.0);
+    async move { c.run().await }
 }
 
 impl Connection {
@@ -114,6 +140,7 @@ impl Connection {
         // Boxed for the same reason as the join phase: only the last second of a connection
         // needs it.
         Box::pin(self.finish(exit)).await;
+        self.sig.metrics.connections.decrement(1.0);
     }
 
     async fn await_join(&mut self) -> Result<Joined, Exit> {
@@ -128,18 +155,24 @@ impl Connection {
                 }
                 msg = self.socket.recv() => msg,
             };
-            let Some(text) = self.inbound(msg).await? else {
-                continue;
+            let text = match self.inbound(msg)? {
+                Inbound::Text(text) => text,
+                Inbound::Reply(reply) => {
+                    self.write(reply).await?;
+                    continue;
+                }
+                Inbound::Nothing => continue,
             };
-            match ClientMsg::decode(&text) {
+            let reply = match ClientMsg::decode(&text) {
                 Ok(ClientMsg::Join {
                     token,
                     resume_token,
                 }) => return self.join(token, resume_token).await,
-                Ok(ClientMsg::Ping) => self.write(ServerMsg::Pong {}.to_json()).await?,
-                Ok(_) => self.send_error("not_joined", "send join first").await?,
-                Err(e) => self.send_error(e.code(), &e.to_string()).await?,
-            }
+                Ok(ClientMsg::Ping) => ServerMsg::Pong {}.to_json(),
+                Ok(_) => error_frame("not_joined", "send join first"),
+                Err(e) => error_frame(e.code(), &e.to_string()),
+            };
+            self.write(reply).await?;
         }
     }
 
@@ -262,11 +295,21 @@ impl Connection {
                     Some(item) => self.deliver(item, j).await,
                     None => Err(Exit::Gone),
                 },
-                msg = self.socket.recv() => match self.inbound(msg).await {
-                    Ok(Some(text)) => self.handle_frame(text.as_str(), j).await,
-                    Ok(None) => Ok(()),
-                    Err(exit) => Err(exit),
-                },
+                msg = self.socket.recv() => {
+                    // Deciding is synchronous; the one possible reply is written here, so
+                    // the task holds a single write in flight at most.
+                    let reply = match self.inbound(msg) {
+                        Ok(Inbound::Text(text)) => Ok(self.handle_frame(text.as_str(), j)),
+                        Ok(Inbound::Reply(reply)) => Ok(Some(reply)),
+                        Ok(Inbound::Nothing) => Ok(None),
+                        Err(exit) => Err(exit),
+                    };
+                    match reply {
+                        Ok(Some(reply)) => self.write(reply).await,
+                        Ok(None) => Ok(()),
+                        Err(exit) => Err(exit),
+                    }
+                }
             };
             if let Err(exit) = step {
                 return exit;
@@ -325,16 +368,16 @@ impl Connection {
         unless(&overflowed, timed(limit, self.socket.flush())).await
     }
 
-    async fn handle_frame(&mut self, text: &str, j: &Joined) -> Result<(), Exit> {
+    /// Feeds a client frame to the visit. Returns the frame to answer with, if any (`pong`,
+    /// or an `error` for a frame that was refused).
+    fn handle_frame(&mut self, text: &str, j: &Joined) -> Option<String> {
         let conn = self.conn;
         let input = match ClientMsg::decode(text) {
-            Err(e) => return self.send_error(e.code(), &e.to_string()).await,
+            Err(e) => return Some(error_frame(e.code(), &e.to_string())),
             Ok(ClientMsg::Join { .. }) => {
-                return self
-                    .send_error("already_joined", "this connection has joined")
-                    .await;
+                return Some(error_frame("already_joined", "this connection has joined"));
             }
-            Ok(ClientMsg::Ping) => return self.write(ServerMsg::Pong {}.to_json()).await,
+            Ok(ClientMsg::Ping) => return Some(ServerMsg::Pong {}.to_json()),
             Ok(ClientMsg::Signal { to, data }) => Input::Signal { conn, to, data },
             Ok(ClientMsg::Admit { participant_id }) => Input::Admit {
                 conn,
@@ -369,21 +412,18 @@ impl Connection {
                 if let Some(counter) = counter {
                     counter.increment(1);
                 }
-                Ok(())
+                None
             }
             Err(e) => {
                 self.sig.metrics.error(e.code());
-                self.send_error(e.code(), &e.to_string()).await
+                Some(error_frame(e.code(), &e.to_string()))
             }
         }
     }
 
-    /// Sorts out what the socket produced: `Some(text)` to handle, `None` for nothing to
-    /// do, or the end of the connection.
-    async fn inbound(
-        &mut self,
-        msg: Option<Result<Message, axum::Error>>,
-    ) -> Result<Option<Utf8Bytes>, Exit> {
+    /// Sorts out what the socket produced: a text frame to handle, a reply to send at once,
+    /// nothing to do, or the end of the connection.
+    fn inbound(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<Inbound, Exit> {
         let msg = match msg {
             None => return Err(Exit::Gone),
             Some(Err(e)) => {
@@ -399,27 +439,25 @@ impl Connection {
         };
         self.last_seen = Instant::now();
         if matches!(msg, Message::Pong(_)) {
-            return Ok(None);
+            return Ok(Inbound::Nothing);
         }
         if self.limiter.check().is_err() {
             self.sig.metrics.error("rate_limited");
             return Err(Exit::Close(CloseCode::Policy, "too many messages"));
         }
         match msg {
-            Message::Text(text) => Ok(Some(text)),
-            Message::Binary(_) => {
-                self.send_error("binary_not_supported", "frames must be JSON text")
-                    .await?;
-                Ok(None)
-            }
+            Message::Text(text) => Ok(Inbound::Text(text)),
+            Message::Binary(_) => Ok(Inbound::Reply(error_frame(
+                "binary_not_supported",
+                "frames must be JSON text",
+            ))),
             Message::Close(_) => Err(Exit::Gone),
-            Message::Ping(_) | Message::Pong(_) => Ok(None),
+            Message::Ping(_) | Message::Pong(_) => Ok(Inbound::Nothing),
         }
     }
 
     async fn send_error(&mut self, code: &'static str, message: &str) -> Result<(), Exit> {
-        self.write(ServerMsg::Error { code, message }.to_json())
-            .await
+        self.write(error_frame(code, message)).await
     }
 
     async fn write(&mut self, text: String) -> Result<(), Exit> {
@@ -466,12 +504,53 @@ async fn unless(
     }
 }
 
+/// A write that must finish within `limit`, or the peer counts as gone. The timer is only
+/// created if the write does not complete at once, and lives on the heap while it waits:
+/// most writes never need one, and every connection's task would otherwise be sized to
+/// hold a timer inline.
 async fn timed<F: Future<Output = Result<(), axum::Error>>>(
     limit: Duration,
     write: F,
 ) -> Result<(), Exit> {
-    match timeout(limit, write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Exit::Gone),
+    let mut write = std::pin::pin!(write);
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = write.as_mut().poll(cx) {
+            return Poll::Ready(result.map_err(|_| Exit::Gone));
+        }
+        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Exit::Gone)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Size of the future a function returns, without calling it.
+    fn future_size<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future3_size<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every open connection holds this future for its whole life: it is the largest part
+    /// of an idle connection's memory after the socket's buffers (BENCHMARKS.md). A layout
+    /// change that duplicates a slot shows up here before it shows up in a benchmark.
+    #[test]
+    fn the_connection_task_stays_small() {
+        let task = future3_size(&|socket, sig, ()| serve(socket, sig, ()));
+        let relay = future_size(&Connection::relay);
+        assert!(
+            task <= 1536,
+            "a connection's task future is {task} bytes (relay {relay})"
+        );
+        assert!(relay <= 896, "the relay loop's future is {relay} bytes");
     }
 }

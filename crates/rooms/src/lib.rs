@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod audit;
+pub mod audit_chain;
 pub mod ids;
 pub mod notice;
 pub mod participant;
@@ -20,6 +21,7 @@ pub mod storage;
 pub mod visit;
 
 pub use audit::{AuditEvent, AuditKind};
+pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
 pub use ids::{ConnId, ParticipantId, VisitId};
 pub use notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};

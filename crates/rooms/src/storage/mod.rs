@@ -12,6 +12,7 @@ pub use writer::{StorageWriter, WriteOp};
 
 use crate::VisitId;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::audit_chain::ChainReport;
 use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::StoredParticipant;
 use async_trait::async_trait;
@@ -29,6 +30,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://PATH")]
     UnsupportedUrl(String),
+    #[error("this storage does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// A page of a tenant's visits, newest first.
@@ -80,6 +83,14 @@ pub trait Storage: Send + Sync + 'static {
         .await
     }
     async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError>;
+    /// Walks the hash chain of one visit's audit trail (`Some`), or of every visit's, and
+    /// reports the first broken link of each broken chain (see [`crate::audit_chain`]).
+    /// A visit with no trail at all is not counted.
+    async fn verify_audit(&self, visit: Option<VisitId>) -> Result<ChainReport, StorageError> {
+        // A default so storages without a chain (test doubles) need not implement it.
+        let _ = visit;
+        Err(StorageError::Unsupported("audit chain verification"))
+    }
     async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError>;
     /// Visits not yet ended whose `expires_at` has passed.
     async fn due_for_expiry(
@@ -97,6 +108,16 @@ pub trait Storage: Send + Sync + 'static {
 pub async fn connect(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStorage::connect(url).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Like [`connect`], but a database that does not exist yet is an error instead of being
+/// created: for tools that inspect an existing database.
+pub async fn connect_existing(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStorage::connect_existing(url).await?))
     } else {
         Err(StorageError::UnsupportedUrl(url.to_owned()))
     }

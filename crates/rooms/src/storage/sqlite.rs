@@ -1,9 +1,15 @@
 //! The embedded default: one SQLite file, WAL mode, `synchronous=FULL` so a committed
 //! change survives a crash of the process or the machine.
+//!
+//! Every transaction that appends audit rows starts with `BEGIN IMMEDIATE`: it reads the
+//! end of each visit's hash chain and then extends it, and SQLite serializes writers, so
+//! holding the write lock from the start means no other connection (the writer task, an
+//! API handler) can append to the same chain in between.
 
 use super::{AuditRecord, ListQuery, Storage, StorageError, WriteOp, kind_of};
 use crate::VisitId;
 use crate::audit::AuditEvent;
+use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredFields, StoredRow};
 use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::{Change, StoredParticipant};
 use async_trait::async_trait;
@@ -14,12 +20,17 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 pub struct SqliteStorage {
     pool: SqlitePool,
 }
+
+/// Starts a write transaction holding SQLite's write lock from the outset (waiting up to
+/// the busy timeout for it), so reading a chain's end and appending to it are one step.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -81,8 +92,18 @@ fn visit_from_row(row: &SqliteRow) -> Result<VisitRecord, StorageError> {
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `sqlite://PATH` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        Self::open(url, true).await
+    }
+
+    /// Opens an existing database and migrates it; a missing file is an error rather than
+    /// a new empty database (for tools that inspect one, such as `bedside audit verify`).
+    pub async fn connect_existing(url: &str) -> Result<Self, StorageError> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Self, StorageError> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
@@ -93,30 +114,6 @@ impl SqliteStorage {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
-    }
-
-    async fn insert_audit(
-        tx: &mut Transaction<'_, Sqlite>,
-        visit: VisitId,
-        tenant: &TenantId,
-        e: &AuditEvent,
-    ) -> Result<(), StorageError> {
-        sqlx::query(
-            "INSERT INTO audit_events (visit_id, tenant, at, kind, participant_id, identity, role, actor, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(visit.to_string())
-        .bind(tenant.as_str())
-        .bind(micros(e.at))
-        .bind(e.kind.as_str())
-        .bind(e.participant_id.map(|p| p.to_string()))
-        .bind(e.identity.as_deref())
-        .bind(e.role.map(Role::as_str))
-        .bind(e.actor.as_deref())
-        .bind(e.detail.as_deref())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 
     async fn apply_change(
@@ -181,6 +178,198 @@ impl SqliteStorage {
     }
 }
 
+/// Appends audit rows to visits' hash chains within one write transaction.
+///
+/// It reads each visit's chain end (and the next seq) once per transaction, then keeps them
+/// in memory, so a batch with many events for one visit costs one lookup, not one per
+/// event. The heads it advanced are written back by [`ChainWriter::finish`] before commit.
+/// A rolled-back transaction drops the writer with it: nothing stale outlives it.
+#[derive(Default)]
+struct ChainWriter {
+    /// The seq the next row gets.
+    next_seq: Option<i64>,
+    /// Per visit appended to: the seq and hash of its last row so far.
+    heads: HashMap<VisitId, (i64, Hash)>,
+}
+
+impl ChainWriter {
+    async fn append(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        visit: VisitId,
+        tenant: &TenantId,
+        e: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        let visit_id = visit.to_string();
+        // Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
+        // seq. The write lock is held (BEGIN IMMEDIATE), so no one else takes one meanwhile;
+        // reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
+        // seq of a deleted last row.
+        let seq = match self.next_seq {
+            Some(seq) => seq,
+            None => {
+                let last: i64 = sqlx::query_scalar(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
+                     COALESCE((SELECT MAX(seq) FROM audit_events), 0))",
+                )
+                .fetch_one(&mut **tx)
+                .await?;
+                last + 1
+            }
+        };
+        let prev = match self.heads.get(&visit) {
+            Some(&(_, hash)) => hash,
+            None => Self::stored_head(tx, &visit_id).await?,
+        };
+        let participant_id = e.participant_id.map(|p| p.to_string());
+        let at = micros(e.at);
+        let entry = Entry {
+            visit_id: &visit_id,
+            tenant: tenant.as_str(),
+            seq,
+            at,
+            kind: e.kind.as_str(),
+            participant_id: participant_id.as_deref(),
+            identity: e.identity.as_deref(),
+            role: e.role.map(Role::as_str),
+            actor: e.actor.as_deref(),
+            detail: e.detail.as_deref(),
+        };
+        let hash = audit_chain::link_hash(&entry, &prev);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, visit_id, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(entry.visit_id)
+        .bind(entry.tenant)
+        .bind(at)
+        .bind(entry.kind)
+        .bind(entry.participant_id)
+        .bind(entry.identity)
+        .bind(entry.role)
+        .bind(entry.actor)
+        .bind(entry.detail)
+        .bind(audit_chain::to_hex(&prev))
+        .bind(audit_chain::to_hex(&hash))
+        .execute(&mut **tx)
+        .await?;
+        self.next_seq = Some(seq + 1);
+        self.heads.insert(visit, (seq, hash));
+        Ok(())
+    }
+
+    /// The hash a visit's next row chains from: its recorded head, or its genesis value for
+    /// a visit with no chain yet.
+    async fn stored_head(
+        tx: &mut Transaction<'_, Sqlite>,
+        visit_id: &str,
+    ) -> Result<Hash, StorageError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_heads WHERE visit_id = ?")
+                .bind(visit_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match stored {
+            None => audit_chain::genesis(visit_id),
+            Some(text) => audit_chain::from_hex(&text).unwrap_or_else(|| {
+                // Someone mangled the head. Refusing to write would drop the writer's whole
+                // batch (other visits' changes too); chaining from the start instead keeps
+                // the trail going and leaves a break that verification reports.
+                tracing::error!(
+                    visit = visit_id,
+                    "audit chain head is not a hash; restarting the chain"
+                );
+                audit_chain::genesis(visit_id)
+            }),
+        })
+    }
+
+    /// Records the new end of every chain this transaction extended.
+    async fn finish(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StorageError> {
+        for (visit, (seq, hash)) in self.heads {
+            sqlx::query(
+                "INSERT INTO audit_heads (visit_id, seq, hash) VALUES (?, ?, ?) \
+                 ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )
+            .bind(visit.to_string())
+            .bind(seq)
+            .bind(audit_chain::to_hex(&hash))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a row's hashed columns back. Any column that no longer reads as it was written
+/// (a number turned into text, say) makes the whole row unreadable: verification then
+/// reports it as edited instead of failing.
+fn stored_fields(r: &SqliteRow) -> Result<StoredFields, sqlx::Error> {
+    Ok(StoredFields {
+        tenant: r.try_get("tenant")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        participant_id: r.try_get("participant_id")?,
+        identity: r.try_get("identity")?,
+        role: r.try_get("role")?,
+        actor: r.try_get("actor")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
+impl SqliteStorage {
+    /// Checks one visit's chain, reading its rows and head in one snapshot so a write
+    /// committed meanwhile cannot make them disagree. `None` when the visit has neither.
+    async fn verify_visit(
+        &self,
+        visit_id: &str,
+        legacy_max_seq: i64,
+    ) -> Result<Option<audit_chain::VisitCheck>, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE visit_id = ?")
+            .bind(visit_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| -> Result<Head, sqlx::Error> {
+                Ok(Head {
+                    seq: r.try_get("seq")?,
+                    // A head whose hash is not text compares unequal to every row.
+                    hash: r.try_get("hash").unwrap_or_default(),
+                })
+            })
+            .transpose()?;
+        let rows = sqlx::query(
+            "SELECT seq, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash \
+             FROM audit_events WHERE visit_id = ? ORDER BY seq",
+        )
+        .bind(visit_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        if rows.is_empty() && head.is_none() {
+            return Ok(None);
+        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(StoredRow {
+                    seq: r.try_get("seq")?,
+                    fields: stored_fields(r).ok(),
+                    prev_hash: r.try_get("prev_hash").ok().flatten(),
+                    hash: r.try_get("hash").ok().flatten(),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(audit_chain::verify(
+            visit_id,
+            legacy_max_seq,
+            &rows,
+            head.as_ref(),
+        )))
+    }
+}
+
 #[async_trait]
 impl Storage for SqliteStorage {
     async fn insert_visit(
@@ -188,7 +377,7 @@ impl Storage for SqliteStorage {
         v: &VisitRecord,
         created: &AuditEvent,
     ) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query(concat!(
             "INSERT INTO visits (",
             visit_columns!(),
@@ -208,7 +397,9 @@ impl Storage for SqliteStorage {
         .bind(v.metadata.as_ref().map(|m| m.to_string()))
         .execute(&mut *tx)
         .await?;
-        Self::insert_audit(&mut tx, v.id, &v.tenant, created).await?;
+        let mut chain = ChainWriter::default();
+        chain.append(&mut tx, v.id, &v.tenant, created).await?;
+        chain.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -277,7 +468,8 @@ impl Storage for SqliteStorage {
     }
 
     async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let mut chain = ChainWriter::default();
         for op in ops {
             match op {
                 WriteOp::Change { visit, change } => {
@@ -287,9 +479,10 @@ impl Storage for SqliteStorage {
                     visit,
                     tenant,
                     event,
-                } => Self::insert_audit(&mut tx, *visit, tenant, event).await?,
+                } => chain.append(&mut tx, *visit, tenant, event).await?,
             }
         }
+        chain.finish(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -325,6 +518,34 @@ impl Storage for SqliteStorage {
                 })
             })
             .collect()
+    }
+
+    async fn verify_audit(&self, visit: Option<VisitId>) -> Result<ChainReport, StorageError> {
+        // The highest seq written before the chain existed (see the 0002 migration). A
+        // missing mark reads as 0: every row must then be chained.
+        let legacy_max_seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(legacy_max_seq), 0) FROM audit_chain_start")
+                .fetch_one(&self.pool)
+                .await?;
+        let ids: Vec<String> = match visit {
+            Some(v) => vec![v.to_string()],
+            // Every visit that has, or had, a trail: rows whose visit row is gone still count.
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM visits UNION SELECT visit_id FROM audit_events \
+                     UNION SELECT visit_id FROM audit_heads ORDER BY 1",
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut report = ChainReport::default();
+        for id in &ids {
+            if let Some(check) = self.verify_visit(id, legacy_max_seq).await? {
+                report.add(id, check);
+            }
+        }
+        Ok(report)
     }
 
     async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError> {

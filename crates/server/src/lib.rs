@@ -6,6 +6,7 @@
 
 mod api;
 pub mod app;
+pub mod audit_cli;
 pub mod config;
 pub mod demo;
 mod error;

@@ -1,5 +1,6 @@
 //! `bedside`: the telehealth signaling server.
 
+use bedside_server::audit_cli::{self, Verdict};
 use bedside_server::{Application, Settings, telemetry};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +28,22 @@ enum Command {
     CheckConfig,
     /// Create a visit on the running server and print a doctor link and a patient link.
     Demo,
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain in the configured database: prints each broken
+    /// visit and a summary; exits 0 when intact, 1 when a link is broken, 2 on error.
+    Verify {
+        /// Check only this visit.
+        #[arg(long)]
+        visit: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -58,6 +75,20 @@ async fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("bedside demo: {e:#}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Audit {
+        command: AuditCommand::Verify { visit },
+    }) = &cli.command
+    {
+        let mut out = std::io::stdout().lock();
+        return match audit_cli::verify(&settings, visit.as_deref(), &mut out).await {
+            Ok(Verdict::Intact) => ExitCode::SUCCESS,
+            Ok(Verdict::Broken) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("bedside audit verify: {e}");
+                ExitCode::from(2)
             }
         };
     }

@@ -33,7 +33,8 @@ pub const CLINIC_B: (&str, &str) = ("clinic-b", "clinic-b-secret-0123456789");
 /// How long a test waits for any one expected frame or response.
 pub const STEP: Duration = Duration::from_secs(15);
 
-fn binary() -> PathBuf {
+/// The `bedside` binary under test.
+pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("BEDSIDE_BIN") {
         return path.into();
     }

@@ -71,6 +71,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     metrics::gauge!("bedside_live_visits").set(state.registry.live_visits() as f64);
+    // Leak checks (bedside-loadtest churn) compare these before and after load: a task or
+    // a descriptor that outlives its connection shows up here.
+    metrics::gauge!("bedside_tasks_alive").set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as f64,
+    );
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        // Less the one the listing itself holds open.
+        metrics::gauge!("bedside_open_fds").set(fds.count().saturating_sub(1) as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use bedside_loadtest::report::Report;
-use bedside_loadtest::scenario::{idle, join_storm, reconnect_storm, visits};
+use bedside_loadtest::scenario::{churn, idle, isolation, join_storm, reconnect_storm, visits};
 use bedside_loadtest::target::{Sources, Target};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
@@ -99,6 +99,53 @@ enum Command {
         /// Each client waits a random time up to this before coming back.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
         jitter_ms: u64,
+        /// Instead of dropping the clients, wait for the server to go away (kill -9 it and
+        /// start it again on the same address and database): half the patients admitted,
+        /// half waiting, all must come back to the same place within --jitter-ms of the
+        /// server answering /readyz.
+        #[arg(long)]
+        wait_for_restart: bool,
+        /// With --wait-for-restart: longest wait for the server to go down, and to come back.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        restart_timeout: u64,
+    },
+    /// Admitted pairs exchange signals carrying random nonces; every nonce must reach its
+    /// own peer exactly once, in order, and nowhere else. Exits non-zero otherwise.
+    Isolation {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=9_000))]
+        visits: u64,
+        /// Signals each side sends.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        rounds: u64,
+        /// Signals per second each side sends (the server allows 50/s per connection).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        per_second: u32,
+    },
+    /// Join/leave cycles (alternately leave and abrupt drop) against a running server;
+    /// its memory, open fds and live tasks must come back within --tolerance-pct of where
+    /// they were. Needs --server-pid. Exits non-zero otherwise.
+    Churn {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        cycles: u64,
+        /// Cycles under way at once.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+        concurrency: u64,
+        /// Visits in the pool (eight places each; one in four without a doctor).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+        pool: u64,
+        /// Cycles run before the first measurement.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+        warmup: u64,
+        /// The server's grace period (BEDSIDE_GRACE_SECONDS).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+        grace_secs: u64,
+        /// Largest change allowed between the first and the last measurement, in percent.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        tolerance_pct: u64,
     },
     /// Holds authenticated connections open; reports the server's memory per connection.
     Idle {
@@ -185,6 +232,8 @@ async fn main() -> anyhow::Result<()> {
             target,
             visits,
             jitter_ms,
+            wait_for_restart: false,
+            ..
         } => {
             raise_fd_limit();
             let opts = reconnect_storm::Options {
@@ -193,6 +242,76 @@ async fn main() -> anyhow::Result<()> {
                 sources,
             };
             reconnect_storm::run(target.target()?, opts).await?
+        }
+        Command::ReconnectStorm {
+            target,
+            visits,
+            jitter_ms,
+            wait_for_restart: true,
+            restart_timeout,
+        } => {
+            raise_fd_limit();
+            let target = target.target()?;
+            let opts = reconnect_storm::RestartOptions {
+                visits: visits as usize,
+                window: Duration::from_millis(jitter_ms),
+                sources,
+                restart_timeout: Duration::from_secs(restart_timeout),
+            };
+            let prepared = reconnect_storm::prepare(&target, opts).await?;
+            // Scripts wait for this line before killing the server.
+            eprintln!(
+                "ready: {} clients connected; kill -9 the server and start it again on the same address and database",
+                prepared.clients()
+            );
+            let outcome = prepared.comeback(&target).await?;
+            output(&outcome.report, cli.json);
+            return verdict("restart storm", outcome.failures());
+        }
+        Command::Isolation {
+            target,
+            visits,
+            rounds,
+            per_second,
+        } => {
+            raise_fd_limit();
+            let opts = isolation::Options {
+                visits: visits as usize,
+                rounds: rounds as usize,
+                per_second,
+                sources,
+                server_pid: target.server_pid,
+            };
+            let outcome = isolation::run(target.target()?, opts).await?;
+            output(&outcome.report, cli.json);
+            return verdict("isolation", outcome.failures());
+        }
+        Command::Churn {
+            target,
+            cycles,
+            concurrency,
+            pool,
+            warmup,
+            grace_secs,
+            tolerance_pct,
+        } => {
+            raise_fd_limit();
+            let Some(server_pid) = target.server_pid else {
+                bail!("churn needs --server-pid to read the server's memory and descriptors");
+            };
+            let opts = churn::Options {
+                cycles: cycles as usize,
+                concurrency: concurrency as usize,
+                pool: pool as usize,
+                warmup: warmup as usize,
+                grace: Duration::from_secs(grace_secs),
+                server_pid,
+                sources,
+                tolerance_pct: tolerance_pct as f64,
+            };
+            let outcome = churn::run(target.target()?, opts).await?;
+            output(&outcome.report, cli.json);
+            return verdict("churn", outcome.failures());
         }
         Command::Idle {
             target,
@@ -213,6 +332,14 @@ async fn main() -> anyhow::Result<()> {
     };
     output(&report, cli.json);
     Ok(())
+}
+
+/// A run that did not meet its bar ends the process with an error naming why.
+fn verdict(scenario: &str, failures: Vec<String>) -> anyhow::Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    bail!("{scenario} failed: {}", failures.join("; "))
 }
 
 fn output(report: &Report, json: bool) {

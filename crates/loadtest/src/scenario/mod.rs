@@ -1,7 +1,9 @@
 //! The scenarios, and what they share: joining, setting up an admitted doctor/patient pair,
 //! and the closed-loop relay of timestamped probes.
 
+pub mod churn;
 pub mod idle;
+pub mod isolation;
 pub mod join_storm;
 pub mod reconnect_storm;
 pub mod visits;

@@ -86,6 +86,10 @@ pub enum Notice {
 pub enum CloseCode {
     Normal = 1000,
     GoingAway = 1001,
+    /// A frame broke RFC 6455 (unmasked, reserved bits set, unknown opcode, ...).
+    ProtocolError = 1002,
+    /// A text frame (or close reason) that is not UTF-8.
+    InvalidPayload = 1007,
     TooBig = 1009,
     BadToken = 4001,
     NotAllowed = 4003,
@@ -104,6 +108,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "left",
             CloseCode::GoingAway => "server restarting",
+            CloseCode::ProtocolError => "protocol violation",
+            CloseCode::InvalidPayload => "invalid UTF-8",
             CloseCode::TooBig => "message too large",
             CloseCode::BadToken => "invalid token",
             CloseCode::NotAllowed => "not allowed",

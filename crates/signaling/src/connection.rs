@@ -427,11 +427,31 @@ impl Connection {
         let msg = match msg {
             None => return Err(Exit::Gone),
             Some(Err(e)) => {
+                use tungstenite::error::ProtocolError;
+                // A peer that broke the framing is told why with the standard close code
+                // (RFC 6455 7.4.1); a peer that is simply gone is sent nothing.
                 return match e.into_inner().downcast::<tungstenite::Error>().map(|e| *e) {
                     Ok(tungstenite::Error::Capacity(_)) => {
                         self.sig.metrics.error("message_too_large");
                         Err(Exit::Close(CloseCode::TooBig, "message too large"))
                     }
+                    Ok(tungstenite::Error::Utf8(_)) => Err(Exit::Close(
+                        CloseCode::InvalidPayload,
+                        CloseCode::InvalidPayload.reason(),
+                    )),
+                    // A dropped TCP connection, or data after the peer's own close: there
+                    // is no one left to send a close frame to.
+                    Ok(tungstenite::Error::Protocol(
+                        ProtocolError::ResetWithoutClosingHandshake
+                        | ProtocolError::ReceivedAfterClosing,
+                    )) => Err(Exit::Gone),
+                    // Unmasked frames, reserved bits (a compressed frame: permessage-deflate
+                    // is never negotiated), unknown opcodes, bad fragmentation or control
+                    // frames.
+                    Ok(tungstenite::Error::Protocol(_)) => Err(Exit::Close(
+                        CloseCode::ProtocolError,
+                        CloseCode::ProtocolError.reason(),
+                    )),
                     _ => Err(Exit::Gone),
                 };
             }

@@ -81,7 +81,15 @@ impl TestServer {
     }
 
     async fn spawn(dir: Arc<TempDir>, env: Vec<(String, String)>) -> Self {
-        let mut cmd = Command::new(binary());
+        // `ULIMIT_NOFILE=N` (not a bedside setting) runs the server under a file limit of N.
+        let mut cmd = match env.iter().find(|(k, _)| k == "ULIMIT_NOFILE") {
+            Some((_, n)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
@@ -97,11 +105,18 @@ impl TestServer {
                     CLINIC_A.0, CLINIC_A.1, CLINIC_B.0, CLINIC_B.1
                 ),
             )
+            // Everything in a test comes from 127.0.0.1: per-address flood limits would trip on
+            // the suite itself. The tests of those limits set their own values.
+            .env("BEDSIDE_WS__MAX_PER_IP", "100000")
+            .env("BEDSIDE_WS__JOINS_PER_IP_PER_SECOND", "100000")
+            .env("BEDSIDE_WS__JOIN_BURST_PER_IP", "100000")
+            .env("BEDSIDE_API__VISITS_PER_MINUTE", "1000000")
+            .env("BEDSIDE_API__VISIT_BURST", "100000")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         // An empty value removes the variable (e.g. to run without API keys).
-        for (k, v) in &env {
+        for (k, v) in env.iter().filter(|(k, _)| k != "ULIMIT_NOFILE") {
             if v.is_empty() {
                 cmd.env_remove(k);
             } else {
@@ -196,7 +211,9 @@ fn collect(
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(addr) = line.strip_prefix("bedside listening on http://")
+            if let Some(addr) = line
+                .strip_prefix("bedside listening on http://")
+                .or_else(|| line.strip_prefix("bedside listening on https://"))
                 && let (Some(tx), Ok(addr)) = (ready.take(), addr.trim().parse())
             {
                 let _ = tx.send(addr);
@@ -335,6 +352,15 @@ impl Client {
                 Err(StatusCode::from_u16(resp.status().as_u16()).expect("status"))
             }
             Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
+    /// Wraps an already connected socket.
+    pub fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self {
+            ws,
+            participant_id: String::new(),
+            resume_token: String::new(),
         }
     }
 

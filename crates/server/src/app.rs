@@ -2,10 +2,11 @@
 //! told to stop, then shuts down in order.
 
 use crate::config::Settings;
+use crate::limits::Limits;
 use crate::routes;
+use crate::serve::{Server, tls_acceptor};
 use crate::state::AppState;
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::{ApiKey, KeyRing, ResumeKey};
@@ -33,6 +34,9 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(15);
 
 pub struct Application {
     listener: TcpListener,
+    /// Set when a certificate and key are configured: HTTPS and WSS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake_timeout: Duration,
     state: AppState,
     shutdown: CancellationToken,
     writer_task: JoinHandle<()>,
@@ -109,6 +113,7 @@ impl Application {
             settings.signaling(),
             shutdown.clone(),
         ));
+        let hsts = public_url.starts_with("https://");
         let state = AppState {
             keys,
             registry,
@@ -116,12 +121,20 @@ impl Application {
             public_url: public_url.into(),
             allowed_origins: allowed_origins.into(),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            limits: Arc::new(Limits::new(&settings)),
+            hsts,
             prometheus,
             tracker: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(true)),
         };
+        let tls = match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         Ok(Self {
             listener,
+            tls,
+            handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
             state,
             shutdown,
             writer_task,
@@ -138,7 +151,8 @@ impl Application {
     /// The banner printed at start: where to connect and, in development, how.
     pub fn banner(&self) -> String {
         let url = &self.state.public_url;
-        let mut text = format!("bedside listening on http://{}\n", self.local_addr());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut text = format!("bedside listening on {scheme}://{}\n", self.local_addr());
         if let Some((id, secret)) = &self.dev_key {
             text.push_str(&format!(
                 "\nNo BEDSIDE_API_KEYS configured: using a development API key (stored in the database).\n  \
@@ -157,6 +171,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application {
             listener,
+            tls,
+            handshake_timeout,
             state,
             shutdown,
             writer_task,
@@ -165,38 +181,29 @@ impl Application {
         let heartbeat = state.signaling.config().ping_interval;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
         let router = routes::router(state.clone());
-        let ready = state.ready.clone();
-        let token = shutdown.clone();
-        let registry = state.registry.clone();
-        let graceful = async move {
-            stop.await;
-            tracing::info!("shutting down");
-            ready.store(false, Ordering::Relaxed);
-            // Connections still joining see the token; joined ones get a 1001 in their inbox.
-            token.cancel();
-            registry.close_all();
-        };
-        // Small frames (a joined, a candidate) must leave at once, not wait for the peer's
-        // delayed ACK: without TCP_NODELAY every join took ~40 ms on loopback.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(
+        let server = Server {
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(graceful)
-        .await
-        .context("serving HTTP")?;
+            tls,
+            handshake_timeout,
+            router,
+            tracker: state.tracker.clone(),
+        };
+        let serving = tokio::spawn(server.run(shutdown.clone()));
+        stop.await;
+        tracing::info!("shutting down");
+        state.ready.store(false, Ordering::Relaxed);
+        // The listener closes; connections still joining see the token; joined ones get a
+        // 1001 in their inbox.
+        shutdown.cancel();
+        state.registry.close_all();
+        serving.await.context("the accept loop failed")?;
 
         state.tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some WebSocket connections did not close in time");
+            tracing::warn!("some connections did not close in time");
         }
         let _ = background.await;
         state.registry.writer().flush().await;
@@ -222,6 +229,7 @@ async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Dur
                 if let Err(e) = state.registry.expire_due(Utc::now()).await {
                     tracing::warn!(error = %e, "expiry sweep failed");
                 }
+                state.limits.forget_idle();
             }
         }
     }

@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A list that may also be written as one comma-separated string, as environment
@@ -58,6 +58,11 @@ pub struct WsSettings {
     pub queue_capacity: usize,
     pub rate_per_second: u32,
     pub rate_burst: u32,
+    /// Open WebSockets one client address may hold.
+    pub max_per_ip: usize,
+    /// WebSocket upgrades (join attempts) per second from one address, and the burst.
+    pub joins_per_ip_per_second: u32,
+    pub join_burst_per_ip: u32,
 }
 
 impl Default for WsSettings {
@@ -71,6 +76,28 @@ impl Default for WsSettings {
             queue_capacity: d.queue_capacity,
             rate_per_second: d.rate_per_second,
             rate_burst: d.rate_burst,
+            max_per_ip: 200,
+            joins_per_ip_per_second: 20,
+            join_burst_per_ip: 60,
+        }
+    }
+}
+
+/// Limits on the REST API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Visits one API key may create per minute, sustained...
+    pub visits_per_minute: u32,
+    /// ...and at once.
+    pub visit_burst: u32,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            visits_per_minute: 600,
+            visit_burst: 100,
         }
     }
 }
@@ -96,7 +123,13 @@ pub struct Settings {
     pub ice_servers: Vec<IceServer>,
     /// `text` or `json`.
     pub log_format: String,
+    /// PEM certificate chain and private key: both set, Bedside serves HTTPS and WSS itself.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Time a new connection gets to finish its TLS handshake and send a request head.
+    pub handshake_timeout_secs: u64,
     pub ws: WsSettings,
+    pub api: ApiSettings,
 }
 
 impl Default for Settings {
@@ -111,7 +144,11 @@ impl Default for Settings {
             max_connections: 10_000,
             ice_servers: Vec::new(),
             log_format: "text".into(),
+            tls_cert: None,
+            tls_key: None,
+            handshake_timeout_secs: 10,
             ws: WsSettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }
@@ -152,6 +189,20 @@ impl Settings {
         if self.ws.idle_timeout_secs <= self.ws.ping_interval_secs {
             bail!("ws.idle_timeout_secs must exceed ws.ping_interval_secs");
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together: set both or neither");
+        }
+        if self.handshake_timeout_secs == 0
+            || self.ws.max_per_ip == 0
+            || self.ws.joins_per_ip_per_second == 0
+        {
+            bail!(
+                "handshake_timeout_secs, ws.max_per_ip and ws.joins_per_ip_per_second must be positive"
+            );
+        }
+        if self.api.visits_per_minute == 0 {
+            bail!("api.visits_per_minute must be positive");
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
@@ -183,6 +234,7 @@ impl Settings {
     pub fn public_url(&self, bound: SocketAddr) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls_cert.is_some() => format!("https://{bound}"),
             None => format!("http://{bound}"),
         }
     }

@@ -37,6 +37,10 @@ pub enum ApiError {
     },
     #[error("request body too large")]
     PayloadTooLarge,
+    #[error("too many requests; retry later")]
+    RateLimited,
+    #[error("too many open connections from this address")]
+    TooManyConnections,
     #[error("expected a JSON body (content-type: application/json)")]
     UnsupportedMediaType,
     #[error("temporarily unavailable; retry later")]
@@ -80,6 +84,8 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyConnections => (StatusCode::TOO_MANY_REQUESTS, "too_many_connections"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

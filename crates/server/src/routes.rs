@@ -21,6 +21,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
      media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 pub fn router(state: AppState) -> Router {
+    let hsts = state.hsts;
     let (api, openapi) = api::router();
     let openapi = Arc::new(openapi);
     let trace = TraceLayer::new_for_http()
@@ -55,5 +56,12 @@ pub fn router(state: AppState) -> Router {
         HeaderName::from_static("permissions-policy"),
         "camera=(self), microphone=(self), display-capture=(self)",
     ))
+    // Only where browsers reach us over HTTPS: HSTS on plain HTTP would be ignored at best.
+    .layer(tower::util::option_layer(hsts.then(|| {
+        header(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        )
+    })))
     .with_state(state)
 }

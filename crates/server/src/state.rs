@@ -1,5 +1,6 @@
 //! The state every handler shares.
 
+use crate::limits::Limits;
 use bedside_auth::KeyRing;
 use bedside_rooms::Registry;
 use bedside_signaling::Signaling;
@@ -20,6 +21,10 @@ pub struct AppState {
     pub allowed_origins: Arc<[String]>,
     /// One permit per open WebSocket: the connection cap.
     pub connections: Arc<Semaphore>,
+    /// Per-address and per-key flood limits.
+    pub limits: Arc<Limits>,
+    /// Whether browsers reach us over HTTPS, so responses carry HSTS.
+    pub hsts: bool,
     pub prometheus: PrometheusHandle,
     /// Tracks WebSocket tasks so shutdown can wait for their goodbyes.
     pub tracker: TaskTracker,

@@ -3,14 +3,16 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -34,6 +36,14 @@ pub async fn upgrade(
         metrics::counter!("bedside_ws_refused_total", "reason" => "origin").increment(1);
         return ApiError::Forbidden("origin not allowed").into_response();
     }
+    if !state.limits.join_attempt(peer.ip()) {
+        metrics::counter!("bedside_ws_refused_total", "reason" => "join_rate").increment(1);
+        return ApiError::RateLimited.into_response();
+    }
+    let Some(ip_slot) = state.limits.socket(peer.ip()) else {
+        metrics::counter!("bedside_ws_refused_total", "reason" => "per_ip").increment(1);
+        return ApiError::TooManyConnections.into_response();
+    };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         metrics::counter!("bedside_ws_refused_total", "reason" => "capacity").increment(1);
         return ApiError::Unavailable.into_response();
@@ -44,7 +54,11 @@ pub async fn upgrade(
         // The connection gets a task of its own, so axum's upgrade future (which holds the
         // socket, its config and our callback side by side) ends here instead of staying in
         // the connection's task for its whole life: 1.5 KiB per connection, measured.
-        tracker.spawn(bedside_signaling::serve(socket, signaling, permit));
+        tracker.spawn(bedside_signaling::serve(
+            socket,
+            signaling,
+            (permit, ip_slot),
+        ));
         std::future::ready(())
     })
 }

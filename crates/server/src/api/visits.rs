@@ -38,6 +38,7 @@ async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<Visi
         (status = 201, description = "Created", body = VisitBody),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "Too many visits created by this key; retry after the Retry-After header", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -46,6 +47,9 @@ pub async fn create_visit(
     tenant: Tenant,
     ApiJson(body): ApiJson<CreateVisit>,
 ) -> Result<(StatusCode, HeaderMap, Json<VisitBody>), ApiError> {
+    if !state.limits.visit_creation(tenant.key.as_str()) {
+        return Err(ApiError::RateLimited);
+    }
     let now = Utc::now().trunc_subsecs(6);
     let new = body.validate(now)?;
     let record = VisitRecord {

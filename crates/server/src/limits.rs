@@ -1,0 +1,129 @@
+//! Flood limits: how many WebSockets one address may hold, how fast it may open them, and
+//! how fast one API key may create visits. Keyed rate limits use `governor`; the per-address
+//! socket count is a map of counters whose guards give the slot back when dropped.
+
+use crate::config::Settings;
+use dashmap::DashMap;
+use governor::clock::DefaultClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+pub struct Limits {
+    sockets: Arc<DashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    joins: Keyed<IpAddr>,
+    visits: Keyed<String>,
+}
+
+/// One address's slot in the socket count, held for the connection's life.
+pub struct IpSlot {
+    sockets: Arc<DashMap<IpAddr, usize>>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        // Drop the entry at zero so the map holds only addresses with open sockets.
+        self.sockets.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl Limits {
+    pub fn new(settings: &Settings) -> Self {
+        let joins = Quota::per_second(nonzero(settings.ws.joins_per_ip_per_second))
+            .allow_burst(nonzero(settings.ws.join_burst_per_ip));
+        let visits = Quota::per_minute(nonzero(settings.api.visits_per_minute))
+            .allow_burst(nonzero(settings.api.visit_burst));
+        Self {
+            sockets: Arc::new(DashMap::new()),
+            max_per_ip: settings.ws.max_per_ip,
+            joins: RateLimiter::keyed(joins),
+            visits: RateLimiter::keyed(visits),
+        }
+    }
+
+    /// Takes a socket slot for `ip`, or `None` when it already holds its share.
+    pub fn socket(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut n = self.sockets.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            sockets: self.sockets.clone(),
+            ip,
+        })
+    }
+
+    /// Whether `ip` may attempt another join now.
+    pub fn join_attempt(&self, ip: IpAddr) -> bool {
+        self.joins.check_key(&ip).is_ok()
+    }
+
+    /// Whether the API key `key` may create another visit now.
+    pub fn visit_creation(&self, key: &str) -> bool {
+        self.visits.check_key(&key.to_owned()).is_ok()
+    }
+
+    /// Forgets rate-limit state of keys that have been quiet: bounded memory under floods
+    /// from many addresses.
+    pub fn forget_idle(&self) {
+        self.joins.retain_recent();
+        self.visits.retain_recent();
+        self.joins.shrink_to_fit();
+        self.visits.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_slots_are_counted_per_address_and_given_back() {
+        let mut settings = Settings::default();
+        settings.ws.max_per_ip = 2;
+        let limits = Limits::new(&settings);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let first = limits.socket(a).unwrap();
+        let _second = limits.socket(a).unwrap();
+        assert!(limits.socket(a).is_none());
+        assert!(
+            limits.socket(b).is_some(),
+            "another address has its own share"
+        );
+        drop(first);
+        assert!(limits.socket(a).is_some());
+    }
+
+    #[test]
+    fn join_attempts_and_visit_creation_are_rate_limited() {
+        let mut settings = Settings::default();
+        settings.ws.joins_per_ip_per_second = 1;
+        settings.ws.join_burst_per_ip = 3;
+        settings.api.visits_per_minute = 1;
+        settings.api.visit_burst = 2;
+        let limits = Limits::new(&settings);
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        assert_eq!((0..5).filter(|_| limits.join_attempt(ip)).count(), 3);
+        assert!(limits.join_attempt([10, 0, 0, 9].into()));
+        assert_eq!(
+            (0..5).filter(|_| limits.visit_creation("clinic-a")).count(),
+            2
+        );
+        assert!(limits.visit_creation("clinic-b"));
+    }
+}

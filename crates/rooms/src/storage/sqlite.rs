@@ -180,19 +180,86 @@ impl SqliteStorage {
 
 /// Appends audit rows to visits' hash chains within one write transaction.
 ///
-/// It reads each visit's chain end (and the next seq) once per transaction, then keeps them
-/// in memory, so a batch with many events for one visit costs one lookup, not one per
-/// event. The heads it advanced are written back by [`ChainWriter::finish`] before commit.
-/// A rolled-back transaction drops the writer with it: nothing stale outlives it.
+/// The chain ends of every visit a batch touches are read in one statement up front
+/// ([`ChainWriter::load`]) and kept in memory while the batch appends, then written back in
+/// one statement ([`ChainWriter::finish`]) before commit: a batch costs three statements
+/// more than it did without the chain, however many visits and events it holds. A
+/// rolled-back transaction drops the writer with it, so nothing stale outlives it.
 #[derive(Default)]
 struct ChainWriter {
     /// The seq the next row gets.
     next_seq: Option<i64>,
-    /// Per visit appended to: the seq and hash of its last row so far.
-    heads: HashMap<VisitId, (i64, Hash)>,
+    /// Per visit: the hash its next row chains from, and the seq of its last row if this
+    /// transaction appended one (only those heads are written back).
+    ends: HashMap<VisitId, (Hash, Option<i64>)>,
 }
 
 impl ChainWriter {
+    /// Reads the chain ends of `visits` (duplicates are fine), and the next seq if not yet
+    /// known, in one statement. A visit with no recorded head starts from its genesis value.
+    async fn load(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        visits: impl IntoIterator<Item = VisitId>,
+    ) -> Result<(), StorageError> {
+        let mut wanted = Vec::new();
+        for visit in visits {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.ends.entry(visit) {
+                let id = visit.to_string();
+                e.insert((audit_chain::genesis(&id), None));
+                wanted.push(id);
+            }
+        }
+        if wanted.is_empty() && self.next_seq.is_some() {
+            return Ok(());
+        }
+        // Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
+        // seq. The write lock is held (BEGIN IMMEDIATE), so no one else takes one meanwhile;
+        // reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
+        // seq of a deleted last row. It rides along as one extra row (with no visit id) so
+        // a batch pays one round trip to the database for all of this.
+        let rows = sqlx::query(
+            "SELECT visit_id, hash, NULL AS last_seq FROM audit_heads \
+             WHERE visit_id IN (SELECT value FROM json_each(?1)) \
+             UNION ALL \
+             SELECT NULL, NULL, MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
+             COALESCE((SELECT MAX(seq) FROM audit_events), 0)) WHERE ?2",
+        )
+        .bind(serde_json::Value::from(wanted).to_string())
+        .bind(self.next_seq.is_none())
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            if let Some(last) = row.try_get::<Option<i64>, _>("last_seq")? {
+                self.next_seq = Some(last + 1);
+                continue;
+            }
+            // Decoded leniently: a head someone mangled must not fail the batch.
+            let Some(visit) = row
+                .try_get::<Option<String>, _>("visit_id")
+                .ok()
+                .flatten()
+                .and_then(|id| id.parse::<VisitId>().ok())
+            else {
+                continue;
+            };
+            let hash = row.try_get::<Option<String>, _>("hash").ok().flatten();
+            match hash.as_deref().and_then(audit_chain::from_hex) {
+                Some(hash) => {
+                    self.ends.insert(visit, (hash, None));
+                }
+                // Refusing to write would drop the writer's whole batch (other visits'
+                // changes too); chaining from genesis instead keeps the trail going and
+                // leaves a break that verification reports.
+                None => tracing::error!(
+                    visit = %visit,
+                    "audit chain head is not a hash; restarting the chain"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     async fn append(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
@@ -200,27 +267,17 @@ impl ChainWriter {
         tenant: &TenantId,
         e: &AuditEvent,
     ) -> Result<(), StorageError> {
+        if self.next_seq.is_none() || !self.ends.contains_key(&visit) {
+            self.load(tx, [visit]).await?;
+        }
+        let seq = self
+            .next_seq
+            .ok_or_else(|| StorageError::Corrupt("no next audit seq".into()))?;
+        let prev = self.ends.get(&visit).map_or_else(
+            || audit_chain::genesis(&visit.to_string()),
+            |&(hash, _)| hash,
+        );
         let visit_id = visit.to_string();
-        // Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
-        // seq. The write lock is held (BEGIN IMMEDIATE), so no one else takes one meanwhile;
-        // reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
-        // seq of a deleted last row.
-        let seq = match self.next_seq {
-            Some(seq) => seq,
-            None => {
-                let last: i64 = sqlx::query_scalar(
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
-                     COALESCE((SELECT MAX(seq) FROM audit_events), 0))",
-                )
-                .fetch_one(&mut **tx)
-                .await?;
-                last + 1
-            }
-        };
-        let prev = match self.heads.get(&visit) {
-            Some(&(_, hash)) => hash,
-            None => Self::stored_head(tx, &visit_id).await?,
-        };
         let participant_id = e.participant_id.map(|p| p.to_string());
         let at = micros(e.at);
         let entry = Entry {
@@ -255,49 +312,34 @@ impl ChainWriter {
         .execute(&mut **tx)
         .await?;
         self.next_seq = Some(seq + 1);
-        self.heads.insert(visit, (seq, hash));
+        self.ends.insert(visit, (hash, Some(seq)));
         Ok(())
     }
 
-    /// The hash a visit's next row chains from: its recorded head, or its genesis value for
-    /// a visit with no chain yet.
-    async fn stored_head(
-        tx: &mut Transaction<'_, Sqlite>,
-        visit_id: &str,
-    ) -> Result<Hash, StorageError> {
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_heads WHERE visit_id = ?")
-                .bind(visit_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        Ok(match stored {
-            None => audit_chain::genesis(visit_id),
-            Some(text) => audit_chain::from_hex(&text).unwrap_or_else(|| {
-                // Someone mangled the head. Refusing to write would drop the writer's whole
-                // batch (other visits' changes too); chaining from the start instead keeps
-                // the trail going and leaves a break that verification reports.
-                tracing::error!(
-                    visit = visit_id,
-                    "audit chain head is not a hash; restarting the chain"
-                );
-                audit_chain::genesis(visit_id)
-            }),
-        })
-    }
-
-    /// Records the new end of every chain this transaction extended.
+    /// Records, in one statement, the new end of every chain this transaction extended.
     async fn finish(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StorageError> {
-        for (visit, (seq, hash)) in self.heads {
-            sqlx::query(
-                "INSERT INTO audit_heads (visit_id, seq, hash) VALUES (?, ?, ?) \
-                 ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-            )
-            .bind(visit.to_string())
-            .bind(seq)
-            .bind(audit_chain::to_hex(&hash))
-            .execute(&mut **tx)
-            .await?;
+        let heads: Vec<serde_json::Value> = self
+            .ends
+            .into_iter()
+            .filter_map(|(visit, (hash, seq))| {
+                seq.map(|seq| {
+                    serde_json::json!([visit.to_string(), seq, audit_chain::to_hex(&hash)])
+                })
+            })
+            .collect();
+        if heads.is_empty() {
+            return Ok(());
         }
+        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+        sqlx::query(
+            "INSERT INTO audit_heads (visit_id, seq, hash) \
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') \
+             FROM json_each(?) WHERE true \
+             ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(serde_json::Value::from(heads).to_string())
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 }
@@ -470,6 +512,15 @@ impl Storage for SqliteStorage {
     async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let mut chain = ChainWriter::default();
+        chain
+            .load(
+                &mut tx,
+                ops.iter().filter_map(|op| match op {
+                    WriteOp::Audit { visit, .. } => Some(*visit),
+                    WriteOp::Change { .. } => None,
+                }),
+            )
+            .await?;
         for op in ops {
             match op {
                 WriteOp::Change { visit, change } => {

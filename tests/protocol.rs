@@ -419,3 +419,81 @@ async fn the_resume_token_outlives_the_join_token() {
     assert_eq!(joined["participant_id"], id.as_str());
     back.expect("admitted").await;
 }
+
+#[tokio::test]
+async fn a_visit_warns_then_ends_at_its_expiry_and_its_links_die_with_it() {
+    let server = TestServer::start_with(&[("BEDSIDE_EXPIRY_WARNING_SECS", "3")]).await;
+    let api = server.api(CLINIC_A);
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let visit = api
+        .create_visit(json!({"expires_at": expires_at.to_rfc3339()}))
+        .await;
+    let id = visit["id"].as_str().unwrap().to_owned();
+    let doctor_token = api.mint(&id, "doctor", "dr", "Dr").await;
+    let patient_token = api.mint(&id, "patient", "pt", "Pat").await;
+    let (mut doctor, _) = Client::join(&server, &doctor_token).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    let (mut patient, _) = Client::join(&server, &patient_token).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    let resume = patient.resume_token.clone();
+
+    // A warning some time before the end, to everyone, with the time it ends.
+    for c in [&mut doctor, &mut patient] {
+        let warning = c.until("visit_expiring").await;
+        assert_eq!(warning["expires_at"], visit["expires_at"]);
+    }
+    let warned_at = chrono::Utc::now();
+    assert!(
+        expires_at - warned_at > chrono::Duration::seconds(1),
+        "warned too late"
+    );
+    // Then the end, for everyone, with the reason.
+    for c in [&mut doctor, &mut patient] {
+        assert_eq!(c.until("visit_ended").await["reason"], "expired");
+        assert_eq!(c.closed().await, 4004);
+    }
+    assert!(chrono::Utc::now() >= expires_at, "ended before its time");
+
+    // Nothing opens it again: not the join links, not the resume token, not a new link.
+    refused(
+        &server,
+        json!({"type": "join", "token": doctor_token}),
+        "visit_ended",
+        4004,
+    )
+    .await;
+    refused(
+        &server,
+        json!({"type": "join", "resume_token": resume}),
+        "visit_ended",
+        4004,
+    )
+    .await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{id}/tokens"),
+            Some(json!({"role": "patient", "identity": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("visit_ended"))
+    );
+    let ended = api.get_visit(&id).await;
+    assert_eq!(
+        (ended["status"].as_str(), ended["ended_reason"].as_str()),
+        (Some("ended"), Some("expired"))
+    );
+    let last = api.events(&id).await.last().cloned().unwrap();
+    assert_eq!(
+        (last["kind"].as_str(), last["detail"].as_str()),
+        (Some("ended"), Some("expired"))
+    );
+}

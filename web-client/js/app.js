@@ -54,11 +54,13 @@ async function run(token, claims) {
   on('participant_left', ({ participant_id, reason }) => call.left(participant_id, reason));
   on('signal', (frame) => mesh.receive(frame));
   on('chat', (frame) => call.chat.add(frame));
+  on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
   on('error', ({ code }) => {
     if (code === 'invalid_chat') call.chat.note('Messages can be up to 2000 characters.');
     else if (code === 'not_admitted') call.chat.note('You can chat once the doctor lets you in.');
   });
   on('final', (detail) => {
+    $('#expiry-notice').hidden = true;
     call.stop();
     lobby?.stop();
     stopStream(stream);
@@ -85,4 +87,13 @@ function sessionSet(key, value) {
   } catch {
     // Storage disabled: a reload shows the pre-call check again, which is fine.
   }
+}
+
+/** Tells everyone when the visit will end by itself (the server warns a few minutes ahead). */
+function showExpiry(expiresAt) {
+  const notice = $('#expiry-notice');
+  const at = new Date(expiresAt);
+  const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  notice.textContent = `This visit ends at ${time}.`;
+  notice.hidden = false;
 }

@@ -75,6 +75,10 @@ pub enum Notice {
     Denied {
         reason: Arc<str>,
     },
+    /// The visit ends by itself at `expires_at`, soon (sent once, some minutes before).
+    VisitExpiring {
+        expires_at: DateTime<Utc>,
+    },
     VisitEnded {
         reason: EndReason,
     },

@@ -65,6 +65,8 @@ pub struct Registry {
     storage: Arc<dyn Storage>,
     writer: StorageWriter,
     grace: TimeDelta,
+    /// How long before a visit's end its participants are warned.
+    expiry_warning: TimeDelta,
     /// When this process started: participants connected to its predecessor count as
     /// dropped at this moment.
     boot: DateTime<Utc>,
@@ -88,8 +90,15 @@ impl Registry {
             storage,
             writer,
             grace,
+            expiry_warning: TimeDelta::minutes(crate::visit::EXPIRY_WARNING_MINUTES),
             boot,
         }
+    }
+
+    /// Sets how long before a visit's end its participants are warned.
+    pub fn with_expiry_warning(mut self, before: TimeDelta) -> Self {
+        self.expiry_warning = before;
+        self
     }
 
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -124,7 +133,8 @@ impl Registry {
             _ => self.storage.participants(id).await.map_err(unavailable)?,
         };
         let tenant = record.tenant.clone();
-        let visit = Visit::restore(record, stored, self.boot, self.grace);
+        let visit = Visit::restore(record, stored, self.boot, self.grace)
+            .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
             id,
             tenant,

@@ -266,7 +266,13 @@ pub struct Visit {
     record: VisitRecord,
     grace: TimeDelta,
     participants: Vec<Participant>,
+    /// How long before `expires_at` everyone is warned that the visit is about to end.
+    warn_before: TimeDelta,
+    warned: bool,
 }
+
+/// Default lead time of the expiry warning.
+pub const EXPIRY_WARNING_MINUTES: i64 = 5;
 
 impl Visit {
     /// A visit nobody is in yet.
@@ -275,6 +281,8 @@ impl Visit {
             record,
             grace,
             participants: Vec::new(),
+            warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
+            warned: false,
         }
     }
 
@@ -309,7 +317,19 @@ impl Visit {
             record,
             grace,
             participants,
+            warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
+            warned: false,
         }
+    }
+
+    /// Sets how long before the visit's end its participants are warned.
+    pub fn with_expiry_warning(mut self, before: TimeDelta) -> Self {
+        self.warn_before = before;
+        self
+    }
+
+    fn warn_at(&self) -> DateTime<Utc> {
+        self.record.expires_at - self.warn_before
     }
 
     pub fn record(&self) -> &VisitRecord {
@@ -338,10 +358,12 @@ impl Visit {
         if self.record.status == VisitStatus::Ended {
             return None;
         }
+        let warning = (!self.warned).then(|| self.warn_at());
         self.participants
             .iter()
             .filter_map(|p| p.dropped_at.map(|d| d + self.grace))
             .chain(std::iter::once(self.record.expires_at))
+            .chain(warning)
             .min()
     }
 
@@ -629,6 +651,15 @@ impl Visit {
             });
             self.lobby_to_doctors(out);
         }
+        // Whoever arrives after the warning went out still hears it.
+        if self.warned {
+            out.push(Output::Send {
+                to: req.conn,
+                notice: Notice::VisitExpiring {
+                    expires_at: self.record.expires_at,
+                },
+            });
+        }
         Ok(())
     }
 
@@ -868,6 +899,16 @@ impl Visit {
         if self.record.expires_at <= now {
             self.end(EndReason::Expired, "bedside".to_owned(), now, out);
             return;
+        }
+        if !self.warned && self.warn_at() <= now {
+            self.warned = true;
+            let expires_at = self.record.expires_at;
+            for conn in self.participants.iter().filter_map(|p| p.conn) {
+                out.push(Output::Send {
+                    to: conn,
+                    notice: Notice::VisitExpiring { expires_at },
+                });
+            }
         }
         while let Some(i) = self
             .participants

@@ -149,6 +149,7 @@ fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
             Notice::Signal { .. } => "signal",
             Notice::Chat { .. } => "chat",
             Notice::Denied { .. } => "denied",
+            Notice::VisitExpiring { .. } => "visit_expiring",
             Notice::VisitEnded { .. } => "visit_ended",
         })
         .collect()
@@ -769,12 +770,15 @@ fn a_visit_expires_on_time_and_refuses_joins_afterwards() {
     r.expires_at = t0() + TimeDelta::minutes(30);
     let mut sim = Sim::with(r);
     let doc = sim.join("dr-1", Role::Doctor);
+    sim.advance(29 * 60);
+    assert_eq!(
+        kinds(&notices(&sim.ok(Input::Tick), doc.conn)),
+        ["visit_expiring"]
+    );
     assert_eq!(
         sim.visit.next_deadline(),
         Some(t0() + TimeDelta::minutes(30))
     );
-    sim.advance(29 * 60);
-    assert!(sim.ok(Input::Tick).is_empty());
     sim.advance(60);
     let out = sim.ok(Input::Tick);
     assert!(matches!(
@@ -896,4 +900,49 @@ fn the_lobby_shows_name_role_and_time_waited_to_every_doctor() {
             n => panic!("{n:?}"),
         }
     }
+}
+
+#[test]
+fn everyone_is_warned_before_the_visit_expires() {
+    let mut r = record(4);
+    r.expires_at = t0() + TimeDelta::minutes(30);
+    let mut sim = Sim::with(r);
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    assert_eq!(
+        sim.visit.next_deadline(),
+        Some(t0() + TimeDelta::minutes(25)),
+        "the warning is due first"
+    );
+    sim.advance(25 * 60 - 1);
+    assert!(sim.ok(Input::Tick).is_empty());
+    sim.advance(1);
+    let out = sim.ok(Input::Tick);
+    for who in [doc, pt] {
+        match notices(&out, who.conn).as_slice() {
+            [Notice::VisitExpiring { expires_at }] => {
+                assert_eq!(*expires_at, t0() + TimeDelta::minutes(30))
+            }
+            n => panic!("{n:?}"),
+        }
+    }
+    assert!(sim.ok(Input::Tick).is_empty(), "warned once");
+    assert_eq!(
+        sim.visit.next_deadline(),
+        Some(t0() + TimeDelta::minutes(30))
+    );
+    // Someone arriving after the warning hears it too.
+    let (late, out) = sim.join_as("guest-1", Role::Guest);
+    assert_eq!(
+        kinds(&notices(&out, late.conn)),
+        ["joined", "waiting", "visit_expiring"]
+    );
+    sim.advance(5 * 60);
+    let out = sim.ok(Input::Tick);
+    assert!(matches!(
+        notices(&out, pt.conn)[0],
+        Notice::VisitEnded {
+            reason: EndReason::Expired
+        }
+    ));
 }

@@ -95,7 +95,11 @@ impl Application {
 
         let (writer, writer_task) = StorageWriter::spawn(storage.clone());
         let grace = TimeDelta::seconds(i64::try_from(settings.grace_seconds).unwrap_or(30));
-        let registry = Arc::new(Registry::new(storage, writer, grace, Utc::now()));
+        let warning =
+            TimeDelta::seconds(i64::try_from(settings.expiry_warning_secs).unwrap_or(300));
+        let registry = Arc::new(
+            Registry::new(storage, writer, grace, Utc::now()).with_expiry_warning(warning),
+        );
 
         let listener = TcpListener::bind(settings.listen)
             .await

@@ -117,6 +117,8 @@ pub struct Settings {
     pub allowed_origins: ListOrString<String>,
     /// How long a dropped participant keeps their place.
     pub grace_seconds: u64,
+    /// How long before a visit's `expires_at` its participants are warned.
+    pub expiry_warning_secs: u64,
     /// Most WebSocket connections served at once.
     pub max_connections: usize,
     /// STUN/TURN servers handed to clients in `joined`.
@@ -141,6 +143,7 @@ impl Default for Settings {
             public_url: None,
             allowed_origins: ListOrString::None,
             grace_seconds: 30,
+            expiry_warning_secs: 300,
             max_connections: 10_000,
             ice_servers: Vec::new(),
             log_format: "text".into(),

@@ -241,6 +241,9 @@ pub enum ServerMsg<'a> {
     Denied {
         reason: &'a str,
     },
+    VisitExpiring {
+        expires_at: DateTime<Utc>,
+    },
     VisitEnded {
         reason: EndReason,
     },
@@ -311,6 +314,9 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             at: *at,
         },
         Notice::Denied { reason } => ServerMsg::Denied { reason },
+        Notice::VisitExpiring { expires_at } => ServerMsg::VisitExpiring {
+            expires_at: *expires_at,
+        },
         Notice::VisitEnded { reason } => ServerMsg::VisitEnded { reason: *reason },
     };
     msg.to_json()

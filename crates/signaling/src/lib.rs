@@ -51,7 +51,7 @@ impl Default for SignalingConfig {
             max_message_bytes: 64 * 1024,
             join_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(18),
             queue_capacity: 256,
             rate_per_second: 50,
             rate_burst: 200,

@@ -39,7 +39,8 @@ impl JoinClaims {
         if self.jti.is_empty() || self.jti.len() > MAX_JTI_LEN {
             return Err(TokenError::InvalidClaims("jti has a bad length".into()));
         }
-        if self.exp <= self.nbf || self.exp - self.nbf > MAX_TOKEN_LIFETIME_SECS {
+        // Saturating, like the time check: `exp - nbf` of signed i64 claims can overflow.
+        if self.exp <= self.nbf || self.exp.saturating_sub(self.nbf) > MAX_TOKEN_LIFETIME_SECS {
             return Err(TokenError::InvalidClaims(
                 "exp must follow nbf within 31 days".into(),
             ));

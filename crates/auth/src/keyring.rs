@@ -295,10 +295,12 @@ pub(crate) fn decode_verified<T: serde::de::DeserializeOwned>(
 
 pub(crate) fn check_time(nbf: i64, exp: i64, now: DateTime<Utc>) -> Result<(), TokenError> {
     let now = now.timestamp();
-    if exp + CLOCK_LEEWAY_SECS <= now {
+    // Saturating: whoever holds a key can sign any i64 at all, and `i64::MAX + leeway`
+    // must be a refusal (the lifetime check), not an overflow panic.
+    if exp.saturating_add(CLOCK_LEEWAY_SECS) <= now {
         return Err(TokenError::Expired);
     }
-    if nbf - CLOCK_LEEWAY_SECS > now {
+    if nbf.saturating_sub(CLOCK_LEEWAY_SECS) > now {
         return Err(TokenError::NotYetValid);
     }
     Ok(())

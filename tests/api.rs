@@ -320,7 +320,7 @@ async fn ending_is_idempotent_and_audited() {
     let events = api.events(&id).await;
     let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "ended"]);
-    assert_eq!(events[1]["actor"], "api");
+    assert_eq!(events[1]["actor"], "api:clinic-a");
     assert_eq!(events[1]["detail"], "ended_by_api");
     assert!(events[0]["seq"].as_i64().unwrap() < events[1]["seq"].as_i64().unwrap());
 

@@ -160,6 +160,33 @@ async fn verify_finds_an_edited_and_a_deleted_row_and_nothing_else() {
     let (code, out) = verify(&db, Some(&visit)).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(verify(&db, Some(&other)).await.0, 0);
+
+    // The clinic's backend sees the same over the API.
+    let server = server.restart().await;
+    let api = server.api(CLINIC_A);
+    let (status, check) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/visits/{visit}/events/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(check["intact"], false);
+    assert_eq!(check["broken"]["seq"], ended);
+    assert_eq!(check["broken"]["kind"], "deleted");
+    let (_, check) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/visits/{other}/events/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (check["intact"].as_bool(), check["broken"].is_null()),
+        (Some(true), true),
+        "{check}"
+    );
 }
 
 #[tokio::test]

@@ -189,7 +189,7 @@ async fn denied_and_removed_participants_close_with_4003() {
     );
     let removed_by_api = events
         .iter()
-        .find(|e| e["kind"] == "removed" && e["actor"] == "api")
+        .find(|e| e["kind"] == "removed" && e["actor"] == "api:clinic-a")
         .unwrap();
     assert_eq!(removed_by_api["identity"], "pt-2");
     // The doctor's words stay out of the audit trail.

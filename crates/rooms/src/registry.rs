@@ -261,19 +261,20 @@ impl Registry {
         let _ = self.run(&mut g, Input::Disconnected { conn }, now);
     }
 
-    /// Ends a visit on behalf of its tenant's backend. Ending an ended visit is not an
-    /// error: the clinic's retry gets the same answer.
+    /// Ends a visit on behalf of its tenant's backend (`by` names the API key). Ending an
+    /// ended visit is not an error: the clinic's retry gets the same answer.
     pub async fn end(
         &self,
         tenant: &TenantId,
         id: VisitId,
+        by: Actor,
         now: DateTime<Utc>,
     ) -> Result<VisitRecord, RoomError> {
         let mut g = self.lock_for(tenant, id).await?;
         if g.visit.record().status == VisitStatus::Ended {
             self.retire_if_idle(&mut g);
         } else {
-            self.run(&mut g, Input::End { by: Actor::Api }, now)?;
+            self.run(&mut g, Input::End { by }, now)?;
         }
         Ok(g.visit.record().clone())
     }
@@ -284,13 +285,14 @@ impl Registry {
         tenant: &TenantId,
         id: VisitId,
         identity: &str,
+        by: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RoomError> {
         let mut g = self.lock_for(tenant, id).await?;
         self.run(
             &mut g,
             Input::Remove {
-                by: Actor::Api,
+                by,
                 target: Target::Identity(identity.to_owned()),
             },
             now,

@@ -30,11 +30,24 @@ pub const MAX_CHAT_CHARS: usize = 2000;
 /// Longest reason a doctor may give when denying, in characters.
 const MAX_REASON_CHARS: usize = 200;
 
-/// Who asks for a privileged action: a connected participant, or the clinic's backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who asks for a privileged action: a connected participant, or the clinic's backend
+/// (named by the API key it used, for the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Conn(ConnId),
-    Api,
+    Api(Arc<str>),
+}
+
+impl Actor {
+    /// The clinic's backend, using API key `key`.
+    pub fn api(key: &str) -> Self {
+        Actor::Api(key.into())
+    }
+}
+
+/// How the audit trail names an API key as actor: `api:KEY_ID`.
+pub fn api_actor(key: &str) -> String {
+    format!("api:{key}")
 }
 
 /// A participant named by id (protocol) or by identity (REST API).
@@ -413,11 +426,11 @@ impl Visit {
                 Ok(())
             }
             Input::End { by } => {
-                let actor = self.authorize(by)?;
+                let actor = self.authorize(&by)?;
                 if self.record.status == VisitStatus::Ended {
                     return Err(RoomError::VisitEnded);
                 }
-                let reason = if by == Actor::Api {
+                let reason = if matches!(by, Actor::Api(_)) {
                     EndReason::EndedByApi
                 } else {
                     EndReason::EndedByDoctor
@@ -441,11 +454,11 @@ impl Visit {
     }
 
     /// Checks that `by` may run the visit; returns the actor name for the audit trail.
-    fn authorize(&self, by: Actor) -> Result<String, RoomError> {
+    fn authorize(&self, by: &Actor) -> Result<String, RoomError> {
         match by {
-            Actor::Api => Ok("api".to_owned()),
+            Actor::Api(key) => Ok(api_actor(key)),
             Actor::Conn(conn) => {
-                let p = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+                let p = &self.participants[self.by_conn(*conn).ok_or(RoomError::NotJoined)?];
                 if p.role.is_host() && p.admitted() {
                     Ok(p.id.to_string())
                 } else {
@@ -688,7 +701,7 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
-        let actor = self.authorize(Actor::Conn(conn))?;
+        let actor = self.authorize(&Actor::Conn(conn))?;
         let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
         let p = &mut self.participants[i];
         if p.admitted() {
@@ -725,7 +738,7 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
-        let actor = self.authorize(Actor::Conn(conn))?;
+        let actor = self.authorize(&Actor::Conn(conn))?;
         let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
         if self.participants[i].admitted() {
             return Err(RoomError::NotWaiting);
@@ -756,7 +769,7 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
-        let actor = self.authorize(by)?;
+        let actor = self.authorize(&by)?;
         let i = match &target {
             Target::Id(id) => self.by_id(*id),
             Target::Identity(identity) => self

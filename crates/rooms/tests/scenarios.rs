@@ -371,11 +371,11 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
     }
 
     let out = sim.ok(Input::Remove {
-        by: Actor::Api,
+        by: Actor::api("clinic-a"),
         target: Target::Identity("pt-b".into()),
     });
     assert_eq!(closes(&out), [(b.conn, CloseCode::NotAllowed)]);
-    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_deref() == Some("api"))));
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_deref() == Some("api:clinic-a"))));
 
     // Removed participants come back through the waiting room.
     let (back, out) = sim.join_as("pt-a", Role::Patient);
@@ -383,7 +383,7 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
 
     assert_eq!(
         sim.err(Input::Remove {
-            by: Actor::Api,
+            by: Actor::api("clinic-a"),
             target: Target::Identity("nobody".into())
         })
         .0,
@@ -569,7 +569,10 @@ fn ending_closes_everyone_and_refuses_later_joins() {
     };
     assert_eq!(sim.err(Input::Join(req)).0, RoomError::VisitEnded);
     assert_eq!(
-        sim.err(Input::End { by: Actor::Api }).0,
+        sim.err(Input::End {
+            by: Actor::api("clinic-a")
+        })
+        .0,
         RoomError::VisitEnded
     );
 }
@@ -578,14 +581,16 @@ fn ending_closes_everyone_and_refuses_later_joins() {
 fn ending_by_api_is_recorded_as_such() {
     let mut sim = Sim::new();
     let doc = sim.join("dr-1", Role::Doctor);
-    let out = sim.ok(Input::End { by: Actor::Api });
+    let out = sim.ok(Input::End {
+        by: Actor::api("clinic-a"),
+    });
     assert!(matches!(
         notices(&out, doc.conn)[0],
         Notice::VisitEnded {
             reason: EndReason::EndedByApi
         }
     ));
-    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Ended && e.actor.as_deref() == Some("api"))));
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Ended && e.actor.as_deref() == Some("api:clinic-a"))));
 }
 
 #[test]

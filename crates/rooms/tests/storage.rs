@@ -3,7 +3,7 @@
 use bedside_auth::{Role, TenantId};
 use bedside_rooms::storage::{self, ListQuery, Storage, StorageWriter};
 use bedside_rooms::{
-    AuditEvent, AuditKind, ConnId, EndReason, Input, JoinRequest, Notice, Outbox, Outgoing,
+    Actor, AuditEvent, AuditKind, ConnId, EndReason, Input, JoinRequest, Notice, Outbox, Outgoing,
     ParticipantId, Registry, RoomError, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, Utc};
@@ -272,17 +272,23 @@ async fn the_registry_persists_admissions_across_a_restart() {
         .err();
     assert_eq!(e, Some(RoomError::VisitNotFound));
     assert_eq!(
-        registry.end(&tenant("clinic-b"), v.id, t).await.err(),
+        registry
+            .end(&tenant("clinic-b"), v.id, Actor::api("k"), t)
+            .await
+            .err(),
         Some(RoomError::VisitNotFound)
     );
 
-    let ended = registry.end(&tenant("clinic-a"), v.id, t).await.unwrap();
+    let ended = registry
+        .end(&tenant("clinic-a"), v.id, Actor::api("k"), t)
+        .await
+        .unwrap();
     assert_eq!(ended.ended_reason, Some(EndReason::EndedByApi));
     assert_eq!(again.kinds().last().unwrap(), "close 4004");
     // Idempotent for the clinic's retries.
     assert_eq!(
         registry
-            .end(&tenant("clinic-a"), v.id, t)
+            .end(&tenant("clinic-a"), v.id, Actor::api("k"), t)
             .await
             .unwrap()
             .status,

@@ -246,3 +246,39 @@ impl From<AuditRecord> for EventBody {
 pub struct EventList {
     pub events: Vec<EventBody>,
 }
+
+/// Whether a visit's audit trail is intact: each row carries the hash of the one before.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrailCheck {
+    pub intact: bool,
+    /// Rows covered by the hash chain.
+    pub chained_rows: u64,
+    /// Rows written before the chain existed (older databases).
+    pub unchained_rows: u64,
+    /// The first broken link, if any.
+    pub broken: Option<TrailBreak>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrailBreak {
+    /// The row at which the chain breaks.
+    pub seq: i64,
+    /// `edited`, `deleted`, `reordered` or `inserted`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl From<bedside_rooms::audit_chain::ChainReport> for TrailCheck {
+    fn from(r: bedside_rooms::audit_chain::ChainReport) -> Self {
+        Self {
+            intact: r.is_intact(),
+            chained_rows: r.chained_rows,
+            unchained_rows: r.unchained_rows,
+            broken: r.broken.first().map(|b| TrailBreak {
+                seq: b.at.seq,
+                kind: b.at.label(),
+                message: b.at.to_string(),
+            }),
+        }
+    }
+}

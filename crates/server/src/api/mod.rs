@@ -46,6 +46,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(visits::end_visit))
         .routes(routes!(visits::remove_participant))
         .routes(routes!(visits::visit_events))
+        .routes(routes!(visits::verify_events))
         .fallback(|| async { ApiError::RouteNotFound });
     let ops = OpenApiRouter::new()
         .routes(routes!(crate::ops::healthz))

@@ -1,8 +1,8 @@
 //! `/v1/visits`: thin handlers over the registry and storage.
 
 use super::dto::{
-    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, VisitBody, VisitList,
-    decode_cursor, encode_cursor,
+    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, TrailCheck, VisitBody,
+    VisitList, decode_cursor, encode_cursor,
 };
 use super::extract::{ApiJson, ApiQuery};
 use super::tenant::Tenant;
@@ -13,7 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
 use bedside_rooms::storage::ListQuery;
-use bedside_rooms::{AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
+use bedside_rooms::visit::api_actor;
+use bedside_rooms::{Actor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
 const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
@@ -66,7 +67,7 @@ pub async fn create_visit(
         max_participants: new.max_participants,
         metadata: new.metadata,
     };
-    let created = AuditEvent::new(AuditKind::Created, now).actor("api");
+    let created = AuditEvent::new(AuditKind::Created, now).actor(api_actor(tenant.key.as_str()));
     state
         .registry
         .storage()
@@ -204,7 +205,7 @@ pub async fn mint_token(
         identity: Some(body.identity),
         role: Some(body.role),
         ..AuditEvent::new(AuditKind::TokenIssued, now)
-            .actor("api")
+            .actor(api_actor(tenant.key.as_str()))
             .detail(claims.jti)
     };
     state
@@ -237,7 +238,10 @@ pub async fn end_visit(
 ) -> Result<Json<VisitBody>, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     let now = Utc::now();
-    let record = state.registry.end(&tenant.id, id, now).await?;
+    let record = state
+        .registry
+        .end(&tenant.id, id, Actor::api(tenant.key.as_str()), now)
+        .await?;
     // Answer once the end is on disk.
     state.registry.writer().flush().await;
     tracing::info!(visit = %id, "visit ended by api");
@@ -259,7 +263,13 @@ pub async fn remove_participant(
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     state
         .registry
-        .remove(&tenant.id, id, &identity, Utc::now())
+        .remove(
+            &tenant.id,
+            id,
+            &identity,
+            Actor::api(tenant.key.as_str()),
+            Utc::now(),
+        )
         .await?;
     state.registry.writer().flush().await;
     Ok(StatusCode::NO_CONTENT)
@@ -282,4 +292,26 @@ pub async fn visit_events(
     Ok(Json(EventList {
         events: trail.into_iter().map(EventBody::from).collect(),
     }))
+}
+
+/// Checks the visit's audit trail against its hash chain: reports the first edited,
+/// deleted or reordered row.
+#[utoipa::path(
+    get, path = "/visits/{id}/events/verify", tag = "visits",
+    params(("id" = String, Path, description = "Visit id")),
+    responses((status = 200, body = TrailCheck), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = []))
+)]
+pub async fn verify_events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<TrailCheck>, ApiError> {
+    let record = owned_visit(&state, &tenant, &id).await?;
+    let report = state
+        .registry
+        .storage()
+        .verify_audit(Some(record.id))
+        .await?;
+    Ok(Json(TrailCheck::from(report)))
 }

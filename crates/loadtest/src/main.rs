@@ -108,6 +108,10 @@ enum Command {
         /// With --wait-for-restart: longest wait for the server to go down, and to come back.
         #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3_600))]
         restart_timeout: u64,
+        /// With --wait-for-restart: come back as soon as the connections drop, not when the
+        /// server answers /readyz; connects that fail while it is down are retried.
+        #[arg(long, requires = "wait_for_restart")]
+        early: bool,
     },
     /// Admitted pairs exchange signals carrying random nonces; every nonce must reach its
     /// own peer exactly once, in order, and nowhere else. Exits non-zero otherwise.
@@ -249,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
             jitter_ms,
             wait_for_restart: true,
             restart_timeout,
+            early,
         } => {
             raise_fd_limit();
             let target = target.target()?;
@@ -257,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 window: Duration::from_millis(jitter_ms),
                 sources,
                 restart_timeout: Duration::from_secs(restart_timeout),
+                early,
             };
             let prepared = reconnect_storm::prepare(&target, opts).await?;
             // Scripts wait for this line before killing the server.

@@ -165,6 +165,14 @@ impl Outcome {
     }
 }
 
+/// Where the run is, for the sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    WarmUp,
+    Run,
+    Done,
+}
+
 /// A visit of the pool.
 struct PoolVisit {
     id: String,
@@ -234,6 +242,27 @@ pub async fn run(target: Target, mut opts: Options) -> anyhow::Result<Outcome> {
     let doctors = handles;
     let doctor_visits = doctors.len() as u64;
 
+    // Reads the figures every second through the warm-up and the run alike, so the
+    // reading itself (a request, a storage query) is part of both; the peak counts only
+    // during the run.
+    let (sampling_tx, mut sampling_rx) = watch::channel(Phase::WarmUp);
+    let sampler = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let mut peak = Sample::default();
+            loop {
+                if let Ok(s) = sample(&ctx).await
+                    && *sampling_rx.borrow() == Phase::Run
+                {
+                    peak = peak.max(s);
+                }
+                tokio::select! {
+                    _ = sampling_rx.wait_for(|p| *p == Phase::Done) => return peak,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
+    };
     let mut stats = Stats::default();
     if opts.warmup > 0 {
         // Only its errors count; its figures are not part of the measured run.
@@ -248,26 +277,11 @@ pub async fn run(target: Target, mut opts: Options) -> anyhow::Result<Outcome> {
     }
     let before = settle(&ctx, doctor_visits).await?;
 
-    let (sampling_tx, mut sampling_rx) = watch::channel(false);
-    let sampler = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let mut peak = Sample::default();
-            loop {
-                if let Ok(s) = sample(&ctx).await {
-                    peak = peak.max(s);
-                }
-                tokio::select! {
-                    _ = sampling_rx.wait_for(|s| *s) => return peak,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        })
-    };
+    let _ = sampling_tx.send(Phase::Run);
     let started = Instant::now();
     let measured = cycles(&ctx, opts.warmup, opts.cycles, "cycling").await;
     let elapsed = started.elapsed();
-    let _ = sampling_tx.send(true);
+    let _ = sampling_tx.send(Phase::Done);
     let peak = sampler.await?;
     let done = measured.counts.get("cycles").copied().unwrap_or(0) as usize;
     stats.merge(measured);

@@ -18,8 +18,8 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
@@ -135,6 +135,10 @@ struct Got {
 struct Side {
     sent: u64,
     got: Vec<Got>,
+    /// One-way times of the signals received, in nanoseconds.
+    relay_ns: Vec<u64>,
+    /// Errors only: a latency histogram is large, and thousands of sides hold one each
+    /// until the end, so latencies are kept as plain numbers instead.
     stats: Stats,
 }
 
@@ -149,12 +153,15 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
     let paired = Arc::new(AtomicUsize::new(0));
     let complete = Arc::new(AtomicUsize::new(0));
     let bar = ProgressBar::new(opts.visits as u64).with_message("setting up");
+    // Setup figures are merged as soon as a pair is up, not held by every visit's task.
+    let setup_stats = Arc::new(Mutex::new(Stats::default()));
 
     let mut tasks = Vec::with_capacity(opts.visits);
     for n in 0..opts.visits {
         let (target, opts, setup, bar) = (target.clone(), opts.clone(), setup.clone(), bar.clone());
         let (ready, paired, complete) = (ready.clone(), paired.clone(), complete.clone());
         let (mut go, stop) = (go_rx.clone(), stop_rx.clone());
+        let setup_stats = setup_stats.clone();
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
             let permit = setup.acquire_owned().await;
@@ -165,6 +172,9 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
             .await;
             drop(permit);
             bar.inc(1);
+            if let Ok(mut all) = setup_stats.lock() {
+                all.merge(std::mem::take(&mut stats));
+            }
             let (doctor, patient) = match set_up {
                 Ok(p) => {
                     paired.fetch_add(1, Ordering::SeqCst);
@@ -174,7 +184,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
                 Err(e) => {
                     stats.error(format!("setup: {e}"));
                     ready.fetch_add(1, Ordering::SeqCst);
-                    return (stats, Tally::default());
+                    return (stats, Tally::default(), Vec::new());
                 }
             };
             // Each side's nonces, drawn before anything is sent.
@@ -201,10 +211,12 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
             tally.sent = d_side.sent + p_side.sent;
             stats.merge(d_side.stats);
             stats.merge(p_side.stats);
+            let mut relay_ns = d_side.relay_ns;
+            relay_ns.extend(p_side.relay_ns);
             for peer in [d_peer, p_peer].into_iter().flatten() {
                 leave(&target, peer).await;
             }
-            (stats, tally)
+            (stats, tally, relay_ns)
         }));
     }
     while ready.load(Ordering::SeqCst) < opts.visits {
@@ -237,13 +249,19 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
     }
     let _ = stop_tx.send(true);
 
-    let mut stats = Stats::default();
+    let mut stats = match Arc::try_unwrap(setup_stats) {
+        Ok(m) => m.into_inner().unwrap_or_default(),
+        Err(shared) => shared.lock().map(|s| s.clone()).unwrap_or_default(),
+    };
     let mut tally = Tally::default();
     for task in tasks {
         match task.await {
-            Ok((s, t)) => {
+            Ok((s, t, relay_ns)) => {
                 stats.merge(s);
                 tally.add(t);
+                for ns in relay_ns {
+                    stats.record_ns("relay one-way", ns);
+                }
             }
             Err(e) => stats.error(format!("task: {e}")),
         }
@@ -300,6 +318,7 @@ async fn exchange(
     let mut side = Side {
         sent: 0,
         got: Vec::with_capacity(theirs.len()),
+        relay_ns: Vec::with_capacity(theirs.len()),
         stats: Stats::default(),
     };
     let period = Duration::from_secs_f64(1.0 / f64::from(shared.per_second.max(1)));
@@ -359,7 +378,7 @@ async fn exchange(
                     nonce: frame.data.as_ref().and_then(|d| u128::from_str_radix(&d.n, 16).ok()),
                 };
                 if let Some(d) = &frame.data && d.t > 0 {
-                    side.stats.record_ns("relay one-way", payload::now_ns().saturating_sub(d.t));
+                    side.relay_ns.push(payload::now_ns().saturating_sub(d.t));
                 }
                 // Only to know when this side is complete; the verdict is `check`'s.
                 if got.from_peer
@@ -437,6 +456,7 @@ mod tests {
         Side {
             sent: 0,
             got,
+            relay_ns: Vec::new(),
             stats: Stats::default(),
         }
     }

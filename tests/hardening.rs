@@ -108,15 +108,19 @@ async fn join_leave_churn_leaves_no_descriptors_or_tasks_behind() {
             f.name
         );
     }
-    // Resident memory of a short debug run is reported, and only held to a looser bar:
-    // see docs/hardening.md for the release figures held to 5%.
+    // Resident memory is reported, and held only to a gross-leak bar: from a fresh start
+    // it climbs to a plateau over the first tens of thousands of cycles (allocator arenas,
+    // SQLite's page cache), so a short run cannot tell a small leak from that climb. The
+    // release runs in docs/hardening.md hold it to 5% once on the plateau. What a leaked
+    // participant or visit would keep alive shows in the visits still in memory, below.
     assert!(
-        rss.change_pct().abs() <= 10.0,
+        rss.change_pct().abs() <= 50.0,
         "resident memory went from {:.1} MiB to {:.1} MiB",
         rss.before,
         rss.after
     );
     // Nobody is left in the visits but the doctors.
+    assert_eq!(outcome.before.live_visits, 96, "the doctors' visits");
     assert_eq!(outcome.after.live_visits, outcome.before.live_visits);
 }
 
@@ -131,6 +135,7 @@ async fn after_kill_9_a_storm_of_clients_gets_back_in_place_within_a_second() {
             window: Duration::from_secs(1),
             sources: Sources::new(8),
             restart_timeout: Duration::from_secs(30),
+            early: false,
         },
     )
     .await
@@ -191,6 +196,47 @@ async fn after_kill_9_a_storm_of_clients_gets_back_in_place_within_a_second() {
         }
     }
     assert_eq!(listed, visits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_come_back_while_the_server_is_down_retry_and_get_back_in_place() {
+    // The same address across the restart, as in production, so clients can knock early.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = TestServer::start_with(&env(&[("BEDSIDE_LISTEN", &listen)])).await;
+    let visits = 100;
+    let prepared = reconnect_storm::prepare(
+        &target(&server),
+        reconnect_storm::RestartOptions {
+            visits,
+            window: Duration::from_secs(1),
+            sources: Sources::new(8),
+            restart_timeout: Duration::from_secs(30),
+            // Everyone starts coming back the moment the connection drops.
+            early: true,
+        },
+    )
+    .await
+    .expect("set up");
+    let target = target(&server);
+    let storm = tokio::spawn(async move { prepared.comeback(&target).await });
+    server.kill9().await;
+    // Down for a moment: whoever knocks now finds nothing listening.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _server = server.restart().await;
+    let outcome = storm.await.expect("storm task").expect("comeback");
+    eprintln!("{}", outcome.report.table());
+    assert!(outcome.failures().is_empty(), "{:?}", outcome.failures());
+    assert_eq!(outcome.states_kept, 2 * visits);
+    assert_eq!(outcome.errors, 0);
+    // Refused connects were retried with backoff, and are counted as retries only.
+    assert!(
+        outcome.retries > 0,
+        "nobody knocked while the server was down"
+    );
 }
 
 /// DESIGN.md: after a restart, admissions hold for one grace period *from the restart*.

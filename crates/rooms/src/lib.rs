@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod audit_chain;
+pub mod event;
 pub mod ids;
 pub mod notice;
 pub mod participant;

@@ -171,6 +171,7 @@ impl Registry {
         // every live visit, and one small allocation per input costs less than that memory.
         let mut out = Vec::new();
         let result = inner.visit.handle(input, now, &mut out);
+        let mut writes = Vec::new();
         for output in out.drain(..) {
             match output {
                 Output::Send { to, notice } => {
@@ -183,16 +184,25 @@ impl Registry {
                         outbox.push(Outgoing::Close(code));
                     }
                 }
-                Output::Persist(change) => self.writer.push(WriteOp::Change {
+                Output::Persist(change) => writes.push(WriteOp::Change {
                     visit: inner.id,
                     change,
                 }),
-                Output::Audit(event) => self.writer.push(WriteOp::Audit {
+                Output::Event(event) => writes.push(WriteOp::Event {
+                    visit: inner.id,
+                    tenant: inner.tenant.clone(),
+                    event,
+                }),
+                Output::Audit(event) => writes.push(WriteOp::Audit {
                     visit: inner.id,
                     tenant: inner.tenant.clone(),
                     event,
                 }),
             }
+        }
+        if !writes.is_empty() {
+            // One transaction: a change, its audit rows and its events stand or fall together.
+            self.writer.push_group(writes);
         }
         self.retire_if_idle(g);
         result

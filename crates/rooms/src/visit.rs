@@ -16,6 +16,7 @@
 //! - signals and chat flow only between admitted participants.
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
@@ -133,6 +134,10 @@ pub enum Change {
         reason: Option<EndReason>,
         at: DateTime<Utc>,
     },
+    /// A doctor and a patient were in the visit together for the first time.
+    Started {
+        at: DateTime<Utc>,
+    },
     Participant(StoredParticipant),
     ParticipantGone {
         participant_id: ParticipantId,
@@ -152,6 +157,8 @@ pub enum Output {
     },
     Persist(Change),
     Audit(AuditEvent),
+    /// For the clinic's systems (webhooks, `GET /v1/events`).
+    Event(VisitEvent),
 }
 
 /// Why an input was refused. Outputs appended before the refusal still apply; the error
@@ -269,6 +276,29 @@ impl Participant {
             identity: Some(self.identity.clone()),
             role: Some(self.role),
             ..AuditEvent::new(kind, at)
+        }
+    }
+
+    fn event(&self, kind: EventKind, at: DateTime<Utc>) -> Output {
+        Output::Event(VisitEvent {
+            participant: Some(self.who()),
+            ..VisitEvent::new(kind, at)
+        })
+    }
+
+    fn left(&self, reason: LeftReason, at: DateTime<Utc>) -> Output {
+        Output::Event(VisitEvent {
+            participant: Some(self.who()),
+            reason: Some(reason.as_str()),
+            ..VisitEvent::new(EventKind::ParticipantLeft, at)
+        })
+    }
+
+    fn who(&self) -> EventParticipant {
+        EventParticipant {
+            participant_id: self.id,
+            identity: self.identity.clone(),
+            role: self.role,
         }
     }
 }
@@ -402,6 +432,7 @@ impl Visit {
                 out.push(Output::Audit(
                     self.participants[i].audit(AuditKind::Left, now),
                 ));
+                out.push(self.participants[i].left(LeftReason::Left, now));
                 self.remove_at(i, LeaveReason::Left, out);
                 Ok(())
             }
@@ -560,6 +591,7 @@ impl Visit {
             out.push(Output::Audit(
                 self.participants[i].audit(AuditKind::Replaced, now),
             ));
+            out.push(self.participants[i].left(LeftReason::Replaced, now));
             self.remove_at(i, LeaveReason::Left, out);
             return self.join(req, now, out);
         }
@@ -603,7 +635,6 @@ impl Visit {
                 });
                 if self.record.status == VisitStatus::Open {
                     self.record.status = VisitStatus::Active;
-                    self.record.started_at = Some(now);
                     out.push(Output::Persist(Change::Status {
                         status: VisitStatus::Active,
                         reason: None,
@@ -616,6 +647,12 @@ impl Visit {
                         .audit(AuditKind::Joined, now)
                         .detail(state.as_str()),
                 ));
+                let kind = match state {
+                    ParticipantState::Waiting => EventKind::ParticipantWaiting,
+                    ParticipantState::Admitted => EventKind::ParticipantJoined,
+                };
+                out.push(self.participants[i].event(kind, now));
+                self.check_started(now, out);
                 i
             }
         };
@@ -694,6 +731,20 @@ impl Visit {
         }
     }
 
+    /// The visit starts the first time a doctor and a patient are in it together.
+    fn check_started(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        let present = |role: Role| {
+            self.participants
+                .iter()
+                .any(|p| p.role == role && p.admitted())
+        };
+        if self.record.started_at.is_none() && present(Role::Doctor) && present(Role::Patient) {
+            self.record.started_at = Some(now);
+            out.push(Output::Persist(Change::Started { at: now }));
+            out.push(Output::Event(VisitEvent::new(EventKind::VisitStarted, now)));
+        }
+    }
+
     fn admit(
         &mut self,
         conn: ConnId,
@@ -713,6 +764,9 @@ impl Visit {
         out.push(Output::Audit(
             p.audit(AuditKind::Admitted, now).actor(actor),
         ));
+        out.push(p.event(EventKind::ParticipantAdmitted, now));
+        out.push(p.event(EventKind::ParticipantJoined, now));
+        self.check_started(now, out);
         let p = &self.participants[i];
         if let Some(their_conn) = p.conn {
             out.push(Output::Send {
@@ -758,6 +812,7 @@ impl Visit {
                 .audit(AuditKind::Denied, now)
                 .actor(actor),
         ));
+        out.push(self.participants[i].event(EventKind::ParticipantDenied, now));
         self.expel(i, reason.into(), LeaveReason::Removed, out);
         Ok(())
     }
@@ -788,6 +843,7 @@ impl Visit {
                 .audit(AuditKind::Removed, now)
                 .actor(actor),
         ));
+        out.push(self.participants[i].left(LeftReason::Removed, now));
         self.expel(i, "removed".into(), LeaveReason::Removed, out);
         Ok(())
     }
@@ -882,6 +938,7 @@ impl Visit {
         self.record.ended_reason = Some(reason);
         self.record.ended_at = Some(now);
         for p in self.participants.drain(..) {
+            out.push(p.left(LeftReason::VisitEnded, now));
             if let Some(conn) = p.conn {
                 out.push(Output::Send {
                     to: conn,
@@ -903,6 +960,15 @@ impl Visit {
                 .actor(actor)
                 .detail(reason.as_str()),
         ));
+        let duration = self
+            .record
+            .started_at
+            .map_or(0, |started| (now - started).num_seconds().max(0));
+        out.push(Output::Event(VisitEvent {
+            reason: Some(reason.as_str()),
+            duration_seconds: Some(duration),
+            ..VisitEvent::new(EventKind::VisitEnded, now)
+        }));
     }
 
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
@@ -931,6 +997,7 @@ impl Visit {
             out.push(Output::Audit(
                 self.participants[i].audit(AuditKind::TimedOut, now),
             ));
+            out.push(self.participants[i].left(LeftReason::Dropped, now));
             self.remove_at(i, LeaveReason::TimedOut, out);
         }
     }

@@ -951,3 +951,94 @@ fn everyone_is_warned_before_the_visit_expires() {
         }
     ));
 }
+
+fn events(out: &[Output]) -> Vec<(&'static str, Option<&'static str>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some((e.kind.as_str(), e.reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_clinics_systems_hear_every_step_of_a_visit() {
+    let mut sim = Sim::new();
+    let (doc, out) = sim.join_as("dr-1", Role::Doctor);
+    assert_eq!(events(&out), [("participant.joined", None)]);
+    let (pt, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(events(&out), [("participant.waiting", None)]);
+    let (guest, _) = sim.join_as("guest-1", Role::Guest);
+    sim.advance(60);
+    let out = sim.admit(doc, pt);
+    assert_eq!(
+        events(&out),
+        [
+            ("participant.admitted", None),
+            ("participant.joined", None),
+            ("visit.started", None)
+        ]
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Persist(Change::Started { .. })))
+    );
+    let out = sim.ok(Input::Deny {
+        conn: doc.conn,
+        target: guest.id,
+        reason: None,
+    });
+    assert_eq!(events(&out), [("participant.denied", None)]);
+
+    // A drop that outlasts the grace period is a departure; a return within it is not.
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    sim.advance(GRACE - 1);
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert!(events(&out).is_empty(), "a reconnection is not a new join");
+    sim.ok(Input::Disconnected { conn: back.conn });
+    sim.advance(GRACE);
+    assert_eq!(
+        events(&sim.ok(Input::Tick)),
+        [("participant.left", Some("dropped"))]
+    );
+
+    sim.advance(600);
+    let out = sim.ok(Input::End {
+        by: Actor::Conn(doc.conn),
+    });
+    assert_eq!(
+        events(&out),
+        [
+            ("participant.left", Some("visit_ended")),
+            ("visit.ended", Some("ended_by_doctor"))
+        ]
+    );
+    let ended = out.iter().find_map(|o| match o {
+        Output::Event(e) if e.kind.as_str() == "visit.ended" => e.duration_seconds,
+        _ => None,
+    });
+    assert_eq!(
+        ended,
+        Some(GRACE - 1 + GRACE + 600),
+        "from visit.started to the end"
+    );
+}
+
+#[test]
+fn a_visit_without_a_doctor_and_a_patient_together_never_starts() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let guest = sim.join("interpreter", Role::Guest);
+    let out = sim.admit(doc, guest);
+    assert!(!events(&out).contains(&("visit.started", None)));
+    let out = sim.ok(Input::Leave { conn: guest.conn });
+    assert_eq!(events(&out), [("participant.left", Some("left"))]);
+    let out = sim.ok(Input::End {
+        by: Actor::api("clinic-a"),
+    });
+    let duration = out.iter().find_map(|o| match o {
+        Output::Event(e) => e.duration_seconds,
+        _ => None,
+    });
+    assert_eq!(duration, Some(0));
+}

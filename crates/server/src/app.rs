@@ -1,11 +1,12 @@
 //! The `Application`: builds everything from [`Settings`], binds the listener, serves until
 //! told to stop, then shuts down in order.
 
-use crate::config::Settings;
+use crate::config::{DeliverySettings, Settings};
 use crate::limits::Limits;
 use crate::routes;
 use crate::serve::{Server, tls_acceptor};
 use crate::state::AppState;
+use crate::webhooks::{self, Endpoint};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,6 +43,8 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     /// Set when no API key was configured: the generated development key.
     dev_key: Option<(String, String)>,
+    webhooks: Vec<Endpoint>,
+    delivery: DeliverySettings,
 }
 
 fn prometheus() -> PrometheusHandle {
@@ -77,6 +80,8 @@ pub(crate) async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, St
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // One TLS implementation for the whole process (HTTPS serving, webhook delivery).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let prometheus = prometheus();
         let storage = storage::connect(&settings.database_url)
             .await
@@ -135,7 +140,14 @@ impl Application {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,
         };
+        let webhooks = settings
+            .webhooks()?
+            .iter()
+            .map(Endpoint::new)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
+            webhooks,
+            delivery: settings.webhook_delivery.clone(),
             listener,
             tls,
             handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
@@ -180,9 +192,17 @@ impl Application {
             state,
             shutdown,
             writer_task,
+            webhooks,
+            delivery,
             ..
         } = self;
         let heartbeat = state.signaling.config().ping_interval;
+        let deliveries = webhooks::spawn(
+            state.registry.storage().clone(),
+            webhooks,
+            delivery,
+            shutdown.clone(),
+        )?;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
         let router = routes::router(state.clone());
         let server = Server {
@@ -210,6 +230,9 @@ impl Application {
             tracing::warn!("some connections did not close in time");
         }
         let _ = background.await;
+        for delivery in deliveries {
+            let _ = delivery.await;
+        }
         state.registry.writer().flush().await;
         state.registry.storage().close().await;
         writer_task.abort();

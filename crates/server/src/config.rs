@@ -83,6 +83,43 @@ impl Default for WsSettings {
     }
 }
 
+/// A tenant's webhook, as the config file writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookSetting {
+    pub tenant: String,
+    pub url: String,
+    /// Signs each delivery (HMAC-SHA256); at least 16 characters.
+    pub secret: String,
+}
+
+/// How webhooks are delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliverySettings {
+    /// First retry delay; it doubles on each failure...
+    pub retry_base_ms: u64,
+    /// ...up to this.
+    pub retry_max_secs: u64,
+    /// An event still undelivered this long after it happened is given up on.
+    pub give_up_hours: u32,
+    /// Longest a receiver may take to answer one delivery.
+    pub timeout_secs: u64,
+    /// How often the outbox is checked for new events.
+    pub poll_ms: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: 1000,
+            retry_max_secs: 600,
+            give_up_hours: 25,
+            timeout_secs: 10,
+            poll_ms: 250,
+        }
+    }
+}
+
 /// Limits on the REST API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -132,6 +169,9 @@ pub struct Settings {
     pub handshake_timeout_secs: u64,
     pub ws: WsSettings,
     pub api: ApiSettings,
+    /// Per-tenant webhooks. In the environment: `BEDSIDE_WEBHOOKS="TENANT URL SECRET,..."`.
+    pub webhooks: ListOrString<WebhookSetting>,
+    pub webhook_delivery: DeliverySettings,
 }
 
 impl Default for Settings {
@@ -152,6 +192,8 @@ impl Default for Settings {
             handshake_timeout_secs: 10,
             ws: WsSettings::default(),
             api: ApiSettings::default(),
+            webhooks: ListOrString::None,
+            webhook_delivery: DeliverySettings::default(),
         }
     }
 }
@@ -209,7 +251,10 @@ impl Settings {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
-        self.keys()?;
+        self.check_webhooks()?;
+        if self.webhook_delivery.give_up_hours < 24 || self.webhook_delivery.retry_base_ms == 0 {
+            bail!("webhook_delivery retries for at least 24 hours, from a positive base delay");
+        }
         Ok(())
     }
 
@@ -231,6 +276,41 @@ impl Settings {
                     .map_err(anyhow::Error::from)
             })
             .collect()
+    }
+
+    /// The configured webhooks.
+    pub fn webhooks(&self) -> anyhow::Result<Vec<WebhookSetting>> {
+        self.webhooks.items(|entry| {
+            let mut parts = entry.split_whitespace();
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(tenant), Some(url), Some(secret), None) => Ok(WebhookSetting {
+                    tenant: tenant.into(),
+                    url: url.into(),
+                    secret: secret.into(),
+                }),
+                _ => bail!("BEDSIDE_WEBHOOKS entries are \"TENANT URL SECRET\""),
+            }
+        })
+    }
+
+    /// Each webhook is well formed, names a tenant some API key serves, and is that tenant's
+    /// only one.
+    fn check_webhooks(&self) -> anyhow::Result<()> {
+        let keys = self.keys()?;
+        let mut seen = std::collections::HashSet::new();
+        for hook in self.webhooks()? {
+            let endpoint = crate::webhooks::Endpoint::new(&hook)?;
+            if !keys.is_empty() && !keys.iter().any(|k| k.tenant == endpoint.tenant) {
+                bail!(
+                    "webhook for {}: no API key serves that tenant",
+                    endpoint.tenant
+                );
+            }
+            if !seen.insert(endpoint.tenant.clone()) {
+                bail!("{} has more than one webhook", endpoint.tenant);
+            }
+        }
+        Ok(())
     }
 
     /// The base of join links, without a trailing slash.
@@ -295,6 +375,54 @@ mod tests {
             ..Settings::default()
         };
         assert!(bad.keys().is_err());
+    }
+
+    #[test]
+    fn webhooks_come_from_the_file_or_a_string_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bedside.toml");
+        std::fs::write(
+            &file,
+            r#"
+            api_keys = "clinic-a:0123456789abcdef"
+            [[webhooks]]
+            tenant = "clinic-a"
+            url = "https://ehr.example/hook"
+            secret = "whsec_0123456789abcdef"
+            [webhook_delivery]
+            give_up_hours = 48
+            "#,
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file)).unwrap();
+        let hooks = s.webhooks().unwrap();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0].url, "https://ehr.example/hook");
+        assert_eq!(s.webhook_delivery.give_up_hours, 48);
+        assert_eq!(s.webhook_delivery.retry_base_ms, 1000);
+
+        let with = |webhooks: &str| Settings {
+            api_keys: ListOrString::Text("clinic-a:0123456789abcdef".into()),
+            webhooks: ListOrString::Text(webhooks.into()),
+            ..Settings::default()
+        };
+        assert!(
+            with("clinic-a http://127.0.0.1:9/h whsec_0123456789abcdef")
+                .validate()
+                .is_ok()
+        );
+        for bad in [
+            "clinic-a http://127.0.0.1:9/h",                        // no secret
+            "clinic-a http://127.0.0.1:9/h short",                  // weak secret
+            "clinic-a ftp://127.0.0.1:9/h whsec_0123456789abcdef",  // not HTTP
+            "clinic-z http://127.0.0.1:9/h whsec_0123456789abcdef", // no such tenant
+            "clinic-a http://a/h whsec_0123456789abcdef, clinic-a http://b/h whsec_0123456789abcdef",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
+        let mut short = with("");
+        short.webhook_delivery.give_up_hours = 23;
+        assert!(short.validate().is_err(), "retries last at least 24 hours");
     }
 
     #[test]

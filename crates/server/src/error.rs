@@ -18,6 +18,8 @@ pub enum ApiError {
     VisitNotFound,
     #[error("participant not found in this visit")]
     ParticipantNotFound,
+    #[error("no event with that id")]
+    EventNotFound,
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -76,6 +78,7 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::VisitNotFound => (StatusCode::NOT_FOUND, "visit_not_found"),
             ApiError::ParticipantNotFound => (StatusCode::NOT_FOUND, "participant_not_found"),
+            ApiError::EventNotFound => (StatusCode::NOT_FOUND, "event_not_found"),
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -17,6 +17,7 @@ pub mod serve;
 mod state;
 pub mod telemetry;
 mod web;
+pub mod webhooks;
 mod ws;
 
 pub use app::Application;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
 use bedside_rooms::storage::{
-    AuditRecord, ListQuery, Storage, StorageError, StorageWriter, WriteOp,
+    Attempt, AuditRecord, ListQuery, Storage, StorageError, StorageWriter, StoredEvent, WriteOp,
 };
 use bedside_rooms::{
     ConnId, Input, JoinRequest, Notice, Outbox, Outgoing, ParticipantId, Registry,
@@ -88,6 +88,22 @@ impl Storage for OneVisit {
     }
     async fn audit_trail(&self, _: VisitId) -> Result<Vec<AuditRecord>, StorageError> {
         Ok(Vec::new())
+    }
+    async fn events(&self, _: &TenantId, _: i64, _: u32) -> Result<Vec<StoredEvent>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn event_seq(&self, _: &TenantId, _: &str) -> Result<Option<i64>, StorageError> {
+        Ok(None)
+    }
+    async fn undelivered(
+        &self,
+        _: &TenantId,
+        _: u32,
+    ) -> Result<Vec<(StoredEvent, chrono::DateTime<Utc>)>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn record_attempt(&self, _: i64, _: Attempt) -> Result<(), StorageError> {
+        Ok(())
     }
     async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError> {
         Ok(Vec::new())

@@ -5,6 +5,7 @@
 //! changes go through the [`StorageWriter`], which applies them in order, in batches.
 
 mod sqlite;
+mod sqlite_events;
 mod writer;
 
 pub use sqlite::SqliteStorage;
@@ -43,6 +44,32 @@ pub struct ListQuery {
     pub after: Option<(DateTime<Utc>, VisitId)>,
 }
 
+/// A visit event as stored: its id, its place among the tenant's events (`seq`) and in its
+/// visit (`visit_seq`, 1, 2, 3... with no gaps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub tenant: String,
+    pub visit_id: String,
+    pub visit_seq: i64,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub data: serde_json::Value,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+}
+
+/// How a webhook delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered(DateTime<Utc>),
+    /// Failed; try again at this time.
+    Retry(DateTime<Utc>),
+    /// Failed for too long; stop.
+    GaveUp(DateTime<Utc>),
+}
+
 /// An audit entry as stored, with its position in the trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -53,7 +80,7 @@ pub struct AuditRecord {
 
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Stores a new visit together with its `created` audit entry.
+    /// Stores a new visit together with its `created` audit entry and `visit.created` event.
     async fn insert_visit(
         &self,
         visit: &VisitRecord,
@@ -91,6 +118,24 @@ pub trait Storage: Send + Sync + 'static {
         let _ = visit;
         Err(StorageError::Unsupported("audit chain verification"))
     }
+    /// A tenant's visit events after the one with tenant-wide sequence number `after`.
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StorageError>;
+    /// The tenant-wide sequence number of the tenant's event with this id.
+    async fn event_seq(&self, tenant: &TenantId, id: &str) -> Result<Option<i64>, StorageError>;
+    /// The tenant's oldest events not yet delivered or given up on, with when each may be
+    /// tried next.
+    async fn undelivered(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError>;
+    /// Records the outcome of delivering event `seq`.
+    async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError>;
     async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError>;
     /// Visits not yet ended whose `expires_at` has passed.
     async fn due_for_expiry(

@@ -6,10 +6,14 @@
 //! holding the write lock from the start means no other connection (the writer task, an
 //! API handler) can append to the same chain in between.
 
-use super::{AuditRecord, ListQuery, Storage, StorageError, WriteOp, kind_of};
+use super::sqlite_events::{self, EventWriter};
+use super::{
+    Attempt, AuditRecord, ListQuery, Storage, StorageError, StoredEvent, WriteOp, kind_of,
+};
 use crate::VisitId;
 use crate::audit::AuditEvent;
 use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredFields, StoredRow};
+use crate::event::{EventKind, VisitEvent};
 use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::{Change, StoredParticipant};
 use async_trait::async_trait;
@@ -139,10 +143,16 @@ impl SqliteStorage {
                     .execute(&mut **tx)
                     .await?;
             }
-            Change::Status { status, at, .. } => {
-                sqlx::query("UPDATE visits SET status = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'open'")
-                    .bind(status.as_str())
+            Change::Started { at } => {
+                sqlx::query("UPDATE visits SET started_at = COALESCE(started_at, ?) WHERE id = ?")
                     .bind(micros(*at))
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Change::Status { status, .. } => {
+                sqlx::query("UPDATE visits SET status = ? WHERE id = ? AND status = 'open'")
+                    .bind(status.as_str())
                     .bind(&id)
                     .execute(&mut **tx)
                     .await?;
@@ -442,8 +452,41 @@ impl Storage for SqliteStorage {
         let mut chain = ChainWriter::default();
         chain.append(&mut tx, v.id, &v.tenant, created).await?;
         chain.finish(&mut tx).await?;
+        EventWriter::default()
+            .append(
+                &mut tx,
+                v.id,
+                &v.tenant,
+                &VisitEvent::new(EventKind::VisitCreated, v.created_at),
+            )
+            .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        sqlite_events::list(&self.pool, tenant, after, limit).await
+    }
+
+    async fn event_seq(&self, tenant: &TenantId, id: &str) -> Result<Option<i64>, StorageError> {
+        sqlite_events::seq_of(&self.pool, tenant, id).await
+    }
+
+    async fn undelivered(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError> {
+        sqlite_events::undelivered(&self.pool, tenant, limit).await
+    }
+
+    async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError> {
+        sqlite_events::record_attempt(&self.pool, seq, outcome).await
     }
 
     async fn visit(&self, id: VisitId) -> Result<Option<VisitRecord>, StorageError> {
@@ -512,12 +555,13 @@ impl Storage for SqliteStorage {
     async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         let mut chain = ChainWriter::default();
+        let mut events = EventWriter::default();
         chain
             .load(
                 &mut tx,
                 ops.iter().filter_map(|op| match op {
                     WriteOp::Audit { visit, .. } => Some(*visit),
-                    WriteOp::Change { .. } => None,
+                    WriteOp::Change { .. } | WriteOp::Event { .. } => None,
                 }),
             )
             .await?;
@@ -531,6 +575,11 @@ impl Storage for SqliteStorage {
                     tenant,
                     event,
                 } => chain.append(&mut tx, *visit, tenant, event).await?,
+                WriteOp::Event {
+                    visit,
+                    tenant,
+                    event,
+                } => events.append(&mut tx, *visit, tenant, event).await?,
             }
         }
         chain.finish(&mut tx).await?;

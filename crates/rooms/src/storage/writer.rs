@@ -1,12 +1,17 @@
 //! The storage writer: one task that applies live visits' changes in the order they
 //! happened, many per transaction, so a visit never waits on the disk.
 //!
+//! What one input to a visit changed (its state, its audit rows, its events) is pushed as
+//! one group and written in one transaction, so a crash never keeps a change without the
+//! event that reports it.
+//!
 //! Every change pushed gets a position; [`StorageWriter::wait_for`] waits until everything
 //! up to a position is written, which is how a reader makes sure it sees a change.
 
 use super::Storage;
 use crate::VisitId;
 use crate::audit::AuditEvent;
+use crate::event::VisitEvent;
 use crate::visit::Change;
 use bedside_auth::TenantId;
 use std::sync::Arc;
@@ -30,6 +35,11 @@ pub enum WriteOp {
         tenant: TenantId,
         event: AuditEvent,
     },
+    Event {
+        visit: VisitId,
+        tenant: TenantId,
+        event: VisitEvent,
+    },
 }
 
 struct Progress {
@@ -42,7 +52,8 @@ struct Progress {
 /// Handle to the writer task. Cheap to clone; pushing never blocks.
 #[derive(Clone)]
 pub struct StorageWriter {
-    tx: mpsc::UnboundedSender<WriteOp>,
+    /// Each operation, and whether it closes its group.
+    tx: mpsc::UnboundedSender<(WriteOp, bool)>,
     progress: Arc<Progress>,
 }
 
@@ -63,11 +74,22 @@ impl StorageWriter {
     }
 
     pub fn push(&self, op: WriteOp) {
-        // Counted before it is queued: anything queued ahead of it was counted ahead of it,
-        // so a position taken after a push covers that push.
-        self.progress.pushed.fetch_add(1, Ordering::SeqCst);
-        if self.tx.send(op).is_err() {
-            tracing::error!("storage writer is gone; a change was not written");
+        self.push_group(vec![op]);
+    }
+
+    /// Pushes operations that are written in the same transaction.
+    pub fn push_group(&self, ops: Vec<WriteOp>) {
+        // Counted before they are queued: anything queued ahead was counted ahead, so a
+        // position taken after a push covers that push.
+        self.progress
+            .pushed
+            .fetch_add(ops.len() as u64, Ordering::SeqCst);
+        let n = ops.len();
+        for (i, op) in ops.into_iter().enumerate() {
+            if self.tx.send((op, i + 1 == n)).is_err() {
+                tracing::error!("storage writer is gone; a change was not written");
+                return;
+            }
         }
     }
 
@@ -95,16 +117,39 @@ impl StorageWriter {
 
 async fn run(
     storage: Arc<dyn Storage>,
-    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+    mut rx: mpsc::UnboundedReceiver<(WriteOp, bool)>,
     progress: Arc<Progress>,
 ) {
+    let mut queued = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while next_batch(&mut rx, &mut queued, &mut batch).await {
         write(&*storage, &batch).await;
         let n = batch.len() as u64;
         batch.clear();
         progress.written.send_modify(|written| *written += n);
     }
+}
+
+/// Fills `batch` with what is queued, up to [`MAX_BATCH`] operations and beyond only to
+/// finish a group. False when the writer is closed and drained.
+async fn next_batch(
+    rx: &mut mpsc::UnboundedReceiver<(WriteOp, bool)>,
+    queued: &mut Vec<(WriteOp, bool)>,
+    batch: &mut Vec<WriteOp>,
+) -> bool {
+    if rx.recv_many(queued, MAX_BATCH).await == 0 {
+        return false;
+    }
+    // The rest of a group was pushed in the same breath, so it is already queued (or the
+    // process is going away).
+    while queued.last().is_some_and(|(_, closes)| !closes) {
+        match rx.recv().await {
+            Some(op) => queued.push(op),
+            None => break,
+        }
+    }
+    batch.extend(queued.drain(..).map(|(op, _)| op));
+    true
 }
 
 async fn write(storage: &dyn Storage, batch: &[WriteOp]) {
@@ -119,5 +164,54 @@ async fn write(storage: &dyn Storage, batch: &[WriteOp]) {
                 tracing::error!(error = %e, ops = batch.len(), "storage write failed; changes dropped")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::visit::Change;
+    use chrono::Utc;
+
+    fn op(i: usize) -> WriteOp {
+        WriteOp::Change {
+            visit: VisitId::random(),
+            change: Change::Started {
+                at: Utc::now() + chrono::TimeDelta::seconds(i as i64),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_is_never_split_across_transactions() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let writer = StorageWriter {
+            tx,
+            progress: Arc::new(Progress {
+                pushed: AtomicU64::new(0),
+                written: watch::Sender::new(0),
+            }),
+        };
+        for i in 0..MAX_BATCH - 1 {
+            writer.push(op(i));
+        }
+        // Straddles the batch limit.
+        writer.push_group((0..3).map(op).collect());
+        writer.push(op(0));
+        assert_eq!(writer.position(), MAX_BATCH as u64 + 3);
+
+        let (mut queued, mut batch) = (Vec::new(), Vec::new());
+        assert!(next_batch(&mut rx, &mut queued, &mut batch).await);
+        assert_eq!(
+            batch.len(),
+            MAX_BATCH + 2,
+            "the whole group in the first batch"
+        );
+        batch.clear();
+        assert!(next_batch(&mut rx, &mut queued, &mut batch).await);
+        assert_eq!(batch.len(), 1);
+        drop(writer);
+        batch.clear();
+        assert!(!next_batch(&mut rx, &mut queued, &mut batch).await);
     }
 }

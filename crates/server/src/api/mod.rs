@@ -2,6 +2,7 @@
 //! handlers' annotations.
 
 mod dto;
+mod events;
 mod extract;
 mod tenant;
 mod visits;
@@ -47,6 +48,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(visits::remove_participant))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
+        .routes(routes!(events::list_events))
         .fallback(|| async { ApiError::RouteNotFound });
     let ops = OpenApiRouter::new()
         .routes(routes!(crate::ops::healthz))

@@ -15,7 +15,7 @@ fn code(body: &Value) -> &str {
 async fn creating_a_visit_returns_it_with_defaults() {
     let server = TestServer::start().await;
     let api = server.api(CLINIC_A);
-    let http = reqwest::Client::new();
+    let http = bedside_loadtest::http::client();
     let resp = http
         .post(format!("{}/v1/visits", server.base))
         .basic_auth(CLINIC_A.0, Some(CLINIC_A.1))
@@ -94,7 +94,7 @@ async fn bad_visit_requests_get_clear_errors() {
         assert!(!resp["error"]["message"].as_str().unwrap().is_empty());
     }
 
-    let http = reqwest::Client::new();
+    let http = bedside_loadtest::http::client();
     let post = |body: &'static str, content_type: Option<&'static str>| {
         let mut req = http
             .post(format!("{}/v1/visits", server.base))
@@ -141,7 +141,7 @@ async fn bad_visit_requests_get_clear_errors() {
 #[tokio::test]
 async fn authentication_is_required_and_checked() {
     let server = TestServer::start().await;
-    let http = reqwest::Client::new();
+    let http = bedside_loadtest::http::client();
     let url = format!("{}/v1/visits", server.base);
     let attempts = [
         http.get(&url),
@@ -377,7 +377,7 @@ async fn a_tenant_cannot_touch_another_tenants_visit() {
 #[tokio::test]
 async fn operations_endpoints_answer() {
     let server = TestServer::start().await;
-    let http = reqwest::Client::new();
+    let http = bedside_loadtest::http::client();
     let get = |path: &str| http.get(format!("{}{path}", server.base)).send();
     assert_eq!(
         get("/healthz")

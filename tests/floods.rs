@@ -20,7 +20,7 @@ fn open_fds(pid: u32) -> usize {
 
 /// An upgrade request over raw HTTP, so the 429 and its headers can be read.
 async fn upgrade_status(server: &TestServer) -> (u16, String) {
-    let resp = reqwest::Client::new()
+    let resp = bedside_loadtest::http::client()
         .get(format!("{}/ws", server.base))
         .header("connection", "upgrade")
         .header("upgrade", "websocket")

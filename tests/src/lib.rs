@@ -160,7 +160,7 @@ impl TestServer {
 
     pub fn api(&self, tenant: (&str, &str)) -> Api {
         Api {
-            http: reqwest::Client::new(),
+            http: bedside_loadtest::http::client(),
             base: self.base.clone(),
             key: (tenant.0.into(), tenant.1.into()),
         }

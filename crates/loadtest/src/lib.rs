@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod client;
+pub mod http;
 pub mod payload;
 pub mod peer;
 pub mod procstat;

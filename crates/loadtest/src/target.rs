@@ -47,7 +47,7 @@ impl Target {
             ws,
             key_id: key_id.into(),
             key_secret: key_secret.into(),
-            client: reqwest::Client::new(),
+            client: crate::http::client(),
         })
     }
 

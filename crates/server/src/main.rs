@@ -48,6 +48,9 @@ enum AuditCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One TLS implementation for the whole process: HTTPS serving, webhook delivery and
+    // the demo's API calls (reqwest is built without a bundled provider).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,

@@ -203,7 +203,7 @@ pub async fn run(target: Target, mut opts: Options) -> anyhow::Result<Outcome> {
     opts.concurrency = opts.concurrency.max(1);
     opts.pool = opts.pool.max(opts.concurrency);
     let ctx = Arc::new(Ctx {
-        metrics: reqwest::Client::builder()
+        metrics: crate::http::client_builder()
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(10))
             .build()?,

@@ -417,6 +417,12 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
+        // Deadlines that passed are acted on before anything else, whether or not the
+        // caller fed a tick in time: a visit loaded from storage long after a restart must
+        // not hand back an admission whose grace period is over.
+        if !matches!(input, Input::Tick) {
+            self.tick(now, out);
+        }
         match input {
             Input::Join(req) => self.join(req, now, out),
             Input::Disconnected { conn } => {
@@ -550,17 +556,10 @@ impl Visit {
             .collect()
     }
 
-    /// Whether joins are possible at `now`; ends the visit if it just expired.
-    fn check_joinable(
-        &mut self,
-        now: DateTime<Utc>,
-        out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    /// Whether joins are possible at `now` (an expired visit was ended by the tick that
+    /// runs before every input).
+    fn check_joinable(&self, now: DateTime<Utc>) -> Result<(), RoomError> {
         if self.record.status == VisitStatus::Ended {
-            return Err(RoomError::VisitEnded);
-        }
-        if self.record.expires_at <= now {
-            self.end(EndReason::Expired, "bedside".to_owned(), now, out);
             return Err(RoomError::VisitEnded);
         }
         if self.record.not_before.is_some_and(|nb| now < nb) {
@@ -575,7 +574,7 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
-        self.check_joinable(now, out)?;
+        self.check_joinable(now)?;
         let existing = self
             .participants
             .iter()

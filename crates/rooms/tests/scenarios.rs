@@ -887,6 +887,35 @@ fn after_a_restart_admissions_hold_for_one_grace_period() {
 }
 
 #[test]
+fn a_visit_first_touched_after_the_grace_period_readmits_no_one() {
+    let boot = t0() + TimeDelta::minutes(5);
+    let mut r = record(4);
+    r.status = VisitStatus::Active;
+    let pt = StoredParticipant {
+        participant_id: ParticipantId::random(),
+        identity: "pt-1".into(),
+        role: Role::Patient,
+        name: "n".into(),
+        state: ParticipantState::Admitted,
+        since: t0(),
+        dropped_at: None,
+    };
+    let mut sim = Sim {
+        visit: Visit::restore(r, vec![pt], boot, TimeDelta::seconds(GRACE)),
+        now: boot,
+    };
+    // No tick in between: the registry loads a visit only when someone joins it.
+    sim.advance(GRACE + 2);
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
+    assert!(
+        events(&out).contains(&("participant.left", Some("dropped"))),
+        "the lapsed admission is reported as a drop: {:?}",
+        events(&out)
+    );
+}
+
+#[test]
 fn the_lobby_shows_name_role_and_time_waited_to_every_doctor() {
     let mut sim = Sim::new();
     let d1 = sim.join("dr-1", Role::Doctor);

@@ -163,11 +163,12 @@ async fn after_kill_9_a_storm_of_clients_gets_back_in_place_within_a_second() {
         counts.get("back waiting (kept)"),
         Some(&(visits as u64 / 2))
     );
-    // Everyone starts within the one-second window; a debug build needs a moment more to
-    // load each visit from the database.
+    // Everyone starts within the one-second window. A debug build needs more time to load
+    // each visit from the database (1.2 to 2.3 s seen, the latter beside a release build);
+    // the release figure (about 1.0 s for 2,000 clients) is in docs/hardening.md.
     let all_back = outcome.all_back.expect("all back");
     assert!(
-        all_back < Duration::from_secs(4),
+        all_back < Duration::from_secs(5),
         "all back after {all_back:?}"
     );
     eprintln!(
@@ -243,7 +244,6 @@ async fn clients_that_come_back_while_the_server_is_down_retry_and_get_back_in_p
 /// A participant coming back later than that starts in the waiting room again, even if
 /// nobody touched the visit since the restart.
 #[tokio::test]
-#[ignore = "server bug: a visit first loaded after the grace period readmits its first returning participant (see docs/hardening.md)"]
 async fn an_admission_does_not_outlive_the_grace_period_after_a_restart() {
     let mut server = TestServer::start_with(&[("BEDSIDE_GRACE_SECONDS", "2")]).await;
     let api = server.api(CLINIC_A);

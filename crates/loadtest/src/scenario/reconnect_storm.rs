@@ -372,7 +372,8 @@ pub struct RestartOutcome {
     pub since_ready: Option<Duration>,
     /// Visits that read back with the same status, times and reference.
     pub visits_intact: usize,
-    /// Visits whose audit trail begins with every event it had before the restart.
+    /// Visits whose audit trail begins with every event it had before the restart, has
+    /// both participants' return, and whose hash chain the server verifies.
     pub trails_intact: usize,
     pub visits: usize,
 }
@@ -636,12 +637,18 @@ impl Prepared {
                     .iter()
                     .any(|e| e["kind"] == "rejoined" && e["participant_id"] == id.as_str())
             });
-            if kept && rejoined {
+            // The server's own check of the trail's hash chain: no row edited, lost,
+            // reordered or inserted, the rows written after the restart included.
+            let chain = api_get(target, &format!("/v1/visits/{}/events/verify", b.id)).await?;
+            let chained = chain["intact"] == true;
+            if kept && rejoined && chained {
                 trails_intact += 1;
             } else if !kept {
                 stats.error("audit trail lost events across the restart");
-            } else {
+            } else if !rejoined {
                 stats.error("audit trail has no rejoined event");
+            } else {
+                stats.error(format!("audit chain broken: {}", chain["broken"]));
             }
         }
 
@@ -853,7 +860,7 @@ async fn wait_ready(target: Target, limit: Duration) -> anyhow::Result<Instant> 
         bail!("needs a Bedside target");
     };
     // A client of its own: pooled connections to the process that died are of no use.
-    let client = reqwest::Client::builder()
+    let client = crate::http::client_builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(2))
         .build()?;

@@ -59,6 +59,19 @@ pub enum DecodeError {
     InvalidField(&'static str),
 }
 
+/// The longest client text an `error` frame repeats: serde quotes the offending value
+/// whole, and a 60 KB frame must not come back as a 200 KB error.
+const MAX_ECHO_CHARS: usize = 120;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters, marked when cut.
+fn clip(mut text: String) -> String {
+    if let Some((at, _)) = text.char_indices().nth(MAX_ECHO_CHARS) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
@@ -142,8 +155,8 @@ fn participant(
 
 impl ClientMsg {
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        let e: Envelope<'_> =
-            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        let e: Envelope<'_> = serde_json::from_str(text)
+            .map_err(|e| DecodeError::InvalidJson(clip(e.to_string())))?;
         let kind = e.kind.ok_or(DecodeError::MissingField("type"))?;
         Ok(match &*kind {
             "join" => {
@@ -402,5 +415,26 @@ mod tests {
             ClientMsg::decode(&deep_object).unwrap_err(),
             DecodeError::InvalidField("data")
         );
+    }
+    #[test]
+    fn an_error_repeats_at_most_a_short_piece_of_the_frame() {
+        // serde quotes a wrongly typed string whole: this 40 KB frame would come back as a
+        // 120 KB error, each U+0085 escaped to six characters.
+        let frame = format!(
+            r#"{{"type":"media","audio":"{}","video":true}}"#,
+            "\u{85}".repeat(20_000)
+        );
+        let e = ClientMsg::decode(&frame).unwrap_err();
+        assert_eq!(e.code(), "invalid_json");
+        let text = e.to_string();
+        assert!(
+            text.chars().count() <= 160,
+            "{} chars",
+            text.chars().count()
+        );
+        assert!(text.ends_with('…'));
+        // Short messages are kept whole.
+        let short = ClientMsg::decode("not json").unwrap_err().to_string();
+        assert!(!short.ends_with('…'), "{short}");
     }
 }

@@ -12,12 +12,16 @@ mod error;
 mod keyring;
 mod resume;
 mod role;
+mod turn;
 
 pub use claims::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity, sanitize_display_name};
 pub use error::{ApiKeyError, KeyConfigError, TokenError};
 pub use keyring::{ApiKey, KeyId, KeyRing, TenantId, VerifiedJoin};
 pub use resume::{ResumeClaims, ResumeKey};
 pub use role::Role;
+pub use turn::{
+    MAX_TURN_CREDENTIAL_SECS, MIN_TURN_SECRET_LEN, TurnCredential, TurnCredentialError, TurnSecret,
+};
 
 /// Clock skew tolerated on `nbf` and `exp`, in seconds. Small on purpose: a token that is
 /// expired by more than this is refused even if the clinic's clock runs a little behind.

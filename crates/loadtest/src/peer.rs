@@ -2,10 +2,15 @@
 //! patient join a visit, the patient is admitted, the doctor offers, both trickle ICE
 //! candidates over `/ws`, ICE and DTLS complete over loopback, and a message crosses the
 //! data channel each way. Signaling `data` is `{"description": ...}` or `{"candidate": ...}`.
+//!
+//! By default the peers gather host candidates only. [`one_visit_with`] hands each peer
+//! the `ice_servers` of its own `joined` frame instead, and with [`IcePolicy::RelayOnly`]
+//! forces every path through TURN (`RTCIceTransportPolicy::Relay`), then reports which
+//! candidate pair each side selected.
 
 use crate::client::Incoming;
 use crate::report::Stats;
-use crate::scenario::{Peer, leave, pair, signal};
+use crate::scenario::{Peer, join, leave, pair, signal};
 use crate::target::{Sources, Target};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -14,8 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceCandidateType, RTCIceServer, RTCIceTransportPolicy,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReport,
+    RTCStatsReportEntry, StatsSelector,
 };
 
 /// Longest a WebRTC visit may take to connect and exchange data.
@@ -74,10 +81,50 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
-async fn peer_connection() -> anyhow::Result<(impl PeerConnection, mpsc::UnboundedReceiver<Event>)>
-{
+/// Which candidates a peer gathers and may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IcePolicy {
+    /// Host candidates on loopback, no ICE servers.
+    #[default]
+    HostOnly,
+    /// The ICE servers of the peer's own `joined` frame, every candidate type.
+    JoinedServers,
+    /// The ICE servers of the peer's own `joined` frame, relayed candidates only: the
+    /// data must go through the TURN server.
+    RelayOnly,
+}
+
+/// `ice_servers` of a `joined` frame as the peer connection takes them.
+fn ice_servers(joined: &Value) -> anyhow::Result<Vec<RTCIceServer>> {
+    let servers = joined["ice_servers"]
+        .as_array()
+        .context("joined without ice_servers")?;
+    servers
+        .iter()
+        .map(|s| {
+            Ok(RTCIceServer {
+                urls: serde_json::from_value(s["urls"].clone()).context("ice server urls")?,
+                username: s["username"].as_str().unwrap_or_default().to_owned(),
+                credential: s["credential"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+async fn peer_connection(
+    ice: Option<(Vec<RTCIceServer>, RTCIceTransportPolicy)>,
+) -> anyhow::Result<(impl PeerConnection, mpsc::UnboundedReceiver<Event>)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some((servers, policy)) = ice {
+        builder = builder.with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(servers)
+                .with_ice_transport_policy(policy)
+                .build(),
+        );
+    }
+    let pc = builder
         .with_handler(Arc::new(Handler { events: tx }))
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         .build()
@@ -87,6 +134,7 @@ async fn peer_connection() -> anyhow::Result<(impl PeerConnection, mpsc::Unbound
 }
 
 /// Timings of one WebRTC visit, from the doctor's join.
+#[derive(Debug, Clone, Copy)]
 pub struct Timings {
     /// Until both peer connections report `connected` (ICE and DTLS done).
     pub connected: Duration,
@@ -121,9 +169,28 @@ pub async fn connect(
     }
     let started = Instant::now();
     let (mut doctor, mut patient) = pair(target, visit, n, sources, stats).await?;
-    let (offerer, offerer_events) = peer_connection().await?;
-    let (answerer, answerer_events) = peer_connection().await?;
+    let (offerer, offerer_events) = peer_connection(None).await?;
+    let (answerer, answerer_events) = peer_connection(None).await?;
+    let timings = exchange(
+        started,
+        (&offerer, offerer_events, &mut doctor),
+        (&answerer, answerer_events, &mut patient),
+    )
+    .await?;
+    let _ = offerer.close().await;
+    let _ = answerer.close().await;
+    leave(target, doctor).await;
+    leave(target, patient).await;
+    Ok(timings)
+}
 
+/// A data channel from the offerer (doctor) to the answerer (patient): offer, answer and
+/// trickled candidates over `/ws` until both are connected, then a message and its echo.
+async fn exchange<P: PeerConnection>(
+    started: Instant,
+    (offerer, offerer_events, doctor): (&P, mpsc::UnboundedReceiver<Event>, &mut Peer),
+    (answerer, answerer_events, patient): (&P, mpsc::UnboundedReceiver<Event>, &mut Peer),
+) -> anyhow::Result<Timings> {
     let dc = offerer
         .create_data_channel("bedside", None)
         .await
@@ -161,22 +228,171 @@ pub async fn connect(
         .await?;
 
     let (d, p) = tokio::join!(
-        side(&offerer, &mut doctor, offerer_events, false),
-        side(&answerer, &mut patient, answerer_events, true),
+        side(offerer, doctor, offerer_events, false),
+        side(answerer, patient, answerer_events, true),
     );
     let connected = d?.max(p?).duration_since(started);
     let echoed = tokio::time::timeout(Duration::from_secs(10), echo_rx)
         .await
         .context("no echo on the data channel")??;
-    let timings = Timings {
+    Ok(Timings {
         connected,
         data: echoed.duration_since(started),
+    })
+}
+
+/// The candidate pair a peer connection selected, by candidate type and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedPair {
+    pub local: RTCIceCandidateType,
+    pub remote: RTCIceCandidateType,
+    pub local_address: String,
+    pub remote_address: String,
+}
+
+/// What [`one_visit_with`] saw.
+#[derive(Debug)]
+pub struct VisitReport {
+    pub timings: Timings,
+    /// The doctor's and the patient's `joined` frames.
+    pub joined: [Value; 2],
+    /// The pair each side (doctor, patient) selected once connected.
+    pub selected: [SelectedPair; 2],
+}
+
+/// The transport's selected candidate pair, from the connection's stats.
+fn selected_pair(report: &RTCStatsReport) -> anyhow::Result<SelectedPair> {
+    let pair_id = &report
+        .transport()
+        .context("no transport in the stats")?
+        .selected_candidate_pair_id;
+    let pair = report
+        .candidate_pairs()
+        .find(|p| &p.stats.id == pair_id)
+        .context("no selected candidate pair")?;
+    // The pair names its candidates by their own ids; the candidates' stats entries are
+    // keyed with a prefix (webrtc 0.21), so both spellings are tried.
+    let candidate = |id: &str, prefix: &str| {
+        let entry = report
+            .get(id)
+            .or_else(|| report.get(&format!("{prefix}{id}")));
+        match entry {
+            Some(
+                RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c),
+            ) => Ok((
+                c.candidate_type,
+                format!("{}:{}", c.address.as_deref().unwrap_or("?"), c.port),
+            )),
+            _ => Err(anyhow::anyhow!(
+                "candidate {id} not in the stats ({:?})",
+                report.ids().collect::<Vec<_>>()
+            )),
+        }
     };
+    let (local, local_address) = candidate(&pair.local_candidate_id, "RTCLocalIceCandidate_")?;
+    let (remote, remote_address) = candidate(&pair.remote_candidate_id, "RTCRemoteIceCandidate_")?;
+    Ok(SelectedPair {
+        local,
+        remote,
+        local_address,
+        remote_address,
+    })
+}
+
+/// A doctor and an admitted patient, each with its `joined` frame.
+async fn admitted_pair(target: &Target, visit: &str) -> anyhow::Result<[(Peer, Value); 2]> {
+    let source = Sources::new(1).pick(0);
+    let (mut doctor, d_joined, placed) =
+        join(target, &target.token(visit, "doctor", "dr-ice")?, source).await?;
+    if placed != "admitted" {
+        bail!("doctor placed in {placed}");
+    }
+    let (mut patient, p_joined, placed) =
+        join(target, &target.token(visit, "patient", "pt-ice")?, source).await?;
+    if placed != "waiting" {
+        bail!("patient placed in {placed}");
+    }
+    let id = |joined: &Value| -> anyhow::Result<String> {
+        Ok(joined["participant_id"]
+            .as_str()
+            .context("participant_id")?
+            .to_owned())
+    };
+    let (did, pid) = (id(&d_joined)?, id(&p_joined)?);
+    loop {
+        let lobby = doctor.until("lobby").await?;
+        if lobby["waiting"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|e| e["participant_id"] == pid.as_str()))
+        {
+            break;
+        }
+    }
+    doctor
+        .send(json!({"type": "admit", "participant_id": pid}).to_string())
+        .await?;
+    patient.until("admitted").await?;
+    doctor.until("participant_joined").await?;
+    let peer = |ws, id: &str, to: &str, joined: &Value| Peer {
+        ws,
+        id: id.to_owned(),
+        to: to.to_owned(),
+        resume_token: joined["resume_token"].as_str().unwrap_or("").into(),
+    };
+    Ok([
+        (peer(doctor, &did, &pid, &d_joined), d_joined),
+        (peer(patient, &pid, &did, &p_joined), p_joined),
+    ])
+}
+
+/// One WebRTC visit (doctor and patient) in which each peer uses the `ice_servers` of its
+/// own `joined` frame under `policy`; reports timings and the selected candidate pairs.
+pub async fn one_visit_with(target: &Target, policy: IcePolicy) -> anyhow::Result<VisitReport> {
+    if !matches!(target, Target::Bedside { .. }) {
+        bail!("real peers negotiate through Bedside");
+    }
+    let visit = target.create_visit(2).await?;
+    tokio::time::timeout(DEADLINE, visit_with(target, &visit, policy))
+        .await
+        .context("timed out")?
+}
+
+async fn visit_with(
+    target: &Target,
+    visit: &str,
+    policy: IcePolicy,
+) -> anyhow::Result<VisitReport> {
+    let started = Instant::now();
+    let [(mut doctor, d_joined), (mut patient, p_joined)] = admitted_pair(target, visit).await?;
+    let ice = |joined: &Value| -> anyhow::Result<_> {
+        Ok(match policy {
+            IcePolicy::HostOnly => None,
+            IcePolicy::JoinedServers => Some((ice_servers(joined)?, RTCIceTransportPolicy::All)),
+            IcePolicy::RelayOnly => Some((ice_servers(joined)?, RTCIceTransportPolicy::Relay)),
+        })
+    };
+    let (offerer, offerer_events) = peer_connection(ice(&d_joined)?).await?;
+    let (answerer, answerer_events) = peer_connection(ice(&p_joined)?).await?;
+    let timings = exchange(
+        started,
+        (&offerer, offerer_events, &mut doctor),
+        (&answerer, answerer_events, &mut patient),
+    )
+    .await?;
+    let now = Instant::now();
+    let selected = [
+        selected_pair(&offerer.get_stats(now, StatsSelector::None).await)?,
+        selected_pair(&answerer.get_stats(now, StatsSelector::None).await)?,
+    ];
     let _ = offerer.close().await;
     let _ = answerer.close().await;
     leave(target, doctor).await;
     leave(target, patient).await;
-    Ok(timings)
+    Ok(VisitReport {
+        timings,
+        joined: [d_joined, p_joined],
+        selected,
+    })
 }
 
 /// One peer's signaling loop: local candidates go out over `/ws`; descriptions and

@@ -55,6 +55,14 @@ struct Inner {
 #[derive(Clone)]
 pub struct VisitHandle(Arc<Mutex<Inner>>);
 
+impl VisitHandle {
+    /// When the visit ends by itself (its `expires_at`): credentials handed to its
+    /// participants, such as TURN passwords, need not outlive it.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.0.lock().visit.record().expires_at
+    }
+}
+
 type Guard = ArcMutexGuard<RawMutex, Inner>;
 
 pub struct Registry {

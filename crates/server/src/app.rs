@@ -1,11 +1,13 @@
 //! The `Application`: builds everything from [`Settings`], binds the listener, serves until
 //! told to stop, then shuts down in order.
 
-use crate::config::{DeliverySettings, Settings};
+use crate::config::DeliverySettings;
+use crate::config::Settings;
 use crate::limits::Limits;
 use crate::routes;
 use crate::serve::{Server, tls_acceptor};
 use crate::state::AppState;
+use crate::turn_server::EmbeddedTurn;
 use crate::webhooks::{self, Endpoint};
 use anyhow::Context;
 use base64::Engine;
@@ -43,6 +45,8 @@ pub struct Application {
     writer_task: JoinHandle<()>,
     /// Set when no API key was configured: the generated development key.
     dev_key: Option<(String, String)>,
+    /// The embedded STUN/TURN server, when switched on.
+    turn: Option<EmbeddedTurn>,
     webhooks: Vec<Endpoint>,
     delivery: DeliverySettings,
 }
@@ -112,16 +116,24 @@ impl Application {
         let bound = listener.local_addr()?;
         let public_url = settings.public_url(bound);
         let allowed_origins = settings.allowed_origins(&public_url)?;
+        let turn = match settings.embedded_turn()? {
+            Some(config) => Some(EmbeddedTurn::start(config).await?),
+            None => None,
+        };
+        let turn_addr = turn.as_ref().map(EmbeddedTurn::local_addr);
 
         let shutdown = CancellationToken::new();
-        let signaling = Arc::new(Signaling::new(
-            registry.clone(),
-            keys.clone(),
-            resume,
-            settings.ice_servers.clone(),
-            settings.signaling(),
-            shutdown.clone(),
-        ));
+        let signaling = Arc::new(
+            Signaling::new(
+                registry.clone(),
+                keys.clone(),
+                resume,
+                settings.static_ice_servers(turn_addr)?,
+                settings.signaling(),
+                shutdown.clone(),
+            )
+            .with_turn(settings.turn_servers(turn_addr)?),
+        );
         let hsts = public_url.starts_with("https://");
         let state = AppState {
             keys,
@@ -155,6 +167,7 @@ impl Application {
             shutdown,
             writer_task,
             dev_key,
+            turn,
         })
     }
 
@@ -194,6 +207,7 @@ impl Application {
             writer_task,
             webhooks,
             delivery,
+            turn,
             ..
         } = self;
         let heartbeat = state.signaling.config().ping_interval;
@@ -230,6 +244,9 @@ impl Application {
             tracing::warn!("some connections did not close in time");
         }
         let _ = background.await;
+        if let Some(turn) = turn {
+            turn.stop().await;
+        }
         for delivery in deliveries {
             let _ = delivery.await;
         }

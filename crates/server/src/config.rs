@@ -4,11 +4,12 @@
 
 use anyhow::{Context, bail};
 use bedside_auth::ApiKey;
-use bedside_signaling::{IceServer, SignalingConfig};
+use bedside_signaling::{IceServer, SignalingConfig, TurnServers};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,6 +140,84 @@ impl Default for ApiSettings {
     }
 }
 
+/// A secret from configuration: read like a string, never printed, never serialized.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigSecret(SecretString);
+
+impl ConfigSecret {
+    pub fn new(secret: &str) -> Self {
+        Self(SecretString::from(secret.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl PartialEq for ConfigSecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+/// TURN servers with credentials minted per participant (coturn's `use-auth-secret`), and
+/// the embedded STUN/TURN server. In the environment: `BEDSIDE_TURN__SECRET=...`,
+/// `BEDSIDE_TURN__URLS=turn:turn.example.org:3478?transport=udp,...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TurnSettings {
+    /// `turn:`/`turns:` URLs handed out with minted credentials. With `embedded` and none
+    /// given: the embedded server's own address.
+    pub urls: ListOrString<String>,
+    /// The secret shared with the TURN server(s) (coturn's `static-auth-secret`).
+    #[serde(skip_serializing)]
+    pub secret: Option<ConfigSecret>,
+    /// Run the embedded STUN/TURN server.
+    pub embedded: bool,
+    /// UDP address the embedded server listens on.
+    pub listen: SocketAddr,
+    /// Realm of the embedded server.
+    pub realm: String,
+    /// Address relayed candidates carry (the public address of this host); defaults to
+    /// the listen address's IP unless that is unspecified (`0.0.0.0`).
+    pub relay_address: Option<IpAddr>,
+    /// Local address relay sockets bind to; defaults to the listen address's IP.
+    pub relay_bind: Option<IpAddr>,
+    /// Port range of relay sockets (both set, or neither for any free port).
+    pub relay_port_min: Option<u16>,
+    pub relay_port_max: Option<u16>,
+    /// Live allocations one participant (one username) may hold.
+    pub max_allocations_per_user: usize,
+    /// Relay to private, loopback and link-local peer addresses too. Off: the relay cannot
+    /// be used to reach the clinic's own network.
+    pub allow_private_peers: bool,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        Self {
+            urls: ListOrString::None,
+            secret: None,
+            embedded: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], 3478)),
+            realm: "bedside".into(),
+            relay_address: None,
+            relay_bind: None,
+            relay_port_min: None,
+            relay_port_max: None,
+            max_allocations_per_user: 10,
+            allow_private_peers: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -160,6 +239,10 @@ pub struct Settings {
     pub max_connections: usize,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// `stun:` URLs handed to clients in `joined`, comma-separated in the environment.
+    pub stun_urls: ListOrString<String>,
+    /// TURN with per-participant credentials, and the embedded server.
+    pub turn: TurnSettings,
     /// `text` or `json`.
     pub log_format: String,
     /// PEM certificate chain and private key: both set, Bedside serves HTTPS and WSS itself.
@@ -186,6 +269,8 @@ impl Default for Settings {
             expiry_warning_secs: 300,
             max_connections: 10_000,
             ice_servers: Vec::new(),
+            stun_urls: ListOrString::None,
+            turn: TurnSettings::default(),
             log_format: "text".into(),
             tls_cert: None,
             tls_key: None,
@@ -248,6 +333,7 @@ impl Settings {
         if self.api.visits_per_minute == 0 {
             bail!("api.visits_per_minute must be positive");
         }
+        self.validate_turn()?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format must be text or json");
         }
@@ -346,6 +432,125 @@ impl Settings {
             ..SignalingConfig::default()
         }
     }
+
+    fn validate_turn(&self) -> anyhow::Result<()> {
+        for url in self.stun_urls.items(|s| Ok(s.to_owned()))? {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                bail!("stun_urls entries start with stun: or stuns: ({url:?})");
+            }
+        }
+        let turn = &self.turn;
+        let urls = turn.urls.items(|s| Ok(s.to_owned()))?;
+        for url in &urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                bail!("turn.urls entries start with turn: or turns: ({url:?})");
+            }
+        }
+        let Some(secret) = &turn.secret else {
+            if !urls.is_empty() || turn.embedded {
+                bail!("turn.urls and turn.embedded need turn.secret");
+            }
+            return Ok(());
+        };
+        bedside_auth::TurnSecret::new(secret.expose())
+            .context("turn.secret (BEDSIDE_TURN__SECRET)")?;
+        if !turn.embedded {
+            if urls.is_empty() {
+                bail!(
+                    "turn.secret is set but there is no TURN server: set turn.urls or turn.embedded"
+                );
+            }
+            return Ok(());
+        }
+        if turn.realm.is_empty() || turn.realm.len() > 128 {
+            bail!("turn.realm must be 1-128 characters");
+        }
+        if turn.max_allocations_per_user == 0 {
+            bail!("turn.max_allocations_per_user must be at least 1");
+        }
+        if turn.relay_address.is_none() && turn.listen.ip().is_unspecified() {
+            bail!(
+                "turn.relay_address is needed when turn.listen is {}: the address peers reach this host at",
+                turn.listen
+            );
+        }
+        match (turn.relay_port_min, turn.relay_port_max) {
+            (None, None) => {}
+            (Some(low), Some(high)) if low > 0 && low <= high => {}
+            _ => bail!(
+                "turn.relay_port_min and turn.relay_port_max go together, 1-65535, low to high"
+            ),
+        }
+        Ok(())
+    }
+
+    /// The embedded TURN server's settings, if it is switched on.
+    pub fn embedded_turn(&self) -> anyhow::Result<Option<crate::turn_server::EmbeddedTurnConfig>> {
+        let turn = &self.turn;
+        let (true, Some(secret)) = (turn.embedded, &turn.secret) else {
+            return Ok(None);
+        };
+        let listen_ip = turn.listen.ip();
+        Ok(Some(crate::turn_server::EmbeddedTurnConfig {
+            listen: turn.listen,
+            realm: turn.realm.clone(),
+            secret: bedside_auth::TurnSecret::new(secret.expose())?,
+            relay_address: turn.relay_address.unwrap_or(listen_ip),
+            relay_bind: turn.relay_bind.unwrap_or(listen_ip),
+            relay_ports: turn.relay_port_min.zip(turn.relay_port_max),
+            max_allocations_per_user: turn.max_allocations_per_user,
+            allow_private_peers: turn.allow_private_peers,
+        }))
+    }
+
+    /// What every `joined` carries as is: `ice_servers`, then the `stun_urls`, then the
+    /// embedded server as a STUN server (`embedded`: where it listens).
+    pub fn static_ice_servers(
+        &self,
+        embedded: Option<SocketAddr>,
+    ) -> anyhow::Result<Vec<IceServer>> {
+        let mut servers = self.ice_servers.clone();
+        let mut stun = self.stun_urls.items(|s| Ok(s.to_owned()))?;
+        if let Some(addr) = embedded {
+            stun.push(format!("stun:{}", self.advertised(addr)));
+        }
+        if !stun.is_empty() {
+            servers.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
+            });
+        }
+        Ok(servers)
+    }
+
+    /// TURN servers whose credentials are minted per participant: `turn.urls`, or else
+    /// the embedded server (`embedded`: where it listens).
+    pub fn turn_servers(
+        &self,
+        embedded: Option<SocketAddr>,
+    ) -> anyhow::Result<Option<TurnServers>> {
+        let Some(secret) = &self.turn.secret else {
+            return Ok(None);
+        };
+        let mut urls = self.turn.urls.items(|s| Ok(s.to_owned()))?;
+        if let (true, Some(addr)) = (urls.is_empty(), embedded) {
+            urls.push(format!("turn:{}?transport=udp", self.advertised(addr)));
+        }
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(TurnServers {
+            urls,
+            secret: bedside_auth::TurnSecret::new(secret.expose())?,
+        }))
+    }
+
+    /// The embedded server's address as clients reach it: the relay address, on the port
+    /// it listens on.
+    fn advertised(&self, bound: SocketAddr) -> SocketAddr {
+        SocketAddr::new(self.turn.relay_address.unwrap_or(bound.ip()), bound.port())
+    }
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -441,5 +646,92 @@ mod tests {
             s.allowed_origins("http://x").unwrap(),
             ["http://a:1", "http://b"]
         );
+    }
+
+    #[test]
+    fn turn_settings_are_checked_and_the_embedded_server_advertised() {
+        let secret = || Some(ConfigSecret::new("0123456789abcdef-turn"));
+        let with = |turn: TurnSettings| Settings {
+            turn,
+            ..Settings::default()
+        };
+        let url = || ListOrString::Text("turn:turn.example.org:3478?transport=udp".into());
+        // Nothing configured is fine; each half alone is not.
+        assert!(with(TurnSettings::default()).validate_turn().is_ok());
+        for bad in [
+            TurnSettings {
+                urls: url(),
+                ..TurnSettings::default()
+            },
+            TurnSettings {
+                secret: secret(),
+                ..TurnSettings::default()
+            },
+            TurnSettings {
+                embedded: true,
+                ..TurnSettings::default()
+            },
+            TurnSettings {
+                secret: Some(ConfigSecret::new("short")),
+                urls: url(),
+                ..TurnSettings::default()
+            },
+            TurnSettings {
+                secret: secret(),
+                urls: ListOrString::Text("stun:x:3478".into()),
+                ..TurnSettings::default()
+            },
+            // 0.0.0.0 needs the address peers reach.
+            TurnSettings {
+                secret: secret(),
+                embedded: true,
+                ..TurnSettings::default()
+            },
+            TurnSettings {
+                secret: secret(),
+                embedded: true,
+                relay_address: Some([203, 0, 113, 7].into()),
+                relay_port_min: Some(50_000),
+                ..TurnSettings::default()
+            },
+        ] {
+            assert!(with(bad.clone()).validate_turn().is_err(), "{bad:?}");
+        }
+        let coturn = with(TurnSettings {
+            secret: secret(),
+            urls: url(),
+            ..TurnSettings::default()
+        });
+        coturn.validate_turn().unwrap();
+        assert!(coturn.embedded_turn().unwrap().is_none());
+        let servers = coturn.turn_servers(None).unwrap().unwrap();
+        assert_eq!(servers.urls, ["turn:turn.example.org:3478?transport=udp"]);
+
+        let embedded = Settings {
+            stun_urls: ListOrString::Text("stun:stun.example.org:3478".into()),
+            ..with(TurnSettings {
+                secret: secret(),
+                embedded: true,
+                relay_address: Some([203, 0, 113, 7].into()),
+                relay_port_min: Some(50_000),
+                relay_port_max: Some(50_100),
+                ..TurnSettings::default()
+            })
+        };
+        embedded.validate_turn().unwrap();
+        let config = embedded.embedded_turn().unwrap().unwrap();
+        assert_eq!(config.relay_ports, Some((50_000, 50_100)));
+        assert!(!config.allow_private_peers);
+        assert_eq!(config.max_allocations_per_user, 10);
+        let bound = SocketAddr::from(([0, 0, 0, 0], 3478));
+        let stun = embedded.static_ice_servers(Some(bound)).unwrap();
+        assert_eq!(
+            stun[0].urls,
+            ["stun:stun.example.org:3478", "stun:203.0.113.7:3478"]
+        );
+        let turn = embedded.turn_servers(Some(bound)).unwrap().unwrap();
+        assert_eq!(turn.urls, ["turn:203.0.113.7:3478?transport=udp"]);
+        // The secret never prints.
+        assert!(!format!("{embedded:?}").contains("0123456789abcdef-turn"));
     }
 }

@@ -16,6 +16,7 @@ mod routes;
 pub mod serve;
 mod state;
 pub mod telemetry;
+pub mod turn_server;
 mod web;
 pub mod webhooks;
 mod ws;

@@ -337,11 +337,24 @@ impl Connection {
                         Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
                         _ => String::new(),
                     };
-                    let extras = JoinedExtras {
-                        ice_servers: &self.sig.ice_servers,
-                        resume_token: &resume_token,
+                    // TURN credentials are minted for this participant as `joined` is
+                    // written; every other frame borrows the static list. Scoped to the
+                    // encoding, so the relay loop's future does not carry them.
+                    let frame = {
+                        let ice_servers = match *notice {
+                            Notice::Joined { participant_id, .. } => self.sig.ice_servers_for(
+                                participant_id,
+                                j.visit.expires_at(),
+                                Utc::now(),
+                            ),
+                            _ => std::borrow::Cow::Borrowed(&self.sig.ice_servers[..]),
+                        };
+                        let extras = JoinedExtras {
+                            ice_servers: &ice_servers,
+                            resume_token: &resume_token,
+                        };
+                        Message::Text(encode(&notice, &extras).into())
                     };
-                    let frame = Message::Text(encode(&notice, &extras).into());
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
                 Outgoing::Close(code) => {

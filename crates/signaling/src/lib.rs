@@ -15,8 +15,10 @@ pub use outbox::{Inbox, LocalOutbox};
 pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg};
 
 use axum::extract::ws::WebSocketUpgrade;
-use bedside_auth::{KeyRing, ResumeKey};
-use bedside_rooms::Registry;
+use bedside_auth::{KeyRing, ResumeKey, TurnSecret};
+use bedside_rooms::{ParticipantId, Registry};
+use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -61,12 +63,24 @@ impl Default for SignalingConfig {
     }
 }
 
+/// TURN servers that take credentials minted from a shared secret (coturn's
+/// `use-auth-secret`, or Bedside's embedded server): each participant's `joined` carries
+/// its own username and password for them, valid until the visit ends.
+#[derive(Debug, Clone)]
+pub struct TurnServers {
+    /// `turn:` / `turns:` URLs, all sharing `secret`.
+    pub urls: Vec<String>,
+    pub secret: TurnSecret,
+}
+
 /// Everything a connection task needs.
 pub struct Signaling {
     pub registry: Arc<Registry>,
     keys: Arc<KeyRing>,
     resume: ResumeKey,
     ice_servers: Vec<IceServer>,
+    /// Set when TURN credentials are minted per participant.
+    turn: Option<TurnServers>,
     config: SignalingConfig,
     shutdown: CancellationToken,
     metrics: metrics::Metrics,
@@ -86,10 +100,41 @@ impl Signaling {
             keys,
             resume,
             ice_servers,
+            turn: None,
             config,
             shutdown,
             metrics: metrics::Metrics::new(),
         }
+    }
+
+    /// Adds TURN servers whose credentials are minted for each participant.
+    pub fn with_turn(mut self, turn: Option<TurnServers>) -> Self {
+        self.turn = turn;
+        self
+    }
+
+    /// The `ice_servers` of one participant's `joined`: the static list, then the TURN
+    /// servers with a credential minted for this participant, valid until the visit ends
+    /// (capped at a day). Minted at each join, so a returning participant gets a fresh one.
+    pub fn ice_servers_for(
+        &self,
+        participant: ParticipantId,
+        visit_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Cow<'_, [IceServer]> {
+        let Some(turn) = &self.turn else {
+            return Cow::Borrowed(&self.ice_servers);
+        };
+        let minted = turn
+            .secret
+            .mint(&participant.to_string(), visit_expires_at, now);
+        let mut servers = self.ice_servers.clone();
+        servers.push(IceServer {
+            urls: turn.urls.clone(),
+            username: Some(minted.username),
+            credential: Some(minted.credential),
+        });
+        Cow::Owned(servers)
     }
 
     pub fn config(&self) -> &SignalingConfig {

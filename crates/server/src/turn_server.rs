@@ -1,0 +1,609 @@
+//! The embedded STUN/TURN server, for a clinic that runs Bedside alone: off by default,
+//! switched on with `turn.embedded = true`.
+//!
+//! Built on the `turn` crate of the webrtc-rs project (its async, tokio-based server;
+//! the sans-IO `rtc-turn` that `webrtc` 0.21 uses has a client only). Around it, Bedside
+//! adds what the crate leaves to its user:
+//!
+//! - authentication with the credentials Bedside mints (`expiry:participant-id`, HMAC-SHA1
+//!   of the shared secret, as coturn's `use-auth-secret`), expired usernames refused;
+//! - a quota of live allocations per username (per participant), answered with 486;
+//! - peer addresses in private, loopback, link-local and other non-global ranges refused
+//!   with 403 unless `allow_private_peers` is set, so the relay cannot be turned against
+//!   the clinic's own network. Checked on CreatePermission and ChannelBind (the only ways
+//!   to open a path to a peer), and again on every datagram a relay socket sends or takes.
+//!
+//! UDP only: no TCP or TLS listener (`turns:`); see docs/nat-traversal.md.
+
+use async_trait::async_trait;
+use bedside_auth::TurnSecret;
+use chrono::Utc;
+use std::any::Any;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock, Weak};
+use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS};
+use stun::error_code::{CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, ErrorCode, ErrorCodeAttribute};
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_REQUEST, Getter, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
+    METHOD_CREATE_PERMISSION, Message, MessageType, Method, Setter, is_message,
+};
+use stun::textattrs::Username;
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use turn::auth::{AuthHandler, generate_auth_key};
+use turn::relay::RelayAddressGenerator;
+use turn::server::Server;
+use turn::server::config::{ConnConfig, ServerConfig};
+use webrtc_util::Conn;
+
+/// STUN's magic cookie, which XOR-encoded addresses are masked with.
+const MAGIC_COOKIE: u32 = 0x2112_A442;
+/// Attempts at a free port of the relay range before an allocation fails.
+const PORT_ATTEMPTS: usize = 64;
+
+/// What the embedded server needs, resolved from the `turn` settings.
+#[derive(Debug, Clone)]
+pub struct EmbeddedTurnConfig {
+    /// UDP address to serve STUN and TURN on.
+    pub listen: SocketAddr,
+    pub realm: String,
+    pub secret: TurnSecret,
+    /// The address relayed candidates carry: the one peers can reach.
+    pub relay_address: IpAddr,
+    /// Local address relay sockets bind to.
+    pub relay_bind: IpAddr,
+    /// Inclusive port range of relay sockets; `None`: any free port.
+    pub relay_ports: Option<(u16, u16)>,
+    /// Live allocations one username (one participant) may hold.
+    pub max_allocations_per_user: usize,
+    /// Relay to private, loopback and link-local peers too.
+    pub allow_private_peers: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum TurnServerError {
+    #[error("binding the TURN listener udp://{addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("starting the TURN server: {0}")]
+    Start(#[from] turn::Error),
+}
+
+/// A running embedded TURN server.
+pub struct EmbeddedTurn {
+    server: Arc<Server>,
+    local_addr: SocketAddr,
+}
+
+impl EmbeddedTurn {
+    pub async fn start(config: EmbeddedTurnConfig) -> Result<Self, TurnServerError> {
+        let socket =
+            UdpSocket::bind(config.listen)
+                .await
+                .map_err(|source| TurnServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|source| TurnServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let rules = Arc::new(Rules {
+            allow_private_peers: config.allow_private_peers,
+            max_allocations_per_user: config.max_allocations_per_user,
+        });
+        // The guard asks the server how many allocations a username holds; the server
+        // only exists once the guard is handed to it.
+        let server_slot = Arc::new(OnceLock::new());
+        let guard = Guard {
+            socket: Arc::new(socket),
+            rules: rules.clone(),
+            server: server_slot.clone(),
+        };
+        let server = Arc::new(
+            Server::new(ServerConfig {
+                conn_configs: vec![ConnConfig {
+                    conn: Arc::new(guard),
+                    relay_addr_generator: Box::new(Relays {
+                        advertised: config.relay_address,
+                        bind: config.relay_bind,
+                        ports: config.relay_ports,
+                        rules,
+                    }),
+                }],
+                realm: config.realm.clone(),
+                auth_handler: Arc::new(SecretAuth {
+                    secret: config.secret,
+                }),
+                channel_bind_timeout: std::time::Duration::ZERO,
+                alloc_close_notify: None,
+            })
+            .await?,
+        );
+        let _ = server_slot.set(Arc::downgrade(&server));
+        tracing::info!(
+            listen = %local_addr,
+            relay_address = %config.relay_address,
+            realm = %config.realm,
+            allow_private_peers = config.allow_private_peers,
+            "embedded TURN server listening (udp)"
+        );
+        Ok(Self { server, local_addr })
+    }
+
+    /// The UDP address it serves on (the real port when `listen` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Closes every allocation and stops serving.
+    pub async fn stop(self) {
+        if let Err(e) = self.server.close().await {
+            tracing::warn!(error = %e, "closing the TURN server");
+        }
+    }
+}
+
+/// Checks usernames minted by Bedside: the key is derived from the shared secret, and an
+/// expired or malformed username has none.
+struct SecretAuth {
+    secret: TurnSecret,
+}
+
+impl AuthHandler for SecretAuth {
+    fn auth_handle(
+        &self,
+        username: &str,
+        realm: &str,
+        _src_addr: SocketAddr,
+    ) -> Result<Vec<u8>, turn::Error> {
+        match self.secret.password_for(username, Utc::now()) {
+            Ok(password) => Ok(generate_auth_key(username, realm, &password)),
+            Err(e) => {
+                // Neither the username (the client's text) nor the address is logged.
+                tracing::debug!(reason = %e, "TURN credential refused");
+                Err(turn::Error::Other(e.to_string()))
+            }
+        }
+    }
+}
+
+/// The policy both the listener guard and the relay sockets apply.
+struct Rules {
+    allow_private_peers: bool,
+    max_allocations_per_user: usize,
+}
+
+impl Rules {
+    fn peer_allowed(&self, ip: IpAddr) -> bool {
+        self.allow_private_peers || is_global(ip)
+    }
+}
+
+/// Whether an address is a plausible public peer: not private (RFC 1918, unique local),
+/// loopback, link-local, shared (CGNAT), unspecified, multicast, broadcast or reserved.
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_global_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_global_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96) carries an IPv4 address in its low bits.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return is_global_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0 // "this network"
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || a >= 240) // reserved
+}
+
+/// The server's listening socket, screened: requests the policy refuses are answered
+/// here and never reach the `turn` crate.
+struct Guard {
+    socket: Arc<UdpSocket>,
+    rules: Arc<Rules>,
+    server: Arc<OnceLock<Weak<Server>>>,
+}
+
+/// What to do with one datagram from a client.
+enum Verdict {
+    Pass,
+    /// Answer with this error response and drop the request.
+    Refuse(Vec<u8>),
+}
+
+impl Guard {
+    async fn screen(&self, packet: &[u8], from: SocketAddr) -> Verdict {
+        // ChannelData and anything else that is not STUN passes untouched: a channel only
+        // exists once its ChannelBind passed the checks below.
+        if !is_message(packet) {
+            return Verdict::Pass;
+        }
+        let mut typ = MessageType::default();
+        typ.read_value(u16::from_be_bytes([packet[0], packet[1]]));
+        if typ.class != CLASS_REQUEST {
+            return Verdict::Pass;
+        }
+        let opens_a_path =
+            typ.method == METHOD_CREATE_PERMISSION || typ.method == METHOD_CHANNEL_BIND;
+        if !(typ.method == METHOD_ALLOCATE || opens_a_path && !self.rules.allow_private_peers) {
+            return Verdict::Pass;
+        }
+        let mut m = Message::new();
+        if m.unmarshal_binary(packet).is_err() {
+            return Verdict::Pass; // the server answers malformed requests itself
+        }
+        if opens_a_path {
+            let denied = m
+                .attributes
+                .0
+                .iter()
+                .filter(|a| a.typ == ATTR_XOR_PEER_ADDRESS)
+                .filter_map(|a| xor_address(&a.value, &m.transaction_id.0))
+                .any(|ip| !self.rules.peer_allowed(ip));
+            if denied {
+                // Peer addresses are not logged, like ICE candidates.
+                tracing::debug!("TURN permission to a private address refused");
+                return refuse(&m, typ.method, CODE_FORBIDDEN, b"Forbidden");
+            }
+            return Verdict::Pass;
+        }
+        // An Allocate: only an authenticated attempt can create one, and only those count.
+        if !m.contains(ATTR_MESSAGE_INTEGRITY) {
+            return Verdict::Pass;
+        }
+        let mut username = Username::new(ATTR_USERNAME, String::new());
+        if username.get_from(&m).is_err() {
+            return Verdict::Pass;
+        }
+        let Some(server) = self.server.get().and_then(Weak::upgrade) else {
+            return Verdict::Pass;
+        };
+        let Ok(live) = server.get_allocations_info(None).await else {
+            return Verdict::Pass;
+        };
+        // A retransmitted Allocate from a client that already holds its allocation is the
+        // server's to answer.
+        let held = live
+            .iter()
+            .filter(|(tuple, info)| info.username == username.text && tuple.src_addr != from)
+            .count();
+        if held >= self.rules.max_allocations_per_user {
+            tracing::info!(
+                participant = pseudonym(&username.text).unwrap_or("?"),
+                held,
+                "TURN allocation quota reached"
+            );
+            return refuse(
+                &m,
+                typ.method,
+                CODE_ALLOC_QUOTA_REACHED,
+                b"Allocation Quota Reached",
+            );
+        }
+        Verdict::Pass
+    }
+}
+
+/// The participant id of a username Bedside minted (`expiry:p_` + 16 hex digits), for
+/// logs: anything else is a client's text and is not repeated.
+fn pseudonym(username: &str) -> Option<&str> {
+    let (_, id) = username.split_once(':')?;
+    let hex = id.strip_prefix("p_")?;
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// An error response to request `m`.
+fn refuse(m: &Message, method: Method, code: ErrorCode, reason: &[u8]) -> Verdict {
+    let mut out = Message::new();
+    let setters: [Box<dyn Setter>; 3] = [
+        Box::new(Message {
+            transaction_id: m.transaction_id,
+            ..Default::default()
+        }),
+        Box::new(MessageType::new(method, CLASS_ERROR_RESPONSE)),
+        Box::new(ErrorCodeAttribute {
+            code,
+            reason: reason.to_vec(),
+        }),
+    ];
+    match out.build(&setters) {
+        Ok(()) => Verdict::Refuse(out.raw),
+        // Cannot happen for these attributes; dropping the request is the safe answer.
+        Err(_) => Verdict::Refuse(Vec::new()),
+    }
+}
+
+/// Decodes an XOR-PEER-ADDRESS value (RFC 5389 15.2): family, port and address, masked
+/// with the magic cookie (and, for IPv6, the transaction id).
+fn xor_address(value: &[u8], transaction_id: &[u8; 12]) -> Option<IpAddr> {
+    let cookie = MAGIC_COOKIE.to_be_bytes();
+    match (value.get(1)?, value.get(4..)?) {
+        (0x01, addr) if addr.len() == 4 => {
+            let mut ip = [0u8; 4];
+            for (i, b) in ip.iter_mut().enumerate() {
+                *b = addr[i] ^ cookie[i];
+            }
+            Some(IpAddr::from(ip))
+        }
+        (0x02, addr) if addr.len() == 16 => {
+            let mut mask = [0u8; 16];
+            mask[..4].copy_from_slice(&cookie);
+            mask[4..].copy_from_slice(transaction_id);
+            let mut ip = [0u8; 16];
+            for (i, b) in ip.iter_mut().enumerate() {
+                *b = addr[i] ^ mask[i];
+            }
+            Some(IpAddr::from(ip))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Conn for Guard {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(self.socket.connect(addr).await?)
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            match self.screen(&buf[..n], from).await {
+                Verdict::Pass => return Ok((n, from)),
+                Verdict::Refuse(reply) if !reply.is_empty() => {
+                    let _ = self.socket.send_to(&reply, from).await;
+                }
+                Verdict::Refuse(_) => {}
+            }
+        }
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        Ok(self.socket.send(buf).await?)
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        Ok(self.socket.send_to(buf, target).await?)
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Hands out relay sockets: bound on `bind`, in the configured port range, advertised at
+/// `advertised`, each screened by the peer policy.
+struct Relays {
+    advertised: IpAddr,
+    bind: IpAddr,
+    ports: Option<(u16, u16)>,
+    rules: Arc<Rules>,
+}
+
+impl Relays {
+    async fn bind_socket(&self, requested_port: u16) -> io::Result<UdpSocket> {
+        if requested_port != 0 {
+            return UdpSocket::bind((self.bind, requested_port)).await;
+        }
+        let Some((low, high)) = self.ports else {
+            return UdpSocket::bind((self.bind, 0)).await;
+        };
+        let mut last = io::Error::new(io::ErrorKind::AddrInUse, "relay port range exhausted");
+        for _ in 0..PORT_ATTEMPTS {
+            match UdpSocket::bind((self.bind, rand::random_range(low..=high))).await {
+                Ok(socket) => return Ok(socket),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+#[async_trait]
+impl RelayAddressGenerator for Relays {
+    fn validate(&self) -> Result<(), turn::Error> {
+        match self.ports {
+            Some((low, high)) if low == 0 || low > high => Err(turn::Error::Other(
+                "relay port range must be 1-65535, low to high".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    async fn allocate_conn(
+        &self,
+        use_ipv4: bool,
+        requested_port: u16,
+    ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
+        if use_ipv4 != self.bind.is_ipv4() {
+            return Err(turn::Error::Other(
+                "address family not served by this relay".into(),
+            ));
+        }
+        let socket = self.bind_socket(requested_port).await?;
+        let port = socket.local_addr()?.port();
+        let relay = RelaySocket {
+            socket,
+            rules: self.rules.clone(),
+        };
+        Ok((Arc::new(relay), SocketAddr::new(self.advertised, port)))
+    }
+}
+
+/// One allocation's relay socket: datagrams to or from a peer the policy refuses are
+/// dropped, whatever permissions the allocation holds.
+struct RelaySocket {
+    socket: UdpSocket,
+    rules: Arc<Rules>,
+}
+
+#[async_trait]
+impl Conn for RelaySocket {
+    async fn connect(&self, addr: SocketAddr) -> webrtc_util::Result<()> {
+        Ok(self.socket.connect(addr).await?)
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> webrtc_util::Result<usize> {
+        Ok(self.recv_from(buf).await?.0)
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> webrtc_util::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            if self.rules.peer_allowed(from.ip()) {
+                return Ok((n, from));
+            }
+        }
+    }
+
+    async fn send(&self, buf: &[u8]) -> webrtc_util::Result<usize> {
+        Ok(self.socket.send(buf).await?)
+    }
+
+    async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc_util::Result<usize> {
+        if !self.rules.peer_allowed(target.ip()) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "relaying to this peer address is not allowed",
+            )
+            .into());
+        }
+        Ok(self.socket.send_to(buf, target).await?)
+    }
+
+    fn local_addr(&self) -> webrtc_util::Result<SocketAddr> {
+        Ok(self.socket.local_addr()?)
+    }
+
+    fn remote_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    async fn close(&self) -> webrtc_util::Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_ranges_are_not_global() {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!is_global(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "81.2.69.160",
+            "2a00:1450:4007::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            assert!(is_global(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn only_minted_usernames_reach_the_logs() {
+        assert_eq!(
+            pseudonym("1767225600:p_0123456789abcdef"),
+            Some("p_0123456789abcdef")
+        );
+        for other in [
+            "p_0123456789abcdef",
+            "1:p_01234",
+            "1:p_0123456789abcdefg",
+            "1:\n",
+        ] {
+            assert_eq!(pseudonym(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn xor_peer_addresses_decode() {
+        use stun::xoraddr::XorMappedAddress;
+        let tid = [7u8; 12];
+        for ip in ["10.0.0.7", "fd12:3456::9"] {
+            let mut m = Message::new();
+            m.transaction_id.0 = tid;
+            let addr = XorMappedAddress {
+                ip: ip.parse().unwrap(),
+                port: 4242,
+            };
+            addr.add_to_as(&mut m, ATTR_XOR_PEER_ADDRESS).unwrap();
+            let value = m.get(ATTR_XOR_PEER_ADDRESS).unwrap();
+            assert_eq!(xor_address(&value, &tid), Some(ip.parse().unwrap()));
+        }
+        assert_eq!(xor_address(&[0, 1, 0], &tid), None);
+    }
+}

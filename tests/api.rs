@@ -524,3 +524,43 @@ async fn without_keys_a_development_key_is_printed_and_kept() {
         "open"
     );
 }
+
+/// `BEDSIDE_PUBLIC_URL` is the base of join links and, by default, the one browser origin
+/// allowed on `/ws`.
+#[tokio::test]
+async fn the_public_url_makes_the_join_links_and_the_allowed_origin() {
+    let server =
+        TestServer::start_with(&[("BEDSIDE_PUBLIC_URL", "https://visits.example-clinic.org/")])
+            .await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{visit}/tokens"),
+            Some(json!({"role": "patient", "identity": "pt-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let link = body["join_url"].as_str().unwrap();
+    assert_eq!(
+        link,
+        format!(
+            "https://visits.example-clinic.org/#token={}",
+            body["token"].as_str().unwrap()
+        )
+    );
+    let ws = server.ws_url();
+    assert!(
+        bedside_tests::Client::connect_url(&ws, Some("https://visits.example-clinic.org"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        bedside_tests::Client::connect_url(&ws, Some(&server.base))
+            .await
+            .err(),
+        Some(StatusCode::FORBIDDEN),
+        "the listen address is not the public origin"
+    );
+}

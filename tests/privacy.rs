@@ -69,9 +69,30 @@ async fn logs_of_a_whole_visit_hold_no_secrets_or_personal_data() {
     back.expect("joined").await;
     doctor.send(json!({"type": "end_visit"})).await;
     doctor.until("visit_ended").await;
-    api.call(Method::GET, &format!("/v1/visits/{id}/events"), None)
+    let (_, trail) = api
+        .call(Method::GET, &format!("/v1/visits/{id}/events"), None)
         .await;
     assert!(server.terminate().await.success());
+
+    // DESIGN: the audit trail holds pseudonymous ids and times, never tokens, SDP or
+    // candidates (nor what was said, nor the names people go by).
+    let trail = trail.to_string();
+    assert!(trail.contains(&doctor.participant_id), "{trail}");
+    for needle in [
+        doctor_token.as_str(),
+        patient_token.as_str(),
+        resume.as_str(),
+        "SDP-MARKER",
+        "CANDIDATE-MARKER",
+        "CHAT-MARKER",
+        "Zelda",
+        "Ygritte",
+    ] {
+        assert!(
+            !trail.contains(needle),
+            "{needle:?} in the audit trail: {trail}"
+        );
+    }
 
     let logs = server.logs();
     let forbidden = [

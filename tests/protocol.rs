@@ -497,3 +497,127 @@ async fn a_visit_warns_then_ends_at_its_expiry_and_its_links_die_with_it() {
         (Some("ended"), Some("expired"))
     );
 }
+
+#[tokio::test]
+async fn full_and_not_yet_open_visits_refuse_joins_with_4003() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+
+    // A visit for two: a doctor and a waiting patient fill it.
+    let visit = api.create_visit(json!({"max_participants": 2})).await;
+    let visit = visit["id"].as_str().unwrap();
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(visit, "doctor", "dr-1", "D").await).await;
+    doctor.expect("admitted").await;
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(visit, "patient", "pt-1", "P").await).await;
+    patient.expect("waiting").await;
+    let guest = api.mint(visit, "guest", "g-1", "G").await;
+    refused(
+        &server,
+        json!({"type": "join", "token": guest}),
+        "visit_full",
+        4003,
+    )
+    .await;
+    // Those inside did not notice.
+    doctor.until("lobby").await;
+    doctor.alive().await;
+    patient.alive().await;
+
+    // A visit that opens in an hour: links can be minted now, joins wait for the time.
+    let opens = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let later = api
+        .create_visit(json!({"not_before": opens.to_rfc3339()}))
+        .await;
+    let not_before = chrono::DateTime::parse_from_rfc3339(later["not_before"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(not_before, opens.timestamp(), "{later}");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(later["expires_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        expires_at - not_before,
+        12 * 3600,
+        "12 hours after it opens"
+    );
+    let token = api
+        .mint(later["id"].as_str().unwrap(), "doctor", "dr-1", "D")
+        .await;
+    refused(
+        &server,
+        json!({"type": "join", "token": token}),
+        "visit_not_started",
+        4003,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deny_without_words_says_denied() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&visit, "doctor", "dr-1", "D").await).await;
+    doctor.expect("admitted").await;
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt-1", "P").await).await;
+    patient.expect("waiting").await;
+    doctor
+        .send(json!({"type": "deny", "participant_id": patient.participant_id}))
+        .await;
+    assert_eq!(
+        patient.expect("denied").await,
+        json!({"type": "denied", "reason": "denied"})
+    );
+    assert_eq!(patient.closed().await, 4003);
+}
+
+#[tokio::test]
+async fn a_signal_to_someone_reconnecting_says_participant_unavailable() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut pair = Pair::admitted(&server, &api).await;
+    let patient = pair.patient.participant_id.clone();
+    pair.patient.drop_abruptly();
+    // The doctor hears nothing yet: the patient keeps the place for the grace period.
+    pair.doctor.until("participant_updated").await;
+    pair.doctor
+        .send(json!({"type": "signal", "to": patient, "data": {"candidate": "x"}}))
+        .await;
+    let err = pair.doctor.until("error").await;
+    assert_eq!(err["code"], "participant_unavailable", "{err}");
+    pair.doctor.alive().await;
+}
+
+/// DESIGN: nothing crosses visits or tenants, chat and signals alike, whatever ids a
+/// participant learns.
+#[tokio::test]
+async fn chat_and_signals_stay_inside_their_visit_and_tenant() {
+    let server = TestServer::start().await;
+    let a = server.api(CLINIC_A);
+    let b = server.api(CLINIC_B);
+    let mut in_a = Pair::admitted(&server, &a).await;
+    let mut in_b = Pair::admitted(&server, &b).await;
+
+    // A's doctor names B's patient: an unknown participant, nothing delivered.
+    in_a.doctor
+        .send(json!({"type": "signal", "to": in_b.patient.participant_id, "data": {"sdp": "x"}}))
+        .await;
+    assert_eq!(
+        in_a.doctor.expect("error").await["code"],
+        "unknown_participant"
+    );
+    in_a.doctor
+        .send(json!({"type": "chat", "text": "for visit A only"}))
+        .await;
+    assert_eq!(in_a.doctor.expect("chat").await["text"], "for visit A only");
+    assert_eq!(
+        in_a.patient.expect("chat").await["text"],
+        "for visit A only"
+    );
+    in_b.doctor.silent(Duration::from_millis(500)).await;
+    in_b.patient.silent(Duration::from_millis(100)).await;
+}

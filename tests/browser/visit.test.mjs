@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startBedside } from './lib/bedside.js';
-import { eventually, fitsWidth, framesDecoded, launchBrowser, openPerson, pcStates, screenshot } from './lib/browser.js';
+import { contrastProblems, eventually, fitsWidth, framesDecoded, launchBrowser, openPerson, pcStates, screenshot } from './lib/browser.js';
 import { NetworkPath } from './lib/network.js';
 
 const STEP_TIMEOUT = 45_000;
@@ -103,10 +103,12 @@ describe('a video visit in the browser', () => {
     const cameras = await page.locator('#camera-select option').count();
     assert.ok(cameras >= 1, 'the camera picker lists a device');
     assert.ok(await fitsWidth(page), 'the pre-call check fits 360 px');
+    assert.deepEqual(await contrastProblems(page), [], 'the pre-call check reads well (WCAG AA contrast)');
     await page.getByRole('button', { name: 'Join the visit' }).click();
     await page.getByRole('heading', { name: 'Your doctor will let you in shortly' }).waitFor();
     await eventually('the live connection status', async () => (await page.locator('#conn-status').innerText()) === 'Connected');
     assert.ok(await fitsWidth(page), 'the waiting room fits 360 px');
+    assert.deepEqual(await contrastProblems(page), [], 'the waiting room reads well (WCAG AA contrast)');
   });
 
   step('the doctor sees the patient waiting and admits them', async () => {
@@ -130,6 +132,9 @@ describe('a video visit in the browser', () => {
     await doctor.page.locator('#tiles li[data-participant]', { hasText: 'Sam Rivera' }).waitFor();
     await patient.page.locator('#tiles li[data-participant]', { hasText: 'Dr Lee' }).waitFor();
     assert.ok(await fitsWidth(patient.page), 'the call fits 360 px');
+    for (const person of [doctor, patient]) {
+      assert.deepEqual(await contrastProblems(person.page), [], 'the call reads well (WCAG AA contrast)');
+    }
   });
 
   step('chat goes both ways', async () => {

@@ -120,3 +120,69 @@ export function framesDecoded(page) {
 export function fitsWidth(page) {
   return page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
 }
+
+/**
+ * Visible text on the page whose contrast with what is behind it is below WCAG 2.1 AA
+ * (4.5:1, or 3:1 for large text: 24 px, or 18.66 px bold). The background is the first
+ * opaque one up the tree, with translucent layers blended over it; text over video or an
+ * image is skipped (its background is the picture). Returns `[{text, ratio, need}]`.
+ */
+export function contrastProblems(page) {
+  return page.evaluate(() => {
+    const parse = (c) => {
+      const m = c.match(/rgba?\(([^)]+)\)/);
+      if (!m) return null;
+      const [r, g, b, a = 1] = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+      return { r, g, b, a };
+    };
+    const over = (top, below) => ({
+      r: top.r * top.a + below.r * (1 - top.a),
+      g: top.g * top.a + below.g * (1 - top.a),
+      b: top.b * top.a + below.b * (1 - top.a),
+      a: 1,
+    });
+    const luminance = ({ r, g, b }) => {
+      const lin = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+    };
+    /** The colour behind `el`, or null when it is a picture. */
+    const background = (el) => {
+      const layers = [];
+      for (let n = el; n; n = n.parentElement) {
+        const s = getComputedStyle(n);
+        if (s.backgroundImage !== 'none') return null;
+        if (n.querySelector(':scope > video, :scope > img, :scope > canvas') && n !== el) return null;
+        const c = parse(s.backgroundColor);
+        if (c && c.a > 0) {
+          layers.push(c);
+          if (c.a >= 1) break;
+        }
+      }
+      let base = { r: 255, g: 255, b: 255, a: 1 };
+      for (const layer of layers.reverse()) base = over(layer, base);
+      return base;
+    };
+    const problems = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    const seen = new Set();
+    for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+      const el = t.parentElement;
+      if (!el || seen.has(el) || !t.textContent.trim()) continue;
+      seen.add(el);
+      const rect = el.getBoundingClientRect();
+      const s = getComputedStyle(el);
+      if (rect.width === 0 || rect.height === 0 || s.visibility === 'hidden' || Number(s.opacity) === 0) continue;
+      const bg = background(el);
+      const fg = parse(s.color);
+      if (!bg || !fg) continue;
+      const colour = over(fg, bg);
+      const [hi, lo] = [luminance(colour), luminance(bg)].sort((a, b) => b - a);
+      const ratio = (hi + 0.05) / (lo + 0.05);
+      const size = parseFloat(s.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(s.fontWeight) >= 700);
+      const need = large ? 3 : 4.5;
+      if (ratio < need) problems.push({ text: t.textContent.trim().slice(0, 40), ratio: Math.round(ratio * 100) / 100, need });
+    }
+    return problems;
+  });
+}

@@ -10,7 +10,7 @@
 
 use crate::client::Incoming;
 use crate::report::Stats;
-use crate::scenario::{Peer, join, leave, pair, signal};
+use crate::scenario::{Peer, admit, join, leave, pair, signal};
 use crate::target::{Sources, Target};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -319,19 +319,7 @@ async fn admitted_pair(target: &Target, visit: &str) -> anyhow::Result<[(Peer, V
             .to_owned())
     };
     let (did, pid) = (id(&d_joined)?, id(&p_joined)?);
-    loop {
-        let lobby = doctor.until("lobby").await?;
-        if lobby["waiting"]
-            .as_array()
-            .is_some_and(|w| w.iter().any(|e| e["participant_id"] == pid.as_str()))
-        {
-            break;
-        }
-    }
-    doctor
-        .send(json!({"type": "admit", "participant_id": pid}).to_string())
-        .await?;
-    patient.until("admitted").await?;
+    admit(&mut doctor, &mut patient, &pid).await?;
     doctor.until("participant_joined").await?;
     let peer = |ws, id: &str, to: &str, joined: &Value| Peer {
         ws,

@@ -43,6 +43,26 @@ pub async fn join(
     Ok((ws, joined, placed))
 }
 
+/// The doctor waits until participant `pid` shows in the lobby, connected, then admits
+/// them; returns once the patient has `admitted`.
+pub async fn admit(doctor: &mut Ws, patient: &mut Ws, pid: &str) -> anyhow::Result<()> {
+    loop {
+        let lobby = doctor.until("lobby").await?;
+        let here = lobby["waiting"].as_array().is_some_and(|w| {
+            w.iter()
+                .any(|e| e["participant_id"] == pid && e["connected"] != false)
+        });
+        if here {
+            break;
+        }
+    }
+    doctor
+        .send(json!({"type": "admit", "participant_id": pid}).to_string())
+        .await?;
+    patient.until("admitted").await?;
+    Ok(())
+}
+
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
 /// (baseline). Join latencies go to `stats`.
 pub async fn pair(
@@ -99,20 +119,7 @@ pub async fn pair(
                 .as_str()
                 .context("participant_id")?
                 .to_owned();
-            // The doctor sees the patient in the lobby and admits them.
-            loop {
-                let lobby = doctor.until("lobby").await?;
-                if lobby["waiting"]
-                    .as_array()
-                    .is_some_and(|w| w.iter().any(|e| e["participant_id"] == pid.as_str()))
-                {
-                    break;
-                }
-            }
-            doctor
-                .send(json!({"type": "admit", "participant_id": pid}).to_string())
-                .await?;
-            patient.until("admitted").await?;
+            admit(&mut doctor, &mut patient, &pid).await?;
             stats.record("join patient (admitted)", t.elapsed());
             doctor.until("participant_joined").await?;
             doctor.until("lobby").await?;

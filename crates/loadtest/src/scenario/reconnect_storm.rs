@@ -764,20 +764,7 @@ async fn restart_pair(
     let check = async {
         if !admitted {
             // The doctor sees the patient back in the lobby and lets them in.
-            loop {
-                let lobby = d_ws.until("lobby").await?;
-                let here = lobby["waiting"].as_array().is_some_and(|w| {
-                    w.iter().any(|e| {
-                        e["participant_id"] == patient.id.as_str() && e["connected"] != false
-                    })
-                });
-                if here {
-                    break;
-                }
-            }
-            d_ws.send(json!({"type": "admit", "participant_id": patient.id}).to_string())
-                .await?;
-            p_ws.until("admitted").await?;
+            super::admit(&mut d_ws, &mut p_ws, &patient.id).await?;
         }
         relay_both_ways(&mut d_ws, &doctor.to, &mut p_ws, &patient.to).await
     };

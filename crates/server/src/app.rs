@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for WebSocket clients to take their 1001.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for storage to take what is still queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often deadlines of live visits are checked.
 const TICK: Duration = Duration::from_secs(1);
 /// How often visits nobody is in are checked for expiry.
@@ -250,7 +252,14 @@ impl Application {
         for delivery in deliveries {
             let _ = delivery.await;
         }
-        state.registry.writer().flush().await;
+        // The writer keeps changes while the database is unreachable; at shutdown it gets
+        // a bounded time to write them, so an outage cannot hold the process forever.
+        if tokio::time::timeout(FLUSH_TIMEOUT, state.registry.writer().flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("the database is unreachable: changes not yet written are lost");
+        }
         state.registry.storage().close().await;
         writer_task.abort();
         tracing::info!("stopped");

@@ -35,6 +35,32 @@ pub enum StorageError {
     Unsupported(&'static str),
 }
 
+impl StorageError {
+    /// The database could not be reached, or was busy: the same write may well succeed
+    /// later, so it is worth keeping rather than dropping.
+    pub fn is_transient(&self) -> bool {
+        let StorageError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| transient_code(&code)),
+            _ => false,
+        }
+    }
+}
+
+/// PostgreSQL: connection exceptions (class 08), the server shutting down or not yet
+/// accepting (57P01-57P03), too many connections (53300). SQLite: busy or locked, with
+/// their extended codes (the low byte is the primary code).
+fn transient_code(code: &str) -> bool {
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+        return true;
+    }
+    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
 /// A page of a tenant's visits, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {

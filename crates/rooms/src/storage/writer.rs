@@ -22,7 +22,10 @@ use tokio::task::JoinHandle;
 
 /// Most operations written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Attempts at a batch that fails for a reason other than an unreachable database.
 const ATTEMPTS: u32 = 5;
+/// Longest pause between attempts while the database is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -123,7 +126,7 @@ async fn run(
     let mut queued = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while next_batch(&mut rx, &mut queued, &mut batch).await {
-        write(&*storage, &batch).await;
+        let _ = write(&*storage, &batch).await;
         let n = batch.len() as u64;
         batch.clear();
         progress.written.send_modify(|written| *written += n);
@@ -152,19 +155,54 @@ async fn next_batch(
     true
 }
 
-async fn write(storage: &dyn Storage, batch: &[WriteOp]) {
-    for attempt in 1..=ATTEMPTS {
-        match storage.apply(batch).await {
-            Ok(()) => return,
+/// Writes one batch. While the database is unreachable the batch (and everything queued
+/// behind it) is kept and retried until it is back: visits go on meanwhile, readiness
+/// reports the outage, and nothing of the audit trail is lost. Any other failure is
+/// retried a few times, then the batch is dropped, so one bad write cannot stall every
+/// visit's storage for good.
+async fn write(storage: &dyn Storage, batch: &[WriteOp]) -> bool {
+    retrying(batch.len(), || storage.apply(batch)).await
+}
+
+/// The retry policy of [`write`], over any way of applying the batch; whether it was
+/// written.
+async fn retrying<F, Fut>(ops: usize, mut apply: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), super::StorageError>>,
+{
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match apply().await {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, ops, "storage writes resumed");
+                }
+                return true;
+            }
+            Err(e) if e.is_transient() => {
+                // Once at the start of an outage, then every few minutes at most.
+                if attempt == 1 || attempt.is_multiple_of(50) {
+                    tracing::warn!(error = %e, attempt, ops, "database unreachable; keeping the changes and retrying");
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             Err(e) if attempt < ATTEMPTS => {
-                tracing::warn!(error = %e, attempt, ops = batch.len(), "storage write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                tracing::warn!(error = %e, attempt, ops, "storage write failed; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, ops = batch.len(), "storage write failed; changes dropped")
+                tracing::error!(error = %e, ops, "storage write failed; changes dropped");
+                return false;
             }
         }
     }
+}
+
+/// 100 ms, doubling, at most [`MAX_BACKOFF`].
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50u64 << attempt.min(16)).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]
@@ -213,5 +251,76 @@ mod tests {
         drop(writer);
         batch.clear();
         assert!(!next_batch(&mut rx, &mut queued, &mut batch).await);
+    }
+
+    /// Applies nothing, failing the first `fails` attempts with `error`.
+    fn flaky(
+        fails: u32,
+        error: fn() -> super::super::StorageError,
+    ) -> (
+        Arc<AtomicU64>,
+        impl FnMut() -> std::future::Ready<Result<(), super::super::StorageError>>,
+    ) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = calls.clone();
+        let apply = move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if n < u64::from(fails) {
+                Err(error())
+            } else {
+                Ok(())
+            })
+        };
+        (calls, apply)
+    }
+
+    fn unreachable() -> super::super::StorageError {
+        sqlx::Error::PoolTimedOut.into()
+    }
+
+    fn refused() -> super::super::StorageError {
+        sqlx::Error::RowNotFound.into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_wait_out_a_database_outage_of_any_length() {
+        // 200 attempts with pauses of up to 3 s: a ten-minute outage.
+        let (calls, apply) = flaky(200, unreachable);
+        let started = tokio::time::Instant::now();
+        assert!(
+            retrying(3, apply).await,
+            "written once the database is back"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 201);
+        assert!(started.elapsed() >= Duration::from_secs(9 * 60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_keeps_failing_otherwise_is_dropped_after_a_few_attempts() {
+        let (calls, apply) = flaky(u32::MAX, refused);
+        assert!(!retrying(3, apply).await);
+        assert_eq!(calls.load(Ordering::SeqCst), u64::from(ATTEMPTS));
+        let (calls, apply) = flaky(2, refused);
+        assert!(retrying(3, apply).await, "a passing failure is retried");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn unreachable_and_busy_databases_are_transient_and_nothing_else() {
+        assert!(unreachable().is_transient());
+        assert!(
+            super::super::StorageError::from(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused
+            )))
+            .is_transient()
+        );
+        assert!(!refused().is_transient());
+        assert!(!super::super::StorageError::Corrupt("x".into()).is_transient());
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "5", "517", "6"] {
+            assert!(super::super::transient_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "19", "2067", "13"] {
+            assert!(!super::super::transient_code(code), "{code}");
+        }
     }
 }

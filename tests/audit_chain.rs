@@ -1,19 +1,18 @@
 //! The tamper-evident audit trail, end to end: a real visit through the real binary, then
 //! `bedside audit verify` against its database before and after someone edits and deletes
-//! rows straight in SQLite.
+//! rows straight in the database (SQLite, or PostgreSQL with `BEDSIDE_TEST_DATABASE=postgres`).
 
-use bedside_tests::{CLINIC_A, Pair, TestServer, binary};
+use bedside_tests::{CLINIC_A, Pair, TestServer, binary, pg};
 use serde_json::{Value, json};
-use sqlx::sqlite::SqlitePool;
-use std::path::Path;
 use std::time::Duration;
 
-/// Runs `bedside audit verify [--visit ID]` on the database at `db`; exit code and stdout.
-async fn verify(db: &Path, visit: Option<&str>) -> (i32, String) {
+/// Runs `bedside audit verify [--visit ID]` on the database at `db` (a
+/// `BEDSIDE_DATABASE_URL`); exit code and stdout.
+async fn verify(db: &str, visit: Option<&str>) -> (i32, String) {
     let mut cmd = tokio::process::Command::new(binary());
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BEDSIDE_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("BEDSIDE_DATABASE_URL", db)
         .args(["audit", "verify"]);
     if let Some(visit) = visit {
         cmd.args(["--visit", visit]);
@@ -86,7 +85,7 @@ async fn verify_finds_an_edited_and_a_deleted_row_and_nothing_else() {
         ]
     );
     assert!(server.terminate().await.success());
-    let db = server.db_path();
+    let db = server.database_url();
 
     let (code, out) = verify(&db, None).await;
     assert_eq!(code, 0, "{out}");
@@ -95,23 +94,21 @@ async fn verify_finds_an_edited_and_a_deleted_row_and_nothing_else() {
         "{out}"
     );
 
-    let pool = SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open the database");
-
     // Someone rewrites who admitted the patient.
     let admitted = seq_of(&events, "admitted");
-    let (actor,): (Option<String>,) =
-        sqlx::query_as("SELECT actor FROM audit_events WHERE seq = ?")
-            .bind(admitted)
-            .fetch_one(&pool)
-            .await
-            .expect("row");
-    sqlx::query("UPDATE audit_events SET actor = 'api', detail = 'forged' WHERE seq = ?")
-        .bind(admitted)
-        .execute(&pool)
-        .await
-        .expect("edit");
+    let actor = server
+        .sql_text(&format!(
+            "SELECT actor FROM audit_events WHERE seq = {admitted}"
+        ))
+        .await;
+    assert_eq!(
+        server
+            .sql(&format!(
+                "UPDATE audit_events SET actor = 'api', detail = 'forged' WHERE seq = {admitted}"
+            ))
+            .await,
+        1
+    );
     let (code, out) = verify(&db, None).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(
@@ -131,23 +128,26 @@ async fn verify_finds_an_edited_and_a_deleted_row_and_nothing_else() {
     );
 
     // Put it back: the chain checks content, so it verifies again.
-    sqlx::query("UPDATE audit_events SET actor = ?, detail = NULL WHERE seq = ?")
-        .bind(actor)
-        .bind(admitted)
-        .execute(&pool)
-        .await
-        .expect("restore");
+    let actor = actor.map_or_else(
+        || "NULL".to_owned(),
+        |a| format!("'{}'", a.replace('\'', "''")),
+    );
+    server
+        .sql(&format!(
+            "UPDATE audit_events SET actor = {actor}, detail = NULL WHERE seq = {admitted}"
+        ))
+        .await;
     assert_eq!(verify(&db, None).await.0, 0);
 
     // Someone deletes the patient's departure from the middle of the trail.
     let left = seq_of(&events, "left");
     let ended = seq_of(&events, "ended");
-    sqlx::query("DELETE FROM audit_events WHERE seq = ?")
-        .bind(left)
-        .execute(&pool)
-        .await
-        .expect("delete");
-    pool.close().await;
+    assert_eq!(
+        server
+            .sql(&format!("DELETE FROM audit_events WHERE seq = {left}"))
+            .await,
+        1
+    );
     let (code, out) = verify(&db, None).await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(
@@ -191,20 +191,28 @@ async fn verify_finds_an_edited_and_a_deleted_row_and_nothing_else() {
 
 #[tokio::test]
 async fn verify_reports_errors_with_exit_code_2() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // No database there: not created, not "intact".
-    let missing = dir.path().join("missing.db");
-    let (code, out) = verify(&missing, None).await;
-    assert_eq!(code, 2, "{out}");
-    assert!(!missing.exists());
+    if pg::selected() {
+        // No such database on the server: an error, not "intact" (connecting to
+        // PostgreSQL never creates a database).
+        let url = pg::shared().await.url("no_such_database");
+        let (code, out) = verify(&url, None).await;
+        assert_eq!(code, 2, "{out}");
+    } else {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // No database there: not created, not "intact".
+        let missing = dir.path().join("missing.db");
+        let (code, out) = verify(&format!("sqlite://{}", missing.display()), None).await;
+        assert_eq!(code, 2, "{out}");
+        assert!(!missing.exists());
+    }
 
     let mut server = TestServer::start().await;
     server.api(CLINIC_A).visit().await;
     assert!(server.terminate().await.success());
-    let (code, out) = verify(&server.db_path(), Some("not-a-visit")).await;
+    let (code, out) = verify(&server.database_url(), Some("not-a-visit")).await;
     assert_eq!(code, 2, "{out}");
     let unknown = "00000000-0000-4000-8000-000000000000";
-    let (code, out) = verify(&server.db_path(), Some(unknown)).await;
+    let (code, out) = verify(&server.database_url(), Some(unknown)).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no audit trail"), "{out}");
 }

@@ -1,5 +1,9 @@
-//! Test harness: starts the real `bedside` binary on a loopback port with its own SQLite
-//! file, and drives it with a real HTTP client and real WebSocket clients.
+//! Test harness: starts the real `bedside` binary on a loopback port with its own database,
+//! and drives it with a real HTTP client and real WebSocket clients.
+//!
+//! The database is a SQLite file in the server's temporary directory, or, with
+//! `BEDSIDE_TEST_DATABASE=postgres`, a fresh PostgreSQL database of its own on a cluster the
+//! test process starts on loopback (see [`pg`]). A restart keeps the same database either way.
 //!
 //! The binary is `target/<profile>/bedside` next to the test executable (override with
 //! `BEDSIDE_BIN`); `scripts/test` builds it before running the suite.
@@ -25,6 +29,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use serde_json;
+
+pub mod pg;
 
 /// Tenants every test server knows.
 pub const CLINIC_A: (&str, &str) = ("clinic-a", "clinic-a-secret-0123456789");
@@ -61,6 +67,8 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     child: Child,
     logs: Arc<Mutex<String>>,
+    /// The tasks reading the process's stdout and stderr into `logs`.
+    collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -73,10 +81,15 @@ impl TestServer {
     /// unsets the variable.
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let env = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Kept in `env`, so a restart opens the same PostgreSQL database.
+        if pg::selected() && !env.iter().any(|(k, _)| k == "BEDSIDE_DATABASE_URL") {
+            let url = pg::shared().await.create_database().await;
+            env.push(("BEDSIDE_DATABASE_URL".into(), url));
+        }
         Self::spawn(dir, env).await
     }
 
@@ -126,8 +139,10 @@ impl TestServer {
         let mut child = cmd.spawn().expect("spawn bedside");
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = oneshot::channel();
-        collect(child.stdout.take().expect("stdout"), logs.clone(), Some(tx));
-        collect(child.stderr.take().expect("stderr"), logs.clone(), None);
+        let collectors = vec![
+            collect(child.stdout.take().expect("stdout"), logs.clone(), Some(tx)),
+            collect(child.stderr.take().expect("stderr"), logs.clone(), None),
+        ];
         let addr = match tokio::time::timeout(STEP, rx).await {
             Ok(Ok(addr)) => addr,
             _ => panic!(
@@ -142,6 +157,14 @@ impl TestServer {
             env,
             child,
             logs,
+            collectors,
+        }
+    }
+
+    /// Waits until everything the exited process printed is in `logs`.
+    async fn drain_logs(&mut self) {
+        for task in std::mem::take(&mut self.collectors) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
 
@@ -149,8 +172,80 @@ impl TestServer {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// Where the SQLite database is, when the server runs on SQLite.
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("bedside.db")
+    }
+
+    /// The `BEDSIDE_DATABASE_URL` the server runs on.
+    pub fn database_url(&self) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "BEDSIDE_DATABASE_URL")
+            .map_or_else(
+                || format!("sqlite://{}", self.db_path().display()),
+                |(_, v)| v.clone(),
+            )
+    }
+
+    /// Whether the server runs on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.database_url().starts_with("postgres")
+    }
+
+    /// Runs SQL statements straight against the server's database, behind its back (to
+    /// tamper with rows, say); the rows affected. Write SQL both databases accept.
+    pub async fn sql(&self, statements: &str) -> u64 {
+        let url = self.database_url();
+        let statements = sqlx::AssertSqlSafe(statements.to_owned());
+        if self.on_postgres() {
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .expect("open the database");
+            let done = sqlx::raw_sql(statements)
+                .execute(&pool)
+                .await
+                .expect("run SQL");
+            pool.close().await;
+            done.rows_affected()
+        } else {
+            let pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open the database");
+            let done = sqlx::raw_sql(statements)
+                .execute(&pool)
+                .await
+                .expect("run SQL");
+            pool.close().await;
+            done.rows_affected()
+        }
+    }
+
+    /// The first column of the first row a query returns, as text (`None` for NULL).
+    pub async fn sql_text(&self, query: &str) -> Option<String> {
+        let url = self.database_url();
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        if self.on_postgres() {
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .expect("open the database");
+            let value = sqlx::query_scalar(query)
+                .fetch_one(&pool)
+                .await
+                .expect("run SQL");
+            pool.close().await;
+            value
+        } else {
+            let pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open the database");
+            let value = sqlx::query_scalar(query)
+                .fetch_one(&pool)
+                .await
+                .expect("run SQL");
+            pool.close().await;
+            value
+        }
     }
 
     /// Everything the process printed so far (stdout and stderr).
@@ -184,10 +279,12 @@ impl TestServer {
             .await
             .expect("kill");
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("exits in time")
-            .expect("wait")
+            .expect("wait");
+        self.drain_logs().await;
+        status
     }
 
     /// A new process on the same database and settings (after `kill9` or `terminate`).
@@ -207,7 +304,7 @@ fn collect(
     stream: impl AsyncRead + Unpin + Send + 'static,
     logs: Arc<Mutex<String>>,
     mut ready: Option<oneshot::Sender<SocketAddr>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -222,7 +319,7 @@ fn collect(
             logs.push_str(&line);
             logs.push('\n');
         }
-    });
+    })
 }
 
 /// A tenant's REST client.

@@ -1,4 +1,6 @@
-//! The SQLite storage and the registry over it, on a real database file.
+//! The storage and the registry over it, on a real database: a SQLite file, or with
+//! `BEDSIDE_TEST_DATABASE=postgres` a fresh database on a PostgreSQL cluster this test
+//! process starts on loopback (the black-box suite's harness, `tests/src/pg.rs`).
 
 use bedside_auth::{Role, TenantId};
 use bedside_rooms::storage::{self, ListQuery, Storage, StorageWriter};
@@ -31,9 +33,28 @@ fn record(t: &str, created_at: DateTime<Utc>) -> VisitRecord {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Arc<dyn Storage> {
-    let url = format!("sqlite://{}", dir.path().join("bedside.db").display());
-    storage::connect(&url).await.unwrap()
+#[path = "../../../tests/src/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+/// A database of its own for one test, reopened as often as the test likes.
+struct TestDb {
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn tempdb() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = if pg::selected() {
+        pg::shared().await.create_database().await
+    } else {
+        format!("sqlite://{}", dir.path().join("bedside.db").display())
+    };
+    TestDb { url, _dir: dir }
+}
+
+async fn open(db: &TestDb) -> Arc<dyn Storage> {
+    storage::connect(&db.url).await.unwrap()
 }
 
 /// Collects what a visit sends to one connection.
@@ -66,7 +87,7 @@ impl Recorder {
 
 #[tokio::test]
 async fn visits_round_trip_and_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdb().await;
     let now = Utc::now();
     let v = record("clinic-a", now);
     {
@@ -94,7 +115,7 @@ async fn visits_round_trip_and_survive_reopening() {
 
 #[tokio::test]
 async fn listing_pages_newest_first_and_stays_within_the_tenant() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdb().await;
     let db = open(&dir).await;
     let base = Utc::now();
     let mut mine = Vec::new();
@@ -150,7 +171,7 @@ async fn listing_pages_newest_first_and_stays_within_the_tenant() {
 
 #[tokio::test]
 async fn server_secrets_are_generated_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdb().await;
     let db = open(&dir).await;
     let first = db.secret("resume", b"aaaa").await.unwrap();
     assert_eq!(first, b"aaaa");
@@ -169,7 +190,7 @@ fn join(identity: &str, role: Role) -> JoinRequest {
 
 #[tokio::test]
 async fn the_registry_persists_admissions_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdb().await;
     let now = Utc::now();
     let v = record("clinic-a", now);
     let grace = TimeDelta::seconds(30);
@@ -319,7 +340,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
 
 #[tokio::test]
 async fn expired_visits_nobody_is_in_are_ended_by_the_sweep() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdb().await;
     let db = open(&dir).await;
     let now = Utc::now();
     let v = record("clinic-a", now - TimeDelta::hours(2));
@@ -336,4 +357,150 @@ async fn expired_visits_nobody_is_in_are_ended_by_the_sweep() {
         (VisitStatus::Ended, Some(EndReason::Expired))
     );
     assert_eq!(registry.expire_due(now).await.unwrap(), 0);
+}
+
+/// Two storages on one database, as two nodes would be, appending to the same visits at
+/// once (in opposite orders; one writes audit rows only, the other events too): every chain
+/// stays intact, every visit's events are numbered 1, 2, 3... without gaps, and the
+/// tenant's events come out in commit order by seq.
+#[tokio::test]
+async fn two_writers_at_once_keep_chains_and_event_numbers_intact() {
+    use bedside_rooms::event::{EventKind, VisitEvent};
+    use bedside_rooms::storage::WriteOp;
+
+    const BATCHES: usize = 30;
+    let dir = tempdb().await;
+    let (a, b) = (open(&dir).await, open(&dir).await);
+    let now = Utc::now();
+    let visits: Vec<VisitRecord> = (0..3).map(|_| record("clinic-a", now)).collect();
+    for v in &visits {
+        a.insert_visit(v, &AuditEvent::new(AuditKind::Created, now))
+            .await
+            .unwrap();
+    }
+    let write = |db: Arc<dyn Storage>, reverse: bool| {
+        let mut order = visits.clone();
+        if reverse {
+            order.reverse();
+        }
+        let with_events = reverse;
+        tokio::spawn(async move {
+            for _ in 0..BATCHES {
+                let ops: Vec<WriteOp> = order
+                    .iter()
+                    .flat_map(|v| {
+                        let audit = WriteOp::Audit {
+                            visit: v.id,
+                            tenant: v.tenant.clone(),
+                            event: AuditEvent::new(AuditKind::Joined, now),
+                        };
+                        let event = WriteOp::Event {
+                            visit: v.id,
+                            tenant: v.tenant.clone(),
+                            event: VisitEvent::new(EventKind::ParticipantWaiting, now),
+                        };
+                        if with_events {
+                            vec![audit, event]
+                        } else {
+                            vec![audit]
+                        }
+                    })
+                    .collect();
+                db.apply(&ops).await.unwrap();
+            }
+        })
+    };
+    let (ra, rb) = tokio::join!(write(a.clone(), false), write(b.clone(), true));
+    ra.unwrap();
+    rb.unwrap();
+
+    let report = a.verify_audit(None).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.visits, 3);
+    assert_eq!(report.chained_rows, 3 * (1 + 2 * BATCHES as u64));
+
+    let events = b.events(&tenant("clinic-a"), 0, 10_000).await.unwrap();
+    assert_eq!(events.len(), 3 * (1 + BATCHES));
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    for v in &visits {
+        let numbers: Vec<i64> = events
+            .iter()
+            .filter(|e| e.visit_id == v.id.to_string())
+            .map(|e| e.visit_seq)
+            .collect();
+        let expected: Vec<i64> = (1..=(1 + BATCHES as i64)).collect();
+        assert_eq!(numbers, expected);
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// The audit chain hashes the same on both databases: the same visit and audit rows written
+/// to a fresh SQLite file and a fresh PostgreSQL database (whose seqs both start at 1) get
+/// the same `prev_hash` and `hash` in every row. Needs PostgreSQL: the PostgreSQL pass.
+#[tokio::test]
+async fn the_audit_chain_hashes_the_same_on_sqlite_and_postgres() {
+    use sqlx::Row;
+
+    if !pg::selected() {
+        eprintln!(
+            "skipped: compares SQLite with PostgreSQL, so it runs in the PostgreSQL pass \
+             (BEDSIDE_TEST_DATABASE=postgres)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.path().join("bedside.db").display());
+    let postgres_url = pg::shared().await.create_database().await;
+    let now = DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap();
+    let v = record("clinic-a", now);
+    let patient = ParticipantId::random();
+    let of_patient = |e: AuditEvent| AuditEvent {
+        participant_id: Some(patient),
+        identity: Some("pt-1".into()),
+        role: Some(Role::Patient),
+        ..e
+    };
+    let events = [
+        AuditEvent::new(AuditKind::TokenIssued, now)
+            .actor("api")
+            .detail("patient"),
+        of_patient(AuditEvent::new(
+            AuditKind::Joined,
+            now + TimeDelta::microseconds(7),
+        )),
+        of_patient(AuditEvent::new(AuditKind::Admitted, now + TimeDelta::seconds(3)).actor("dr-1")),
+    ];
+    let mut chains = Vec::new();
+    for url in [&sqlite_url, &postgres_url] {
+        let db = storage::connect(url).await.unwrap();
+        db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now).actor("api"))
+            .await
+            .unwrap();
+        for e in &events {
+            db.audit(v.id, &v.tenant, e).await.unwrap();
+        }
+        assert!(db.verify_audit(None).await.unwrap().is_intact());
+        db.close().await;
+        let query = "SELECT seq, prev_hash, hash FROM audit_events ORDER BY seq";
+        let rows: Vec<(i64, String, String)> = if url.starts_with("sqlite") {
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+            let rows = sqlx::query(query).fetch_all(&pool).await.unwrap();
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        } else {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            let rows = sqlx::query(query).fetch_all(&pool).await.unwrap();
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        };
+        chains.push(rows);
+    }
+    assert_eq!(chains[0].len(), 4);
+    assert_eq!(
+        chains[0], chains[1],
+        "SQLite and PostgreSQL rows hash alike"
+    );
 }

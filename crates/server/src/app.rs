@@ -91,7 +91,12 @@ impl Application {
         let prometheus = prometheus();
         let storage = storage::connect(&settings.database_url)
             .await
-            .with_context(|| format!("opening the database {}", settings.database_url))?;
+            .with_context(|| {
+                format!(
+                    "opening the database {}",
+                    storage::redacted_url(&settings.database_url)
+                )
+            })?;
         let mut keys = settings.keys()?;
         let dev_key = if keys.is_empty() {
             Some(dev_key(&*storage).await?)

@@ -54,7 +54,7 @@ pub async fn verify(
     let storage = storage::connect_existing(url)
         .await
         .map_err(|source| AuditCliError::Open {
-            url: url.clone(),
+            url: storage::redacted_url(url).into_owned(),
             source,
         })?;
     let report = storage.verify_audit(visit).await;

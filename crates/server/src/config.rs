@@ -223,7 +223,8 @@ impl Default for TurnSettings {
 pub struct Settings {
     /// Address to serve on.
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (created if missing).
+    /// `sqlite://PATH` (created if missing) or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+    /// (also `postgresql://`; the database must exist).
     pub database_url: String,
     /// `id:secret` pairs, or a list of keys with optional tenants.
     pub api_keys: ListOrString<KeySetting>,
@@ -304,6 +305,12 @@ impl Settings {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if bedside_rooms::storage::Backend::of(&self.database_url).is_none() {
+            bail!(
+                "database_url must be sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE, not {:?}",
+                bedside_rooms::storage::redacted_url(&self.database_url)
+            );
+        }
         if self.grace_seconds == 0 || self.grace_seconds > 3600 {
             bail!("grace_seconds must be 1-3600");
         }

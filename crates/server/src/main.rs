@@ -68,7 +68,8 @@ async fn main() -> ExitCode {
             .collect();
         println!(
             "configuration is valid; listen={} database={} api keys={keys:?}",
-            settings.listen, settings.database_url
+            settings.listen,
+            bedside_rooms::storage::redacted_url(&settings.database_url)
         );
         return ExitCode::SUCCESS;
     }

@@ -1,13 +1,17 @@
 //! Durable storage of visits, participants and the audit trail.
 //!
-//! [`Storage`] is the seam: SQLite ([`SqliteStorage`]) is the embedded default and a
-//! PostgreSQL implementation fits the same trait. Live visits never wait on it: their
+//! [`Storage`] is the seam: SQLite ([`SqliteStorage`]) is the embedded default and
+//! PostgreSQL ([`PostgresStorage`]) the one several nodes can share; [`connect`] picks one
+//! by the URL's scheme. Live visits never wait on it: their
 //! changes go through the [`StorageWriter`], which applies them in order, in batches.
 
+mod postgres;
+mod postgres_events;
 mod sqlite;
 mod sqlite_events;
 mod writer;
 
+pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 pub use writer::{StorageWriter, WriteOp};
 
@@ -19,6 +23,7 @@ use crate::visit::StoredParticipant;
 use async_trait::async_trait;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +34,9 @@ pub enum StorageError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("this storage does not support {0}")]
     Unsupported(&'static str),
@@ -175,26 +182,116 @@ pub trait Storage: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Which storage a `BEDSIDE_DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend for `url` by its scheme: `sqlite:` or `postgres://` /
+    /// `postgresql://`; `None` for anything else.
+    pub fn of(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// `url` fit for a log line or an error message: a password in it (`user:PASSWORD@`, or a
+/// `password=` parameter) is replaced by `***`.
+pub fn redacted_url(url: &str) -> Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Cow::Borrowed(url);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => Cow::Owned(format!("{user}:***@{host}")),
+            None => Cow::Borrowed(authority),
+        },
+        None => Cow::Borrowed(authority),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) if query.split('&').any(|p| p.starts_with("password=")) => {
+            let query: Vec<&str> = query
+                .split('&')
+                .map(|p| {
+                    if p.starts_with("password=") {
+                        "password=***"
+                    } else {
+                        p
+                    }
+                })
+                .collect();
+            Cow::Owned(format!("{path}?{}", query.join("&")))
+        }
+        _ => Cow::Borrowed(tail),
+    };
+    if matches!((&authority, &tail), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+        Cow::Borrowed(url)
+    } else {
+        Cow::Owned(format!("{scheme}://{authority}{tail}"))
+    }
+}
+
 /// Opens the storage a `BEDSIDE_DATABASE_URL` names and runs its migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStorage::connect(url).await?))
-    } else {
-        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    match Backend::of(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStorage::connect(url).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresStorage::connect(url).await?)),
+        None => Err(StorageError::UnsupportedUrl(redacted_url(url).into_owned())),
     }
 }
 
 /// Like [`connect`], but a database that does not exist yet is an error instead of being
 /// created: for tools that inspect an existing database.
 pub async fn connect_existing(url: &str) -> Result<Arc<dyn Storage>, StorageError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStorage::connect_existing(url).await?))
-    } else {
-        Err(StorageError::UnsupportedUrl(url.to_owned()))
+    match Backend::of(url) {
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStorage::connect_existing(url).await?)),
+        Some(Backend::Postgres) => Ok(Arc::new(PostgresStorage::connect_existing(url).await?)),
+        None => Err(StorageError::UnsupportedUrl(redacted_url(url).into_owned())),
     }
 }
 
 pub(crate) fn kind_of(s: &str) -> Result<AuditKind, StorageError> {
     s.parse()
         .map_err(|e: crate::record::UnknownValue| StorageError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_by_scheme() {
+        assert_eq!(Backend::of("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of("postgres://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of("postgresql://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of("mysql://u@h/db"), None);
+        assert_eq!(Backend::of("postgres:db"), None);
+        assert_eq!(Backend::of("bedside.db"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("postgres://bedside:s3cr@t@db:5432/bedside?sslmode=require"),
+            "postgres://bedside:***@db:5432/bedside?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgres://db/bedside?user=b&password=s3cret"),
+            "postgres://db/bedside?user=b&password=***"
+        );
+        assert_eq!(redacted_url("postgres://b@db/x"), "postgres://b@db/x");
+        assert_eq!(redacted_url("sqlite://bedside.db"), "sqlite://bedside.db");
+        assert_eq!(redacted_url("no scheme"), "no scheme");
+    }
 }

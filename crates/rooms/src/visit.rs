@@ -417,10 +417,12 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), RoomError> {
-        // Deadlines that passed are acted on before anything else, whether or not the
-        // caller fed a tick in time: a visit loaded from storage long after a restart must
-        // not hand back an admission whose grace period is over.
-        if !matches!(input, Input::Tick) {
+        // Deadlines that passed are acted on first, whether or not the caller fed a tick in
+        // time: a visit loaded from storage long after a restart must not hand back an
+        // admission whose grace period is over. Signals skip it: they are the hot path,
+        // change no deadline, and reach only connected participants anyway (the caller's
+        // next tick, within a second, catches up).
+        if !matches!(input, Input::Tick | Input::Signal { .. }) {
             self.tick(now, out);
         }
         match input {

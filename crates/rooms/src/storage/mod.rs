@@ -5,6 +5,7 @@
 //! by the URL's scheme. Live visits never wait on it: their
 //! changes go through the [`StorageWriter`], which applies them in order, in batches.
 
+mod columns;
 mod postgres;
 mod postgres_events;
 mod sqlite;

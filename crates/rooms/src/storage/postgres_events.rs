@@ -11,12 +11,13 @@
 //!   any seq for their events. `seq` is unique across tenants (delivery outcomes are
 //!   recorded by seq alone) and, as in SQLite, not gapless within a tenant.
 
+use super::columns::{event_columns, event_from_row};
 use super::{Attempt, StorageError, StoredEvent};
 use crate::VisitId;
 use crate::event::VisitEvent;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::BTreeSet;
 
@@ -96,27 +97,6 @@ impl EventWriter {
     }
 }
 
-macro_rules! columns {
-    () => {
-        "seq, id, tenant, visit_id, visit_seq, kind, at, data, attempts"
-    };
-}
-
-fn event_from_row(r: &PgRow) -> Result<StoredEvent, StorageError> {
-    let data: String = r.try_get("data")?;
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        visit_id: r.try_get("visit_id")?,
-        visit_seq: r.try_get("visit_seq")?,
-        kind: r.try_get("kind")?,
-        at: time(r.try_get("at")?)?,
-        data: serde_json::from_str(&data).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        attempts: r.try_get("attempts")?,
-    })
-}
-
 /// A tenant's events after `after` (a tenant-wide sequence number), oldest first.
 pub(super) async fn list(
     pool: &PgPool,
@@ -126,7 +106,7 @@ pub(super) async fn list(
 ) -> Result<Vec<StoredEvent>, StorageError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        event_columns!(),
         " FROM visit_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
     ))
     .bind(tenant.as_str())
@@ -160,7 +140,7 @@ pub(super) async fn undelivered(
 ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        event_columns!(),
         ", next_attempt_at FROM visit_events \
          WHERE tenant = $1 AND delivered_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $2"
     ))

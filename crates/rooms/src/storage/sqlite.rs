@@ -6,13 +6,16 @@
 //! holding the write lock from the start means no other connection (the writer task, an
 //! API handler) can append to the same chain in between.
 
+use super::columns::{
+    micros, opt_time, parse, role, stored_fields, time, visit_columns, visit_from_row,
+};
 use super::sqlite_events::{self, EventWriter};
 use super::{
     Attempt, AuditRecord, ListQuery, Storage, StorageError, StoredEvent, WriteOp, kind_of,
 };
 use crate::VisitId;
 use crate::audit::AuditEvent;
-use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredFields, StoredRow};
+use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredRow};
 use crate::event::{EventKind, VisitEvent};
 use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::{Change, StoredParticipant};
@@ -20,8 +23,7 @@ use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
@@ -35,63 +37,6 @@ pub struct SqliteStorage {
 /// Starts a write transaction holding SQLite's write lock from the outset (waiting up to
 /// the busy timeout for it), so reading a chain's end and appending to it are one step.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
-
-fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
-}
-
-fn time(us: i64) -> Result<DateTime<Utc>, StorageError> {
-    DateTime::from_timestamp_micros(us).ok_or_else(|| StorageError::Corrupt(format!("time {us}")))
-}
-
-fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, StorageError> {
-    us.map(time).transpose()
-}
-
-fn parse<T: FromStr>(s: &str) -> Result<T, StorageError> {
-    s.parse()
-        .map_err(|_| StorageError::Corrupt(format!("value {s:?}")))
-}
-
-fn role(s: &str) -> Result<Role, StorageError> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| StorageError::Corrupt(format!("role {s:?}")))
-}
-
-macro_rules! visit_columns {
-    () => {
-        "id, tenant, external_ref, status, ended_reason, created_at, not_before, \
-         expires_at, started_at, ended_at, max_participants, metadata"
-    };
-}
-
-fn visit_from_row(row: &SqliteRow) -> Result<VisitRecord, StorageError> {
-    let metadata: Option<String> = row.try_get("metadata")?;
-    Ok(VisitRecord {
-        id: parse(row.try_get::<&str, _>("id")?)?,
-        tenant: TenantId::new(row.try_get::<String, _>("tenant")?)
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        external_ref: row.try_get("external_ref")?,
-        status: parse(row.try_get::<&str, _>("status")?)?,
-        ended_reason: row
-            .try_get::<Option<&str>, _>("ended_reason")?
-            .map(parse)
-            .transpose()?,
-        created_at: time(row.try_get("created_at")?)?,
-        not_before: opt_time(row.try_get("not_before")?)?,
-        expires_at: time(row.try_get("expires_at")?)?,
-        started_at: opt_time(row.try_get("started_at")?)?,
-        ended_at: opt_time(row.try_get("ended_at")?)?,
-        max_participants: row
-            .try_get::<i64, _>("max_participants")?
-            .try_into()
-            .map_err(|_| StorageError::Corrupt("max_participants".into()))?,
-        metadata: metadata
-            .map(|m| serde_json::from_str(&m))
-            .transpose()
-            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-    })
-}
 
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `sqlite://PATH` and migrates it.
@@ -352,22 +297,6 @@ impl ChainWriter {
         .await?;
         Ok(())
     }
-}
-
-/// Reads a row's hashed columns back. Any column that no longer reads as it was written
-/// (a number turned into text, say) makes the whole row unreadable: verification then
-/// reports it as edited instead of failing.
-fn stored_fields(r: &SqliteRow) -> Result<StoredFields, sqlx::Error> {
-    Ok(StoredFields {
-        tenant: r.try_get("tenant")?,
-        at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
-        participant_id: r.try_get("participant_id")?,
-        identity: r.try_get("identity")?,
-        role: r.try_get("role")?,
-        actor: r.try_get("actor")?,
-        detail: r.try_get("detail")?,
-    })
 }
 
 impl SqliteStorage {

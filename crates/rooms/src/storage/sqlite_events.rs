@@ -1,12 +1,13 @@
 //! Visit events in SQLite: appending them inside the writer's transactions with their
 //! per-visit sequence numbers, and the reads and updates webhook delivery needs.
 
+use super::columns::{event_columns, event_from_row};
 use super::{StorageError, StoredEvent};
 use crate::VisitId;
 use crate::event::VisitEvent;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashMap;
 
@@ -60,29 +61,6 @@ impl EventWriter {
     }
 }
 
-macro_rules! columns {
-    () => {
-        "seq, id, tenant, visit_id, visit_seq, kind, at, data, attempts"
-    };
-}
-
-fn event_from_row(r: &SqliteRow) -> Result<StoredEvent, StorageError> {
-    let at: i64 = r.try_get("at")?;
-    let data: String = r.try_get("data")?;
-    Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        visit_id: r.try_get("visit_id")?,
-        visit_seq: r.try_get("visit_seq")?,
-        kind: r.try_get("kind")?,
-        at: DateTime::from_timestamp_micros(at)
-            .ok_or_else(|| StorageError::Corrupt(format!("time {at}")))?,
-        data: serde_json::from_str(&data).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        attempts: r.try_get("attempts")?,
-    })
-}
-
 /// A tenant's events after `after` (a tenant-wide sequence number), oldest first.
 pub(super) async fn list(
     pool: &SqlitePool,
@@ -92,7 +70,7 @@ pub(super) async fn list(
 ) -> Result<Vec<StoredEvent>, StorageError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        event_columns!(),
         " FROM visit_events WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
     ))
     .bind(tenant.as_str())
@@ -126,7 +104,7 @@ pub(super) async fn undelivered(
 ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError> {
     let rows = sqlx::query(concat!(
         "SELECT ",
-        columns!(),
+        event_columns!(),
         ", next_attempt_at FROM visit_events \
          WHERE tenant = ? AND delivered_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT ?"
     ))

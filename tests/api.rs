@@ -564,3 +564,61 @@ async fn the_public_url_makes_the_join_links_and_the_allowed_origin() {
         "the listen address is not the public origin"
     );
 }
+
+/// `RUST_LOG` filters what is logged; the default level is `info`.
+#[tokio::test]
+async fn rust_log_sets_what_is_logged() {
+    for (filter, expect_info) in [("", true), ("error", false)] {
+        let mut server = TestServer::start_with(&[("RUST_LOG", filter)]).await;
+        let api = server.api(CLINIC_A);
+        let _pair = bedside_tests::Pair::admitted(&server, &api).await;
+        assert!(server.terminate().await.success());
+        let logs = server.logs();
+        assert_eq!(
+            logs.contains(" INFO "),
+            expect_info,
+            "RUST_LOG={filter:?}:\n{logs}"
+        );
+        assert!(
+            logs.contains("bedside listening on"),
+            "the address is always printed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listing_filters_active_visits_and_pages_by_fifty() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut ids = Vec::new();
+    for _ in 0..51 {
+        ids.push(api.visit().await);
+    }
+    let (status, page) = api.call(Method::GET, "/v1/visits", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        page["visits"].as_array().unwrap().len(),
+        50,
+        "default limit"
+    );
+    let cursor = page["next_cursor"].as_str().expect("a next page");
+    let (_, rest) = api
+        .call(Method::GET, &format!("/v1/visits?cursor={cursor}"), None)
+        .await;
+    assert_eq!(rest["visits"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+
+    // Someone joins one: it alone is active.
+    let token = api.mint(&ids[7], "doctor", "dr-1", "D").await;
+    let (_doctor, _) = bedside_tests::Client::join(&server, &token).await;
+    let (_, active) = api
+        .call(Method::GET, "/v1/visits?status=active", None)
+        .await;
+    let active: Vec<_> = active["visits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(active, [ids[7].clone()]);
+}

@@ -134,3 +134,34 @@ async fn after_kill_9_admissions_hold_for_one_grace_period() {
     assert_eq!(left["reason"], "timed_out");
     assert_eq!(api.get_visit(&pair.visit).await["status"], "active");
 }
+
+/// Ctrl-C stops Bedside the way SIGTERM does: clients told to reconnect, exit 0, and what
+/// happened is on disk for the next start.
+#[tokio::test]
+async fn ctrl_c_stops_gracefully_like_sigterm() {
+    let mut server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let Pair {
+        visit,
+        mut doctor,
+        mut patient,
+    } = Pair::admitted(&server, &api).await;
+    let stopping = tokio::spawn(async move {
+        let status = server.interrupt().await;
+        (server, status)
+    });
+    assert_eq!(doctor.closed().await, 1001);
+    assert_eq!(patient.closed().await, 1001);
+    let (server, status) = stopping.await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(server.logs().contains("stopped"), "{}", server.logs());
+    let server = server.restart().await;
+    let kinds: Vec<_> = server
+        .api(CLINIC_A)
+        .events(&visit)
+        .await
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert!(kinds.iter().any(|k| k == "admitted"), "{kinds:?}");
+}

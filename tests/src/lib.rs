@@ -271,9 +271,19 @@ impl TestServer {
     }
 
     /// SIGTERM, and the exit status.
+    /// SIGTERM, then waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("-TERM").await
+    }
+
+    /// SIGINT (Ctrl-C), then waits for the process to exit.
+    pub async fn interrupt(&mut self) -> ExitStatus {
+        self.stop_with("-INT").await
+    }
+
+    async fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(signal)
             .arg(self.pid().to_string())
             .status()
             .await

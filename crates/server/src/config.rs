@@ -572,6 +572,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn with_nothing_configured_the_defaults_are_designs() {
+        let s = Settings::load(None).expect("defaults load");
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.database_url, "sqlite://bedside.db");
+        assert_eq!(s.grace_seconds, 30);
+        assert_eq!(s.public_url(s.listen), "http://127.0.0.1:8080");
+        assert!(s.keys().unwrap().is_empty(), "no keys: a dev key is made");
+    }
+
+    #[test]
     fn keys_come_from_a_comma_separated_string() {
         let s = Settings {
             api_keys: ListOrString::Text(

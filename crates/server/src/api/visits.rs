@@ -102,6 +102,9 @@ pub async fn list_visits(
         return Err(ApiError::invalid("limit", "must be 1 to 200"));
     }
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    // Like a single visit: list what live visits wrote a moment ago (a join that just made
+    // a visit active), not a version from before it.
+    state.registry.writer().flush().await;
     let query = ListQuery {
         status: params.status,
         limit: limit + 1,

@@ -102,7 +102,22 @@ async fn readiness_follows_postgres_down_and_back_without_a_restart() {
     assert_eq!(patient.closed().await, 1000);
     let left = doctor.until("participant_left").await;
     assert_eq!(left["reason"], "left");
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // The API does not hang on the outage: it answers 503, retry later, within seconds.
+    let asked = Instant::now();
+    let (status, body) = api
+        .call(reqwest::Method::GET, &format!("/v1/visits/{before}"), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")),
+        "{body}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let mut patient = Client::join(&server, &back).await.0;
 
     cluster.run().await;

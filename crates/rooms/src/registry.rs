@@ -65,6 +65,9 @@ impl VisitHandle {
 
 type Guard = ArcMutexGuard<RawMutex, Inner>;
 
+/// Longest a reload waits for a retired visit's queued changes to reach storage.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Registry {
     visits: DashMap<VisitId, Arc<Mutex<Inner>>>,
     /// Visits that left memory, with the writer position that covers their last change:
@@ -126,9 +129,13 @@ impl Registry {
         if let Some(live) = self.visits.get(&id).map(|v| v.clone()) {
             return Ok(live);
         }
-        // A visit retired a moment ago may still have changes queued: let them land first.
-        if let Some((_, position)) = self.retired.remove(&id) {
-            self.writer.wait_for(position).await;
+        // A visit retired a moment ago may still have changes queued: let them land first
+        // (and if the database cannot take them now, say so rather than read a stale copy).
+        if let Some((_, position)) = self.retired.remove(&id)
+            && !self.writer.wait_within(position, CATCH_UP).await
+        {
+            self.retired.insert(id, position);
+            return Err(RoomError::Unavailable);
         }
         let record = self
             .storage

@@ -116,6 +116,15 @@ impl StorageWriter {
     pub async fn flush(&self) {
         self.wait_for(self.position()).await;
     }
+
+    /// [`Self::wait_for`], for at most `limit`; whether everything up to `position` was
+    /// written by then. Readers use it so a database outage, during which the writer keeps
+    /// its changes and waits, turns into a prompt "unavailable" rather than a hang.
+    pub async fn wait_within(&self, position: u64, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.wait_for(position))
+            .await
+            .is_ok()
+    }
 }
 
 async fn run(

@@ -78,7 +78,7 @@ pub async fn list_events(
     }
     let storage = state.registry.storage();
     // Include what live visits wrote a moment ago.
-    state.registry.writer().flush().await;
+    super::caught_up(&state).await?;
     let after = match params.after.as_deref() {
         None | Some("") => 0,
         Some(after) => match after.parse::<i64>() {

@@ -59,3 +59,17 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(ops)
         .split_for_parts()
 }
+
+/// Longest an API read waits for what live visits wrote a moment ago to reach storage.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until storage holds every change live visits made before this call, so a read
+/// reflects them; `unavailable` (503, retry later) if the database cannot take them now.
+pub(crate) async fn caught_up(state: &AppState) -> Result<(), ApiError> {
+    let writer = state.registry.writer();
+    if writer.wait_within(writer.position(), CATCH_UP).await {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable)
+    }
+}

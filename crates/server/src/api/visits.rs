@@ -24,7 +24,7 @@ const MAX_NAME_CHARS: usize = 100;
 async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     // Read what live visits wrote a moment ago, not a version from before it.
-    state.registry.writer().flush().await;
+    super::caught_up(state).await?;
     match state.registry.storage().visit(id).await? {
         Some(v) if v.tenant == tenant.id => Ok(v),
         _ => Err(ApiError::VisitNotFound),
@@ -104,7 +104,7 @@ pub async fn list_visits(
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     // Like a single visit: list what live visits wrote a moment ago (a join that just made
     // a visit active), not a version from before it.
-    state.registry.writer().flush().await;
+    super::caught_up(&state).await?;
     let query = ListQuery {
         status: params.status,
         limit: limit + 1,
@@ -246,7 +246,7 @@ pub async fn end_visit(
         .end(&tenant.id, id, Actor::api(tenant.key.as_str()), now)
         .await?;
     // Answer once the end is on disk.
-    state.registry.writer().flush().await;
+    super::caught_up(&state).await?;
     tracing::info!(visit = %id, "visit ended by api");
     Ok(Json(VisitBody::new(record, now)))
 }
@@ -274,7 +274,7 @@ pub async fn remove_participant(
             Utc::now(),
         )
         .await?;
-    state.registry.writer().flush().await;
+    super::caught_up(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

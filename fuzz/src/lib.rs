@@ -3,5 +3,6 @@
 //! tests can replay the committed corpora through exactly the same checks
 //! (docs/fuzzing.md).
 
+pub mod corpus;
 pub mod frames;
 pub mod tokens;

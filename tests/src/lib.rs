@@ -71,6 +71,29 @@ pub struct TestServer {
     collectors: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Evaluates `$body` with `$pool` open on `$server`'s database, PostgreSQL or SQLite (the
+/// two pool types differ, so the body is written once and compiled for each).
+macro_rules! on_database {
+    ($server:expr, |$pool:ident| $body:expr) => {{
+        let url = $server.database_url();
+        if $server.on_postgres() {
+            let $pool = sqlx::PgPool::connect(&url)
+                .await
+                .expect("open the database");
+            let out = $body;
+            $pool.close().await;
+            out
+        } else {
+            let $pool = sqlx::SqlitePool::connect(&url)
+                .await
+                .expect("open the database");
+            let out = $body;
+            $pool.close().await;
+            out
+        }
+    }};
+}
+
 impl TestServer {
     /// A server with the two test tenants and default settings.
     pub async fn start() -> Self {
@@ -196,56 +219,21 @@ impl TestServer {
     /// Runs SQL statements straight against the server's database, behind its back (to
     /// tamper with rows, say); the rows affected. Write SQL both databases accept.
     pub async fn sql(&self, statements: &str) -> u64 {
-        let url = self.database_url();
         let statements = sqlx::AssertSqlSafe(statements.to_owned());
-        if self.on_postgres() {
-            let pool = sqlx::PgPool::connect(&url)
-                .await
-                .expect("open the database");
-            let done = sqlx::raw_sql(statements)
-                .execute(&pool)
-                .await
-                .expect("run SQL");
-            pool.close().await;
-            done.rows_affected()
-        } else {
-            let pool = sqlx::SqlitePool::connect(&url)
-                .await
-                .expect("open the database");
-            let done = sqlx::raw_sql(statements)
-                .execute(&pool)
-                .await
-                .expect("run SQL");
-            pool.close().await;
-            done.rows_affected()
-        }
+        on_database!(self, |pool| sqlx::raw_sql(statements)
+            .execute(&pool)
+            .await
+            .expect("run SQL")
+            .rows_affected())
     }
 
     /// The first column of the first row a query returns, as text (`None` for NULL).
     pub async fn sql_text(&self, query: &str) -> Option<String> {
-        let url = self.database_url();
         let query = sqlx::AssertSqlSafe(query.to_owned());
-        if self.on_postgres() {
-            let pool = sqlx::PgPool::connect(&url)
-                .await
-                .expect("open the database");
-            let value = sqlx::query_scalar(query)
-                .fetch_one(&pool)
-                .await
-                .expect("run SQL");
-            pool.close().await;
-            value
-        } else {
-            let pool = sqlx::SqlitePool::connect(&url)
-                .await
-                .expect("open the database");
-            let value = sqlx::query_scalar(query)
-                .fetch_one(&pool)
-                .await
-                .expect("run SQL");
-            pool.close().await;
-            value
-        }
+        on_database!(self, |pool| sqlx::query_scalar(query)
+            .fetch_one(&pool)
+            .await
+            .expect("run SQL"))
     }
 
     /// Everything the process printed so far (stdout and stderr).

@@ -7,6 +7,8 @@
 //! (fuzz/corpus and the crash reproducers in fuzz/regressions) through the fuzzers' own
 //! oracle, which this file includes by path so both check exactly the same things.
 
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
 #[path = "../../../fuzz/src/tokens.rs"]
 mod oracle;
 
@@ -269,24 +271,10 @@ fn claims_at_the_edges_of_i64_are_refused_not_a_panic() {
     }
 }
 
-/// Every file of a committed corpus or reproducer folder, with its path.
+/// Every committed input of `target` (fuzz/corpus and fuzz/regressions), with its path.
 fn committed_inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut inputs = Vec::new();
-    for dir in [
-        fuzz.join("corpus").join(target),
-        fuzz.join("regressions").join(target),
-    ] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("corpus entry").path();
-            let bytes = std::fs::read(&path).expect("corpus file");
-            inputs.push((path, bytes));
-        }
-    }
-    inputs
+    corpus::committed_inputs(&fuzz, target)
 }
 
 #[test]

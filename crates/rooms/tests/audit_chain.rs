@@ -85,6 +85,11 @@ async fn seqs(pool: &SqlitePool, visit: VisitId) -> Vec<i64> {
         .unwrap()
 }
 
+/// Runs `sql` (with one `?`, the row's seq) on the audit row `seq`, behind the storage's back.
+async fn tamper(pool: &SqlitePool, sql: &'static str, seq: i64) {
+    sqlx::query(sql).bind(seq).execute(pool).await.unwrap();
+}
+
 fn broken_at(report: &ChainReport, visit: VisitId) -> Option<Break> {
     report
         .broken
@@ -243,29 +248,23 @@ async fn edits_and_deletions_in_the_database_are_reported_at_their_visit_and_seq
     };
     let pool = raw(&dir).await;
     let s = seqs(&pool, edited).await;
-    sqlx::query("UPDATE audit_events SET detail = 'forged' WHERE seq = ?")
-        .bind(s[2])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(
+        &pool,
+        "UPDATE audit_events SET detail = 'forged' WHERE seq = ?",
+        s[2],
+    )
+    .await;
     let t = seqs(&pool, moved_in_time).await;
-    sqlx::query("UPDATE audit_events SET at = at - 3600000000 WHERE seq = ?")
-        .bind(t[1])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(
+        &pool,
+        "UPDATE audit_events SET at = at - 3600000000 WHERE seq = ?",
+        t[1],
+    )
+    .await;
     let d = seqs(&pool, deleted).await;
-    sqlx::query("DELETE FROM audit_events WHERE seq = ?")
-        .bind(d[1])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(&pool, "DELETE FROM audit_events WHERE seq = ?", d[1]).await;
     let u = seqs(&pool, truncated).await;
-    sqlx::query("DELETE FROM audit_events WHERE seq = ?")
-        .bind(u[3])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(&pool, "DELETE FROM audit_events WHERE seq = ?", u[3]).await;
 
     let report = db.verify_audit(None).await.unwrap();
     assert_eq!(report.visits, 5);
@@ -300,11 +299,12 @@ async fn edits_and_deletions_in_the_database_are_reported_at_their_visit_and_seq
 
     // Putting the edited value back makes the row match its hash again: the chain checks
     // content, not a "was touched" flag.
-    sqlx::query("UPDATE audit_events SET detail = NULL WHERE seq = ?")
-        .bind(s[2])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(
+        &pool,
+        "UPDATE audit_events SET detail = NULL WHERE seq = ?",
+        s[2],
+    )
+    .await;
     assert!(db.verify_audit(Some(edited)).await.unwrap().is_intact());
 }
 
@@ -407,11 +407,12 @@ async fn rows_written_before_the_chain_existed_are_counted_as_unchained() {
     // A chained row stripped of its hashes does not pass for an old one.
     let pool = raw(&dir).await;
     let s = seqs(&pool, v).await;
-    sqlx::query("UPDATE audit_events SET prev_hash = NULL, hash = NULL WHERE seq = ?")
-        .bind(s[2])
-        .execute(&pool)
-        .await
-        .unwrap();
+    tamper(
+        &pool,
+        "UPDATE audit_events SET prev_hash = NULL, hash = NULL WHERE seq = ?",
+        s[2],
+    )
+    .await;
     let report = db.verify_audit(None).await.unwrap();
     assert_eq!(
         broken_at(&report, v),

@@ -8,6 +8,8 @@
 //! crash reproducers in fuzz/regressions) through the fuzzer's own oracle, which this file
 //! includes by path so both check exactly the same things.
 
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
 #[path = "../../../fuzz/src/frames.rs"]
 mod oracle;
 
@@ -349,24 +351,10 @@ fn control_characters_and_newlines_stay_inside_json_strings() {
     assert!(!refused.to_string().contains('\n'), "{refused}");
 }
 
-/// Every file of a committed corpus or reproducer folder, with its path.
+/// Every committed input of `target` (fuzz/corpus and fuzz/regressions), with its path.
 fn committed_inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut inputs = Vec::new();
-    for dir in [
-        fuzz.join("corpus").join(target),
-        fuzz.join("regressions").join(target),
-    ] {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("corpus entry").path();
-            let bytes = std::fs::read(&path).expect("corpus file");
-            inputs.push((path, bytes));
-        }
-    }
-    inputs
+    corpus::committed_inputs(&fuzz, target)
 }
 
 #[test]

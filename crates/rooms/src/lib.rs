@@ -5,6 +5,7 @@
 //!   of the waiting room is tested with simulated time.
 //! - [`registry`] holds the live visits of this node (`dashmap`), feeds them inputs, and
 //!   routes their outputs: notices to participants' outboxes, changes to storage.
+//! - [`ownership`] is what a cluster plugs in so one node at a time acts for a visit.
 //! - [`storage`] is the durable side: a trait, its SQLite implementation, and the writer
 //!   task that batches changes in order.
 
@@ -15,6 +16,7 @@ pub mod audit_chain;
 pub mod event;
 pub mod ids;
 pub mod notice;
+pub mod ownership;
 pub mod participant;
 pub mod record;
 pub mod registry;
@@ -25,6 +27,7 @@ pub use audit::{AuditEvent, AuditKind};
 pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
 pub use ids::{ConnId, ParticipantId, VisitId};
 pub use notice::{CloseCode, LeaveReason, Notice, VisitSummary};
+pub use ownership::{Claim, Ownership};
 pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
 pub use record::{EndReason, VisitRecord, VisitStatus};
 pub use registry::{Outbox, Outgoing, Registry, VisitHandle};

@@ -4,7 +4,7 @@
 use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -85,7 +85,7 @@ pub enum Notice {
 }
 
 /// WebSocket close codes of the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u16)]
 pub enum CloseCode {
     Normal = 1000,

@@ -30,7 +30,7 @@ pub struct MediaState {
 
 /// The participant object of the protocol. `connected` is false while a participant who
 /// dropped is inside the grace period and may come back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParticipantView {
     pub participant_id: ParticipantId,

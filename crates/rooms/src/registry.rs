@@ -9,6 +9,7 @@
 //!
 //! Lock order: a visit's mutex may be held while touching the map, never the reverse.
 
+use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
 use crate::visit::{Actor, Input, JoinRequest, Output, RoomError, Target, Visit};
 use crate::{
@@ -40,6 +41,11 @@ pub enum Outgoing {
     /// Check the peer is still there (sent to every connection each ping interval, so no
     /// connection needs a timer of its own).
     Heartbeat,
+    /// A frame the visit's owner node already encoded (the participant is connected here,
+    /// the visit runs elsewhere). Boxed twice over so the slot stays one word.
+    Frame(Box<String>),
+    /// The owner node refused what this participant sent.
+    Refused(RoomError),
 }
 
 struct Inner {
@@ -49,6 +55,8 @@ struct Inner {
     outboxes: HashMap<ConnId, Arc<dyn Outbox>>,
     /// Set when the visit leaves the map; a holder of a stale handle must reload.
     retired: bool,
+    /// In a cluster, the epoch this node claimed the visit under: every write carries it.
+    epoch: Option<i64>,
 }
 
 /// A connection's handle on the visit it joined: no map lookup per frame.
@@ -81,6 +89,8 @@ pub struct Registry {
     /// When this process started: participants connected to its predecessor count as
     /// dropped at this moment.
     boot: DateTime<Utc>,
+    /// Set in a cluster: visits are loaded only once claimed.
+    ownership: Option<Arc<dyn Ownership>>,
 }
 
 fn unavailable(e: StorageError) -> RoomError {
@@ -103,7 +113,15 @@ impl Registry {
             grace,
             expiry_warning: TimeDelta::minutes(crate::visit::EXPIRY_WARNING_MINUTES),
             boot,
+            ownership: None,
         }
+    }
+
+    /// Runs this registry as one node of a cluster: visits are claimed before they are
+    /// loaded, and every write is fenced with the claim's epoch.
+    pub fn with_ownership(mut self, ownership: Arc<dyn Ownership>) -> Self {
+        self.ownership = Some(ownership);
+        self
     }
 
     /// Sets how long before a visit's end its participants are warned.
@@ -137,6 +155,13 @@ impl Registry {
             self.retired.insert(id, position);
             return Err(RoomError::Unavailable);
         }
+        let epoch = match &self.ownership {
+            None => None,
+            Some(ownership) => match ownership.claim(id).await? {
+                Claim::Mine { epoch } => Some(epoch),
+                Claim::Elsewhere => return Err(RoomError::Elsewhere),
+            },
+        };
         let record = self
             .storage
             .visit(id)
@@ -148,7 +173,14 @@ impl Registry {
             _ => self.storage.participants(id).await.map_err(unavailable)?,
         };
         let tenant = record.tenant.clone();
-        let visit = Visit::restore(record, stored, self.boot, self.grace)
+        // A visit taken over from another node: its participants dropped from that node
+        // now, as far as this one can tell.
+        let dropped_at = if epoch.is_some() {
+            Utc::now()
+        } else {
+            self.boot
+        };
+        let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
             id,
@@ -156,6 +188,7 @@ impl Registry {
             visit,
             outboxes: HashMap::new(),
             retired: false,
+            epoch,
         };
         Ok(self
             .visits
@@ -181,6 +214,14 @@ impl Registry {
     fn run(&self, g: &mut Guard, input: Input, now: DateTime<Utc>) -> Result<(), RoomError> {
         // Storage keeps microseconds: the visit's times must read back the same.
         let now = now.trunc_subsecs(6);
+        // A node that cannot vouch for its claims right now does not act on them; a
+        // departure is still taken note of, so a kept claim keeps an accurate visit.
+        if let Some(ownership) = &self.ownership
+            && !ownership.fresh()
+            && !matches!(input, Input::Disconnected { .. })
+        {
+            return Err(RoomError::Unavailable);
+        }
         let inner = &mut **g;
         // Not kept between inputs: a join's outputs would otherwise pin their capacity in
         // every live visit, and one small allocation per input costs less than that memory.
@@ -216,6 +257,15 @@ impl Registry {
             }
         }
         if !writes.is_empty() {
+            if let Some(epoch) = inner.epoch {
+                writes.insert(
+                    0,
+                    WriteOp::Fence {
+                        visit: inner.id,
+                        epoch,
+                    },
+                );
+            }
             // One transaction: a change, its audit rows and its events stand or fall together.
             self.writer.push_group(writes);
         }
@@ -226,12 +276,42 @@ impl Registry {
     /// Drops a visit nobody is in from memory; its state is in storage.
     fn retire_if_idle(&self, g: &mut Guard) {
         if g.visit.is_vacant() && g.outboxes.is_empty() {
-            g.retired = true;
-            let id = g.id;
-            self.retired.insert(id, self.writer.position());
-            let live = ArcMutexGuard::mutex(g);
-            self.visits.remove_if(&id, |_, v| Arc::ptr_eq(v, live));
+            self.retire(g);
         }
+    }
+
+    fn retire(&self, g: &mut Guard) {
+        g.retired = true;
+        let id = g.id;
+        let position = self.writer.position();
+        self.retired.insert(id, position);
+        let live = ArcMutexGuard::mutex(g);
+        self.visits.remove_if(&id, |_, v| Arc::ptr_eq(v, live));
+        if let Some(ownership) = &self.ownership {
+            ownership.release(id, position);
+        }
+    }
+
+    /// Stops acting for a visit at once: another node owns it now. Its connections here
+    /// are told to reconnect (1001), which brings them to the new owner.
+    pub fn evict(&self, id: VisitId) {
+        let Some(live) = self.visits.get(&id).map(|v| v.clone()) else {
+            return;
+        };
+        let mut g = Mutex::lock_arc(&live);
+        if g.retired {
+            return;
+        }
+        for (_, outbox) in g.outboxes.drain() {
+            outbox.push(Outgoing::Close(CloseCode::GoingAway));
+        }
+        tracing::info!(visit = %id, "visit handed over to another node");
+        self.retire(&mut g);
+    }
+
+    /// Every visit live on this node.
+    pub fn live_ids(&self) -> Vec<VisitId> {
+        self.visits.iter().map(|e| *e.key()).collect()
     }
 
     /// Joins a connection to a visit. On success the connection's outbox receives the
@@ -368,6 +448,8 @@ impl Registry {
                 Ok(mut g) => {
                     let _ = self.run(&mut g, Input::Tick, now);
                 }
+                // Its owner node expires it.
+                Err(RoomError::Elsewhere) => {}
                 Err(e) => tracing::warn!(visit = %id, error = %e, "could not expire visit"),
             }
         }
@@ -378,6 +460,14 @@ impl Registry {
     /// places are kept for the grace period, so they come back without a new admission.
     pub fn close_all(&self) {
         self.to_every_outbox(|| Outgoing::Close(CloseCode::GoingAway));
+    }
+
+    /// Every connection's outbox (a node draining sends each a 1001 in turn).
+    pub fn outboxes(&self) -> Vec<Arc<dyn Outbox>> {
+        let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
+        live.iter()
+            .flat_map(|visit| visit.lock().outboxes.values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Asks every connection to check on its peer.

@@ -23,6 +23,7 @@ use crate::record::{EndReason, VisitRecord, VisitStatus};
 use crate::{ConnId, ParticipantId};
 use bedside_auth::Role;
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -163,7 +164,7 @@ pub enum Output {
 
 /// Why an input was refused. Outputs appended before the refusal still apply; the error
 /// is for the sender alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum RoomError {
     #[error("visit not found")]
     VisitNotFound,
@@ -193,6 +194,9 @@ pub enum RoomError {
     InvalidChat,
     #[error("the service is temporarily unavailable, retry")]
     Unavailable,
+    /// Another node of the cluster runs this visit.
+    #[error("the visit is running on another node")]
+    Elsewhere,
 }
 
 impl RoomError {
@@ -212,7 +216,7 @@ impl RoomError {
             RoomError::NotWaiting => "not_waiting",
             RoomError::InvalidTarget => "invalid_target",
             RoomError::InvalidChat => "invalid_chat",
-            RoomError::Unavailable => "unavailable",
+            RoomError::Unavailable | RoomError::Elsewhere => "unavailable",
         }
     }
 
@@ -221,7 +225,7 @@ impl RoomError {
         match self {
             RoomError::WrongTenant => CloseCode::BadToken,
             RoomError::VisitNotFound | RoomError::VisitEnded => CloseCode::VisitGone,
-            RoomError::Unavailable => CloseCode::GoingAway,
+            RoomError::Unavailable | RoomError::Elsewhere => CloseCode::GoingAway,
             _ => CloseCode::NotAllowed,
         }
     }

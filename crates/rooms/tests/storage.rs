@@ -79,7 +79,7 @@ impl Recorder {
                     .unwrap()
                     .to_owned(),
                 Outgoing::Close(code) => format!("close {}", code.as_u16()),
-                Outgoing::Heartbeat => "heartbeat".to_owned(),
+                other => format!("{other:?}"),
             })
             .collect()
     }
@@ -503,4 +503,188 @@ async fn the_audit_chain_hashes_the_same_on_sqlite_and_postgres() {
         chains[0], chains[1],
         "SQLite and PostgreSQL rows hash alike"
     );
+}
+
+#[tokio::test]
+async fn writes_under_a_stale_epoch_are_refused_and_the_rest_of_the_batch_is_written() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_rooms::visit::Change;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let (a, b) = (record("clinic-a", now), record("clinic-a", now));
+    for v in [&a, &b] {
+        db.insert_visit(v, &AuditEvent::new(AuditKind::Created, now))
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.epoch(a.id).await.unwrap(), Some(0));
+    assert_eq!(db.claim(a.id).await.unwrap(), Some(1), "node 1 takes it");
+    assert_eq!(
+        db.claim(a.id).await.unwrap(),
+        Some(2),
+        "node 2 takes it over"
+    );
+    assert_eq!(db.claim(VisitId::random()).await.unwrap(), None);
+
+    // Node 1 still believes it runs `a`: its group is refused, node 2's passes, and a
+    // visit with no fence in the same batch is written as usual.
+    let started = |visit| WriteOp::Change {
+        visit,
+        change: Change::Started { at: now },
+    };
+    let joined = |v: &VisitRecord| WriteOp::Audit {
+        visit: v.id,
+        tenant: v.tenant.clone(),
+        event: AuditEvent::new(AuditKind::Joined, now),
+    };
+    let fenced = db
+        .apply(&[
+            WriteOp::Fence {
+                visit: a.id,
+                epoch: 1,
+            },
+            started(a.id),
+            joined(&a),
+            started(b.id),
+            joined(&b),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(fenced, [a.id]);
+    assert_eq!(db.visit(a.id).await.unwrap().unwrap().started_at, None);
+    assert_eq!(
+        db.audit_trail(a.id).await.unwrap().len(),
+        1,
+        "only `created`"
+    );
+    assert!(db.visit(b.id).await.unwrap().unwrap().started_at.is_some());
+    assert_eq!(db.audit_trail(b.id).await.unwrap().len(), 2);
+
+    let fenced = db
+        .apply(&[
+            WriteOp::Fence {
+                visit: a.id,
+                epoch: 2,
+            },
+            started(a.id),
+            joined(&a),
+        ])
+        .await
+        .unwrap();
+    assert!(fenced.is_empty());
+    assert!(db.visit(a.id).await.unwrap().unwrap().started_at.is_some());
+    let report = db.verify_audit(None).await.unwrap();
+    assert!(report.is_intact(), "{report:?}");
+}
+
+/// A stand-in for the cluster's leases: claims through storage's epoch, and a switch for
+/// whether the node can vouch for its claims.
+struct Leases {
+    db: Arc<dyn Storage>,
+    elsewhere: std::sync::atomic::AtomicBool,
+    fresh: std::sync::atomic::AtomicBool,
+    released: Mutex<Vec<VisitId>>,
+}
+
+#[async_trait::async_trait]
+impl bedside_rooms::Ownership for Leases {
+    async fn claim(&self, visit: VisitId) -> Result<bedside_rooms::Claim, RoomError> {
+        use std::sync::atomic::Ordering;
+        if self.elsewhere.load(Ordering::SeqCst) {
+            return Ok(bedside_rooms::Claim::Elsewhere);
+        }
+        let epoch = self.db.claim(visit).await.unwrap().unwrap();
+        Ok(bedside_rooms::Claim::Mine { epoch })
+    }
+    fn fresh(&self) -> bool {
+        self.fresh.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn release(&self, visit: VisitId, _position: u64) {
+        self.released.lock().push(visit);
+    }
+}
+
+#[tokio::test]
+async fn a_node_acts_for_a_visit_only_while_it_owns_it() {
+    use std::sync::atomic::Ordering;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let v = record("clinic-a", now);
+    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+        .await
+        .unwrap();
+    let leases = Arc::new(Leases {
+        db: db.clone(),
+        elsewhere: true.into(),
+        fresh: true.into(),
+        released: Mutex::default(),
+    });
+    let (writer, _task) = StorageWriter::spawn(db.clone());
+    let mut fenced = writer.take_fenced().unwrap();
+    let registry = Registry::new(db.clone(), writer.clone(), TimeDelta::seconds(30), now)
+        .with_ownership(leases.clone());
+    let outbox = Arc::new(Recorder::default());
+    let doc = join("dr-1", Role::Doctor);
+    let conn = doc.conn;
+    let refused = registry
+        .join(v.id, &tenant("clinic-a"), doc.clone(), outbox.clone(), now)
+        .await;
+    assert_eq!(
+        refused.err(),
+        Some(RoomError::Elsewhere),
+        "another node runs it"
+    );
+    assert_eq!(registry.live_visits(), 0);
+
+    leases.elsewhere.store(false, Ordering::SeqCst);
+    let (handle, _) = registry
+        .join(v.id, &tenant("clinic-a"), doc, outbox.clone(), now)
+        .await
+        .unwrap();
+    let chat = |text: &str| Input::Chat {
+        conn,
+        text: text.into(),
+    };
+    registry.handle(&handle, chat("one"), now).unwrap();
+    // Unable to vouch for its claim (paused past its lease, say): it does nothing.
+    leases.fresh.store(false, Ordering::SeqCst);
+    let before = outbox.kinds().len();
+    assert_eq!(
+        registry.handle(&handle, chat("two"), now),
+        Err(RoomError::Unavailable)
+    );
+    assert_eq!(outbox.kinds().len(), before, "nothing was relayed");
+    leases.fresh.store(true, Ordering::SeqCst);
+
+    // Another node takes the visit over: this node's next change is refused by storage
+    // (reported on the writer's channel), and evicting the visit tells its connections to
+    // reconnect, which brings them to the new owner.
+    writer.flush().await;
+    assert_eq!(db.claim(v.id).await.unwrap(), Some(2));
+    let patient = Arc::new(Recorder::default());
+    registry
+        .join(
+            v.id,
+            &tenant("clinic-a"),
+            join("pt-1", Role::Patient),
+            patient,
+            now,
+        )
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), fenced.recv())
+        .await
+        .unwrap();
+    assert_eq!(refused, Some(v.id));
+    let stored = db.participants(v.id).await.unwrap();
+    assert!(stored.iter().all(|p| p.identity != "pt-1"), "{stored:?}");
+    registry.evict(v.id);
+    assert_eq!(
+        outbox.kinds().last().map(String::as_str),
+        Some("close 1001")
+    );
+    assert_eq!(registry.live_visits(), 0);
+    assert_eq!(leases.released.lock().as_slice(), [v.id]);
 }

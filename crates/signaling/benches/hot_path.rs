@@ -83,8 +83,14 @@ impl Storage for OneVisit {
     async fn participants(&self, _: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
         Ok(Vec::new())
     }
-    async fn apply(&self, _: &[WriteOp]) -> Result<(), StorageError> {
-        Ok(())
+    async fn apply(&self, _: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn claim(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(None)
+    }
+    async fn epoch(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(None)
     }
     async fn audit_trail(&self, _: VisitId) -> Result<Vec<AuditRecord>, StorageError> {
         Ok(Vec::new())

@@ -6,15 +6,14 @@
 //! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
 //! `idle_timeout` is dead and its place enters the grace period.
 
-use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
-use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode};
+use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode, error_frame, input_of};
+use crate::{Seat, Signaling};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
 use bedside_rooms::{
-    Actor, CloseCode, ConnId, Input, JoinRequest, Notice, Outgoing, ParticipantId, Target,
-    VisitHandle, VisitId,
+    CloseCode, ConnId, Input, JoinRequest, Notice, Outgoing, ParticipantId, VisitId,
 };
 use chrono::Utc;
 use futures_util::SinkExt;
@@ -65,12 +64,8 @@ enum Inbound {
     Nothing,
 }
 
-fn error_frame(code: &str, message: &str) -> String {
-    ServerMsg::Error { code, message }.to_json()
-}
-
 struct Joined {
-    visit: VisitHandle,
+    visit: Seat,
     inbox: Inbox,
     /// Until the `joined` frame carries it.
     resume_token: Option<String>,
@@ -129,9 +124,12 @@ impl Connection {
         let exit = match Box::pin(self.await_join()).await {
             Ok(mut joined) => {
                 let exit = self.relay(&mut joined).await;
-                self.sig
-                    .registry
-                    .disconnect(&joined.visit, self.conn, Utc::now());
+                match &joined.visit {
+                    Seat::Local(visit) => {
+                        self.sig.registry.disconnect(visit, self.conn, Utc::now())
+                    }
+                    Seat::Remote(seat) => seat.leave(),
+                }
                 exit
             }
             Err(exit) => exit,
@@ -240,12 +238,7 @@ impl Connection {
             name: creds.name.clone(),
             new_id: ParticipantId::random(),
         };
-        let (visit, participant) = match self
-            .sig
-            .registry
-            .join(visit_id, &creds.tenant, req, outbox, now)
-            .await
-        {
+        let (visit, participant) = match self.sig.join(visit_id, &creds.tenant, req, outbox).await {
             Ok(joined) => joined,
             Err(e) => {
                 self.sig.metrics.error(e.code());
@@ -357,6 +350,15 @@ impl Connection {
                     };
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
+                Outgoing::Frame(frame) => {
+                    let frame = Message::Text((*frame).into());
+                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
+                }
+                Outgoing::Refused(e) => {
+                    self.sig.metrics.error(e.code());
+                    let frame = Message::Text(error_frame(e.code(), &e.to_string()).into());
+                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
+                }
                 Outgoing::Close(code) => {
                     unless(&overflowed, timed(limit, self.socket.flush())).await?;
                     return Err(Exit::Close(code, code.reason()));
@@ -384,43 +386,27 @@ impl Connection {
     /// Feeds a client frame to the visit. Returns the frame to answer with, if any (`pong`,
     /// or an `error` for a frame that was refused).
     fn handle_frame(&mut self, text: &str, j: &Joined) -> Option<String> {
-        let conn = self.conn;
-        let input = match ClientMsg::decode(text) {
-            Err(e) => return Some(error_frame(e.code(), &e.to_string())),
-            Ok(ClientMsg::Join { .. }) => {
-                return Some(error_frame("already_joined", "this connection has joined"));
-            }
-            Ok(ClientMsg::Ping) => return Some(ServerMsg::Pong {}.to_json()),
-            Ok(ClientMsg::Signal { to, data }) => Input::Signal { conn, to, data },
-            Ok(ClientMsg::Admit { participant_id }) => Input::Admit {
-                conn,
-                target: participant_id,
-            },
-            Ok(ClientMsg::Deny {
-                participant_id,
-                reason,
-            }) => Input::Deny {
-                conn,
-                target: participant_id,
-                reason,
-            },
-            Ok(ClientMsg::Remove { participant_id }) => Input::Remove {
-                by: Actor::Conn(conn),
-                target: Target::Id(participant_id),
-            },
-            Ok(ClientMsg::Chat { text }) => Input::Chat { conn, text },
-            Ok(ClientMsg::Media(media)) => Input::Media { conn, media },
-            Ok(ClientMsg::Leave) => Input::Leave { conn },
-            Ok(ClientMsg::EndVisit) => Input::End {
-                by: Actor::Conn(conn),
-            },
+        let input = match input_of(text, self.conn) {
+            Ok(input) => input,
+            Err(reply) => return Some(reply),
         };
         let counter = match &input {
             Input::Signal { .. } => Some(&self.sig.metrics.relayed_signals),
             Input::Chat { .. } => Some(&self.sig.metrics.relayed_chat),
             _ => None,
         };
-        match self.sig.registry.handle(&j.visit, input, Utc::now()) {
+        let visit = match &j.visit {
+            Seat::Local(visit) => visit,
+            Seat::Remote(seat) => {
+                // The owner answers a refusal through the outbox.
+                seat.forward(text);
+                if let Some(counter) = counter {
+                    counter.increment(1);
+                }
+                return None;
+            }
+        };
+        match self.sig.registry.handle(visit, input, Utc::now()) {
             Ok(()) => {
                 if let Some(counter) = counter {
                     counter.increment(1);

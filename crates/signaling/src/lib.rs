@@ -10,13 +10,15 @@ mod connection;
 mod metrics;
 mod outbox;
 pub mod protocol;
+mod seat;
 
 pub use outbox::{Inbox, LocalOutbox};
-pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg};
+pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg, input_of};
+pub use seat::{Forwarder, RemoteSeat, Seat};
 
 use axum::extract::ws::WebSocketUpgrade;
-use bedside_auth::{KeyRing, ResumeKey, TurnSecret};
-use bedside_rooms::{ParticipantId, Registry};
+use bedside_auth::{KeyRing, ResumeKey, TenantId, TurnSecret};
+use bedside_rooms::{JoinRequest, Outbox, ParticipantId, Registry, RoomError, VisitId};
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -84,6 +86,11 @@ pub struct Signaling {
     config: SignalingConfig,
     shutdown: CancellationToken,
     metrics: metrics::Metrics,
+    /// Set in a cluster: reaches visits other nodes own.
+    forwarder: Option<Arc<dyn Forwarder>>,
+    /// How long a join keeps looking for a visit's owner (one that just died holds its
+    /// claim until the claim lapses).
+    owner_wait: Duration,
 }
 
 impl Signaling {
@@ -104,6 +111,57 @@ impl Signaling {
             config,
             shutdown,
             metrics: metrics::Metrics::new(),
+            forwarder: None,
+            owner_wait: Duration::ZERO,
+        }
+    }
+
+    /// Joins visits other nodes own through `forwarder`, waiting up to `owner_wait` for a
+    /// visit whose owner is gone to become free.
+    pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>, owner_wait: Duration) -> Self {
+        self.forwarder = Some(forwarder);
+        self.owner_wait = owner_wait;
+        self
+    }
+
+    /// Joins a connection to a visit wherever it runs: here, or on its owner node.
+    pub async fn join(
+        &self,
+        visit: VisitId,
+        tenant: &TenantId,
+        req: JoinRequest,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<(Seat, ParticipantId), RoomError> {
+        let deadline = tokio::time::Instant::now() + self.owner_wait;
+        loop {
+            let local = self
+                .registry
+                .join(
+                    visit,
+                    tenant,
+                    req.clone(),
+                    outbox.clone(),
+                    chrono::Utc::now(),
+                )
+                .await;
+            let Some(forwarder) = &self.forwarder else {
+                return local.map(|(handle, p)| (Seat::Local(handle), p));
+            };
+            match local {
+                Ok((handle, p)) => return Ok((Seat::Local(handle), p)),
+                Err(RoomError::Elsewhere) => {}
+                Err(e) => return Err(e),
+            }
+            match forwarder.join(visit, tenant, &req, outbox.clone()).await {
+                Ok((seat, p)) => return Ok((Seat::Remote(seat), p)),
+                // Nobody owns it any more, or the owner did not answer: look again.
+                Err(RoomError::Elsewhere | RoomError::Unavailable)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

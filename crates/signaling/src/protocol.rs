@@ -7,8 +7,8 @@
 
 use bedside_auth::Role;
 use bedside_rooms::{
-    EndReason, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId, ParticipantView,
-    VisitSummary,
+    Actor, ConnId, EndReason, Input, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId,
+    ParticipantView, Target, VisitSummary,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -280,6 +280,47 @@ impl ServerMsg<'_> {
 pub struct JoinedExtras<'a> {
     pub ice_servers: &'a [IceServer],
     pub resume_token: &'a str,
+}
+
+/// What a joined connection's frame asks of its visit, or the frame to answer it with at
+/// once (`pong`, or an `error`). Used where the connection is, and again on the visit's
+/// owner node for a participant connected elsewhere.
+pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
+    Ok(match ClientMsg::decode(text) {
+        Err(e) => return Err(error_frame(e.code(), &e.to_string())),
+        Ok(ClientMsg::Join { .. }) => {
+            return Err(error_frame("already_joined", "this connection has joined"));
+        }
+        Ok(ClientMsg::Ping) => return Err(ServerMsg::Pong {}.to_json()),
+        Ok(ClientMsg::Signal { to, data }) => Input::Signal { conn, to, data },
+        Ok(ClientMsg::Admit { participant_id }) => Input::Admit {
+            conn,
+            target: participant_id,
+        },
+        Ok(ClientMsg::Deny {
+            participant_id,
+            reason,
+        }) => Input::Deny {
+            conn,
+            target: participant_id,
+            reason,
+        },
+        Ok(ClientMsg::Remove { participant_id }) => Input::Remove {
+            by: Actor::Conn(conn),
+            target: Target::Id(participant_id),
+        },
+        Ok(ClientMsg::Chat { text }) => Input::Chat { conn, text },
+        Ok(ClientMsg::Media(media)) => Input::Media { conn, media },
+        Ok(ClientMsg::Leave) => Input::Leave { conn },
+        Ok(ClientMsg::EndVisit) => Input::End {
+            by: Actor::Conn(conn),
+        },
+    })
+}
+
+/// An `error` frame.
+pub fn error_frame(code: &str, message: &str) -> String {
+    ServerMsg::Error { code, message }.to_json()
 }
 
 /// Encodes a visit's notice as a frame.

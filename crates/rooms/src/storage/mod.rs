@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +64,8 @@ impl StorageError {
 /// accepting (57P01-57P03), too many connections (53300). SQLite: busy or locked, with
 /// their extended codes (the low byte is the primary code).
 fn transient_code(code: &str) -> bool {
-    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+    // 55P03: a lock wait timed out (another node held the visit's row for long).
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "55P03") {
         return true;
     }
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
@@ -112,6 +114,24 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
+/// The epoch each fenced visit of a batch was written under.
+pub(crate) fn fences(ops: &[WriteOp]) -> BTreeMap<VisitId, i64> {
+    ops.iter()
+        .filter_map(|op| match op {
+            WriteOp::Fence { visit, epoch } => Some((*visit, *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The operations of a batch that are to be written: no fences, nothing of a visit whose
+/// fence failed.
+pub(crate) fn unfenced<'a>(ops: &'a [WriteOp], fenced: &[VisitId]) -> Vec<&'a WriteOp> {
+    ops.iter()
+        .filter(|op| !matches!(op, WriteOp::Fence { .. }) && !fenced.contains(&op.visit()))
+        .collect()
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Stores a new visit together with its `created` audit entry and `visit.created` event.
@@ -127,8 +147,15 @@ pub trait Storage: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<Vec<VisitRecord>, StorageError>;
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError>;
-    /// Applies changes in order, atomically.
-    async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError>;
+    /// Applies changes in order, atomically. The groups of a visit whose [`WriteOp::Fence`]
+    /// names an epoch other than the stored one are skipped; those visits are returned.
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError>;
+    /// Takes a visit over for this node: raises its stored epoch and returns the new one
+    /// (`None` if there is no such visit). Writes fenced with an older epoch are refused
+    /// from then on.
+    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
+    /// A visit's current epoch (`None` if there is no such visit).
+    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
     /// Appends one audit entry outside any live visit (e.g. a token was issued).
     async fn audit(
         &self,
@@ -142,6 +169,7 @@ pub trait Storage: Send + Sync + 'static {
             event: event.clone(),
         }])
         .await
+        .map(drop)
     }
     async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError>;
     /// Walks the hash chain of one visit's audit trail (`Some`), or of every visit's, and

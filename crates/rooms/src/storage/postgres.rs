@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -69,7 +69,13 @@ impl PostgresStorage {
     /// migrates it. The database itself must exist (PostgreSQL databases are created by
     /// their administrator); its tables are created here.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        let options = PgConnectOptions::from_str(url)?;
+        // A node frozen mid-transaction (paused, partitioned) must not hold its visits' rows
+        // locked: the server ends such a session, so another node can take the visits over
+        // (and the frozen node's commit then fails, and is refused when retried).
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("idle_in_transaction_session_timeout", "2s"),
+            ("lock_timeout", "10s"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
@@ -159,20 +165,24 @@ impl PostgresStorage {
 }
 
 /// Locks the `visits` rows of these visits, in id order, until the transaction ends.
+/// Locks the rows of `visits` and returns their epochs.
 async fn lock_visits(
     tx: &mut Transaction<'_, Postgres>,
     visits: &BTreeSet<VisitId>,
-) -> Result<(), StorageError> {
+) -> Result<BTreeMap<VisitId, i64>, StorageError> {
     if visits.is_empty() {
-        return Ok(());
+        return Ok(BTreeMap::new());
     }
     let mut ids: Vec<String> = visits.iter().map(VisitId::to_string).collect();
     ids.sort_unstable();
-    sqlx::query("SELECT id FROM visits WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(())
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, epoch FROM visits WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.into_iter()
+        .map(|(id, epoch)| Ok((parse(&id)?, epoch)))
+        .collect()
 }
 
 /// Appends audit rows to visits' hash chains within one write transaction.
@@ -483,11 +493,28 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
-    async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
+        let fences = super::fences(ops);
+        let mut tx = self.pool.begin().await?;
+        // Every visit the batch touches is locked once, in id order (no deadlock with
+        // another node's writer or claim), and the fences are checked under those locks.
+        let mut locked: BTreeSet<VisitId> = fences.keys().copied().collect();
+        for op in ops {
+            if let WriteOp::Audit { visit, .. } | WriteOp::Event { visit, .. } = op {
+                locked.insert(*visit);
+            }
+        }
+        let epochs = lock_visits(&mut tx, &locked).await?;
+        let fenced: Vec<VisitId> = fences
+            .iter()
+            .filter(|(visit, epoch)| epochs.get(visit) != Some(epoch))
+            .map(|(visit, _)| *visit)
+            .collect();
+        let ops = super::unfenced(ops, &fenced);
         let mut visits = BTreeSet::new();
         let mut tenants = Vec::new();
         let mut audit_rows = 0;
-        for op in ops {
+        for op in &ops {
             match op {
                 WriteOp::Audit { visit, .. } => {
                     visits.insert(*visit);
@@ -497,11 +524,9 @@ impl Storage for PostgresStorage {
                     visits.insert(*visit);
                     tenants.push(tenant);
                 }
-                WriteOp::Change { .. } => {}
+                WriteOp::Change { .. } | WriteOp::Fence { .. } => {}
             }
         }
-        let mut tx = self.pool.begin().await?;
-        lock_visits(&mut tx, &visits).await?;
         let mut events = EventWriter::default();
         events.lock_tenants(&mut tx, tenants).await?;
         let mut chain = ChainWriter::start(&mut tx, &visits, audit_rows).await?;
@@ -520,11 +545,28 @@ impl Storage for PostgresStorage {
                     tenant,
                     event,
                 } => events.append(&mut tx, *visit, tenant, event).await?,
+                WriteOp::Fence { .. } => {}
             }
         }
         chain.finish(&mut tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(fenced)
+    }
+
+    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM visits WHERE id = $1")
+            .bind(visit.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar("UPDATE visits SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
+                .bind(visit.to_string())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError> {

@@ -481,8 +481,21 @@ impl Storage for SqliteStorage {
             .collect()
     }
 
-    async fn apply(&self, ops: &[WriteOp]) -> Result<(), StorageError> {
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        // The write transaction excludes every other writer, so the epochs read here hold
+        // until commit.
+        let mut fenced = Vec::new();
+        for (visit, epoch) in super::fences(ops) {
+            let stored: Option<i64> = sqlx::query_scalar("SELECT epoch FROM visits WHERE id = ?")
+                .bind(visit.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if stored != Some(epoch) {
+                fenced.push(visit);
+            }
+        }
+        let ops = super::unfenced(ops, &fenced);
         let mut chain = ChainWriter::default();
         let mut events = EventWriter::default();
         chain
@@ -490,7 +503,7 @@ impl Storage for SqliteStorage {
                 &mut tx,
                 ops.iter().filter_map(|op| match op {
                     WriteOp::Audit { visit, .. } => Some(*visit),
-                    WriteOp::Change { .. } | WriteOp::Event { .. } => None,
+                    _ => None,
                 }),
             )
             .await?;
@@ -509,11 +522,28 @@ impl Storage for SqliteStorage {
                     tenant,
                     event,
                 } => events.append(&mut tx, *visit, tenant, event).await?,
+                WriteOp::Fence { .. } => {}
             }
         }
         chain.finish(&mut tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(fenced)
+    }
+
+    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM visits WHERE id = ?")
+            .bind(visit.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(
+            sqlx::query_scalar("UPDATE visits SET epoch = epoch + 1 WHERE id = ? RETURNING epoch")
+                .bind(visit.to_string())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError> {

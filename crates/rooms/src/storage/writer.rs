@@ -29,6 +29,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub enum WriteOp {
+    /// Heads a group of a visit owned in a cluster: the group is written only if the
+    /// visit's stored epoch is still this one (see [`super::Storage::claim`]).
+    Fence {
+        visit: VisitId,
+        epoch: i64,
+    },
     Change {
         visit: VisitId,
         change: Change,
@@ -45,6 +51,17 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    pub fn visit(&self) -> VisitId {
+        match self {
+            WriteOp::Fence { visit, .. }
+            | WriteOp::Change { visit, .. }
+            | WriteOp::Audit { visit, .. }
+            | WriteOp::Event { visit, .. } => *visit,
+        }
+    }
+}
+
 struct Progress {
     /// Operations pushed so far.
     pushed: AtomicU64,
@@ -58,11 +75,14 @@ pub struct StorageWriter {
     /// Each operation, and whether it closes its group.
     tx: mpsc::UnboundedSender<(WriteOp, bool)>,
     progress: Arc<Progress>,
+    /// Visits whose writes were refused for a stale epoch, until someone takes them.
+    fenced: Arc<parking_lot::Mutex<Option<mpsc::UnboundedReceiver<VisitId>>>>,
 }
 
 impl StorageWriter {
     pub fn spawn(storage: Arc<dyn Storage>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (fenced_tx, fenced_rx) = mpsc::unbounded_channel();
         let progress = Arc::new(Progress {
             pushed: AtomicU64::new(0),
             written: watch::Sender::new(0),
@@ -71,9 +91,16 @@ impl StorageWriter {
             Self {
                 tx,
                 progress: progress.clone(),
+                fenced: Arc::new(parking_lot::Mutex::new(Some(fenced_rx))),
             },
-            tokio::spawn(run(storage, rx, progress)),
+            tokio::spawn(run(storage, rx, progress, fenced_tx)),
         )
+    }
+
+    /// The visits whose writes storage refused because another node has taken them over
+    /// (a stale epoch). Whoever runs the cluster takes this once and stops acting for them.
+    pub fn take_fenced(&self) -> Option<mpsc::UnboundedReceiver<VisitId>> {
+        self.fenced.lock().take()
     }
 
     pub fn push(&self, op: WriteOp) {
@@ -131,11 +158,15 @@ async fn run(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<(WriteOp, bool)>,
     progress: Arc<Progress>,
+    fenced: mpsc::UnboundedSender<VisitId>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while next_batch(&mut rx, &mut queued, &mut batch).await {
-        let _ = write(&*storage, &batch).await;
+        for visit in write(&*storage, &batch).await.unwrap_or_default() {
+            tracing::warn!(%visit, "writes refused: another node owns this visit now");
+            let _ = fenced.send(visit);
+        }
         let n = batch.len() as u64;
         batch.clear();
         progress.written.send_modify(|written| *written += n);
@@ -169,26 +200,26 @@ async fn next_batch(
 /// reports the outage, and nothing of the audit trail is lost. Any other failure is
 /// retried a few times, then the batch is dropped, so one bad write cannot stall every
 /// visit's storage for good.
-async fn write(storage: &dyn Storage, batch: &[WriteOp]) -> bool {
+async fn write(storage: &dyn Storage, batch: &[WriteOp]) -> Option<Vec<VisitId>> {
     retrying(batch.len(), || storage.apply(batch)).await
 }
 
-/// The retry policy of [`write`], over any way of applying the batch; whether it was
-/// written.
-async fn retrying<F, Fut>(ops: usize, mut apply: F) -> bool
+/// The retry policy of [`write`], over any way of applying the batch; what applying it
+/// returned, if it was written.
+async fn retrying<T, F, Fut>(ops: usize, mut apply: F) -> Option<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), super::StorageError>>,
+    Fut: std::future::Future<Output = Result<T, super::StorageError>>,
 {
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
         match apply().await {
-            Ok(()) => {
+            Ok(applied) => {
                 if attempt > 1 {
                     tracing::info!(attempt, ops, "storage writes resumed");
                 }
-                return true;
+                return Some(applied);
             }
             Err(e) if e.is_transient() => {
                 // Once at the start of an outage, then every few minutes at most.
@@ -203,7 +234,7 @@ where
             }
             Err(e) => {
                 tracing::error!(error = %e, ops, "storage write failed; changes dropped");
-                return false;
+                return None;
             }
         }
     }
@@ -238,6 +269,7 @@ mod tests {
                 pushed: AtomicU64::new(0),
                 written: watch::Sender::new(0),
             }),
+            fenced: Arc::default(),
         };
         for i in 0..MAX_BATCH - 1 {
             writer.push(op(i));
@@ -297,7 +329,7 @@ mod tests {
         let (calls, apply) = flaky(200, unreachable);
         let started = tokio::time::Instant::now();
         assert!(
-            retrying(3, apply).await,
+            retrying(3, apply).await.is_some(),
             "written once the database is back"
         );
         assert_eq!(calls.load(Ordering::SeqCst), 201);
@@ -307,10 +339,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_that_keeps_failing_otherwise_is_dropped_after_a_few_attempts() {
         let (calls, apply) = flaky(u32::MAX, refused);
-        assert!(!retrying(3, apply).await);
+        assert!(retrying(3, apply).await.is_none());
         assert_eq!(calls.load(Ordering::SeqCst), u64::from(ATTEMPTS));
         let (calls, apply) = flaky(2, refused);
-        assert!(retrying(3, apply).await, "a passing failure is retried");
+        assert!(
+            retrying(3, apply).await.is_some(),
+            "a passing failure is retried"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 

@@ -1,8 +1,8 @@
 //! The `Application`: builds everything from [`Settings`], binds the listener, serves until
 //! told to stop, then shuts down in order.
 
-use crate::config::DeliverySettings;
 use crate::config::Settings;
+use crate::config::{DeliverySettings, DrainSettings};
 use crate::limits::Limits;
 use crate::routes;
 use crate::serve::{Server, tls_acceptor};
@@ -13,11 +13,13 @@ use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::{ApiKey, KeyRing, ResumeKey};
-use bedside_rooms::Registry;
+use bedside_cluster::{Cluster, ClusterConfig};
 use bedside_rooms::storage::{self, Storage, StorageWriter};
+use bedside_rooms::{CloseCode, Outgoing, Registry};
 use bedside_signaling::Signaling;
 use chrono::{TimeDelta, Utc};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rand::seq::SliceRandom;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -51,6 +53,7 @@ pub struct Application {
     turn: Option<EmbeddedTurn>,
     webhooks: Vec<Endpoint>,
     delivery: DeliverySettings,
+    drain: DrainSettings,
 }
 
 fn prometheus() -> PrometheusHandle {
@@ -113,9 +116,31 @@ impl Application {
         let grace = TimeDelta::seconds(i64::try_from(settings.grace_seconds).unwrap_or(30));
         let warning =
             TimeDelta::seconds(i64::try_from(settings.expiry_warning_secs).unwrap_or(300));
-        let registry = Arc::new(
-            Registry::new(storage, writer, grace, Utc::now()).with_expiry_warning(warning),
-        );
+        let connections = match &settings.redis_url {
+            Some(url) => Some(
+                bedside_cluster::Connections::new(
+                    &ClusterConfig {
+                        redis_url: url.clone(),
+                        node: settings.node_id().into(),
+                        lease_ttl: Duration::from_millis(settings.cluster.lease_ttl_ms),
+                    },
+                    storage.clone(),
+                    writer.clone(),
+                )
+                .context("setting up redis")?,
+            ),
+            None => None,
+        };
+        let mut registry =
+            Registry::new(storage, writer, grace, Utc::now()).with_expiry_warning(warning);
+        if let Some(connections) = &connections {
+            registry = registry.with_ownership(connections.leases.clone());
+        }
+        let registry = Arc::new(registry);
+        let cluster = connections.map(|c| Cluster::new(c, registry.clone()));
+        if let Some(cluster) = &cluster {
+            tracing::info!(node = %cluster.node(), "running as a cluster node");
+        }
 
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -130,17 +155,19 @@ impl Application {
         let turn_addr = turn.as_ref().map(EmbeddedTurn::local_addr);
 
         let shutdown = CancellationToken::new();
-        let signaling = Arc::new(
-            Signaling::new(
-                registry.clone(),
-                keys.clone(),
-                resume,
-                settings.static_ice_servers(turn_addr)?,
-                settings.signaling(),
-                shutdown.clone(),
-            )
-            .with_turn(settings.turn_servers(turn_addr)?),
-        );
+        let mut signaling = Signaling::new(
+            registry.clone(),
+            keys.clone(),
+            resume,
+            settings.static_ice_servers(turn_addr)?,
+            settings.signaling(),
+            shutdown.clone(),
+        )
+        .with_turn(settings.turn_servers(turn_addr)?);
+        if let Some(cluster) = &cluster {
+            signaling = signaling.with_forwarder(cluster.forwarding.clone(), cluster.owner_wait());
+        }
+        let signaling = Arc::new(signaling);
         let hsts = public_url.starts_with("https://");
         let state = AppState {
             keys,
@@ -154,6 +181,7 @@ impl Application {
             prometheus,
             tracker: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(true)),
+            cluster,
         };
         let tls = match (&settings.tls_cert, &settings.tls_key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -167,6 +195,7 @@ impl Application {
         Ok(Self {
             webhooks,
             delivery: settings.webhook_delivery.clone(),
+            drain: settings.drain.clone(),
             listener,
             tls,
             handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
@@ -214,6 +243,7 @@ impl Application {
             writer_task,
             webhooks,
             delivery,
+            drain,
             turn,
             ..
         } = self;
@@ -225,6 +255,10 @@ impl Application {
             shutdown.clone(),
         )?;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
+        let cluster_task = state
+            .cluster
+            .clone()
+            .map(|cluster| tokio::spawn(cluster.run(shutdown.clone())));
         let router = routes::router(state.clone());
         let server = Server {
             listener,
@@ -237,11 +271,14 @@ impl Application {
         stop.await;
         tracing::info!("shutting down");
         state.ready.store(false, Ordering::Relaxed);
+        // The load balancer's health check notices before clients are sent away, so they
+        // reconnect to another node rather than to this one.
+        tokio::time::sleep(Duration::from_millis(drain.delay_ms)).await;
         // The listener closes; connections still joining see the token; joined ones get a
-        // 1001 in their inbox.
+        // 1001 in their inbox, spread over the jitter window.
         shutdown.cancel();
-        state.registry.close_all();
         serving.await.context("the accept loop failed")?;
+        drain_connections(&state, Duration::from_millis(drain.jitter_ms)).await;
 
         state.tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait())
@@ -265,10 +302,35 @@ impl Application {
         {
             tracing::error!("the database is unreachable: changes not yet written are lost");
         }
+        if let Some(cluster) = &state.cluster {
+            cluster.leave().await;
+        }
+        if let Some(task) = cluster_task {
+            let _ = task.await;
+        }
         state.registry.storage().close().await;
         writer_task.abort();
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Tells every connected client to reconnect (1001), spread evenly over `window`. What
+/// was queued for a client before its turn is written first.
+async fn drain_connections(state: &AppState, window: Duration) {
+    let mut outboxes = state.registry.outboxes();
+    if let Some(cluster) = &state.cluster {
+        outboxes.extend(cluster.forwarding.outboxes());
+    }
+    if outboxes.is_empty() {
+        return;
+    }
+    outboxes.shuffle(&mut rand::rng());
+    let start = tokio::time::Instant::now();
+    let n = outboxes.len() as u32;
+    for (i, outbox) in outboxes.into_iter().enumerate() {
+        tokio::time::sleep_until(start + window * i as u32 / n).await;
+        outbox.push(Outgoing::Close(CloseCode::GoingAway));
     }
 }
 
@@ -282,7 +344,12 @@ async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Dur
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => state.registry.tick(Utc::now()),
-            _ = beat.tick() => state.registry.heartbeat(),
+            _ = beat.tick() => {
+                state.registry.heartbeat();
+                if let Some(cluster) = &state.cluster {
+                    cluster.to_every_seat(|| Outgoing::Heartbeat);
+                }
+            }
             _ = sweep.tick() => {
                 if let Err(e) = state.registry.expire_due(Utc::now()).await {
                     tracing::warn!(error = %e, "expiry sweep failed");

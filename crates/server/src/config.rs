@@ -140,6 +140,48 @@ impl Default for ApiSettings {
     }
 }
 
+/// Running as one node of several (`redis_url` set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// This node's name in the cluster, for logs (a pod name, say); each process adds a
+    /// random suffix of its own.
+    pub node_id: Option<String>,
+    /// How long a visit's lease lasts without renewal: how long a dead node's visits wait
+    /// before another node takes them (renewed every third of it).
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            lease_ttl_ms: 3000,
+        }
+    }
+}
+
+/// How a node stops on SIGTERM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DrainSettings {
+    /// How long readiness reports false before clients are told to go: long enough for
+    /// the load balancer's health check to notice, so they reconnect elsewhere.
+    pub delay_ms: u64,
+    /// Clients are told to reconnect (1001) spread over this window, so they do not all
+    /// arrive at the other nodes at once.
+    pub jitter_ms: u64,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        Self {
+            delay_ms: 0,
+            jitter_ms: 1000,
+        }
+    }
+}
+
 /// A secret from configuration: read like a string, never printed, never serialized.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -256,6 +298,11 @@ pub struct Settings {
     /// Per-tenant webhooks. In the environment: `BEDSIDE_WEBHOOKS="TENANT URL SECRET,..."`.
     pub webhooks: ListOrString<WebhookSetting>,
     pub webhook_delivery: DeliverySettings,
+    /// `redis://HOST:PORT`: run as one node of a cluster sharing visits through Redis
+    /// (needs a PostgreSQL `database_url`).
+    pub redis_url: Option<String>,
+    pub cluster: ClusterSettings,
+    pub drain: DrainSettings,
 }
 
 impl Default for Settings {
@@ -280,6 +327,9 @@ impl Default for Settings {
             api: ApiSettings::default(),
             webhooks: ListOrString::None,
             webhook_delivery: DeliverySettings::default(),
+            redis_url: None,
+            cluster: ClusterSettings::default(),
+            drain: DrainSettings::default(),
         }
     }
 }
@@ -310,6 +360,24 @@ impl Settings {
                 "database_url must be sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE, not {:?}",
                 bedside_rooms::storage::redacted_url(&self.database_url)
             );
+        }
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                bail!("redis_url must be redis://HOST:PORT");
+            }
+            if bedside_rooms::storage::Backend::of(&self.database_url)
+                != Some(bedside_rooms::storage::Backend::Postgres)
+            {
+                bail!(
+                    "redis_url (several nodes) needs a database they share: set database_url to postgres://..."
+                );
+            }
+            if !(300..=60_000).contains(&self.cluster.lease_ttl_ms) {
+                bail!("cluster.lease_ttl_ms must be 300-60000");
+            }
+        }
+        if self.drain.delay_ms > 60_000 || self.drain.jitter_ms > 60_000 {
+            bail!("drain.delay_ms and drain.jitter_ms must be at most 60000");
         }
         if self.grace_seconds == 0 || self.grace_seconds > 3600 {
             bail!("grace_seconds must be 1-3600");
@@ -425,6 +493,15 @@ impl Settings {
                 .collect());
         }
         Ok(vec![origin_of(public_url)])
+    }
+
+    /// This node's name in a cluster: the configured name (or `node`) and a random suffix
+    /// for this process. A restarted node is a new member, so what other nodes held for its
+    /// previous life (participants seated with it) ends when that life's liveness lapses.
+    pub fn node_id(&self) -> String {
+        let name = self.cluster.node_id.as_deref().unwrap_or("node");
+        let suffix: u32 = rand::random();
+        format!("{name}.{suffix:08x}")
     }
 
     pub fn signaling(&self) -> SignalingConfig {

@@ -166,7 +166,7 @@ impl From<RoomError> for ApiError {
             RoomError::VisitNotFound | RoomError::WrongTenant => ApiError::VisitNotFound,
             RoomError::UnknownParticipant => ApiError::ParticipantNotFound,
             RoomError::VisitEnded => ApiError::VisitEnded,
-            RoomError::Unavailable => ApiError::Unavailable,
+            RoomError::Unavailable | RoomError::Elsewhere => ApiError::Unavailable,
             other => {
                 tracing::error!(error = %other, "unexpected room error on the API path");
                 ApiError::Internal

@@ -28,7 +28,7 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: not shutting down, and storage answers.
+/// Readiness: not shutting down, storage answers, and (in a cluster) so does Redis.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let not_ready = |reason| {
@@ -42,6 +42,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     if !state.ready.load(Ordering::Relaxed) {
         return not_ready("shutting_down").into_response();
+    }
+    if let Some(cluster) = &state.cluster
+        && !cluster.reachable()
+    {
+        return not_ready("redis_unavailable").into_response();
     }
     match tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await {
         Ok(Ok(())) => Json(Health {
@@ -71,6 +76,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     metrics::gauge!("bedside_live_visits").set(state.registry.live_visits() as f64);
+    if let Some(cluster) = &state.cluster {
+        let (leases, remote, seated) = cluster.counts();
+        metrics::gauge!("bedside_cluster_leases").set(leases as f64);
+        metrics::gauge!("bedside_cluster_remote_participants").set(remote as f64);
+        metrics::gauge!("bedside_cluster_seated_elsewhere").set(seated as f64);
+    }
     // Leak checks (bedside-loadtest churn) compare these before and after load: a task or
     // a descriptor that outlives its connection shows up here.
     metrics::gauge!("bedside_tasks_alive").set(

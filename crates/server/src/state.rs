@@ -30,4 +30,6 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
+    /// Set when this node is one of several.
+    pub cluster: Option<Arc<bedside_cluster::Cluster>>,
 }

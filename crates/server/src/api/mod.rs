@@ -4,6 +4,7 @@
 mod dto;
 mod events;
 mod extract;
+mod live;
 mod tenant;
 mod visits;
 

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
 use bedside_rooms::storage::ListQuery;
 use bedside_rooms::visit::api_actor;
-use bedside_rooms::{Actor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
+use bedside_rooms::{AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
 const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
@@ -141,7 +141,7 @@ pub async fn get_visit(
     Path(id): Path<String>,
 ) -> Result<Json<VisitBody>, ApiError> {
     let record = owned_visit(&state, &tenant, &id).await?;
-    let participants = state.registry.participants(record.id).unwrap_or_default();
+    let participants = super::live::participants(&state, record.id).await;
     Ok(Json(
         VisitBody::new(record, Utc::now()).with_participants(participants),
     ))
@@ -241,10 +241,7 @@ pub async fn end_visit(
 ) -> Result<Json<VisitBody>, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     let now = Utc::now();
-    let record = state
-        .registry
-        .end(&tenant.id, id, Actor::api(tenant.key.as_str()), now)
-        .await?;
+    let record = super::live::end(&state, &tenant, id).await?;
     // Answer once the end is on disk.
     super::caught_up(&state).await?;
     tracing::info!(visit = %id, "visit ended by api");
@@ -264,16 +261,7 @@ pub async fn remove_participant(
     Path((id, identity)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
-    state
-        .registry
-        .remove(
-            &tenant.id,
-            id,
-            &identity,
-            Actor::api(tenant.key.as_str()),
-            Utc::now(),
-        )
-        .await?;
+    super::live::remove(&state, &tenant, id, &identity).await?;
     super::caught_up(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }

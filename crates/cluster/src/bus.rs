@@ -1,0 +1,231 @@
+//! Messages between nodes, over Redis pub/sub: each node listens on its own channel
+//! (`bedside:node:NODE`), and everything it sends goes out through one publisher task, so
+//! what a node sends another arrives in the order it was sent.
+//!
+//! Pub/sub keeps nothing for a listener that is away. When this node's channel connection
+//! drops, or a publish fails, messages may have been lost: the cluster then resets every
+//! cross-node session (their participants reconnect), rather than carry on with a gap.
+
+use crate::NodeId;
+use bedside_auth::Role;
+use bedside_rooms::{CloseCode, ParticipantId, ParticipantView, RoomError, VisitId, VisitStatus};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages sent in one pipelined round trip.
+const BATCH: usize = 256;
+
+pub(crate) fn channel(node: &str) -> String {
+    format!("bedside:node:{node}")
+}
+
+/// A message between two nodes. Sessions are numbered by the participant's node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Wire {
+    /// Participant's node to owner: join this verified participant.
+    Join {
+        from: String,
+        session: u64,
+        visit: VisitId,
+        tenant: String,
+        identity: String,
+        role: Role,
+        name: String,
+        new_id: ParticipantId,
+    },
+    /// Participant's node to owner: a client frame.
+    Frame {
+        from: String,
+        session: u64,
+        frame: String,
+    },
+    /// Participant's node to owner: the connection is gone.
+    Leave { from: String, session: u64 },
+    /// Owner to participant's node: how the join went.
+    JoinResult {
+        session: u64,
+        result: Result<Seated, RoomError>,
+    },
+    /// Owner to participant's node: something for the participant.
+    Deliver { session: u64, item: Item },
+    /// Any node to owner: the clinic's backend asks for this, through the API.
+    Api {
+        from: String,
+        request: u64,
+        op: ApiOp,
+    },
+    /// Owner to the asking node; sent once what was done is in storage.
+    ApiResult {
+        request: u64,
+        result: Result<ApiDone, RoomError>,
+    },
+}
+
+/// What the REST API does to a live visit, done by the visit's owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ApiOp {
+    End {
+        tenant: String,
+        visit: VisitId,
+        key: String,
+    },
+    Remove {
+        tenant: String,
+        visit: VisitId,
+        identity: String,
+        key: String,
+    },
+    Participants {
+        visit: VisitId,
+    },
+}
+
+impl ApiOp {
+    pub fn visit(&self) -> VisitId {
+        match self {
+            ApiOp::End { visit, .. }
+            | ApiOp::Remove { visit, .. }
+            | ApiOp::Participants { visit } => *visit,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum ApiDone {
+    Done,
+    Participants { participants: Vec<ParticipantView> },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Seated {
+    pub participant: ParticipantId,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Item {
+    /// The `joined` notice; the participant's node adds its own extras (resume token,
+    /// ICE servers).
+    Joined {
+        participant_id: ParticipantId,
+        role: Role,
+        status: VisitStatus,
+    },
+    /// Any other notice, already encoded.
+    Frame {
+        frame: String,
+    },
+    Close {
+        code: CloseCode,
+    },
+    Refused {
+        error: RoomError,
+    },
+}
+
+/// Sends messages to other nodes. Never waits.
+#[derive(Clone)]
+pub struct Bus {
+    tx: mpsc::UnboundedSender<(NodeId, String)>,
+}
+
+impl Bus {
+    /// The bus and the publisher task's future. `failed` is told when a publish fails.
+    pub fn new(
+        redis: redis::aio::ConnectionManager,
+        failed: mpsc::UnboundedSender<()>,
+    ) -> (Self, impl Future<Output = ()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, publish(redis, rx, failed))
+    }
+
+    pub fn send(&self, to: &NodeId, msg: &Wire) {
+        match serde_json::to_string(msg) {
+            Ok(text) => {
+                let _ = self.tx.send((to.clone(), text));
+            }
+            Err(e) => tracing::error!(error = %e, "could not encode a cluster message"),
+        }
+    }
+}
+
+async fn publish(
+    mut redis: redis::aio::ConnectionManager,
+    mut rx: mpsc::UnboundedReceiver<(NodeId, String)>,
+    failed: mpsc::UnboundedSender<()>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for (to, text) in batch.drain(..) {
+            pipe.publish(channel(&to), text).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+            tracing::warn!(error = %e, "publishing to other nodes failed");
+            let _ = failed.send(());
+        }
+    }
+}
+
+/// Listens on this node's channel until `shutdown`, reconnecting as needed. Each message
+/// goes to `deliver`; `reset` is called whenever messages may have been missed.
+pub async fn listen(
+    client: redis::Client,
+    node: NodeId,
+    deliver: impl Fn(Wire),
+    reset: impl Fn(),
+    shutdown: CancellationToken,
+) {
+    let name = channel(&node);
+    let mut connected_before = false;
+    while !shutdown.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&name).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot listen for other nodes yet");
+                wait(&shutdown, Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if connected_before {
+            tracing::info!("listening for other nodes again");
+            reset();
+        }
+        connected_before = true;
+        let mut messages = pubsub.on_message();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = messages.next() => msg,
+            };
+            let Some(msg) = msg else { break };
+            match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+                Ok(wire) => deliver(wire),
+                Err(e) => tracing::warn!(error = %e, "unreadable cluster message"),
+            }
+        }
+        tracing::warn!("lost the connection to redis; cross-node sessions reset");
+        reset();
+    }
+}
+
+async fn wait(shutdown: &CancellationToken, pause: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(pause) => {}
+    }
+}

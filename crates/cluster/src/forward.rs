@@ -1,0 +1,231 @@
+//! The participant's side of cross-node relay: connections to this node whose visit runs
+//! on another. Their frames are published to the owner; what the owner sends back lands
+//! in their ordinary outbox, so the connection task cannot tell the difference.
+
+use crate::NodeId;
+use crate::bus::{Bus, Item, Seated, Wire};
+use crate::lease::Leases;
+use async_trait::async_trait;
+use bedside_auth::TenantId;
+use bedside_rooms::{
+    CloseCode, JoinRequest, Notice, Outbox, Outgoing, ParticipantId, RoomError, VisitId,
+    VisitSummary,
+};
+use bedside_signaling::{Forwarder, RemoteSeat};
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+struct Entry {
+    visit: VisitId,
+    owner: NodeId,
+    outbox: Arc<dyn Outbox>,
+    /// Until the owner answers the join.
+    pending: Option<oneshot::Sender<Result<Seated, RoomError>>>,
+}
+
+pub struct Forwarding {
+    node: NodeId,
+    bus: Bus,
+    leases: Arc<Leases>,
+    seats: Arc<DashMap<u64, Entry>>,
+    next: AtomicU64,
+    /// How long an owner gets to answer a join.
+    answer_within: Duration,
+}
+
+impl Forwarding {
+    pub fn new(node: NodeId, bus: Bus, leases: Arc<Leases>, answer_within: Duration) -> Self {
+        Self {
+            node,
+            bus,
+            leases,
+            seats: Arc::new(DashMap::new()),
+            next: AtomicU64::new(0),
+            answer_within,
+        }
+    }
+
+    pub fn join_result(&self, session: u64, result: Result<Seated, RoomError>) {
+        if let Some(mut entry) = self.seats.get_mut(&session)
+            && let Some(tx) = entry.pending.take()
+        {
+            let _ = tx.send(result);
+        }
+    }
+
+    pub fn deliver(&self, session: u64, item: Item) {
+        let Some(entry) = self.seats.get(&session) else {
+            return;
+        };
+        let item = match item {
+            Item::Joined {
+                participant_id,
+                role,
+                status,
+            } => Outgoing::Notice(Box::new(Notice::Joined {
+                participant_id,
+                role,
+                visit: VisitSummary {
+                    id: entry.visit,
+                    status,
+                },
+            })),
+            Item::Frame { frame } => Outgoing::Frame(Box::new(frame)),
+            Item::Close { code } => Outgoing::Close(code),
+            Item::Refused { error } => Outgoing::Refused(error),
+        };
+        entry.outbox.push(item);
+    }
+
+    /// The owners this node's participants are seated with.
+    pub fn owners(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.seats.iter().map(|e| e.owner.clone()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Tells the participants seated with `owner` (it died), or with every owner (`None`),
+    /// to reconnect: they will find the visit's new owner.
+    pub fn unseat(&self, owner: Option<&NodeId>) {
+        let sessions: Vec<u64> = self
+            .seats
+            .iter()
+            .filter(|e| owner.is_none_or(|o| &e.owner == o))
+            .map(|e| *e.key())
+            .collect();
+        for session in sessions {
+            if let Some((_, entry)) = self.seats.remove(&session) {
+                entry.outbox.push(Outgoing::Close(CloseCode::GoingAway));
+            }
+        }
+    }
+
+    /// Sends `item` to every seated participant (heartbeats, shutdown).
+    pub fn to_every_seat(&self, item: impl Fn() -> Outgoing) {
+        for entry in self.seats.iter() {
+            entry.outbox.push(item());
+        }
+    }
+
+    /// The outbox of every seated participant.
+    pub fn outboxes(&self) -> Vec<Arc<dyn Outbox>> {
+        self.seats.iter().map(|e| e.outbox.clone()).collect()
+    }
+
+    pub fn seats(&self) -> usize {
+        self.seats.len()
+    }
+}
+
+#[async_trait]
+impl Forwarder for Forwarding {
+    async fn join(
+        &self,
+        visit: VisitId,
+        tenant: &TenantId,
+        req: &JoinRequest,
+        outbox: Arc<dyn Outbox>,
+    ) -> Result<(Box<dyn RemoteSeat>, ParticipantId), RoomError> {
+        let owner = match self.leases.owner(visit).await? {
+            Some(owner) if owner != self.node => owner,
+            // Free, or this node's after all: claim it locally.
+            _ => return Err(RoomError::Elsewhere),
+        };
+        let session = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.seats.insert(
+            session,
+            Entry {
+                visit,
+                owner: owner.clone(),
+                outbox,
+                pending: Some(tx),
+            },
+        );
+        self.bus.send(
+            &owner,
+            &Wire::Join {
+                from: self.node.to_string(),
+                session,
+                visit,
+                tenant: tenant.as_str().to_owned(),
+                identity: req.identity.clone(),
+                role: req.role,
+                name: req.name.clone(),
+                new_id: req.new_id,
+            },
+        );
+        let answer = tokio::time::timeout(self.answer_within, rx).await;
+        match answer {
+            Ok(Ok(Ok(seated))) => Ok((
+                Box::new(Seat {
+                    node: self.node.clone(),
+                    owner,
+                    session,
+                    expires_at: seated.expires_at,
+                    bus: self.bus.clone(),
+                    seats: self.seats.clone(),
+                }),
+                seated.participant,
+            )),
+            Ok(Ok(Err(e))) => {
+                self.seats.remove(&session);
+                Err(e)
+            }
+            // No answer in time (the owner died or is stuck), or the seat was reset.
+            _ => {
+                self.seats.remove(&session);
+                self.bus.send(
+                    &owner,
+                    &Wire::Leave {
+                        from: self.node.to_string(),
+                        session,
+                    },
+                );
+                Err(RoomError::Unavailable)
+            }
+        }
+    }
+}
+
+struct Seat {
+    node: NodeId,
+    owner: NodeId,
+    session: u64,
+    expires_at: DateTime<Utc>,
+    bus: Bus,
+    seats: Arc<DashMap<u64, Entry>>,
+}
+
+impl RemoteSeat for Seat {
+    fn forward(&self, frame: &str) {
+        self.bus.send(
+            &self.owner,
+            &Wire::Frame {
+                from: self.node.to_string(),
+                session: self.session,
+                frame: frame.to_owned(),
+            },
+        );
+    }
+
+    fn leave(&self) {
+        self.seats.remove(&self.session);
+        self.bus.send(
+            &self.owner,
+            &Wire::Leave {
+                from: self.node.to_string(),
+                session: self.session,
+            },
+        );
+    }
+
+    fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+}

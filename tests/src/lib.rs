@@ -30,6 +30,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use serde_json;
 
+pub mod cluster;
 pub mod pg;
 
 /// Tenants every test server knows.
@@ -258,7 +259,26 @@ impl TestServer {
         self.child.kill().await.expect("kill");
     }
 
-    /// SIGTERM, and the exit status.
+    /// SIGSTOP: the process is frozen, its sockets stay open (a stalled or partitioned node).
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// SIGCONT after [`TestServer::pause`].
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// SIGTERM, then waits for the process to exit.
     pub async fn terminate(&mut self) -> ExitStatus {
         self.stop_with("-TERM").await
@@ -270,13 +290,7 @@ impl TestServer {
     }
 
     async fn stop_with(&mut self, signal: &str) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(self.pid().to_string())
-            .status()
-            .await
-            .expect("kill");
-        assert!(status.success());
+        self.signal(signal).await;
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("exits in time")
@@ -461,18 +475,49 @@ impl Client {
 
     /// Connects and joins with `token`; returns the client and its `joined` frame.
     pub async fn join(server: &TestServer, token: &str) -> (Self, Value) {
-        let mut c = Self::connect(server).await;
-        c.send(json!({"type": "join", "token": token})).await;
-        let joined = c.expect("joined").await;
-        c.participant_id = joined["participant_id"]
-            .as_str()
-            .expect("participant_id")
-            .to_owned();
-        c.resume_token = joined["resume_token"]
-            .as_str()
-            .expect("resume_token")
-            .to_owned();
-        (c, joined)
+        Self::join_url(&server.ws_url(), token).await
+    }
+
+    /// [`Client::join`] at any `/ws` URL (a load balancer's, say).
+    pub async fn join_url(url: &str, token: &str) -> (Self, Value) {
+        Self::try_join(url, json!({"type": "join", "token": token}))
+            .await
+            .unwrap_or_else(|e| panic!("join failed: {e}"))
+    }
+
+    /// Connects to `url` and sends `join` (with a join or a resume token); the client and
+    /// its `joined` frame, or why not (refused connection, `error` frame, close). Never
+    /// panics: recovery tests call it in a loop.
+    pub async fn try_join(url: &str, join: Value) -> Result<(Self, Value), String> {
+        let attempt = async {
+            let (ws, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let mut c = Self::from_stream(ws);
+            c.ws.send(Message::text(join.to_string()))
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            loop {
+                let msg = c.ws.next().await;
+                let text = match msg {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}")),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(format!("receive: {e}")),
+                    None => return Err("closed".into()),
+                };
+                let frame: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                if frame["type"] != "joined" {
+                    return Err(format!("got {frame}"));
+                }
+                c.participant_id = frame["participant_id"].as_str().unwrap_or_default().into();
+                c.resume_token = frame["resume_token"].as_str().unwrap_or_default().into();
+                return Ok((c, frame));
+            }
+        };
+        tokio::time::timeout(STEP, attempt)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
     }
 
     pub async fn send(&mut self, frame: Value) {

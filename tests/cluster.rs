@@ -1,0 +1,410 @@
+//! Several nodes as one service: three `bedside` processes on one PostgreSQL database and
+//! one Redis, with HAProxy in front running `deploy/haproxy.cfg` (tests/src/cluster.rs).
+//! A visit runs on one node at a time; participants connect anywhere; a node may die, be
+//! paused, or drain, and Redis may restart, without a visit being lost or acted on twice.
+
+use bedside_loadtest::scenario::isolation;
+use bedside_loadtest::target::{Sources, Target};
+use bedside_tests::cluster::Cluster;
+use bedside_tests::serde_json::{Value, json};
+use bedside_tests::{CLINIC_A, Client, STEP};
+use std::time::{Duration, Instant};
+
+/// A visit whose doctor is connected to node `doctor_at` and patient to node `patient_at`,
+/// the patient admitted.
+async fn pair_across(c: &Cluster, doctor_at: usize, patient_at: usize) -> (String, Client, Client) {
+    let api = c.nodes[0].api(CLINIC_A);
+    let visit = api.visit().await;
+    let doctor_token = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
+    let patient_token = api.mint(&visit, "patient", "pt-1", "Pat One").await;
+    let (mut doctor, _) = Client::join_url(&c.nodes[doctor_at].ws_url(), &doctor_token).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    let (mut patient, _) = Client::join_url(&c.nodes[patient_at].ws_url(), &patient_token).await;
+    patient.expect("waiting").await;
+    let lobby = doctor.expect("lobby").await;
+    assert_eq!(
+        lobby["waiting"][0]["participant_id"],
+        patient.participant_id.as_str()
+    );
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    doctor.until("participant_joined").await;
+    // Changes reach storage a few milliseconds after participants hear of them (the owner
+    // writes behind, in batches): the node-loss tests start once the admission is stored.
+    let deadline = Instant::now() + STEP;
+    let stored = format!(
+        "SELECT COUNT(*) FROM participants WHERE visit_id = '{visit}' AND state = 'admitted'"
+    );
+    while c.nodes[0]
+        .sql_text(&format!("SELECT CAST(({stored}) AS TEXT)"))
+        .await
+        .as_deref()
+        != Some("2")
+    {
+        assert!(Instant::now() < deadline, "the admission was never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (visit, doctor, patient)
+}
+
+/// `from` signals `to` a nonce, which arrives from the right sender.
+async fn signal(from: &mut Client, to: &mut Client, nonce: &str) {
+    from.send(json!({"type": "signal", "to": to.participant_id, "data": {"nonce": nonce}}))
+        .await;
+    let got = to.until("signal").await;
+    assert_eq!(got["from"], from.participant_id.as_str());
+    assert_eq!(got["data"]["nonce"], nonce);
+}
+
+/// Rejoins with the resume token through `url` until a node takes it (a dead owner's lease
+/// must lapse first), and checks no new admission was needed.
+async fn resume(url: &str, client: &Client) -> Client {
+    let deadline = Instant::now() + STEP;
+    loop {
+        match Client::try_join(
+            url,
+            json!({"type": "join", "resume_token": client.resume_token}),
+        )
+        .await
+        {
+            Ok((mut again, joined)) => {
+                assert_eq!(joined["participant_id"], client.participant_id.as_str());
+                again.expect("admitted").await;
+                return again;
+            }
+            Err(why) => {
+                assert!(Instant::now() < deadline, "could not rejoin: {why}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn status(url: &str) -> u16 {
+    match bedside_loadtest::http::client().get(url).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_on_one_node_and_a_patient_on_another_go_through_a_whole_visit() {
+    let c = Cluster::start(&[]).await;
+    let (visit, mut doctor, mut patient) = pair_across(&c, 0, 1).await;
+    assert_eq!(
+        c.owner_of(&visit).await,
+        Some(0),
+        "the first to join claims it"
+    );
+
+    signal(&mut doctor, &mut patient, "offer-1").await;
+    signal(&mut patient, &mut doctor, "answer-1").await;
+    patient
+        .send(json!({"type": "chat", "text": "Hello doctor"}))
+        .await;
+    assert_eq!(doctor.until("chat").await["text"], "Hello doctor");
+    assert_eq!(
+        patient.until("chat").await["from"],
+        patient.participant_id.as_str()
+    );
+    // A refusal by the owner reaches the participant on the other node.
+    patient
+        .send(json!({"type": "admit", "participant_id": doctor.participant_id}))
+        .await;
+    assert_eq!(patient.until("error").await["code"], "forbidden");
+
+    // The API on a third node sees who is in the visit, and ends it through the owner.
+    let api3 = c.nodes[2].api(CLINIC_A);
+    let seen = api3.get_visit(&visit).await;
+    let mut ids: Vec<&str> = seen["connected"]
+        .as_array()
+        .expect("connected participants")
+        .iter()
+        .filter_map(|p| p["participant_id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = vec![
+        doctor.participant_id.as_str(),
+        patient.participant_id.as_str(),
+    ];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "{seen}");
+    let (code, ended) = api3
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/visits/{visit}/end"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{ended}");
+    assert_eq!(ended["status"], "ended");
+    assert_eq!(doctor.until("visit_ended").await["reason"], "ended_by_api");
+    assert_eq!(patient.until("visit_ended").await["reason"], "ended_by_api");
+    let after = c.nodes[1].api(CLINIC_A).get_visit(&visit).await;
+    assert_eq!(after["status"], "ended");
+    assert_eq!(after["ended_reason"], "ended_by_api");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_owner_mid_visit_loses_nothing_and_signaling_is_back_within_5_s() {
+    let mut c = Cluster::start(&[]).await;
+    let (visit, mut doctor, mut patient) = pair_across(&c, 0, 1).await;
+    signal(&mut doctor, &mut patient, "before").await;
+    assert_eq!(c.owner_of(&visit).await, Some(0));
+
+    c.nodes[0].kill9().await;
+    let killed = Instant::now();
+    let lb = c.lb.ws_url();
+    // The doctor's socket dies with the node; the patient's node notices the owner is
+    // gone and sends the patient away. Both come back through the load balancer.
+    assert_eq!(doctor.closed().await, 1006);
+    let (doctor, patient) = tokio::join!(resume(&lb, &doctor), async {
+        assert_eq!(patient.closed().await, 1001);
+        resume(&lb, &patient).await
+    });
+    let (mut doctor, mut patient) = (doctor, patient);
+    signal(&mut doctor, &mut patient, "after-1").await;
+    signal(&mut patient, &mut doctor, "after-2").await;
+    let recovered = killed.elapsed();
+    eprintln!(
+        "owner killed: signaling back after {} ms (new owner node{})",
+        recovered.as_millis(),
+        c.owner_of(&visit).await.map_or(0, |i| i + 1)
+    );
+    assert!(
+        recovered < Duration::from_secs(5),
+        "signaling took {recovered:?} to come back"
+    );
+    let owner = c.owner_of(&visit).await.expect("owned");
+    assert_ne!(owner, 0);
+    let seen = c.nodes[owner].api(CLINIC_A).get_visit(&visit).await;
+    assert_eq!(seen["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_cannot_act_on_a_visit_another_node_took_over() {
+    let c = Cluster::start(&[]).await;
+    let (visit, mut doctor, mut patient) = pair_across(&c, 0, 1).await;
+    assert_eq!(c.owner_of(&visit).await, Some(0));
+
+    // Node 1 is frozen (a long pause, or a partition): its lease lapses, the patient's node
+    // sends the patient away, and the patient resumes on node 3, which takes the visit.
+    c.nodes[0].pause().await;
+    assert_eq!(patient.closed().await, 1001);
+    let mut patient = resume(&c.nodes[2].ws_url(), &patient).await;
+    assert_eq!(c.owner_of(&visit).await, Some(2));
+
+    // The doctor, still connected to the frozen node, ends the visit; the frame waits in
+    // the socket until the node wakes up, believing it still runs the visit.
+    doctor.send(json!({"type": "end_visit"})).await;
+    c.nodes[0].resume().await;
+    let mut seen = Vec::new();
+    let code = loop {
+        match tokio::time::timeout(STEP, doctor.recv_text()).await {
+            Ok(text) => seen.push(text),
+            Err(_) => panic!("the old owner neither answered nor closed: {seen:?}"),
+        }
+        if seen
+            .last()
+            .is_some_and(|t| t.contains("\"type\":\"error\""))
+        {
+            break doctor.closed().await;
+        }
+    };
+    assert!(
+        seen.iter().all(|t| !t.contains("visit_ended")),
+        "the old owner acted: {seen:?}"
+    );
+    assert_eq!(code, 1001, "the old owner sends its clients to the new one");
+    patient.silent(Duration::from_secs(1)).await;
+    let api = c.nodes[1].api(CLINIC_A);
+    assert_eq!(api.get_visit(&visit).await["status"], "active");
+    let epoch = c.nodes[1]
+        .sql_text(&format!(
+            "SELECT CAST(epoch AS TEXT) FROM visits WHERE id = '{visit}'"
+        ))
+        .await;
+    assert_eq!(epoch.as_deref(), Some("2"), "taken over once");
+
+    // The doctor comes back through the node that was frozen; it now forwards to node 3.
+    let mut doctor = resume(&c.nodes[0].ws_url(), &doctor).await;
+    signal(&mut doctor, &mut patient, "after-pause").await;
+    signal(&mut patient, &mut doctor, "after-pause-2").await;
+    assert_eq!(c.owner_of(&visit).await, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_nonce_reaches_its_own_peer_across_1000_visits_spread_over_three_nodes() {
+    let c = Cluster::start(&[]).await;
+    let started = Instant::now();
+    let target =
+        Target::bedside(&c.lb.base(), &format!("{}:{}", CLINIC_A.0, CLINIC_A.1)).expect("target");
+    let outcome = isolation::run(
+        target,
+        isolation::Options {
+            visits: 1000,
+            rounds: 10,
+            per_second: 20,
+            sources: Sources::new(8),
+            server_pid: None,
+        },
+    )
+    .await
+    .expect("isolation run");
+    eprintln!("{}", outcome.report.table());
+    eprintln!(
+        "isolation over 3 nodes took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let t = outcome.tally;
+    assert_eq!(outcome.pairs, 1000);
+    assert_eq!(t.sent, 1000 * 2 * 10);
+    assert_eq!(t.delivered, t.sent, "{t:?}");
+    assert_eq!(
+        (t.lost, t.duplicated, t.misdelivered, t.out_of_order),
+        (0, 0, 0, 0),
+        "{t:?}"
+    );
+    assert!(outcome.failures().is_empty(), "{:?}", outcome.failures());
+    // Every node served participants, and relayed for visits other nodes ran.
+    for node in &c.nodes {
+        let logs = node.logs();
+        assert!(logs.contains("joined"), "a node took no participant");
+        assert!(logs.contains("took visit over"), "a node ran no visit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_no_visit() {
+    let mut c = Cluster::start(&[]).await;
+    let (visit, mut doctor, mut patient) = pair_across(&c, 0, 1).await;
+    let (local, mut d3, mut p3) = pair_across(&c, 2, 2).await;
+
+    c.redis.kill().await;
+    let lost = Instant::now();
+    let readyz = format!("{}/readyz", c.nodes[2].base);
+    while status(&readyz).await != 503 {
+        assert!(
+            lost.elapsed() < STEP,
+            "readiness did not notice redis was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "redis gone: not ready after {} ms",
+        lost.elapsed().as_millis()
+    );
+    assert_eq!(status(&format!("{}/healthz", c.nodes[2].base)).await, 200);
+    // A visit running wholly on one node goes on meanwhile.
+    for i in 0..3 {
+        signal(&mut d3, &mut p3, &format!("outage-{i}")).await;
+        signal(&mut p3, &mut d3, &format!("outage-back-{i}")).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+
+    c.redis.run().await;
+    let back = Instant::now();
+    for node in &c.nodes {
+        let readyz = format!("{}/readyz", node.base);
+        while status(&readyz).await != 200 {
+            assert!(back.elapsed() < STEP, "a node stayed unready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "redis back: all ready after {} ms",
+        back.elapsed().as_millis()
+    );
+    signal(&mut d3, &mut p3, "after").await;
+
+    // Cross-node messages may have been lost while Redis was down: the patient, seated
+    // on another node than the visit's, was sent away, and resumes without a new admission.
+    assert_eq!(patient.closed().await, 1001);
+    let mut patient = resume(&c.lb.ws_url(), &patient).await;
+    signal(&mut doctor, &mut patient, "after-restart").await;
+    signal(&mut patient, &mut doctor, "after-restart-2").await;
+    for v in [&visit, &local] {
+        let seen = c.nodes[1].api(CLINIC_A).get_visit(v).await;
+        assert_eq!(seen["status"], "active");
+        let admitted: Vec<&Value> = seen["connected"]
+            .as_array()
+            .expect("connected participants")
+            .iter()
+            .map(|p| &p["state"])
+            .collect();
+        assert_eq!(admitted, [&json!("admitted"), &json!("admitted")], "{seen}");
+        assert_eq!(seen["waiting"], json!([]), "{seen}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_sends_its_clients_elsewhere_spread_out_and_without_readmission() {
+    let mut c = Cluster::start(&[
+        ("BEDSIDE_DRAIN__DELAY_MS", "1200"),
+        ("BEDSIDE_DRAIN__JITTER_MS", "1500"),
+    ])
+    .await;
+    let mut pairs = Vec::new();
+    for _ in 0..4 {
+        pairs.push(pair_across(&c, 0, 0).await);
+    }
+    // In flight as the node is told to stop: still delivered.
+    for (i, (_, doctor, patient)) in pairs.iter_mut().enumerate() {
+        doctor
+            .send(json!({"type": "signal", "to": patient.participant_id, "data": {"nonce": i}}))
+            .await;
+    }
+    let mut node = c.nodes.remove(0);
+    let readyz = format!("{}/readyz", node.base);
+    let term = Instant::now();
+    let stopping = tokio::spawn(async move { node.terminate().await });
+    // Readiness goes first, so the load balancer stops sending clients there.
+    while status(&readyz).await != 503 {
+        assert!(
+            term.elapsed() < Duration::from_secs(1),
+            "still ready while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lb = c.lb.ws_url();
+    // Each client watches for its 1001 on its own, so each close is timed as it arrives.
+    let mut watching = Vec::new();
+    for (i, (_, doctor, mut patient)) in pairs.into_iter().enumerate() {
+        assert_eq!(patient.until("signal").await["data"]["nonce"], i);
+        for mut client in [doctor, patient] {
+            watching.push(tokio::spawn(async move {
+                let code = client.closed().await;
+                (client, code, term.elapsed())
+            }));
+        }
+    }
+    let mut clients = Vec::new();
+    let mut closes = Vec::new();
+    for watch in watching {
+        let (client, code, at) = watch.await.expect("join");
+        assert_eq!(code, 1001);
+        clients.push(client);
+        closes.push(at);
+    }
+    assert!(stopping.await.expect("join").success(), "exits 0");
+    closes.sort();
+    let (first, last) = (closes[0], closes[closes.len() - 1]);
+    eprintln!("drain: first 1001 after {first:?}, last after {last:?}");
+    assert!(
+        first >= Duration::from_millis(1200),
+        "sent away before the delay: {first:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(500),
+        "not spread over the window: {closes:?}"
+    );
+    for pair in clients.chunks(2) {
+        let mut doctor = resume(&lb, &pair[0]).await;
+        let mut patient = resume(&lb, &pair[1]).await;
+        signal(&mut doctor, &mut patient, "moved").await;
+        signal(&mut patient, &mut doctor, "moved-back").await;
+    }
+}

@@ -236,3 +236,47 @@ async fn visit_creation_is_rate_limited_per_api_key() {
     let (status, _) = a.call(Method::GET, "/v1/visits", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// Opens a socket claiming (through `X-Forwarded-For`) to come from `client`; the HTTP
+/// status of a refusal.
+async fn connect_as(server: &TestServer, client: &str) -> Result<Client, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-forwarded-for", client.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(Client::from_stream(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_load_balancer_each_client_has_its_own_share() {
+    // Every connection of the test comes from 127.0.0.1, like every connection through a
+    // load balancer comes from the balancer.
+    let behind = TestServer::start_with(&[
+        ("BEDSIDE_WS__MAX_PER_IP", "1"),
+        ("BEDSIDE_TRUSTED_PROXIES", "127.0.0.0/8"),
+    ])
+    .await;
+    let _a = connect_as(&behind, "198.51.100.1")
+        .await
+        .expect("first client");
+    assert_eq!(connect_as(&behind, "198.51.100.1").await.err(), Some(429));
+    let _b = connect_as(&behind, "198.51.100.2")
+        .await
+        .expect("another client");
+    // A forged entry left of the proxy's own does not buy a new share.
+    assert_eq!(
+        connect_as(&behind, "203.0.113.9, 198.51.100.2").await.err(),
+        Some(429)
+    );
+
+    // Without trusted proxies the header is the client's word, and ignored.
+    let direct = TestServer::start_with(&[("BEDSIDE_WS__MAX_PER_IP", "1")]).await;
+    let _c = connect_as(&direct, "198.51.100.1")
+        .await
+        .expect("first socket");
+    assert_eq!(connect_as(&direct, "198.51.100.3").await.err(), Some(429));
+}

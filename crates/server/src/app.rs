@@ -1,6 +1,7 @@
 //! The `Application`: builds everything from [`Settings`], binds the listener, serves until
 //! told to stop, then shuts down in order.
 
+use crate::client_ip::ClientIp;
 use crate::config::Settings;
 use crate::config::{DeliverySettings, DrainSettings};
 use crate::limits::Limits;
@@ -177,6 +178,7 @@ impl Application {
             allowed_origins: allowed_origins.into(),
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             limits: Arc::new(Limits::new(&settings)),
+            client_ip: Arc::new(ClientIp::new(settings.trusted_proxies()?)),
             hsts,
             prometheus,
             tracker: TaskTracker::new(),

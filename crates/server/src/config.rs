@@ -301,6 +301,9 @@ pub struct Settings {
     /// `redis://HOST:PORT`: run as one node of a cluster sharing visits through Redis
     /// (needs a PostgreSQL `database_url`).
     pub redis_url: Option<String>,
+    /// Load balancers in front of Bedside (addresses or CIDR blocks): for connections from
+    /// them, per-address limits apply to the client `X-Forwarded-For` names instead.
+    pub trusted_proxies: ListOrString<String>,
     pub cluster: ClusterSettings,
     pub drain: DrainSettings,
 }
@@ -328,6 +331,7 @@ impl Default for Settings {
             webhooks: ListOrString::None,
             webhook_delivery: DeliverySettings::default(),
             redis_url: None,
+            trusted_proxies: ListOrString::None,
             cluster: ClusterSettings::default(),
             drain: DrainSettings::default(),
         }
@@ -376,6 +380,8 @@ impl Settings {
                 bail!("cluster.lease_ttl_ms must be 300-60000");
             }
         }
+        self.trusted_proxies()
+            .context("trusted_proxies (BEDSIDE_TRUSTED_PROXIES)")?;
         if self.drain.delay_ms > 60_000 || self.drain.jitter_ms > 60_000 {
             bail!("drain.delay_ms and drain.jitter_ms must be at most 60000");
         }
@@ -493,6 +499,15 @@ impl Settings {
                 .collect());
         }
         Ok(vec![origin_of(public_url)])
+    }
+
+    /// The trusted proxies, parsed.
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .items(|s| Ok(s.to_owned()))?
+            .iter()
+            .map(|s| crate::client_ip::parse_net(s).map_err(anyhow::Error::msg))
+            .collect()
     }
 
     /// This node's name in a cluster: the configured name (or `node`) and a random suffix

@@ -7,6 +7,7 @@
 mod api;
 pub mod app;
 pub mod audit_cli;
+mod client_ip;
 pub mod config;
 pub mod demo;
 mod error;

@@ -1,5 +1,6 @@
 //! The state every handler shares.
 
+use crate::client_ip::ClientIp;
 use crate::limits::Limits;
 use bedside_auth::KeyRing;
 use bedside_rooms::Registry;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub connections: Arc<Semaphore>,
     /// Per-address and per-key flood limits.
     pub limits: Arc<Limits>,
+    /// Who a connection is from, for those limits (behind trusted load balancers).
+    pub client_ip: Arc<ClientIp>,
     /// Whether browsers reach us over HTTPS, so responses carry HSTS.
     pub hsts: bool,
     pub prometheus: PrometheusHandle,

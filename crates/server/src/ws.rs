@@ -36,11 +36,12 @@ pub async fn upgrade(
         metrics::counter!("bedside_ws_refused_total", "reason" => "origin").increment(1);
         return ApiError::Forbidden("origin not allowed").into_response();
     }
-    if !state.limits.join_attempt(peer.ip()) {
+    let client = state.client_ip.of(peer.ip(), &headers);
+    if !state.limits.join_attempt(client) {
         metrics::counter!("bedside_ws_refused_total", "reason" => "join_rate").increment(1);
         return ApiError::RateLimited.into_response();
     }
-    let Some(ip_slot) = state.limits.socket(peer.ip()) else {
+    let Some(ip_slot) = state.limits.socket(client) else {
         metrics::counter!("bedside_ws_refused_total", "reason" => "per_ip").increment(1);
         return ApiError::TooManyConnections.into_response();
     };

@@ -148,12 +148,67 @@ impl Bus {
     }
 
     pub fn send(&self, to: &NodeId, msg: &Wire) {
-        match serde_json::to_string(msg) {
+        match encode(msg) {
             Ok(text) => {
                 let _ = self.tx.send((to.clone(), text));
             }
             Err(e) => tracing::error!(error = %e, "could not encode a cluster message"),
         }
+    }
+}
+
+/// A message as published. Frames, the bulk of the traffic, go as a one-line header and
+/// the frame's text as is (`F SESSION FROM` to the owner, `D SESSION` back): a signal is
+/// copied once, never escaped into JSON and parsed out again. Everything else is JSON.
+fn encode(msg: &Wire) -> Result<String, serde_json::Error> {
+    match msg {
+        Wire::Frame {
+            from,
+            session,
+            frame,
+        } => Ok(format!("F {session} {from}\n{frame}")),
+        Wire::Deliver {
+            session,
+            item: Item::Frame { frame },
+        } => Ok(format!("D {session}\n{frame}")),
+        other => serde_json::to_string(other),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("bad frame header")]
+    Header,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("not UTF-8")]
+    Utf8(#[from] std::str::Utf8Error),
+}
+
+fn decode(payload: &[u8]) -> Result<Wire, DecodeError> {
+    if payload.first() == Some(&b'{') {
+        return Ok(serde_json::from_slice(payload)?);
+    }
+    let text = std::str::from_utf8(payload)?;
+    let (header, frame) = text.split_once('\n').ok_or(DecodeError::Header)?;
+    let mut words = header.split(' ');
+    let kind = words.next();
+    let session = words
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or(DecodeError::Header)?;
+    let frame = frame.to_owned();
+    match (kind, words.next(), words.next()) {
+        (Some("F"), Some(from), None) => Ok(Wire::Frame {
+            from: from.to_owned(),
+            session,
+            frame,
+        }),
+        (Some("D"), None, None) => Ok(Wire::Deliver {
+            session,
+            item: Item::Frame { frame },
+        }),
+        _ => Err(DecodeError::Header),
     }
 }
 
@@ -213,7 +268,7 @@ pub async fn listen(
                 msg = messages.next() => msg,
             };
             let Some(msg) = msg else { break };
-            match serde_json::from_slice::<Wire>(msg.get_payload_bytes()) {
+            match decode(msg.get_payload_bytes()) {
                 Ok(wire) => deliver(wire),
                 Err(e) => tracing::warn!(error = %e, "unreadable cluster message"),
             }
@@ -227,5 +282,71 @@ async fn wait(shutdown: &CancellationToken, pause: Duration) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(pause) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(msg: &Wire) -> Wire {
+        decode(encode(msg).unwrap().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn frames_travel_as_they_are_and_everything_else_as_json() {
+        let frame = r#"{"type":"signal","to":"p_1","data":{"sdp":"v=0\r\n a\"b\n"}}"#;
+        let wire = Wire::Frame {
+            from: "node1.0a1b2c3d".into(),
+            session: 42,
+            frame: frame.into(),
+        };
+        let text = encode(&wire).unwrap();
+        assert!(text.ends_with(frame), "not escaped: {text}");
+        match round_trip(&wire) {
+            Wire::Frame {
+                from,
+                session,
+                frame: f,
+            } => assert_eq!(
+                (from.as_str(), session, f.as_str()),
+                ("node1.0a1b2c3d", 42, frame)
+            ),
+            other => panic!("{other:?}"),
+        }
+        let deliver = Wire::Deliver {
+            session: 7,
+            item: Item::Frame {
+                frame: "line one\nline two".into(),
+            },
+        };
+        match round_trip(&deliver) {
+            Wire::Deliver {
+                session: 7,
+                item: Item::Frame { frame },
+            } => assert_eq!(frame, "line one\nline two"),
+            other => panic!("{other:?}"),
+        }
+        let leave = Wire::Leave {
+            from: "n".into(),
+            session: 1,
+        };
+        assert!(encode(&leave).unwrap().starts_with('{'));
+        assert!(matches!(round_trip(&leave), Wire::Leave { session: 1, .. }));
+    }
+
+    #[test]
+    fn garbage_is_refused_not_misread() {
+        for bad in [
+            &b"F x n\n{}"[..],
+            b"F 1\n{}",
+            b"D 1 extra\n{}",
+            b"X 1\n",
+            b"F 1 n",
+            b"{nope",
+            b"\xff",
+        ] {
+            assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -37,6 +37,10 @@ struct TargetArgs {
     /// Load the baseline relay at this URL instead of Bedside.
     #[arg(long)]
     baseline: Option<String>,
+    /// Another node of the same cluster: each visit's patient connects there while its
+    /// doctor connects to --url, so every signal is relayed across nodes.
+    #[arg(long, conflicts_with = "baseline")]
+    patient_url: Option<String>,
     /// The server's pid, to report its CPU time and memory.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -47,7 +51,13 @@ impl TargetArgs {
         match &self.baseline {
             Some(url) => Target::baseline(url),
             None if self.key.is_empty() => bail!("--key id:secret is required for Bedside"),
-            None => Target::bedside(&self.url, &self.key),
+            None => {
+                let target = Target::bedside(&self.url, &self.key)?;
+                match &self.patient_url {
+                    Some(url) => target.with_patient_url(url),
+                    None => Ok(target),
+                }
+            }
         }
     }
 }

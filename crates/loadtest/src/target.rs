@@ -16,6 +16,9 @@ pub enum Target {
         key_id: String,
         key_secret: String,
         client: reqwest::Client,
+        /// Where each visit's patient connects, when not `ws`: another node of a cluster,
+        /// so every signal crosses between nodes.
+        patient_ws: Option<String>,
     },
     /// The baseline relay: `ws://.../?id=NAME`, frames forwarded to the `to` they name.
     Baseline { ws: String },
@@ -48,7 +51,33 @@ impl Target {
             key_id: key_id.into(),
             key_secret: key_secret.into(),
             client: crate::http::client(),
+            patient_ws: None,
         })
+    }
+
+    /// Connects each visit's patient to `url` (another node of the cluster) while its
+    /// doctor stays on the target's own URL.
+    pub fn with_patient_url(mut self, url: &str) -> anyhow::Result<Self> {
+        loopback(url)?;
+        let Target::Bedside { patient_ws, .. } = &mut self else {
+            bail!("--patient-url is for Bedside");
+        };
+        *patient_ws = Some(format!(
+            "{}/ws",
+            url.trim_end_matches('/').replacen("http", "ws", 1)
+        ));
+        Ok(self)
+    }
+
+    /// Where a visit's patient connects.
+    pub fn patient_ws_url(&self) -> String {
+        match self {
+            Target::Bedside {
+                patient_ws: Some(ws),
+                ..
+            } => ws.clone(),
+            _ => self.ws_url(""),
+        }
     }
 
     pub fn baseline(url: &str) -> anyhow::Result<Self> {

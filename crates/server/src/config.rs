@@ -376,6 +376,15 @@ impl Settings {
                     "redis_url (several nodes) needs a database they share: set database_url to postgres://..."
                 );
             }
+            if let Some(name) = &self.cluster.node_id
+                && (name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            {
+                bail!("cluster.node_id must be 1-64 letters, digits, '-', '_' or '.'");
+            }
             if !(300..=60_000).contains(&self.cluster.lease_ttl_ms) {
                 bail!("cluster.lease_ttl_ms must be 300-60000");
             }

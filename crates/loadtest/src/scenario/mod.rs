@@ -34,7 +34,16 @@ pub async fn join(
     token: &str,
     source: std::net::IpAddr,
 ) -> anyhow::Result<(Ws, serde_json::Value, String)> {
-    let mut ws = Ws::connect(&target.ws_url(""), source).await?;
+    join_at(&target.ws_url(""), token, source).await
+}
+
+/// [`join`] at a given `/ws` URL.
+pub async fn join_at(
+    url: &str,
+    token: &str,
+    source: std::net::IpAddr,
+) -> anyhow::Result<(Ws, serde_json::Value, String)> {
+    let mut ws = Ws::connect(url, source).await?;
     ws.send(json!({"type": "join", "token": token}).to_string())
         .await?;
     let joined = ws.until("joined").await?;
@@ -105,8 +114,8 @@ pub async fn pair(
             }
             stats.record("join doctor", t.elapsed());
             let t = Instant::now();
-            let (mut patient, p_joined, placed) = join(
-                target,
+            let (mut patient, p_joined, placed) = join_at(
+                &target.patient_ws_url(),
                 &target.token(visit, "patient", &format!("pt-{n}"))?,
                 sources.pick(2 * n + 1),
             )

@@ -345,15 +345,18 @@ async fn a_redis_restart_loses_no_visit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_sends_its_clients_elsewhere_spread_out_and_without_readmission() {
+    // The delay outlasts a lease (3 s): a draining node keeps its visits until it is done.
     let mut c = Cluster::start(&[
-        ("BEDSIDE_DRAIN__DELAY_MS", "1200"),
+        ("BEDSIDE_DRAIN__DELAY_MS", "4000"),
         ("BEDSIDE_DRAIN__JITTER_MS", "1500"),
     ])
     .await;
     let mut pairs = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         pairs.push(pair_across(&c, 0, 0).await);
     }
+    // One visit run by the draining node has its patient on another node.
+    pairs.push(pair_across(&c, 0, 1).await);
     // In flight as the node is told to stop: still delivered.
     for (i, (_, doctor, patient)) in pairs.iter_mut().enumerate() {
         doctor
@@ -373,10 +376,17 @@ async fn a_draining_node_sends_its_clients_elsewhere_spread_out_and_without_read
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let lb = c.lb.ws_url();
+    for (i, (_, _, patient)) in pairs.iter_mut().enumerate() {
+        assert_eq!(patient.until("signal").await["data"]["nonce"], i);
+    }
+    // Past the lease's length, the draining node still runs the visit and still hears from
+    // the other node.
+    tokio::time::sleep_until((term + Duration::from_millis(3500)).into()).await;
+    let (_, doctor, patient) = pairs.last_mut().expect("cross-node pair");
+    signal(patient, doctor, "while-draining").await;
     // Each client watches for its 1001 on its own, so each close is timed as it arrives.
     let mut watching = Vec::new();
-    for (i, (_, doctor, mut patient)) in pairs.into_iter().enumerate() {
-        assert_eq!(patient.until("signal").await["data"]["nonce"], i);
+    for (_, doctor, patient) in pairs {
         for mut client in [doctor, patient] {
             watching.push(tokio::spawn(async move {
                 let code = client.closed().await;
@@ -397,7 +407,7 @@ async fn a_draining_node_sends_its_clients_elsewhere_spread_out_and_without_read
     let (first, last) = (closes[0], closes[closes.len() - 1]);
     eprintln!("drain: first 1001 after {first:?}, last after {last:?}");
     assert!(
-        first >= Duration::from_millis(1200),
+        first >= Duration::from_millis(4000),
         "sent away before the delay: {first:?}"
     );
     assert!(

@@ -31,7 +31,7 @@ use forward::Forwarding;
 use lease::Leases;
 use owner::Owned;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -150,6 +150,9 @@ pub struct Cluster {
     pub forwarding: Arc<Forwarding>,
     owned: Arc<Owned>,
     client: redis::Client,
+    /// Set once the node is shutting down: it takes no new participants from other nodes,
+    /// which wait for its leases to be released instead.
+    draining: AtomicBool,
     failed: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<()>>>,
 }
 
@@ -175,6 +178,7 @@ impl Cluster {
             leases,
             forwarding,
             client: connections.client,
+            draining: AtomicBool::new(false),
             failed: parking_lot::Mutex::new(Some(failed_rx)),
         })
     }
@@ -205,6 +209,16 @@ impl Cluster {
                 name,
                 new_id,
             } => {
+                if self.draining.load(Ordering::Relaxed) {
+                    self.bus.send(
+                        &from.into(),
+                        &Wire::JoinResult {
+                            session,
+                            result: Err(RoomError::Unavailable),
+                        },
+                    );
+                    return;
+                }
                 let owned = self.owned.clone();
                 let req = JoinRequest {
                     conn: bedside_rooms::ConnId::next(),
@@ -346,6 +360,11 @@ impl Cluster {
     /// Sends `item` to every participant connected here whose visit runs elsewhere.
     pub fn to_every_seat(&self, item: impl Fn() -> Outgoing) {
         self.forwarding.to_every_seat(item);
+    }
+
+    /// Shutdown has begun: participants from other nodes are no longer taken on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Shutdown, once storage is flushed: gives up every lease so other nodes take the

@@ -257,10 +257,14 @@ impl Application {
             shutdown.clone(),
         )?;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
+        // The cluster's part (lease renewal, messages from other nodes) runs on through the
+        // drain, until storage is flushed: a draining node still owns its visits, and frames
+        // for them from other nodes must still arrive.
+        let cluster_stop = CancellationToken::new();
         let cluster_task = state
             .cluster
             .clone()
-            .map(|cluster| tokio::spawn(cluster.run(shutdown.clone())));
+            .map(|cluster| tokio::spawn(cluster.run(cluster_stop.clone())));
         let router = routes::router(state.clone());
         let server = Server {
             listener,
@@ -273,6 +277,9 @@ impl Application {
         stop.await;
         tracing::info!("shutting down");
         state.ready.store(false, Ordering::Relaxed);
+        if let Some(cluster) = &state.cluster {
+            cluster.drain();
+        }
         // The load balancer's health check notices before clients are sent away, so they
         // reconnect to another node rather than to this one.
         tokio::time::sleep(Duration::from_millis(drain.delay_ms)).await;
@@ -307,6 +314,7 @@ impl Application {
         if let Some(cluster) = &state.cluster {
             cluster.leave().await;
         }
+        cluster_stop.cancel();
         if let Some(task) = cluster_task {
             let _ = task.await;
         }

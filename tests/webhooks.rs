@@ -88,8 +88,24 @@ impl Receiver {
         r
     }
 
+    /// Listens on the receiver's port. The port was free when `down` picked it, but
+    /// anything may take it meanwhile (an outgoing connection's local port, say): retried
+    /// briefly, with SO_REUSEADDR so connections of a previous run in TIME_WAIT do not count.
     async fn start(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind");
+        let mut tries = 0;
+        let listener = loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            match socket.bind(self.addr).and_then(|()| socket.listen(1024)) {
+                Ok(listener) => break listener,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("rebinding {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rebind {}: {e}", self.addr),
+            }
+        };
         let stop = CancellationToken::new();
         let app = Router::new()
             .route("/hook", post(receive))

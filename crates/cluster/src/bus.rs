@@ -12,6 +12,8 @@ use bedside_rooms::{CloseCode, ParticipantId, ParticipantView, RoomError, VisitI
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -64,6 +66,8 @@ pub enum Wire {
         request: u64,
         result: Result<ApiDone, RoomError>,
     },
+    /// A node to itself, through Redis: its subscription still delivers.
+    Heartbeat,
 }
 
 /// What the REST API does to a live visit, done by the visit's owner.
@@ -135,6 +139,9 @@ pub enum Item {
 #[derive(Clone)]
 pub struct Bus {
     tx: mpsc::UnboundedSender<(NodeId, String)>,
+    /// Set when a publish failed, until the cluster has reset its cross-node sessions:
+    /// meanwhile nothing is published, so no node sees messages after a gap.
+    broken: Arc<AtomicBool>,
 }
 
 impl Bus {
@@ -144,7 +151,19 @@ impl Bus {
         failed: mpsc::UnboundedSender<()>,
     ) -> (Self, impl Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, publish(redis, rx, failed))
+        let broken = Arc::new(AtomicBool::new(false));
+        (
+            Self {
+                tx,
+                broken: broken.clone(),
+            },
+            publish(redis, rx, failed, broken),
+        )
+    }
+
+    /// Publishing may resume: the sessions a lost message could have touched are gone.
+    pub fn mend(&self) {
+        self.broken.store(false, Ordering::Release);
     }
 
     pub fn send(&self, to: &NodeId, msg: &Wire) {
@@ -216,27 +235,36 @@ async fn publish(
     mut redis: redis::aio::ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<(NodeId, String)>,
     failed: mpsc::UnboundedSender<()>,
+    broken: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        if broken.load(Ordering::Acquire) {
+            batch.clear();
+            continue;
+        }
         let mut pipe = redis::pipe();
         for (to, text) in batch.drain(..) {
             pipe.publish(channel(&to), text).ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut redis).await {
             tracing::warn!(error = %e, "publishing to other nodes failed");
+            broken.store(true, Ordering::Release);
             let _ = failed.send(());
         }
     }
 }
 
 /// Listens on this node's channel until `shutdown`, reconnecting as needed. Each message
-/// goes to `deliver`; `reset` is called whenever messages may have been missed.
+/// goes to `deliver`; `reset` is called whenever messages may have been missed. The node
+/// sends itself a [`Wire::Heartbeat`] regularly: a subscription that delivers nothing for
+/// `silence` (a connection that died without closing) is replaced.
 pub async fn listen(
     client: redis::Client,
     node: NodeId,
     deliver: impl Fn(Wire),
     reset: impl Fn(),
+    silence: Duration,
     shutdown: CancellationToken,
 ) {
     let name = channel(&node);
@@ -262,12 +290,18 @@ pub async fn listen(
         }
         connected_before = true;
         let mut messages = pubsub.on_message();
+        let mut heard = tokio::time::Instant::now();
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(heard + silence) => {
+                    tracing::warn!("nothing heard from redis for a while; listening again");
+                    break;
+                }
                 msg = messages.next() => msg,
             };
             let Some(msg) = msg else { break };
+            heard = tokio::time::Instant::now();
             match decode(msg.get_payload_bytes()) {
                 Ok(wire) => deliver(wire),
                 Err(e) => tracing::warn!(error = %e, "unreadable cluster message"),

@@ -100,9 +100,15 @@ pub struct Leases {
     base: Instant,
     /// Whether the last exchange with Redis worked.
     reachable: AtomicBool,
+    /// Claims and releases of one visit take one of these in turn, so two joins arriving
+    /// at once claim it once (one epoch), and a release never deletes a lease a claim has
+    /// just renewed. Striped: a lock per visit would need a map that grows.
+    stripes: Vec<tokio::sync::Mutex<()>>,
     /// For tasks that outlive a call (releases).
     me: Weak<Leases>,
 }
+
+const STRIPES: usize = 64;
 
 fn unavailable(e: RedisError) -> RoomError {
     tracing::warn!(error = %e, "redis unavailable");
@@ -129,7 +135,14 @@ impl Leases {
             valid_until: AtomicU64::new(0),
             base: Instant::now(),
             reachable: AtomicBool::new(false),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
+    }
+
+    fn stripe(&self, visit: VisitId) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(visit);
+        &self.stripes[(hash as usize) % STRIPES]
     }
 
     pub fn ttl(&self) -> Duration {
@@ -199,41 +212,34 @@ impl Leases {
             .arg(self.ttl_ms())
             .invoke_async(&mut self.redis.clone())
             .await;
-        let (lost, retaken) = match result {
-            Ok(r) => r,
+        let mut gone = Vec::new();
+        match result {
+            Ok((lost, retaken)) => {
+                self.reached(true);
+                let at = |i: usize| visits.get(i.wrapping_sub(1)).copied();
+                gone.extend(lost.into_iter().filter_map(at).map(|(visit, _)| visit));
+                // A lapsed lease (Redis restarted, or this node was paused) is ours again
+                // only if nobody ran the visit meanwhile: its epoch would have moved.
+                let retaken: Vec<(VisitId, Held)> = retaken.into_iter().filter_map(at).collect();
+                match self.moved(&retaken).await {
+                    Some(moved) => gone.extend(moved),
+                    // Cannot tell: give them up rather than act on a doubt.
+                    None => gone.extend(retaken.iter().map(|(visit, _)| *visit)),
+                }
+                self.vouch_from(start);
+            }
             Err(e) => {
-                // Nobody can take a lease over while Redis is unreachable, so the visits
-                // here go on; when it is back, the renewal tells which are still ours, and
-                // the epochs refuse any write made in the meantime by a node that was not.
                 if self.reachable() {
                     tracing::warn!(error = %e, "renewing leases failed");
                 }
                 self.reached(false);
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                // Redis cannot be reached: no node can take a lease over through it, but this
+                // node may be the only one cut off. The epochs in PostgreSQL tell: visits
+                // nobody took over go on here; the others are given up.
+                if let Some(moved) = self.moved(&visits).await {
+                    gone.extend(moved);
                     self.vouch_from(start);
                 }
-                return Vec::new();
-            }
-        };
-        self.reached(true);
-        self.vouch_from(start);
-        let mut gone = Vec::new();
-        for i in lost {
-            if let Some((visit, _)) = visits.get(i.wrapping_sub(1)) {
-                gone.push(*visit);
-            }
-        }
-        // A lapsed lease is ours again only if nobody ran the visit meanwhile: the epoch
-        // would have moved.
-        for i in retaken {
-            let Some((visit, held)) = visits.get(i.wrapping_sub(1)) else {
-                continue;
-            };
-            match self.storage.epoch(*visit).await {
-                Ok(Some(epoch)) if epoch == held.epoch => {}
-                Ok(_) => gone.push(*visit),
-                // Cannot tell: keep it; a stale write would be refused anyway.
-                Err(e) => tracing::warn!(error = %e, visit = %visit, "could not check epoch"),
             }
         }
         for visit in &gone {
@@ -242,8 +248,33 @@ impl Leases {
         gone
     }
 
+    /// Which of `visits` another node has taken over since this node claimed them (their
+    /// epoch moved, or they are gone); `None` if storage cannot tell.
+    async fn moved(&self, visits: &[(VisitId, Held)]) -> Option<Vec<VisitId>> {
+        if visits.is_empty() {
+            return Some(Vec::new());
+        }
+        let ids: Vec<VisitId> = visits.iter().map(|(visit, _)| *visit).collect();
+        let stored = match self.storage.epochs(&ids).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check epochs");
+                return None;
+            }
+        };
+        let stored: std::collections::HashMap<VisitId, i64> = stored.into_iter().collect();
+        Some(
+            visits
+                .iter()
+                .filter(|(visit, held)| stored.get(visit) != Some(&held.epoch))
+                .map(|(visit, _)| *visit)
+                .collect(),
+        )
+    }
+
     /// Stops holding `visit` and gives its lease up if it is still this node's.
     pub async fn forget(&self, visit: VisitId) {
+        let _turn = self.stripe(visit).lock().await;
         self.held.remove(&visit);
         self.delete(visit).await;
     }
@@ -276,6 +307,7 @@ impl Leases {
 #[async_trait::async_trait]
 impl Ownership for Leases {
     async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
+        let _turn = self.stripe(visit).lock().await;
         let start = Instant::now();
         let taken: i64 = CLAIM
             .key(lease_key(visit))
@@ -292,7 +324,11 @@ impl Ownership for Leases {
         if taken == 0 {
             return Ok(Claim::Elsewhere);
         }
-        self.vouch_from(start);
+        // A node holding nothing else can trust its claims from here; one that holds other
+        // visits waits for its renewal to say which of those are still its own.
+        if self.held.is_empty() {
+            self.vouch_from(start);
+        }
         if taken == 2
             && let Some(mut held) = self.held.get_mut(&visit)
         {

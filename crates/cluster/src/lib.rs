@@ -166,7 +166,9 @@ impl Cluster {
             connections.node.clone(),
             bus.clone(),
             leases.clone(),
-            (leases.ttl() / 3).max(Duration::from_millis(500)),
+            // A join may make the owner load the visit (and wait for a previous owner's
+            // changes): a lease's length, which is also when a dead owner's lease lapses.
+            leases.ttl(),
         ));
         Arc::new(Self {
             asked: DashMap::new(),
@@ -219,6 +221,8 @@ impl Cluster {
                     );
                     return;
                 }
+                let from: NodeId = from.into();
+                self.owned.joining((from.clone(), session));
                 let owned = self.owned.clone();
                 let req = JoinRequest {
                     conn: bedside_rooms::ConnId::next(),
@@ -228,7 +232,7 @@ impl Cluster {
                     new_id,
                 };
                 tokio::spawn(async move {
-                    owned.join(from.into(), session, visit, tenant, req).await;
+                    owned.join(from, session, visit, tenant, req).await;
                 });
             }
             Wire::Frame {
@@ -252,6 +256,7 @@ impl Cluster {
                     let _ = tx.send(result);
                 }
             }
+            Wire::Heartbeat => {}
         }
     }
 
@@ -273,7 +278,9 @@ impl Cluster {
                 op,
             },
         );
-        let answer = tokio::time::timeout(self.leases.ttl(), rx).await;
+        // Longer than the owner's own wait for storage (5 s), so a slow answer is not taken
+        // for none and the request repeated.
+        let answer = tokio::time::timeout(Duration::from_secs(6), rx).await;
         self.asked.remove(&request);
         match answer {
             Ok(Ok(result)) => result,
@@ -281,8 +288,10 @@ impl Cluster {
         }
     }
 
-    /// Messages may have been lost: every cross-node session starts over.
+    /// Messages may have been lost: every cross-node session starts over (the closes this
+    /// sends are the first messages published again).
     fn reset(&self) {
+        self.bus.mend();
         self.forwarding.unseat(None);
         self.owned.drop_sessions(None);
     }
@@ -307,6 +316,7 @@ impl Cluster {
                 self.node.clone(),
                 move |wire| a.deliver(wire),
                 move || b.reset(),
+                self.leases.ttl(),
                 shutdown.clone(),
             ))
         };
@@ -316,6 +326,7 @@ impl Cluster {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = renew.tick() => {
+                    self.bus.send(&self.node, &Wire::Heartbeat);
                     for visit in self.leases.renew().await {
                         self.registry.evict(visit);
                     }

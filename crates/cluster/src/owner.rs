@@ -11,7 +11,7 @@ use bedside_rooms::{
 use bedside_signaling::input_of;
 use bedside_signaling::protocol::{JoinedExtras, encode};
 use chrono::Utc;
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use std::sync::Arc;
 
 type Key = (NodeId, u64);
@@ -68,12 +68,19 @@ impl Outbox for RemoteOutbox {
     }
 }
 
+/// Where a remote participant's session stands on the owner.
+enum Slot {
+    /// Their join is being handled.
+    Joining,
+    /// Their node gave up waiting (a Leave came) before the join finished.
+    Abandoned,
+    Joined(Session),
+}
+
 pub struct Owned {
     registry: Arc<Registry>,
     bus: Bus,
-    sessions: DashMap<Key, Session>,
-    /// Sessions their node gave up on before the join finished here.
-    abandoned: DashSet<Key>,
+    sessions: DashMap<Key, Slot>,
 }
 
 impl Owned {
@@ -82,11 +89,15 @@ impl Owned {
             registry,
             bus,
             sessions: DashMap::new(),
-            abandoned: DashSet::new(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A join arrived: called in arrival order, before its Leave (if any) can be.
+    pub fn joining(&self, key: Key) {
+        self.sessions.insert(key, Slot::Joining);
+    }
+
+    /// Handles a join [`Owned::joining`] recorded; answers the participant's node.
     pub async fn join(
         &self,
         from: NodeId,
@@ -95,6 +106,12 @@ impl Owned {
         tenant: String,
         req: JoinRequest,
     ) {
+        let key = (from.clone(), session);
+        // Given up on already: joining now would only add a connection nobody reads.
+        if matches!(self.sessions.get(&key).as_deref(), Some(Slot::Abandoned)) {
+            self.sessions.remove(&key);
+            return;
+        }
         let outbox = Arc::new(RemoteOutbox {
             bus: self.bus.clone(),
             node: from.clone(),
@@ -109,30 +126,44 @@ impl Owned {
             }
             Err(_) => Err(RoomError::WrongTenant),
         };
-        let result = result.map(|(handle, participant)| {
-            let seated = Seated {
-                participant,
-                expires_at: handle.expires_at(),
-            };
-            let key = (from.clone(), session);
-            self.sessions.insert(
-                key.clone(),
-                Session {
+        let result = match result {
+            Ok((handle, participant)) => {
+                let seated = Seated {
+                    participant,
+                    expires_at: handle.expires_at(),
+                };
+                let joined = Session {
                     conn,
-                    visit: handle,
+                    visit: handle.clone(),
                     outbox,
-                },
-            );
-            if self.abandoned.remove(&key).is_some() {
-                self.leave(&key);
+                };
+                // The Leave may have come while the join was being handled.
+                let abandoned = match self.sessions.get_mut(&key) {
+                    Some(mut slot) if matches!(*slot, Slot::Joining) => {
+                        *slot = Slot::Joined(joined);
+                        false
+                    }
+                    _ => true,
+                };
+                if abandoned {
+                    self.sessions.remove(&key);
+                    self.registry.disconnect(&handle, conn, Utc::now());
+                }
+                Ok(seated)
             }
-            seated
-        });
+            Err(e) => {
+                self.sessions.remove(&key);
+                Err(e)
+            }
+        };
         self.bus.send(&from, &Wire::JoinResult { session, result });
     }
 
     pub fn frame(&self, key: &Key, frame: &str) {
-        let Some(session) = self.sessions.get(key) else {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let Slot::Joined(session) = &*slot else {
             return;
         };
         let Ok(input) = input_of(frame, session.conn) else {
@@ -144,14 +175,20 @@ impl Owned {
     }
 
     pub fn leave(&self, key: &Key) {
-        match self.sessions.remove(key) {
-            Some((_, session)) => {
-                self.registry
-                    .disconnect(&session.visit, session.conn, Utc::now())
-            }
-            None => {
-                self.abandoned.insert(key.clone());
-            }
+        let joined = match self.sessions.get_mut(key) {
+            None => return,
+            Some(mut slot) => match &*slot {
+                Slot::Joining => {
+                    *slot = Slot::Abandoned;
+                    return;
+                }
+                Slot::Abandoned => return,
+                Slot::Joined(_) => true,
+            },
+        };
+        if joined && let Some((_, Slot::Joined(session))) = self.sessions.remove(key) {
+            self.registry
+                .disconnect(&session.visit, session.conn, Utc::now());
         }
     }
 
@@ -173,7 +210,8 @@ impl Owned {
             .map(|e| e.key().clone())
             .collect();
         for key in keys {
-            if let Some((_, session)) = self.sessions.remove(&key) {
+            // A join under way finds its slot gone and undoes itself.
+            if let Some((_, Slot::Joined(session))) = self.sessions.remove(&key) {
                 session
                     .outbox
                     .push(Outgoing::Close(bedside_rooms::CloseCode::GoingAway));
@@ -181,7 +219,6 @@ impl Owned {
                     .disconnect(&session.visit, session.conn, Utc::now());
             }
         }
-        self.abandoned.clear();
     }
 
     pub fn sessions(&self) -> usize {

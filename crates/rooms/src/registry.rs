@@ -11,7 +11,9 @@
 
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
-use crate::visit::{Actor, Input, JoinRequest, Output, RoomError, Target, Visit};
+use crate::visit::{
+    Actor, Input, JoinRequest, Output, RoomError, StoredParticipant, Target, Visit,
+};
 use crate::{
     CloseCode, ConnId, Notice, ParticipantId, ParticipantView, VisitId, VisitRecord, VisitStatus,
 };
@@ -162,15 +164,15 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let record = self
-            .storage
-            .visit(id)
-            .await
-            .map_err(unavailable)?
-            .ok_or(RoomError::VisitNotFound)?;
-        let stored = match record.status {
-            VisitStatus::Ended => Vec::new(),
-            _ => self.storage.participants(id).await.map_err(unavailable)?,
+        let (record, stored) = match self.load(id).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // Claimed but not loaded: nothing to keep the claim for.
+                if let Some(ownership) = &self.ownership {
+                    ownership.release(id, self.writer.position());
+                }
+                return Err(e);
+            }
         };
         let tenant = record.tenant.clone();
         // A visit taken over from another node: its participants dropped from that node
@@ -195,6 +197,21 @@ impl Registry {
             .entry(id)
             .or_insert_with(|| Arc::new(Mutex::new(inner)))
             .clone())
+    }
+
+    /// A visit as stored, and its participants unless it has ended.
+    async fn load(&self, id: VisitId) -> Result<(VisitRecord, Vec<StoredParticipant>), RoomError> {
+        let record = self
+            .storage
+            .visit(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or(RoomError::VisitNotFound)?;
+        let stored = match record.status {
+            VisitStatus::Ended => Vec::new(),
+            _ => self.storage.participants(id).await.map_err(unavailable)?,
+        };
+        Ok((record, stored))
     }
 
     /// Locks the live visit `id`, loading it if needed.

@@ -518,7 +518,7 @@ async fn writes_under_a_stale_epoch_are_refused_and_the_rest_of_the_batch_is_wri
             .await
             .unwrap();
     }
-    assert_eq!(db.epoch(a.id).await.unwrap(), Some(0));
+    assert_eq!(db.epochs(&[a.id]).await.unwrap(), [(a.id, 0)]);
     assert_eq!(db.claim(a.id).await.unwrap(), Some(1), "node 1 takes it");
     assert_eq!(
         db.claim(a.id).await.unwrap(),

@@ -89,8 +89,8 @@ impl Storage for OneVisit {
     async fn claim(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
         Ok(None)
     }
-    async fn epoch(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
-        Ok(None)
+    async fn epochs(&self, _: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        Ok(Vec::new())
     }
     async fn audit_trail(&self, _: VisitId) -> Result<Vec<AuditRecord>, StorageError> {
         Ok(Vec::new())

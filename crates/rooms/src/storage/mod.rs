@@ -64,8 +64,7 @@ impl StorageError {
 /// accepting (57P01-57P03), too many connections (53300). SQLite: busy or locked, with
 /// their extended codes (the low byte is the primary code).
 fn transient_code(code: &str) -> bool {
-    // 55P03: a lock wait timed out (another node held the visit's row for long).
-    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "55P03") {
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
         return true;
     }
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
@@ -154,8 +153,8 @@ pub trait Storage: Send + Sync + 'static {
     /// (`None` if there is no such visit). Writes fenced with an older epoch are refused
     /// from then on.
     async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
-    /// A visit's current epoch (`None` if there is no such visit).
-    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
+    /// The current epochs of those of `visits` that exist.
+    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError>;
     /// Appends one audit entry outside any live visit (e.g. a token was issued).
     async fn audit(
         &self,

@@ -72,10 +72,8 @@ impl PostgresStorage {
         // A node frozen mid-transaction (paused, partitioned) must not hold its visits' rows
         // locked: the server ends such a session, so another node can take the visits over
         // (and the frozen node's commit then fails, and is refused when retried).
-        let options = PgConnectOptions::from_str(url)?.options([
-            ("idle_in_transaction_session_timeout", "2s"),
-            ("lock_timeout", "10s"),
-        ]);
+        let options = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", "2s")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)
@@ -553,11 +551,16 @@ impl Storage for PostgresStorage {
         Ok(fenced)
     }
 
-    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
-        Ok(sqlx::query_scalar("SELECT epoch FROM visits WHERE id = $1")
-            .bind(visit.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        let ids: Vec<String> = visits.iter().map(VisitId::to_string).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, epoch FROM visits WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, epoch)| Ok((parse(&id)?, epoch)))
+            .collect()
     }
 
     async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {

@@ -530,11 +530,16 @@ impl Storage for SqliteStorage {
         Ok(fenced)
     }
 
-    async fn epoch(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
-        Ok(sqlx::query_scalar("SELECT epoch FROM visits WHERE id = ?")
-            .bind(visit.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        let mut found = Vec::with_capacity(visits.len());
+        for visit in visits {
+            let epoch: Option<i64> = sqlx::query_scalar("SELECT epoch FROM visits WHERE id = ?")
+                .bind(visit.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+            found.extend(epoch.map(|e| (*visit, e)));
+        }
+        Ok(found)
     }
 
     async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {

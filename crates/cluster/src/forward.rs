@@ -160,7 +160,7 @@ impl Forwarder for Forwarding {
                 new_id: req.new_id,
             },
         );
-        let answer = tokio::time::timeout(self.answer_within, rx).await;
+        let answer = tokio::time::timeout(self.answer_within, self.answer(visit, &owner, rx)).await;
         match answer {
             Ok(Ok(Ok(seated))) => Ok((
                 Box::new(Seat {
@@ -188,6 +188,31 @@ impl Forwarder for Forwarding {
                     },
                 );
                 Err(RoomError::Unavailable)
+            }
+        }
+    }
+}
+
+impl Forwarding {
+    /// The owner's answer, or an error as soon as `owner` no longer holds the visit's
+    /// lease (it died and the lease lapsed): no use waiting for a dead node.
+    async fn answer(
+        &self,
+        visit: VisitId,
+        owner: &NodeId,
+        rx: oneshot::Receiver<Result<Seated, RoomError>>,
+    ) -> Result<Result<Seated, RoomError>, oneshot::error::RecvError> {
+        let mut rx = std::pin::pin!(rx);
+        let mut look = tokio::time::interval(Duration::from_millis(250));
+        look.tick().await;
+        loop {
+            tokio::select! {
+                answer = &mut rx => return answer,
+                _ = look.tick() => {
+                    if self.leases.owner(visit).await.ok().flatten().as_ref() != Some(owner) {
+                        return Ok(Err(RoomError::Unavailable));
+                    }
+                }
             }
         }
     }

@@ -322,6 +322,11 @@ impl Cluster {
         };
         let mut renew = tokio::time::interval(self.leases.ttl() / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Peers are looked at more often than leases are renewed: a dead node's
+        // participants here are sent on to its visits' next owner soon after its liveness
+        // lapses (one MGET per look).
+        let mut peers = tokio::time::interval(self.leases.ttl() / 12);
+        peers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -330,8 +335,8 @@ impl Cluster {
                     for visit in self.leases.renew().await {
                         self.registry.evict(visit);
                     }
-                    self.check_peers().await;
                 }
+                _ = peers.tick() => self.check_peers().await,
                 Some(visit) = fenced.recv() => {
                     self.registry.evict(visit);
                     self.leases.forget(visit).await;

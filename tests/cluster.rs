@@ -90,9 +90,11 @@ async fn status(url: &str) -> u16 {
     }
 }
 
+/// Over TLS to Redis (`rediss://`), as it should be wherever Redis is not on a private
+/// link: names, SDP and chat cross it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_doctor_on_one_node_and_a_patient_on_another_go_through_a_whole_visit() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start_tls(&[]).await;
     let (visit, mut doctor, mut patient) = pair_across(&c, 0, 1).await;
     assert_eq!(
         c.owner_of(&visit).await,

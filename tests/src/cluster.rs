@@ -18,6 +18,8 @@ pub struct Redis {
     pub port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Set when it speaks TLS only: its self-signed certificate (also the CA to trust).
+    pub cert: Option<PathBuf>,
 }
 
 impl Redis {
@@ -26,20 +28,75 @@ impl Redis {
             port: pg::free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            cert: None,
+        };
+        redis.run().await;
+        redis
+    }
+
+    /// A Redis that accepts TLS connections only, with a certificate of its own.
+    pub async fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+        let (cert, key) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+        let mut redis = Self {
+            port: pg::free_port(),
+            dir,
+            child: None,
+            cert: Some(cert),
         };
         redis.run().await;
         redis
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.cert.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-server`'s (or `redis-cli`'s) arguments for where and how it listens.
+    fn listen_args(&self, server: bool) -> Vec<String> {
+        let port = self.port.to_string();
+        match &self.cert {
+            None => vec!["--port".into(), port],
+            Some(cert) => {
+                let cert = cert.display().to_string();
+                let key = self.dir.path().join("redis.key").display().to_string();
+                if server {
+                    vec![
+                        "--port".into(),
+                        "0".into(),
+                        "--tls-port".into(),
+                        port,
+                        "--tls-cert-file".into(),
+                        cert.clone(),
+                        "--tls-key-file".into(),
+                        key,
+                        "--tls-ca-cert-file".into(),
+                        cert,
+                        "--tls-auth-clients".into(),
+                        "no".into(),
+                    ]
+                } else {
+                    vec!["-p".into(), port, "--tls".into(), "--cacert".into(), cert]
+                }
+            }
+        }
     }
 
     /// Starts (again) on the same port.
     pub async fn run(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.listen_args(true))
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -61,8 +118,13 @@ impl Redis {
 
     /// A key's value, through `redis-cli`.
     pub async fn get(&self, key: &str) -> Option<String> {
+        let mut args = self.listen_args(false);
+        if args[0] == "--port" {
+            args[0] = "-p".into();
+        }
         let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--raw", "GET", key])
+            .args(args)
+            .args(["--raw", "GET", key])
             .output()
             .await
             .expect("redis-cli");
@@ -147,7 +209,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts everything; `env` goes to every node on top of the cluster settings.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let redis = Redis::start().await;
+        Self::start_on(Redis::start().await, env).await
+    }
+
+    /// [`Cluster::start`] with the nodes talking to Redis over TLS.
+    pub async fn start_tls(env: &[(&str, &str)]) -> Self {
+        Self::start_on(Redis::start_tls().await, env).await
+    }
+
+    async fn start_on(redis: Redis, env: &[(&str, &str)]) -> Self {
         let database_url = pg::shared().await.create_database().await;
         let mut nodes = Vec::new();
         for i in 1..=3 {
@@ -158,6 +228,10 @@ impl Cluster {
             ];
             let url = redis.url();
             node_env.push(("BEDSIDE_REDIS_URL", url.as_str()));
+            let ca = redis.cert.as_ref().map(|c| c.display().to_string());
+            if let Some(ca) = &ca {
+                node_env.push(("BEDSIDE_REDIS_CA_CERT", ca.as_str()));
+            }
             node_env.extend_from_slice(env);
             nodes.push(TestServer::start_with(&node_env).await);
         }

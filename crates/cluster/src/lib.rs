@@ -92,7 +92,10 @@ pub enum ClusterError {
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
+    /// `redis://` or, over TLS, `rediss://`.
     pub redis_url: String,
+    /// PEM certificates to verify a `rediss://` server with, instead of the system's roots.
+    pub redis_ca: Option<Vec<u8>>,
     pub node: NodeId,
     /// How long a lease lasts without renewal: how long a dead owner's visits wait.
     pub lease_ttl: Duration,
@@ -113,7 +116,18 @@ impl Connections {
         storage: Arc<dyn Storage>,
         writer: StorageWriter,
     ) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(config.redis_url.as_str())?;
+        // Frames between nodes carry names, SDP and chat: TLS where Redis is not on a
+        // private link (rediss://).
+        let client = match &config.redis_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                config.redis_url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(config.redis_url.as_str())?,
+        };
         let timeout = (config.lease_ttl / 3).max(Duration::from_millis(200));
         let manager = redis::aio::ConnectionManager::new_lazy_with_config(
             client.clone(),

@@ -122,6 +122,7 @@ impl Application {
                 bedside_cluster::Connections::new(
                     &ClusterConfig {
                         redis_url: url.clone(),
+                        redis_ca: settings.redis_ca()?,
                         node: settings.node_id().into(),
                         lease_ttl: Duration::from_millis(settings.cluster.lease_ttl_ms),
                     },

@@ -301,6 +301,9 @@ pub struct Settings {
     /// `redis://HOST:PORT`: run as one node of a cluster sharing visits through Redis
     /// (needs a PostgreSQL `database_url`).
     pub redis_url: Option<String>,
+    /// PEM CA certificates that sign Redis's certificate (`rediss://`), when it is not signed
+    /// by a root the system trusts.
+    pub redis_ca_cert: Option<PathBuf>,
     /// Load balancers in front of Bedside (addresses or CIDR blocks): for connections from
     /// them, per-address limits apply to the client `X-Forwarded-For` names instead.
     pub trusted_proxies: ListOrString<String>,
@@ -331,6 +334,7 @@ impl Default for Settings {
             webhooks: ListOrString::None,
             webhook_delivery: DeliverySettings::default(),
             redis_url: None,
+            redis_ca_cert: None,
             trusted_proxies: ListOrString::None,
             cluster: ClusterSettings::default(),
             drain: DrainSettings::default(),
@@ -367,7 +371,10 @@ impl Settings {
         }
         if let Some(url) = &self.redis_url {
             if !url.starts_with("redis://") && !url.starts_with("rediss://") {
-                bail!("redis_url must be redis://HOST:PORT");
+                bail!("redis_url must be redis://HOST:PORT (or rediss:// for TLS)");
+            }
+            if self.redis_ca_cert.is_some() && !url.starts_with("rediss://") {
+                bail!("redis_ca_cert is for TLS: use a rediss:// redis_url");
             }
             if bedside_rooms::storage::Backend::of(&self.database_url)
                 != Some(bedside_rooms::storage::Backend::Postgres)
@@ -508,6 +515,17 @@ impl Settings {
                 .collect());
         }
         Ok(vec![origin_of(public_url)])
+    }
+
+    /// The CA certificates for a `rediss://` Redis, if configured.
+    pub fn redis_ca(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.redis_ca_cert
+            .as_ref()
+            .map(|path| {
+                std::fs::read(path)
+                    .with_context(|| format!("reading redis_ca_cert {}", path.display()))
+            })
+            .transpose()
     }
 
     /// The trusted proxies, parsed.
@@ -746,6 +764,55 @@ mod tests {
         let mut short = with("");
         short.webhook_delivery.give_up_hours = 23;
         assert!(short.validate().is_err(), "retries last at least 24 hours");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let pg = "postgres://bedside:pw@db:5432/bedside";
+        let with = |f: &dyn Fn(&mut Settings)| {
+            let mut s = Settings {
+                database_url: pg.into(),
+                redis_url: Some("redis://redis:6379".into()),
+                ..Settings::default()
+            };
+            f(&mut s);
+            s.validate()
+        };
+        assert!(with(&|_| {}).is_ok());
+        assert!(
+            with(&|s| s.database_url = "sqlite://x.db".into()).is_err(),
+            "nodes must share a database"
+        );
+        assert!(with(&|s| s.redis_url = Some("http://redis".into())).is_err());
+        assert!(
+            with(&|s| s.redis_ca_cert = Some("ca.pem".into())).is_err(),
+            "a CA is for rediss://"
+        );
+        assert!(
+            with(&|s| {
+                s.redis_url = Some("rediss://redis:6380".into());
+                s.redis_ca_cert = Some("ca.pem".into());
+            })
+            .is_ok()
+        );
+        assert!(with(&|s| s.cluster.lease_ttl_ms = 100).is_err());
+        for bad in ["", "node 1", "n\nF 1 x", &"n".repeat(65)] {
+            assert!(
+                with(&|s| s.cluster.node_id = Some(bad.to_owned())).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(with(&|s| s.cluster.node_id = Some("pod-7.zone_b".into())).is_ok());
+        assert!(
+            with(&|s| s.trusted_proxies = ListOrString::Text("10.0.0.0/8, ::1".into())).is_ok()
+        );
+        assert!(with(&|s| s.trusted_proxies = ListOrString::Text("10.0.0.0/33".into())).is_err());
+        assert!(with(&|s| s.drain.jitter_ms = 120_000).is_err());
+        let id = Settings::default().node_id();
+        assert!(
+            id.starts_with("node.") && id.len() == "node.".len() + 8,
+            "{id}"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 async fn act_here(registry: &Registry, op: ApiOp) -> Result<ApiDone, RoomError> {
     let now = chrono::Utc::now();
     let tenant = |t: String| TenantId::new(t).map_err(|_| RoomError::VisitNotFound);
+    let mut ended = None;
     let done = match op {
         ApiOp::End {
             tenant: t,
@@ -50,6 +51,7 @@ async fn act_here(registry: &Registry, op: ApiOp) -> Result<ApiDone, RoomError> 
             registry
                 .end(&tenant(t)?, visit, Actor::api(&key), now)
                 .await?;
+            ended = Some(visit);
             ApiDone::Done
         }
         ApiOp::Remove {
@@ -71,14 +73,20 @@ async fn act_here(registry: &Registry, op: ApiOp) -> Result<ApiDone, RoomError> 
         }
     };
     let writer = registry.writer();
-    if writer
+    if !writer
         .wait_within(writer.position(), Duration::from_secs(5))
         .await
     {
-        Ok(done)
-    } else {
-        Err(RoomError::Unavailable)
+        return Err(RoomError::Unavailable);
     }
+    // Written, or refused because another node took the visit over a moment ago.
+    if let Some(visit) = ended {
+        let stored = registry.storage().visit(visit).await;
+        if !matches!(stored, Ok(Some(ref r)) if r.status == bedside_rooms::VisitStatus::Ended) {
+            return Err(RoomError::Unavailable);
+        }
+    }
+    Ok(done)
 }
 
 /// A node's name in the cluster.

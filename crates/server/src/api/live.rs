@@ -5,7 +5,7 @@ use super::tenant::Tenant;
 use crate::error::ApiError;
 use crate::state::AppState;
 use bedside_cluster::{ApiDone, ApiOp};
-use bedside_rooms::{Actor, ParticipantView, RoomError, VisitId, VisitRecord};
+use bedside_rooms::{Actor, ParticipantView, RoomError, VisitId, VisitRecord, VisitStatus};
 use chrono::Utc;
 use std::time::Duration;
 
@@ -25,13 +25,24 @@ pub(crate) async fn end(
             .registry
             .end(&tenant.id, id, Actor::api(tenant.key.as_str()), Utc::now())
     };
-    match on_owner(state, op, here).await? {
-        Some(record) => Ok(record),
-        // The owner ended it and wrote it down before answering.
-        None => match state.registry.storage().visit(id).await? {
-            Some(record) if record.tenant == tenant.id => Ok(record),
-            _ => Err(ApiError::VisitNotFound),
-        },
+    let ended_here = on_owner(state, op, here).await?;
+    if state.cluster.is_none()
+        && let Some(record) = ended_here
+    {
+        return Ok(record);
+    }
+    // In a cluster, what counts is what storage holds: a node that lost the visit a moment
+    // ago has its end refused there (the epoch moved), and the caller should retry.
+    super::caught_up(state).await?;
+    match state.registry.storage().visit(id).await? {
+        Some(record) if record.tenant == tenant.id => {
+            if record.status == VisitStatus::Ended {
+                Ok(record)
+            } else {
+                Err(ApiError::Unavailable)
+            }
+        }
+        _ => Err(ApiError::VisitNotFound),
     }
 }
 

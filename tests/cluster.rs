@@ -11,8 +11,8 @@ use bedside_tests::{CLINIC_A, Client, STEP};
 use std::time::{Duration, Instant};
 
 /// A visit whose doctor is connected to node `doctor_at` and patient to node `patient_at`,
-/// the patient admitted.
-async fn pair_across(c: &Cluster, doctor_at: usize, patient_at: usize) -> (String, Client, Client) {
+/// the patient admitted, and everyone told so.
+async fn pair_told(c: &Cluster, doctor_at: usize, patient_at: usize) -> (String, Client, Client) {
     let api = c.nodes[0].api(CLINIC_A);
     let visit = api.visit().await;
     let doctor_token = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
@@ -32,8 +32,13 @@ async fn pair_across(c: &Cluster, doctor_at: usize, patient_at: usize) -> (Strin
         .await;
     patient.expect("admitted").await;
     doctor.until("participant_joined").await;
-    // Changes reach storage a few milliseconds after participants hear of them (the owner
-    // writes behind, in batches): the node-loss tests start once the admission is stored.
+    (visit, doctor, patient)
+}
+
+/// [`pair_told`], once the admission is also stored. (In a cluster it is stored before
+/// anyone is told; this also makes sure of it from outside.)
+async fn pair_across(c: &Cluster, doctor_at: usize, patient_at: usize) -> (String, Client, Client) {
+    let (visit, doctor, patient) = pair_told(c, doctor_at, patient_at).await;
     let deadline = Instant::now() + STEP;
     let stored = format!(
         "SELECT COUNT(*) FROM participants WHERE visit_id = '{visit}' AND state = 'admitted'"
@@ -184,6 +189,23 @@ async fn killing_the_owner_mid_visit_loses_nothing_and_signaling_is_back_within_
     assert_ne!(owner, 0);
     let seen = c.nodes[owner].api(CLINIC_A).get_visit(&visit).await;
     assert_eq!(seen["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_patient_was_told_survives_the_owner_dying_the_next_instant() {
+    for _ in 0..3 {
+        let mut c = Cluster::start(&[]).await;
+        // The patient hears "admitted" on node 2, relayed from the owner on node 1, which
+        // dies the moment the patient has heard it.
+        let (visit, doctor, mut patient) = pair_told(&c, 0, 1).await;
+        c.nodes[0].kill9().await;
+        drop(doctor);
+        assert_eq!(patient.closed().await, 1001);
+        // Admitted again, with no doctor there to do it: the admission was stored.
+        let _back = resume(&c.lb.ws_url(), &patient).await;
+        let seen = c.nodes[1].api(CLINIC_A).get_visit(&visit).await;
+        assert_eq!(seen["waiting"], json!([]), "{seen}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use bedside_auth::TenantId;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Where a participant's notices go. Today a local connection's bounded queue; a
@@ -59,6 +59,15 @@ struct Inner {
     retired: bool,
     /// In a cluster, the epoch this node claimed the visit under: every write carries it.
     epoch: Option<i64>,
+    /// In a cluster, notices waiting for the changes they report to be stored, oldest
+    /// first (see [`Registry::run`]).
+    held: VecDeque<Held>,
+}
+
+/// Notices of one input, held until storage has everything up to `position`.
+struct Held {
+    position: u64,
+    items: Vec<(Arc<dyn Outbox>, Outgoing)>,
 }
 
 /// A connection's handle on the visit it joined: no map lookup per frame.
@@ -191,6 +200,7 @@ impl Registry {
             outboxes: HashMap::new(),
             retired: false,
             epoch,
+            held: VecDeque::new(),
         };
         Ok(self
             .visits
@@ -240,27 +250,45 @@ impl Registry {
             return Err(RoomError::Unavailable);
         }
         let inner = &mut **g;
+        // In a cluster, what participants are told must already be stored: a node may die
+        // any moment, and the next owner knows only what storage holds. So there, notices
+        // are collected and sent once the changes they report are written (a few
+        // milliseconds); with one node, a restart loses at most those milliseconds and
+        // notices go out at once.
+        let durable_first = inner.epoch.is_some();
+        let mut deliveries = Vec::new();
+        let mut deliver = |outbox: &Arc<dyn Outbox>, item: Outgoing| {
+            if durable_first {
+                deliveries.push((outbox.clone(), item));
+            } else {
+                outbox.push(item);
+            }
+        };
         // Not kept between inputs: a join's outputs would otherwise pin their capacity in
         // every live visit, and one small allocation per input costs less than that memory.
         let mut out = Vec::new();
         let result = inner.visit.handle(input, now, &mut out);
         let mut writes = Vec::new();
+        let mut changed = false;
         for output in out.drain(..) {
             match output {
                 Output::Send { to, notice } => {
                     if let Some(outbox) = inner.outboxes.get(&to) {
-                        outbox.push(Outgoing::Notice(Box::new(notice)));
+                        deliver(outbox, Outgoing::Notice(Box::new(notice)));
                     }
                 }
                 Output::Close { conn, code } => {
                     if let Some(outbox) = inner.outboxes.remove(&conn) {
-                        outbox.push(Outgoing::Close(code));
+                        deliver(&outbox, Outgoing::Close(code));
                     }
                 }
-                Output::Persist(change) => writes.push(WriteOp::Change {
-                    visit: inner.id,
-                    change,
-                }),
+                Output::Persist(change) => {
+                    changed = true;
+                    writes.push(WriteOp::Change {
+                        visit: inner.id,
+                        change,
+                    });
+                }
                 Output::Event(event) => writes.push(WriteOp::Event {
                     visit: inner.id,
                     tenant: inner.tenant.clone(),
@@ -286,8 +314,51 @@ impl Registry {
             // One transaction: a change, its audit rows and its events stand or fall together.
             self.writer.push_group(writes);
         }
+        if durable_first {
+            self.hold(g, deliveries, changed);
+        }
         self.retire_if_idle(g);
         result
+    }
+
+    /// Sends `items` now, or once storage has the change they report (`changed`) and
+    /// whatever was held before them: a participant never hears of a change before it is
+    /// stored, nor of anything in a different order than the visit produced it.
+    fn hold(&self, g: &mut Guard, items: Vec<(Arc<dyn Outbox>, Outgoing)>, changed: bool) {
+        if !changed && g.held.is_empty() {
+            for (outbox, item) in items {
+                outbox.push(item);
+            }
+            return;
+        }
+        if items.is_empty() && !changed {
+            return;
+        }
+        let position = if changed {
+            self.writer.position()
+        } else {
+            g.held.back().map_or(0, |h| h.position)
+        };
+        g.held.push_back(Held { position, items });
+        if changed {
+            let visit = ArcMutexGuard::mutex(g).clone();
+            let writer = self.writer.clone();
+            tokio::spawn(async move {
+                writer.wait_for(position).await;
+                let mut g = visit.lock();
+                while g
+                    .held
+                    .front()
+                    .is_some_and(|h| writer.has_written(h.position))
+                {
+                    if let Some(held) = g.held.pop_front() {
+                        for (outbox, item) in held.items {
+                            outbox.push(item);
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// Drops a visit nobody is in from memory; its state is in storage.
@@ -319,6 +390,9 @@ impl Registry {
         if g.retired {
             return;
         }
+        // What was held reports changes storage may well have refused: the new owner tells
+        // these participants how things stand when they reconnect.
+        g.held.clear();
         for (_, outbox) in g.outboxes.drain() {
             outbox.push(Outgoing::Close(CloseCode::GoingAway));
         }

@@ -647,7 +647,25 @@ async fn a_node_acts_for_a_visit_only_while_it_owns_it() {
         conn,
         text: text.into(),
     };
+    // In a cluster, notices wait for the changes they report to be stored: the doctor hears
+    // of their own join only once it is.
+    let kinds_now = outbox.kinds().len();
+    writer.flush().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while outbox.kinds().len() == kinds_now {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "notices never released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(&outbox.kinds()[..2], ["Joined", "Admitted"]);
     registry.handle(&handle, chat("one"), now).unwrap();
+    assert_eq!(
+        outbox.kinds().last().map(String::as_str),
+        Some("Chat"),
+        "nothing held: at once"
+    );
     // Unable to vouch for its claim (paused past its lease, say): it does nothing.
     leases.fresh.store(false, Ordering::SeqCst);
     let before = outbox.kinds().len();

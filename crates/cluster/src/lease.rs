@@ -80,6 +80,14 @@ pub(crate) fn alive_key(node: &str) -> String {
     format!("bedside:alive:{node}")
 }
 
+/// What a renewal found.
+pub struct Renewal {
+    /// Visits this node no longer owns.
+    pub gone: Vec<VisitId>,
+    /// When the exchange that confirmed the others began, if they were confirmed.
+    vouch: Option<Instant>,
+}
+
 #[derive(Clone, Copy)]
 struct Held {
     epoch: i64,
@@ -198,9 +206,11 @@ impl Leases {
         Ok(values.into_iter().map(|v| v.is_some()).collect())
     }
 
-    /// Renews every lease this node holds. Returns the visits it no longer owns: another
-    /// node holds their lease, or took them over while this node's lease had lapsed.
-    pub async fn renew(&self) -> Vec<VisitId> {
+    /// Renews every lease this node holds. Returns the visits it no longer owns (another
+    /// node holds their lease, or took them over while this node's lease had lapsed), and
+    /// whether the rest can be trusted: the caller stops acting for the first, then
+    /// [`Leases::vouch`]es, so no input slips in for a lost visit in between.
+    pub async fn renew(&self) -> Renewal {
         let visits: Vec<(VisitId, Held)> = self.held.iter().map(|e| (*e.key(), *e)).collect();
         let mut script = RENEW.key(alive_key(&self.node));
         for (visit, _) in &visits {
@@ -213,6 +223,7 @@ impl Leases {
             .invoke_async(&mut self.redis.clone())
             .await;
         let mut gone = Vec::new();
+        let mut vouch = None;
         match result {
             Ok((lost, retaken)) => {
                 self.reached(true);
@@ -226,7 +237,7 @@ impl Leases {
                     // Cannot tell: give them up rather than act on a doubt.
                     None => gone.extend(retaken.iter().map(|(visit, _)| *visit)),
                 }
-                self.vouch_from(start);
+                vouch = Some(start);
             }
             Err(e) => {
                 if self.reachable() {
@@ -238,14 +249,21 @@ impl Leases {
                 // nobody took over go on here; the others are given up.
                 if let Some(moved) = self.moved(&visits).await {
                     gone.extend(moved);
-                    self.vouch_from(start);
+                    vouch = Some(start);
                 }
             }
         }
         for visit in &gone {
             self.forget(*visit).await;
         }
-        gone
+        Renewal { gone, vouch }
+    }
+
+    /// After a [`Renewal`] whose lost visits the node has stopped acting for.
+    pub fn vouch(&self, renewal: &Renewal) {
+        if let Some(start) = renewal.vouch {
+            self.vouch_from(start);
+        }
     }
 
     /// Which of `visits` another node has taken over since this node claimed them (their

@@ -354,9 +354,11 @@ impl Cluster {
                 _ = shutdown.cancelled() => break,
                 _ = renew.tick() => {
                     self.bus.send(&self.node, &Wire::Heartbeat);
-                    for visit in self.leases.renew().await {
-                        self.registry.evict(visit);
+                    let renewal = self.leases.renew().await;
+                    for visit in &renewal.gone {
+                        self.registry.evict(*visit);
                     }
+                    self.leases.vouch(&renewal);
                 }
                 _ = peers.tick() => self.check_peers().await,
                 Some(visit) = fenced.recv() => {

@@ -383,21 +383,21 @@ impl Registry {
     /// Stops acting for a visit at once: another node owns it now. Its connections here
     /// are told to reconnect (1001), which brings them to the new owner.
     pub fn evict(&self, id: VisitId) {
-        let Some(live) = self.visits.get(&id).map(|v| v.clone()) else {
-            return;
-        };
-        let mut g = Mutex::lock_arc(&live);
-        if g.retired {
-            return;
+        if let Some(live) = self.visits.get(&id).map(|v| v.clone()) {
+            let mut g = Mutex::lock_arc(&live);
+            // What was held reports changes storage may well have refused: the new owner
+            // tells these participants how things stand when they reconnect.
+            g.held.clear();
+            if !g.retired {
+                for (_, outbox) in g.outboxes.drain() {
+                    outbox.push(Outgoing::Close(CloseCode::GoingAway));
+                }
+                tracing::info!(visit = %id, "visit handed over to another node");
+                self.retire(&mut g);
+            }
         }
-        // What was held reports changes storage may well have refused: the new owner tells
-        // these participants how things stand when they reconnect.
-        g.held.clear();
-        for (_, outbox) in g.outboxes.drain() {
-            outbox.push(Outgoing::Close(CloseCode::GoingAway));
-        }
-        tracing::info!(visit = %id, "visit handed over to another node");
-        self.retire(&mut g);
+        // Only now: until the held notices are gone, their release must see the refusal.
+        self.writer.clear_refused(id);
     }
 
     /// Every visit live on this node.

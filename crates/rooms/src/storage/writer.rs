@@ -77,6 +77,9 @@ pub struct StorageWriter {
     progress: Arc<Progress>,
     /// Visits whose writes were refused for a stale epoch, until someone takes them.
     fenced: Arc<parking_lot::Mutex<Option<mpsc::UnboundedReceiver<VisitId>>>>,
+    /// The same visits, marked before the writes are counted as done, until the registry
+    /// has stopped acting for them: nothing waiting on those writes may take them as made.
+    refused: Arc<dashmap::DashSet<VisitId>>,
 }
 
 impl StorageWriter {
@@ -87,14 +90,26 @@ impl StorageWriter {
             pushed: AtomicU64::new(0),
             written: watch::Sender::new(0),
         });
+        let refused = Arc::new(dashmap::DashSet::new());
         (
             Self {
                 tx,
                 progress: progress.clone(),
                 fenced: Arc::new(parking_lot::Mutex::new(Some(fenced_rx))),
+                refused: refused.clone(),
             },
-            tokio::spawn(run(storage, rx, progress, fenced_tx)),
+            tokio::spawn(run(storage, rx, progress, fenced_tx, refused)),
         )
+    }
+
+    /// Whether storage refused writes of `visit` for a stale epoch (another node runs it).
+    pub fn refused(&self, visit: VisitId) -> bool {
+        self.refused.contains(&visit)
+    }
+
+    /// The registry has stopped acting for `visit`: a later owner here starts afresh.
+    pub fn clear_refused(&self, visit: VisitId) {
+        self.refused.remove(&visit);
     }
 
     /// The visits whose writes storage refused because another node has taken them over
@@ -159,12 +174,14 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<(WriteOp, bool)>,
     progress: Arc<Progress>,
     fenced: mpsc::UnboundedSender<VisitId>,
+    refused: Arc<dashmap::DashSet<VisitId>>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while next_batch(&mut rx, &mut queued, &mut batch).await {
         for visit in write(&*storage, &batch).await.unwrap_or_default() {
             tracing::warn!(%visit, "writes refused: another node owns this visit now");
+            refused.insert(visit);
             let _ = fenced.send(visit);
         }
         let n = batch.len() as u64;
@@ -270,6 +287,7 @@ mod tests {
                 written: watch::Sender::new(0),
             }),
             fenced: Arc::default(),
+            refused: Arc::default(),
         };
         for i in 0..MAX_BATCH - 1 {
             writer.push(op(i));

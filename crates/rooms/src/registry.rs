@@ -400,11 +400,6 @@ impl Registry {
         self.writer.clear_refused(id);
     }
 
-    /// Every visit live on this node.
-    pub fn live_ids(&self) -> Vec<VisitId> {
-        self.visits.iter().map(|e| *e.key()).collect()
-    }
-
     /// Joins a connection to a visit. On success the connection's outbox receives the
     /// visit's notices until it is closed or [`Registry::disconnect`]ed.
     pub async fn join(
@@ -545,12 +540,6 @@ impl Registry {
             }
         }
         Ok(due.len())
-    }
-
-    /// Tells every connected participant to reconnect (1001): the node is going away. Their
-    /// places are kept for the grace period, so they come back without a new admission.
-    pub fn close_all(&self) {
-        self.to_every_outbox(|| Outgoing::Close(CloseCode::GoingAway));
     }
 
     /// Every connection's outbox (a node draining sends each a 1001 in turn).

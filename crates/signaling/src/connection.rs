@@ -271,7 +271,7 @@ impl Connection {
     }
 
     async fn relay(&mut self, j: &mut Joined) -> Exit {
-        // Shutdown reaches joined connections as a 1001 in their inbox (Registry::close_all);
+        // Shutdown reaches joined connections as a 1001 in their inbox (the server's drain);
         // one that joined while shutdown began would have missed it.
         if self.sig.shutdown.is_cancelled() {
             return Exit::Close(CloseCode::GoingAway, "server restarting");

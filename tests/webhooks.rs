@@ -56,6 +56,12 @@ struct Shared {
     got: Arc<Mutex<Vec<Delivery>>>,
 }
 
+/// A pseudo-random port offset, different in each test process and call.
+fn rand_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now()) as u16
+}
+
 /// A webhook receiver on a loopback port that verifies signatures and records deliveries.
 /// It can refuse connections (not listening), fail (503), hang, or accept.
 struct Receiver {
@@ -66,10 +72,20 @@ struct Receiver {
 
 impl Receiver {
     /// A receiver that is not listening yet: deliveries get "connection refused".
+    ///
+    /// Its port is below the ephemeral range (32768 and up on Linux): Bedside's own attempts
+    /// to connect to a port in that range, with nothing listening, can be given that very
+    /// port as their source and connect to themselves (a TCP self-connect), which keeps the
+    /// port taken and the receiver from ever listening on it.
     async fn down(secret: &'static str) -> Self {
-        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = probe.local_addr().expect("addr");
-        drop(probe);
+        let addr = loop {
+            let port = 10_000 + rand_port() % 20_000;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if let Ok(probe) = TcpListener::bind(addr).await {
+                drop(probe);
+                break addr;
+            }
+        };
         Self {
             addr,
             shared: Shared {

@@ -104,11 +104,23 @@ fn pg_command(name: &str, root: bool) -> Command {
     cmd
 }
 
+/// A free port for a server the tests start, stop and start again on the same port.
+///
+/// Below Linux's ephemeral range (32768 and up): while such a server is down, clients
+/// retrying to connect to a port in that range can be given that very port as their source
+/// and connect to themselves (a TCP self-connect), which holds the port and keeps the
+/// server from coming back on it. Outside the range no source port can collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    for attempt in 0u64.. {
+        let seed = RandomState::new().hash_one((std::process::id(), attempt));
+        let port = 10_000 + (seed % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(attempt < 10_000, "no free port below 30000");
+    }
+    unreachable!()
 }
 
 /// Removes cluster directories of test processes that are gone.

@@ -65,7 +65,8 @@ impl Redis {
     fn listen_args(&self, server: bool) -> Vec<String> {
         let port = self.port.to_string();
         match &self.cert {
-            None => vec!["--port".into(), port],
+            None if server => vec!["--port".into(), port],
+            None => vec!["-p".into(), port],
             Some(cert) => {
                 let cert = cert.display().to_string();
                 let key = self.dir.path().join("redis.key").display().to_string();
@@ -118,12 +119,8 @@ impl Redis {
 
     /// A key's value, through `redis-cli`.
     pub async fn get(&self, key: &str) -> Option<String> {
-        let mut args = self.listen_args(false);
-        if args[0] == "--port" {
-            args[0] = "-p".into();
-        }
         let out = Command::new("redis-cli")
-            .args(args)
+            .args(self.listen_args(false))
             .args(["--raw", "GET", key])
             .output()
             .await

@@ -33,19 +33,16 @@ pub struct Forwarding {
     leases: Arc<Leases>,
     seats: Arc<DashMap<u64, Entry>>,
     next: AtomicU64,
-    /// How long an owner gets to answer a join.
-    answer_within: Duration,
 }
 
 impl Forwarding {
-    pub fn new(node: NodeId, bus: Bus, leases: Arc<Leases>, answer_within: Duration) -> Self {
+    pub fn new(node: NodeId, bus: Bus, leases: Arc<Leases>) -> Self {
         Self {
             node,
             bus,
             leases,
             seats: Arc::new(DashMap::new()),
             next: AtomicU64::new(0),
-            answer_within,
         }
     }
 
@@ -120,6 +117,29 @@ impl Forwarding {
     pub fn seats(&self) -> usize {
         self.seats.len()
     }
+
+    /// The owner's answer, or an error as soon as `owner` no longer holds the visit's
+    /// lease (it died and the lease lapsed): no use waiting for a dead node.
+    async fn answer(
+        &self,
+        visit: VisitId,
+        owner: &NodeId,
+        rx: oneshot::Receiver<Result<Seated, RoomError>>,
+    ) -> Result<Result<Seated, RoomError>, oneshot::error::RecvError> {
+        let mut rx = std::pin::pin!(rx);
+        let mut look = tokio::time::interval(Duration::from_millis(250));
+        look.tick().await;
+        loop {
+            tokio::select! {
+                answer = &mut rx => return answer,
+                _ = look.tick() => {
+                    if self.leases.owner(visit).await.ok().flatten().as_ref() != Some(owner) {
+                        return Ok(Err(RoomError::Unavailable));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -160,7 +180,9 @@ impl Forwarder for Forwarding {
                 new_id: req.new_id,
             },
         );
-        let answer = tokio::time::timeout(self.answer_within, self.answer(visit, &owner, rx)).await;
+        // A join may make the owner load the visit (and wait for a previous owner's
+        // changes): it gets a lease's length, which is also when a dead owner's lease lapses.
+        let answer = tokio::time::timeout(self.leases.ttl(), self.answer(visit, &owner, rx)).await;
         match answer {
             Ok(Ok(Ok(seated))) => Ok((
                 Box::new(Seat {
@@ -188,31 +210,6 @@ impl Forwarder for Forwarding {
                     },
                 );
                 Err(RoomError::Unavailable)
-            }
-        }
-    }
-}
-
-impl Forwarding {
-    /// The owner's answer, or an error as soon as `owner` no longer holds the visit's
-    /// lease (it died and the lease lapsed): no use waiting for a dead node.
-    async fn answer(
-        &self,
-        visit: VisitId,
-        owner: &NodeId,
-        rx: oneshot::Receiver<Result<Seated, RoomError>>,
-    ) -> Result<Result<Seated, RoomError>, oneshot::error::RecvError> {
-        let mut rx = std::pin::pin!(rx);
-        let mut look = tokio::time::interval(Duration::from_millis(250));
-        look.tick().await;
-        loop {
-            tokio::select! {
-                answer = &mut rx => return answer,
-                _ = look.tick() => {
-                    if self.leases.owner(visit).await.ok().flatten().as_ref() != Some(owner) {
-                        return Ok(Err(RoomError::Unavailable));
-                    }
-                }
             }
         }
     }

@@ -188,9 +188,6 @@ impl Cluster {
             connections.node.clone(),
             bus.clone(),
             leases.clone(),
-            // A join may make the owner load the visit (and wait for a previous owner's
-            // changes): a lease's length, which is also when a dead owner's lease lapses.
-            leases.ttl(),
         ));
         Arc::new(Self {
             asked: DashMap::new(),
@@ -376,23 +373,21 @@ impl Cluster {
     }
 
     /// Ends sessions with nodes that stopped renewing their liveness (killed, lost).
+    /// One look (one MGET) covers both sides: owners this node's participants are seated
+    /// with, and nodes whose participants sit in visits this node owns.
     async fn check_peers(&self) {
-        let owners = self.forwarding.owners();
-        if let Ok(alive) = self.leases.alive(&owners).await {
-            for (owner, alive) in owners.iter().zip(alive) {
-                if !alive {
-                    tracing::warn!(node = %owner, "owner node is gone; its participants here reconnect");
-                    self.forwarding.unseat(Some(owner));
-                }
-            }
-        }
-        let nodes = self.owned.nodes();
-        if let Ok(alive) = self.leases.alive(&nodes).await {
-            for (node, alive) in nodes.iter().zip(alive) {
-                if !alive {
-                    tracing::warn!(node = %node, "node is gone; its participants count as dropped");
-                    self.owned.drop_sessions(Some(node));
-                }
+        let mut peers = self.forwarding.owners();
+        peers.extend(self.owned.nodes());
+        peers.sort_unstable();
+        peers.dedup();
+        let Ok(alive) = self.leases.alive(&peers).await else {
+            return;
+        };
+        for (peer, alive) in peers.iter().zip(alive) {
+            if !alive {
+                tracing::warn!(node = %peer, "node is gone; cross-node sessions with it end");
+                self.forwarding.unseat(Some(peer));
+                self.owned.drop_sessions(Some(peer));
             }
         }
     }

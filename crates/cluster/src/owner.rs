@@ -175,18 +175,17 @@ impl Owned {
     }
 
     pub fn leave(&self, key: &Key) {
-        let joined = match self.sessions.get_mut(key) {
-            None => return,
-            Some(mut slot) => match &*slot {
-                Slot::Joining => {
-                    *slot = Slot::Abandoned;
-                    return;
-                }
-                Slot::Abandoned => return,
-                Slot::Joined(_) => true,
-            },
-        };
-        if joined && let Some((_, Slot::Joined(session))) = self.sessions.remove(key) {
+        // A join still under way is marked: it undoes itself when it finishes.
+        if let Some(mut slot) = self.sessions.get_mut(key)
+            && matches!(*slot, Slot::Joining)
+        {
+            *slot = Slot::Abandoned;
+            return;
+        }
+        if let Some((_, Slot::Joined(session))) = self
+            .sessions
+            .remove_if(key, |_, slot| matches!(slot, Slot::Joined(_)))
+        {
             self.registry
                 .disconnect(&session.visit, session.conn, Utc::now());
         }

@@ -3,12 +3,12 @@
 //! each visit whose chain is broken, where it first breaks, then a summary.
 //!
 //! Safe to run beside a live server: each visit is read in one snapshot, and SQLite lets
-//! readers and the writer work at once. The decisions are `bedside_rooms::audit_chain`'s;
+//! readers and the writer work at once. The decisions are `bedside_visit::audit_chain`'s;
 //! this module only opens the database and prints.
 
-use crate::config::Settings;
+use crate::config::Config;
 use bedside_rooms::storage::{self, StorageError};
-use bedside_rooms::{ChainReport, VisitId};
+use bedside_visit::{ChainReport, VisitId};
 use std::io::{self, Write};
 
 /// What the check found; the process exit code follows it (0 intact, 1 broken).
@@ -39,7 +39,7 @@ pub enum AuditCliError {
 
 /// Verifies every visit's chain, or only `visit`'s, writing the report to `out`.
 pub async fn verify(
-    settings: &Settings,
+    config: &Config,
     visit: Option<&str>,
     out: &mut impl Write,
 ) -> Result<Verdict, AuditCliError> {
@@ -50,11 +50,10 @@ pub async fn verify(
         })
         .transpose()?;
     // Never create a database here: a mistyped path must not read as "0 visits, intact".
-    let url = &settings.database_url;
-    let storage = storage::connect_existing(url)
+    let storage = storage::connect_existing(config.database.expose())
         .await
         .map_err(|source| AuditCliError::Open {
-            url: storage::redacted_url(url).into_owned(),
+            url: config.database.to_string(),
             source,
         })?;
     let report = storage.verify_audit(visit).await;
@@ -117,7 +116,7 @@ fn plural(n: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bedside_rooms::{Break, BreakKind, BrokenChain};
+    use bedside_visit::{Break, BreakKind, BrokenChain};
 
     fn text(report: &ChainReport) -> String {
         let mut out = Vec::new();

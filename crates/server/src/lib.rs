@@ -23,4 +23,4 @@ pub mod webhooks;
 mod ws;
 
 pub use app::Application;
-pub use config::Settings;
+pub use config::Config;

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bedside_rooms::VisitStatus;
+use bedside_visit::VisitStatus;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,9 +43,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
         return not_ready("shutting_down").into_response();
     }
-    if let Some(cluster) = &state.cluster
-        && !cluster.reachable()
-    {
+    if !state.router.ready() {
         return not_ready("redis_unavailable").into_response();
     }
     match tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await {
@@ -76,12 +74,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     metrics::gauge!("bedside_live_visits").set(state.registry.live_visits() as f64);
-    if let Some(cluster) = &state.cluster {
-        let (leases, remote, seated) = cluster.counts();
-        metrics::gauge!("bedside_cluster_leases").set(leases as f64);
-        metrics::gauge!("bedside_cluster_remote_participants").set(remote as f64);
-        metrics::gauge!("bedside_cluster_seated_elsewhere").set(seated as f64);
-    }
+    state.router.record_metrics();
     // Leak checks (bedside-loadtest churn) compare these before and after load: a task or
     // a descriptor that outlives its connection shows up here.
     metrics::gauge!("bedside_tasks_alive").set(

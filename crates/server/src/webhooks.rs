@@ -13,13 +13,11 @@
 //! `HEX` is HMAC-SHA256 of `UNIX.BODY` under the tenant's webhook secret. See
 //! docs/webhooks.md for verifying it.
 
-use crate::config::{DeliverySettings, WebhookSetting};
-use bedside_auth::TenantId;
+use crate::config::{DeliveryConfig, WebhookConfig};
 use bedside_rooms::storage::{Attempt, Storage, StoredEvent};
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,32 +27,6 @@ use tokio_util::sync::CancellationToken;
 /// Events read per query.
 const BATCH: u32 = 100;
 
-/// A tenant's webhook: where to send and the secret to sign with.
-pub struct Endpoint {
-    pub tenant: TenantId,
-    pub url: String,
-    secret: SecretString,
-}
-
-impl Endpoint {
-    pub fn new(setting: &WebhookSetting) -> anyhow::Result<Self> {
-        let tenant = TenantId::new(setting.tenant.clone())?;
-        anyhow::ensure!(
-            setting.url.starts_with("https://") || setting.url.starts_with("http://"),
-            "webhook URL for {tenant} must be http(s)://"
-        );
-        anyhow::ensure!(
-            setting.secret.len() >= 16,
-            "webhook secret for {tenant} must have at least 16 characters"
-        );
-        Ok(Self {
-            tenant,
-            url: setting.url.clone(),
-            secret: SecretString::from(setting.secret.clone()),
-        })
-    }
-}
-
 /// The `Bedside-Signature` header value for `body` sent at `t`.
 pub fn signature(secret: &str, t: i64, body: &str) -> String {
     let mut mac =
@@ -62,12 +34,7 @@ pub fn signature(secret: &str, t: i64, body: &str) -> String {
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hex::encode(mac.finalize().into_bytes());
     format!("t={t},v1={hex}")
 }
 
@@ -86,11 +53,10 @@ pub fn payload(event: &StoredEvent) -> serde_json::Value {
 /// How long to wait before attempt `attempt` (1-based, the first retry is 2): doubling
 /// from `base`, capped, with up to half of it added at random so retries of many events
 /// do not fall on the same instant.
-pub fn backoff(settings: &DeliverySettings, attempt: i64) -> Duration {
+pub fn backoff(settings: &DeliveryConfig, attempt: i64) -> Duration {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let base =
-        Duration::from_millis(settings.retry_base_ms).saturating_mul(2u32.saturating_pow(exp));
-    let capped = base.min(Duration::from_secs(settings.retry_max_secs));
+    let base = settings.retry_base.saturating_mul(2u32.saturating_pow(exp));
+    let capped = base.min(settings.retry_max);
     let jitter = rand::rng().random_range(0.0..0.5);
     capped.mul_f64(1.0 + jitter)
 }
@@ -98,12 +64,12 @@ pub fn backoff(settings: &DeliverySettings, attempt: i64) -> Duration {
 /// Starts one delivery task per configured tenant.
 pub fn spawn(
     storage: Arc<dyn Storage>,
-    endpoints: Vec<Endpoint>,
-    settings: DeliverySettings,
+    endpoints: Vec<WebhookConfig>,
+    settings: DeliveryConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
+        .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
         .build()?;
@@ -124,13 +90,13 @@ pub fn spawn(
 struct Delivery {
     storage: Arc<dyn Storage>,
     client: reqwest::Client,
-    endpoint: Endpoint,
-    settings: DeliverySettings,
+    endpoint: WebhookConfig,
+    settings: DeliveryConfig,
 }
 
 impl Delivery {
     async fn run(self, stop: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.poll_ms);
+        let poll = self.settings.poll;
         loop {
             let wait = match self.pass().await {
                 Ok(Some(next)) => (next - Utc::now())
@@ -169,10 +135,7 @@ impl Delivery {
                 }
                 let outcome = match self.send(event).await {
                     Ok(()) => Attempt::Delivered(Utc::now()),
-                    Err(e)
-                        if now - event.at
-                            > TimeDelta::hours(i64::from(self.settings.give_up_hours)) =>
-                    {
+                    Err(e) if now - event.at > self.settings.give_up => {
                         tracing::warn!(tenant = %self.endpoint.tenant, event = %event.id, error = %e, "webhook given up");
                         Attempt::GaveUp(now)
                     }
@@ -200,11 +163,7 @@ impl Delivery {
 
     async fn send(&self, event: &StoredEvent) -> anyhow::Result<()> {
         let body = payload(event).to_string();
-        let sig = signature(
-            self.endpoint.secret.expose_secret(),
-            Utc::now().timestamp(),
-            &body,
-        );
+        let sig = signature(self.endpoint.secret.expose(), Utc::now().timestamp(), &body);
         let resp = self
             .client
             .post(&self.endpoint.url)
@@ -242,10 +201,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let s = DeliverySettings {
-            retry_base_ms: 1000,
-            retry_max_secs: 600,
-            ..DeliverySettings::default()
+        let s = DeliveryConfig {
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            give_up: TimeDelta::hours(25),
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
         };
         for (attempt, base) in [
             (1, 1.0),

@@ -4,7 +4,6 @@
 mod dto;
 mod events;
 mod extract;
-mod live;
 mod tenant;
 mod visits;
 

@@ -243,11 +243,7 @@ impl TestServer {
     }
 
     pub fn api(&self, tenant: (&str, &str)) -> Api {
-        Api {
-            http: bedside_loadtest::http::client(),
-            base: self.base.clone(),
-            key: (tenant.0.into(), tenant.1.into()),
-        }
+        Api::at(&self.base, tenant)
     }
 
     pub fn pid(&self) -> u32 {
@@ -342,6 +338,16 @@ pub struct Api {
 }
 
 impl Api {
+    /// A tenant's client for Bedside at `base` (`http://host:port`): a test server, a load
+    /// balancer, a container's published port.
+    pub fn at(base: &str, tenant: (&str, &str)) -> Self {
+        Self {
+            http: bedside_loadtest::http::client(),
+            base: base.to_owned(),
+            key: (tenant.0.into(), tenant.1.into()),
+        }
+    }
+
     /// Any request, authenticated as this tenant; returns status and JSON body (or Null).
     pub async fn call(
         &self,
@@ -622,13 +628,18 @@ pub struct Pair {
 
 impl Pair {
     pub async fn admitted(server: &TestServer, api: &Api) -> Self {
+        Self::admitted_at(&server.ws_url(), api).await
+    }
+
+    /// [`Pair::admitted`] at any `/ws` URL, with `api` pointing at the same Bedside.
+    pub async fn admitted_at(ws_url: &str, api: &Api) -> Self {
         let visit = api.visit().await;
         let doctor_token = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
         let patient_token = api.mint(&visit, "patient", "pt-1", "Pat One").await;
-        let (mut doctor, _) = Client::join(server, &doctor_token).await;
+        let (mut doctor, _) = Client::join_url(ws_url, &doctor_token).await;
         doctor.expect("admitted").await;
         doctor.expect("lobby").await;
-        let (mut patient, _) = Client::join(server, &patient_token).await;
+        let (mut patient, _) = Client::join_url(ws_url, &patient_token).await;
         patient.expect("waiting").await;
         doctor.expect("lobby").await;
         doctor

@@ -64,30 +64,6 @@ async fn signal(from: &mut Client, to: &mut Client, nonce: &str) {
     assert_eq!(got["data"]["nonce"], nonce);
 }
 
-/// Rejoins with the resume token through `url` until a node takes it (a dead owner's lease
-/// must lapse first), and checks no new admission was needed.
-async fn resume(url: &str, client: &Client) -> Client {
-    let deadline = Instant::now() + STEP;
-    loop {
-        match Client::try_join(
-            url,
-            json!({"type": "join", "resume_token": client.resume_token}),
-        )
-        .await
-        {
-            Ok((mut again, joined)) => {
-                assert_eq!(joined["participant_id"], client.participant_id.as_str());
-                again.expect("admitted").await;
-                return again;
-            }
-            Err(why) => {
-                assert!(Instant::now() < deadline, "could not rejoin: {why}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 async fn status(url: &str) -> u16 {
     match bedside_loadtest::http::client().get(url).send().await {
         Ok(r) => r.status().as_u16(),
@@ -168,9 +144,9 @@ async fn killing_the_owner_mid_visit_loses_nothing_and_signaling_is_back_within_
     // The doctor's socket dies with the node; the patient's node notices the owner is
     // gone and sends the patient away. Both come back through the load balancer.
     assert_eq!(doctor.closed().await, 1006);
-    let (doctor, patient) = tokio::join!(resume(&lb, &doctor), async {
+    let (doctor, patient) = tokio::join!(Client::resume(&lb, &doctor), async {
         assert_eq!(patient.closed().await, 1001);
-        resume(&lb, &patient).await
+        Client::resume(&lb, &patient).await
     });
     let (mut doctor, mut patient) = (doctor, patient);
     signal(&mut doctor, &mut patient, "after-1").await;
@@ -202,7 +178,7 @@ async fn what_a_patient_was_told_survives_the_owner_dying_the_next_instant() {
         drop(doctor);
         assert_eq!(patient.closed().await, 1001);
         // Admitted again, with no doctor there to do it: the admission was stored.
-        let _back = resume(&c.lb.ws_url(), &patient).await;
+        let _back = Client::resume(&c.lb.ws_url(), &patient).await;
         let seen = c.nodes[1].api(CLINIC_A).get_visit(&visit).await;
         assert_eq!(seen["waiting"], json!([]), "{seen}");
     }
@@ -218,7 +194,7 @@ async fn a_paused_owner_cannot_act_on_a_visit_another_node_took_over() {
     // sends the patient away, and the patient resumes on node 3, which takes the visit.
     c.nodes[0].pause().await;
     assert_eq!(patient.closed().await, 1001);
-    let mut patient = resume(&c.nodes[2].ws_url(), &patient).await;
+    let mut patient = Client::resume(&c.nodes[2].ws_url(), &patient).await;
     assert_eq!(c.owner_of(&visit).await, Some(2));
 
     // The doctor, still connected to the frozen node, ends the visit; the frame waits in
@@ -254,7 +230,7 @@ async fn a_paused_owner_cannot_act_on_a_visit_another_node_took_over() {
     assert_eq!(epoch.as_deref(), Some("2"), "taken over once");
 
     // The doctor comes back through the node that was frozen; it now forwards to node 3.
-    let mut doctor = resume(&c.nodes[0].ws_url(), &doctor).await;
+    let mut doctor = Client::resume(&c.nodes[0].ws_url(), &doctor).await;
     signal(&mut doctor, &mut patient, "after-pause").await;
     signal(&mut patient, &mut doctor, "after-pause-2").await;
     assert_eq!(c.owner_of(&visit).await, Some(2));
@@ -350,7 +326,7 @@ async fn a_redis_restart_loses_no_visit() {
     // Cross-node messages may have been lost while Redis was down: the patient, seated
     // on another node than the visit's, was sent away, and resumes without a new admission.
     assert_eq!(patient.closed().await, 1001);
-    let mut patient = resume(&c.lb.ws_url(), &patient).await;
+    let mut patient = Client::resume(&c.lb.ws_url(), &patient).await;
     signal(&mut doctor, &mut patient, "after-restart").await;
     signal(&mut patient, &mut doctor, "after-restart-2").await;
     for v in [&visit, &local] {
@@ -439,8 +415,8 @@ async fn a_draining_node_sends_its_clients_elsewhere_spread_out_and_without_read
         "not spread over the window: {closes:?}"
     );
     for pair in clients.chunks(2) {
-        let mut doctor = resume(&lb, &pair[0]).await;
-        let mut patient = resume(&lb, &pair[1]).await;
+        let mut doctor = Client::resume(&lb, &pair[0]).await;
+        let mut patient = Client::resume(&lb, &pair[1]).await;
         signal(&mut doctor, &mut patient, "moved").await;
         signal(&mut patient, &mut doctor, "moved-back").await;
     }

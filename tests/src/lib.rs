@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpStream;
@@ -524,6 +524,31 @@ impl Client {
         tokio::time::timeout(STEP, attempt)
             .await
             .unwrap_or_else(|_| Err("timed out".into()))
+    }
+
+    /// Rejoins with `client`'s resume token through `url` until a node takes it (a dead
+    /// owner's lease must lapse first, a restarted server must be listening), and checks no
+    /// new admission was needed.
+    pub async fn resume(url: &str, client: &Client) -> Client {
+        let deadline = Instant::now() + STEP;
+        loop {
+            match Self::try_join(
+                url,
+                json!({"type": "join", "resume_token": client.resume_token}),
+            )
+            .await
+            {
+                Ok((mut again, joined)) => {
+                    assert_eq!(joined["participant_id"], client.participant_id.as_str());
+                    again.expect("admitted").await;
+                    return again;
+                }
+                Err(why) => {
+                    assert!(Instant::now() < deadline, "could not rejoin: {why}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {

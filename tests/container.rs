@@ -252,18 +252,10 @@ async fn the_image_runs_a_visit_stops_gracefully_and_a_new_container_carries_it_
     let second = deployment.start().await;
     let api = Api::at(&second.base, CLINIC_A);
     assert_eq!(api.get_visit(&visit).await["status"], "active");
-    let mut back = Client::try_join(
-        &second.ws_url(),
-        json!({"type": "join", "resume_token": patient.resume_token}),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("resume after the restart: {e}"));
-    assert_eq!(back.1["participant_id"], patient.participant_id.as_str());
-    back.0.expect("admitted").await;
+    let mut patient = Client::resume(&second.ws_url(), &patient).await;
     let token = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
     let (mut doctor, _) = Client::join_url(&second.ws_url(), &token).await;
     doctor.until("admitted").await;
-    let (mut patient, _) = back;
     let after = json!({"candidate": "after the restart"});
     patient
         .send(json!({"type": "signal", "to": doctor.participant_id, "data": after}))
@@ -292,4 +284,87 @@ async fn the_image_runs_a_visit_stops_gracefully_and_a_new_container_carries_it_
         assert!(kinds.iter().any(|k| k == kind), "{kind} missing: {kinds:?}");
     }
     assert_eq!(stop(second.name).await, "0", "exit code after podman stop");
+}
+
+/// The node containers of a compose project, as podman-compose names them.
+fn compose_nodes(project: &str) -> Vec<String> {
+    (1..=3).map(|i| format!("{project}_bedside{i}_1")).collect()
+}
+
+/// The leases a node holds (`bedside_cluster_leases` on its `/metrics`), asked from inside
+/// its container: the nodes are reachable through the load balancer only.
+async fn leases(node: &str) -> Option<u64> {
+    let scrape = "exec 3<>/dev/tcp/127.0.0.1/8080 && \
+        printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3";
+    let out = podman_output(&["exec", node, "bash", "-c", scrape]).await;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("bedside_cluster_leases "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map(|n| n as u64)
+}
+
+/// deploy/compose.yaml brought up with stand-ins of its images (scripts/test-container
+/// --compose): a visit through HAProxy, the node running it killed, and the visit carrying
+/// on through the load balancer on the two others.
+#[tokio::test]
+#[ignore = "needs the compose stack up: scripts/test-container --compose starts it and runs this"]
+async fn the_compose_stack_keeps_a_visit_when_its_node_is_killed() {
+    let lb = std::env::var("BEDSIDE_COMPOSE_URL")
+        .expect("BEDSIDE_COMPOSE_URL: HAProxy's address (scripts/test-container sets it)");
+    let project = std::env::var("BEDSIDE_COMPOSE_PROJECT").unwrap_or_else(|_| "bedside".into());
+    let ws = format!("{}/ws", lb.replacen("http://", "ws://", 1));
+    let api = Api::at(&lb, CLINIC_A);
+    let Pair {
+        visit,
+        mut doctor,
+        mut patient,
+    } = Pair::admitted_at(&ws, &api).await;
+    doctor
+        .send(json!({"type": "signal", "to": patient.participant_id, "data": {"n": 1}}))
+        .await;
+    assert_eq!(patient.until("signal").await["data"], json!({"n": 1}));
+
+    let mut owner = None;
+    for node in compose_nodes(&project) {
+        if leases(&node).await == Some(1) {
+            assert!(owner.is_none(), "two nodes hold the one visit");
+            owner = Some(node);
+        }
+    }
+    let owner = owner.expect("one node holds the visit's lease");
+    podman(&["kill", &owner]).await;
+    let killed = Instant::now();
+
+    // Whoever was connected to the dead node is cut off; whoever was on another node is
+    // sent away when that node sees the owner gone. Both come back through HAProxy with
+    // their resume tokens, admitted, once a surviving node has taken the visit over.
+    let (doctor_close, patient_close) = tokio::join!(doctor.closed(), patient.closed());
+    for code in [doctor_close, patient_close] {
+        assert!(code == 1006 || code == 1001, "close {code}");
+    }
+    let (mut doctor, mut patient) =
+        tokio::join!(Client::resume(&ws, &doctor), Client::resume(&ws, &patient));
+    patient
+        .send(json!({"type": "signal", "to": doctor.participant_id, "data": {"n": 2}}))
+        .await;
+    assert_eq!(doctor.until("signal").await["data"], json!({"n": 2}));
+    eprintln!(
+        "owner {owner} killed: signaling back through HAProxy after {} ms",
+        killed.elapsed().as_millis()
+    );
+    let seen = api.get_visit(&visit).await;
+    assert_eq!(seen["status"], "active", "{seen}");
+    assert_eq!(seen["waiting"], json!([]), "{seen}");
+
+    let (status, ended) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/visits/{visit}/end"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{ended}");
+    assert_eq!(doctor.until("visit_ended").await["reason"], "ended_by_api");
+    assert_eq!(patient.until("visit_ended").await["reason"], "ended_by_api");
 }

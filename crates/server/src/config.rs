@@ -89,8 +89,13 @@ impl Default for WsSettings {
 pub struct WebhookSetting {
     pub tenant: String,
     pub url: String,
-    /// Signs each delivery (HMAC-SHA256); at least 16 characters.
+    /// Signs each delivery (HMAC-SHA256); at least 16 characters, or `whsec_` and base64
+    /// of at least 16 bytes (the Standard Webhooks form).
     pub secret: String,
+    /// During a rotation, the secret being replaced: deliveries carry a signature under
+    /// each, so receivers move to the new one when they like.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
 }
 
 /// How webhooks are delivered.
@@ -465,13 +470,20 @@ impl Settings {
     pub fn webhooks(&self) -> anyhow::Result<Vec<WebhookSetting>> {
         self.webhooks.items(|entry| {
             let mut parts = entry.split_whitespace();
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(tenant), Some(url), Some(secret), None) => Ok(WebhookSetting {
+            match (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) {
+                (Some(tenant), Some(url), Some(secret), previous, None) => Ok(WebhookSetting {
                     tenant: tenant.into(),
                     url: url.into(),
                     secret: secret.into(),
+                    previous_secret: previous.map(Into::into),
                 }),
-                _ => bail!("BEDSIDE_WEBHOOKS entries are \"TENANT URL SECRET\""),
+                _ => bail!("BEDSIDE_WEBHOOKS entries are \"TENANT URL SECRET [PREVIOUS_SECRET]\""),
             }
         })
     }
@@ -730,6 +742,7 @@ mod tests {
             tenant = "clinic-a"
             url = "https://ehr.example/hook"
             secret = "whsec_0123456789abcdef"
+            previous_secret = "whsec_fedcba9876543210"
             [webhook_delivery]
             give_up_hours = 48
             "#,
@@ -739,6 +752,10 @@ mod tests {
         let hooks = s.webhooks().unwrap();
         assert_eq!(hooks.len(), 1);
         assert_eq!(hooks[0].url, "https://ehr.example/hook");
+        assert_eq!(
+            hooks[0].previous_secret.as_deref(),
+            Some("whsec_fedcba9876543210")
+        );
         assert_eq!(s.webhook_delivery.give_up_hours, 48);
         assert_eq!(s.webhook_delivery.retry_base_ms, 1000);
 
@@ -758,6 +775,20 @@ mod tests {
             "clinic-a ftp://127.0.0.1:9/h whsec_0123456789abcdef",  // not HTTP
             "clinic-z http://127.0.0.1:9/h whsec_0123456789abcdef", // no such tenant
             "clinic-a http://a/h whsec_0123456789abcdef, clinic-a http://b/h whsec_0123456789abcdef",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
+        // A rotation: the new secret and the one it replaces, both signing.
+        let rotating =
+            with("clinic-a http://127.0.0.1:9/h whsec_0123456789abcdef old_secret_0123456789");
+        assert!(rotating.validate().is_ok());
+        assert_eq!(
+            rotating.webhooks().unwrap()[0].previous_secret.as_deref(),
+            Some("old_secret_0123456789")
+        );
+        for bad in [
+            "clinic-a http://127.0.0.1:9/h whsec_0123456789abcdef short",
+            "clinic-a http://127.0.0.1:9/h whsec_0123456789abcdef old_secret_0123456789 third",
         ] {
             assert!(with(bad).validate().is_err(), "{bad}");
         }

@@ -43,6 +43,10 @@ enum AuditCommand {
         /// Check only this visit.
         #[arg(long)]
         visit: Option<String>,
+        /// Also write the outcome here in the Prometheus text format, for node_exporter's
+        /// textfile collector (e.g. /var/lib/prometheus/node-exporter/bedside_audit.prom).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
 }
 
@@ -83,11 +87,21 @@ async fn main() -> ExitCode {
         };
     }
     if let Some(Command::Audit {
-        command: AuditCommand::Verify { visit },
+        command: AuditCommand::Verify {
+            visit,
+            metrics_file,
+        },
     }) = &cli.command
     {
         let mut out = std::io::stdout().lock();
-        return match audit_cli::verify(&settings, visit.as_deref(), &mut out).await {
+        return match audit_cli::verify(
+            &settings,
+            visit.as_deref(),
+            metrics_file.as_deref(),
+            &mut out,
+        )
+        .await
+        {
             Ok(Verdict::Intact) => ExitCode::SUCCESS,
             Ok(Verdict::Broken) => ExitCode::from(1),
             Err(e) => {

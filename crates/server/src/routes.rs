@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(web::serve)
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(crate::prometheus::http_duration))
     .layer(trace)
     .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
     .layer(header(header::X_FRAME_OPTIONS, "DENY"))

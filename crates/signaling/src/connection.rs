@@ -77,6 +77,8 @@ struct Connection {
     conn: ConnId,
     limiter: Limiter,
     last_seen: Instant,
+    /// Relayed frames until the next one is timed.
+    until_sample: u32,
     /// For log lines: set once joined. Logs name connections by these pseudonyms only.
     visit: Option<VisitId>,
     participant: Option<ParticipantId>,
@@ -108,6 +110,7 @@ pub fn serve(
         conn,
         limiter,
         last_seen: Instant::now(),
+        until_sample: 0,
         visit: None,
         participant: None,
         _slot: Box::new(slot),
@@ -216,6 +219,7 @@ impl Connection {
         token: Option<String>,
         resume_token: Option<String>,
     ) -> Result<Joined, Exit> {
+        let started = std::time::Instant::now();
         let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -250,6 +254,7 @@ impl Connection {
         self.participant = Some(participant);
         tracing::info!(conn = %self.conn, visit = %visit_id, %participant, role = %creds.role, "joined");
         self.sig.metrics.joins.increment(1);
+        self.sig.metrics.join_duration.record(started.elapsed());
         let expires = now
             + chrono::Duration::from_std(self.sig.config().resume_ttl)
                 .unwrap_or(chrono::Duration::hours(12));
@@ -386,6 +391,13 @@ impl Connection {
     /// Feeds a client frame to the visit. Returns the frame to answer with, if any (`pong`,
     /// or an `error` for a frame that was refused).
     fn handle_frame(&mut self, text: &str, j: &Joined) -> Option<String> {
+        // One frame in RELAY_SAMPLE is timed, from here (it is off the socket) until its
+        // copies are queued: decoding, the visit's rules, routing.
+        self.until_sample = self.until_sample.saturating_sub(1);
+        let started = (self.until_sample == 0).then(|| {
+            self.until_sample = crate::metrics::RELAY_SAMPLE;
+            std::time::Instant::now()
+        });
         let input = match input_of(text, self.conn) {
             Ok(input) => input,
             Err(reply) => return Some(reply),
@@ -395,6 +407,8 @@ impl Connection {
             Input::Chat { .. } => Some(&self.sig.metrics.relayed_chat),
             _ => None,
         };
+        // Only frames that are relayed count in the histogram.
+        let started = started.filter(|_| counter.is_some());
         let visit = match &j.visit {
             Seat::Local(visit) => visit,
             Seat::Remote(seat) => {
@@ -403,6 +417,9 @@ impl Connection {
                 if let Some(counter) = counter {
                     counter.increment(1);
                 }
+                if let Some(started) = started {
+                    self.sig.metrics.relay_duration.record(started.elapsed());
+                }
                 return None;
             }
         };
@@ -410,6 +427,9 @@ impl Connection {
             Ok(()) => {
                 if let Some(counter) = counter {
                     counter.increment(1);
+                }
+                if let Some(started) = started {
+                    self.sig.metrics.relay_duration.record(started.elapsed());
                 }
                 None
             }

@@ -314,6 +314,9 @@ pub struct Settings {
     pub trusted_proxies: ListOrString<String>,
     pub cluster: ClusterSettings,
     pub drain: DrainSettings,
+    /// OpenTelemetry collector to send traces to over OTLP/HTTP, e.g. `http://collector:4318`;
+    /// none: no traces leave the process.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Settings {
@@ -343,6 +346,7 @@ impl Default for Settings {
             trusted_proxies: ListOrString::None,
             cluster: ClusterSettings::default(),
             drain: DrainSettings::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -440,6 +444,11 @@ impl Settings {
             bail!("log_format must be text or json");
         }
         self.check_webhooks()?;
+        if let Some(url) = &self.otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("otlp_endpoint must be http(s)://HOST:PORT (OTLP over HTTP, e.g. port 4318)");
+        }
         if self.webhook_delivery.give_up_hours < 24 || self.webhook_delivery.retry_base_ms == 0 {
             bail!("webhook_delivery retries for at least 24 hours, from a positive base delay");
         }

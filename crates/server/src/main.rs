@@ -110,7 +110,14 @@ async fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(&settings.log_format);
+    let _telemetry = match telemetry::init(&settings.log_format, settings.otlp_endpoint.as_deref())
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bedside: setting up tracing: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {

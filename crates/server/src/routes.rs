@@ -32,7 +32,8 @@ pub fn router(state: AppState) -> Router {
                 .get::<MatchedPath>()
                 .map_or("-", |p| p.as_str())
                 .to_owned();
-            tracing::info_span!("http", method = %req.method(), route)
+            let name = format!("{} {route}", req.method());
+            tracing::info_span!("http", otel.name = name, method = %req.method(), route)
         })
         .on_request(())
         .on_response(DefaultOnResponse::new().level(Level::INFO));

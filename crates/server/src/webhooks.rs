@@ -25,6 +25,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use bedside_auth::TenantId;
 use bedside_rooms::storage::{Attempt, Storage, StoredEvent};
+use bedside_signaling::trace_links::{self, Key};
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -339,6 +340,22 @@ impl Delivery {
     }
 
     async fn send(&self, event: &StoredEvent) -> anyhow::Result<()> {
+        use tracing::Instrument;
+        // A delivery about a participant continues their trace (mint, join, admission).
+        let span = tracing::info_span!(
+            "webhook delivery",
+            event = %event.id,
+            event_type = %event.kind,
+            visit = %event.visit_id,
+            attempt = event.attempts + 1,
+        );
+        if let Some(participant) = event.data["participant_id"].as_str() {
+            trace_links::continue_from(&Key::Participant(participant.to_owned()), &span);
+        }
+        self.post(event).instrument(span).await
+    }
+
+    async fn post(&self, event: &StoredEvent) -> anyhow::Result<()> {
         let body = payload(event).to_string();
         let t = Utc::now().timestamp();
         let (standard, bedside) = self.endpoint.signatures(&event.id, t, &body);

@@ -8,6 +8,7 @@
 
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode, error_frame, input_of};
+use crate::trace_links::{self, Key};
 use crate::{Seat, Signaling};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -54,6 +55,8 @@ struct Credentials {
     identity: String,
     role: Role,
     name: String,
+    /// The join token's id, to continue the trace of the call that minted it.
+    jti: Option<String>,
 }
 
 /// What a frame from the socket calls for.
@@ -195,6 +198,7 @@ impl Connection {
                         identity: c.sub,
                         role: c.role,
                         name: c.name,
+                        jti: None,
                     });
                 }
                 Err(e) => error = e,
@@ -209,6 +213,7 @@ impl Connection {
                 identity: c.sub,
                 role: c.role,
                 name: c.name,
+                jti: Some(c.jti),
             });
         }
         Err(error)
@@ -220,6 +225,14 @@ impl Connection {
         resume_token: Option<String>,
     ) -> Result<Joined, Exit> {
         let started = std::time::Instant::now();
+        // Pseudonymous fields only; a join from a minted link continues the mint's trace.
+        let span = tracing::info_span!(
+            "join",
+            visit = tracing::field::Empty,
+            participant = tracing::field::Empty,
+            role = tracing::field::Empty,
+            resumed = resume_token.is_some(),
+        );
         let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -228,6 +241,9 @@ impl Connection {
                 return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
             }
         };
+        if let Some(jti) = &creds.jti {
+            trace_links::continue_from(&Key::Token(jti.clone()), &span);
+        }
         let Ok(visit_id) = creds.visit.parse::<VisitId>() else {
             self.send_error("visit_not_found", "visit not found")
                 .await?;
@@ -255,6 +271,12 @@ impl Connection {
         tracing::info!(conn = %self.conn, visit = %visit_id, %participant, role = %creds.role, "joined");
         self.sig.metrics.joins.increment(1);
         self.sig.metrics.join_duration.record(started.elapsed());
+        if trace_links::enabled() {
+            span.record("visit", tracing::field::display(visit_id));
+            span.record("participant", tracing::field::display(participant));
+            span.record("role", tracing::field::display(creds.role));
+            trace_links::remember(Key::Participant(participant.to_string()), &span);
+        }
         let expires = now
             + chrono::Duration::from_std(self.sig.config().resume_ttl)
                 .unwrap_or(chrono::Duration::hours(12));
@@ -422,6 +444,18 @@ impl Connection {
                 }
                 return None;
             }
+        };
+        // An admission continues the trace of the admitted participant's join.
+        let _admission = match &input {
+            Input::Admit { target, .. } if trace_links::enabled() => {
+                let visit = self.visit.map(tracing::field::display);
+                let span = tracing::info_span!("admit", visit, participant = %target);
+                let key = Key::Participant(target.to_string());
+                trace_links::continue_from(&key, &span);
+                trace_links::remember(key, &span);
+                Some(span)
+            }
+            _ => None,
         };
         match self.sig.registry.handle(visit, input, Utc::now()) {
             Ok(()) => {

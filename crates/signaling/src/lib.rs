@@ -11,6 +11,7 @@ mod metrics;
 mod outbox;
 pub mod protocol;
 mod seat;
+pub mod trace_links;
 
 pub use outbox::{Inbox, LocalOutbox};
 pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg, input_of};

@@ -216,13 +216,18 @@ pub async fn mint_token(
         role: Some(body.role),
         ..AuditEvent::new(AuditKind::TokenIssued, now)
             .actor(api_actor(tenant.key.as_str()))
-            .detail(claims.jti)
+            .detail(claims.jti.clone())
     };
     state
         .registry
         .storage()
         .audit(record.id, &tenant.id, &issued)
         .await?;
+    // The join with this token continues this request's trace (by the token's id only).
+    bedside_signaling::trace_links::remember(
+        bedside_signaling::trace_links::Key::Token(claims.jti.clone()),
+        &tracing::Span::current(),
+    );
     let join_url = format!("{}/#token={token}", state.public_url);
     Ok((
         StatusCode::CREATED,

@@ -79,10 +79,12 @@ impl<'a> Position<'a> {
     /// unknown id does.
     fn of(after: &'a str) -> Result<Self, ApiError> {
         let digits = after.bytes().all(|b| b.is_ascii_digit());
-        if digits && after.len() <= 18 && (after == "0" || !after.starts_with('0')) {
-            if let Ok(seq) = after.parse() {
-                return Ok(Position::Seq(seq));
-            }
+        if digits
+            && after.len() <= 18
+            && (after == "0" || !after.starts_with('0'))
+            && let Ok(seq) = after.parse()
+        {
+            return Ok(Position::Seq(seq));
         }
         let uuid = after.len() == 36
             && after.bytes().enumerate().all(|(i, b)| match i {

@@ -288,18 +288,18 @@ fn finish_operation(path: &str, op: &mut Value) {
     }
     for (status, response) in responses.iter_mut() {
         let success = status.starts_with('2');
-        if let Some(content) = response.pointer_mut("/content/application~1json") {
-            if content.get("example").is_none() {
-                let example = if success {
-                    success_example(&id)
-                } else if id == "readyz" {
-                    Some(json!({"status": "not_ready", "reason": "storage_unavailable"}))
-                } else {
-                    Some(error_example(own_error_code(&id, status)))
-                };
-                if let Some(example) = example {
-                    content["example"] = example;
-                }
+        if let Some(content) = response.pointer_mut("/content/application~1json")
+            && content.get("example").is_none()
+        {
+            let example = if success {
+                success_example(&id)
+            } else if id == "readyz" {
+                Some(json!({"status": "not_ready", "reason": "storage_unavailable"}))
+            } else {
+                Some(error_example(own_error_code(&id, status)))
+            };
+            if let Some(example) = example {
+                content["example"] = example;
             }
         }
         if let Some(content) = response.pointer_mut("/content/text~1plain") {

@@ -38,14 +38,18 @@ pub(crate) struct Readiness {
     pub redis: Option<bool>,
 }
 
-/// Not shutting down, storage answers, and (in a cluster) so does Redis.
-pub(crate) async fn readiness(state: &AppState) -> Readiness {
+/// Not shutting down, storage answers, and (in a cluster) so does Redis. Storage is asked
+/// only when the rest is fine, unless `every_dependency` (metrics report each one), so a
+/// draining node or a Redis outage is answered at once.
+pub(crate) async fn readiness(state: &AppState, every_dependency: bool) -> Readiness {
     let draining = !state.ready.load(Ordering::Relaxed);
     let redis = state.cluster.as_ref().map(|cluster| cluster.reachable());
-    let storage = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await,
-        Ok(Ok(()))
-    );
+    let ask_storage = every_dependency || (!draining && redis != Some(false));
+    let storage = ask_storage
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await,
+            Ok(Ok(()))
+        );
     let reason = if draining {
         Some("shutting_down")
     } else if redis == Some(false) {
@@ -69,7 +73,7 @@ pub(crate) async fn readiness(state: &AppState) -> Readiness {
     (status = 503, description = "Not ready (`reason`: `shutting_down`, `redis_unavailable` or `storage_unavailable`): take it out of rotation, do not restart it", body = Health),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match readiness(&state).await.reason {
+    match readiness(&state, false).await.reason {
         None => Json(Health {
             status: "ready",
             reason: None,

@@ -203,7 +203,7 @@ pub fn refresh(handle: &PrometheusHandle) {
 
 /// Readiness at scrape time: the same verdict as `/readyz`, and each dependency's.
 pub async fn readiness(state: &AppState) {
-    let verdict = crate::ops::readiness(state).await;
+    let verdict = crate::ops::readiness(state, true).await;
     metrics::gauge!("bedside_ready").set(if verdict.ready { 1.0 } else { 0.0 });
     metrics::gauge!("bedside_dependency_up", "dependency" => "storage").set(up(verdict.storage));
     if let Some(redis) = verdict.redis {

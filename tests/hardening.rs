@@ -240,7 +240,7 @@ async fn clients_that_come_back_while_the_server_is_down_retry_and_get_back_in_p
     );
 }
 
-/// DESIGN.md: after a restart, admissions hold for one grace period *from the restart*.
+/// docs/protocol.md: after a restart, admissions hold for one grace period *from the restart*.
 /// A participant coming back later than that starts in the waiting room again, even if
 /// nobody touched the visit since the restart.
 #[tokio::test]

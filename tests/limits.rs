@@ -24,7 +24,7 @@ async fn an_oversized_message_is_refused_and_nobody_else_notices() {
         ))
         .await;
     let code = pair.patient.closed().await;
-    // DESIGN allows 1009 or 4008 for this; docs/protocol.md promises 1009.
+    // docs/protocol.md promises 1009 for this.
     assert_eq!(code, 1009, "a frame over 64 KiB");
     // The doctor only hears that the patient dropped (and may come back); nothing was relayed.
     assert_eq!(

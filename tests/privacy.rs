@@ -74,7 +74,7 @@ async fn logs_of_a_whole_visit_hold_no_secrets_or_personal_data() {
         .await;
     assert!(server.terminate().await.success());
 
-    // DESIGN: the audit trail holds pseudonymous ids and times, never tokens, SDP or
+    // docs/security.md: the audit trail holds pseudonymous ids and times, never tokens, SDP or
     // candidates (nor what was said, nor the names people go by).
     let trail = trail.to_string();
     assert!(trail.contains(&doctor.participant_id), "{trail}");

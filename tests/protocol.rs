@@ -1,4 +1,4 @@
-//! The WebSocket protocol against the real binary: every close code of DESIGN.md, error
+//! The WebSocket protocol against the real binary: every close code of docs/protocol.md, error
 //! frames that keep the connection open, returning within the grace period, resume tokens,
 //! replacement.
 
@@ -592,7 +592,7 @@ async fn a_signal_to_someone_reconnecting_says_participant_unavailable() {
     pair.doctor.alive().await;
 }
 
-/// DESIGN: nothing crosses visits or tenants, chat and signals alike, whatever ids a
+/// docs/protocol.md: nothing crosses visits or tenants, chat and signals alike, whatever ids a
 /// participant learns.
 #[tokio::test]
 async fn chat_and_signals_stay_inside_their_visit_and_tenant() {

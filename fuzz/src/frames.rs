@@ -1,14 +1,13 @@
 //! Oracle for the client-frame decoder, shared by the fuzz target `decode_client_frame`
 //! and the regression test that replays the committed corpus
-//! (crates/signaling/tests/hostile_frames.rs includes this file by path).
+//! (crates/protocol/tests/hostile_frames.rs includes this file by path).
 //!
 //! It panics, which is what a fuzzer and a test both report, when the decoder breaks a
 //! promise of docs/protocol.md: every refusal carries one of the documented codes, and a
 //! signal's `data` is relayed byte for byte, nested at most 32 levels deep.
 
-use bedside_rooms::Notice;
-use bedside_signaling::ClientMsg;
-use bedside_signaling::protocol::{JoinedExtras, encode};
+use bedside_protocol::{ClientMsg, JoinedExtras, encode};
+use bedside_visit::Notice;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -56,7 +55,7 @@ struct Relayed<'a> {
     data: &'a RawValue,
 }
 
-fn check_signal(text: &str, to: bedside_rooms::ParticipantId, data: Box<RawValue>) {
+fn check_signal(text: &str, to: bedside_visit::ParticipantId, data: Box<RawValue>) {
     let raw = data.get().to_owned();
     assert!(
         text.contains(&raw),

@@ -12,7 +12,7 @@ const MAX_VISIT_LEN: usize = 64;
 const MAX_JTI_LEN: usize = 128;
 const MAX_NAME_CHARS: usize = 100;
 
-/// Claims of a join token, as DESIGN.md fixes them. `sub` is the participant's opaque
+/// Claims of a join token, as docs/protocol.md ("Join tokens") fixes them. `sub` is the participant's opaque
 /// identity (never a name); `name` is only for display.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinClaims {

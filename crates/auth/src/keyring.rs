@@ -17,11 +17,13 @@ const MIN_SECRET_LEN: usize = 16;
 /// Identifies one API key: the user name of HTTP Basic auth, the `kid` header and the
 /// `iss` claim of the tokens it signs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct KeyId(String);
 
 /// The clinic that owns visits. Several keys may belong to one tenant, so keys can be
 /// rotated without the tenant losing its visits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
 
 fn valid_id(s: &str) -> bool {
@@ -62,6 +64,34 @@ impl TenantId {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+// Deserialized through the validating constructors: an id read from a message or a file is
+// as checked as one from configuration.
+impl TryFrom<String> for KeyId {
+    type Error = KeyConfigError;
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl From<KeyId> for String {
+    fn from(id: KeyId) -> Self {
+        id.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = KeyConfigError;
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> Self {
+        id.0
     }
 }
 
@@ -234,7 +264,7 @@ impl KeyRing {
 
     /// Verifies a join token at time `now`: the `kid` picks a key from this ring by exact
     /// match, the algorithm is the key's own, `iss` must equal `kid`, every claim of
-    /// DESIGN.md must be present, and `nbf`/`exp` hold within [`CLOCK_LEEWAY_SECS`].
+    /// docs/protocol.md must be present, and `nbf`/`exp` hold within [`CLOCK_LEEWAY_SECS`].
     pub fn verify_join(&self, token: &str, now: DateTime<Utc>) -> Result<VerifiedJoin, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);

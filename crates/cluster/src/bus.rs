@@ -6,9 +6,10 @@
 //! drops, or a publish fails, messages may have been lost: the cluster then resets every
 //! cross-node session (their participants reconnect), rather than carry on with a gap.
 
-use crate::NodeId;
-use bedside_auth::Role;
-use bedside_rooms::{CloseCode, ParticipantId, ParticipantView, RoomError, VisitId, VisitStatus};
+use crate::node::{NodeId, SessionId};
+use bedside_auth::{KeyId, Role, TenantId};
+use bedside_rooms::RoomError;
+use bedside_visit::{CloseCode, ParticipantId, ParticipantView, VisitId, VisitStatus};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// Most messages sent in one pipelined round trip.
 const BATCH: usize = 256;
 
-pub(crate) fn channel(node: &str) -> String {
+pub(crate) fn channel(node: &NodeId) -> String {
     format!("bedside:node:{node}")
 }
 
@@ -31,10 +32,10 @@ pub(crate) fn channel(node: &str) -> String {
 pub enum Wire {
     /// Participant's node to owner: join this verified participant.
     Join {
-        from: String,
-        session: u64,
+        from: NodeId,
+        session: SessionId,
         visit: VisitId,
-        tenant: String,
+        tenant: TenantId,
         identity: String,
         role: Role,
         name: String,
@@ -42,22 +43,22 @@ pub enum Wire {
     },
     /// Participant's node to owner: a client frame.
     Frame {
-        from: String,
-        session: u64,
+        from: NodeId,
+        session: SessionId,
         frame: String,
     },
     /// Participant's node to owner: the connection is gone.
-    Leave { from: String, session: u64 },
+    Leave { from: NodeId, session: SessionId },
     /// Owner to participant's node: how the join went.
     JoinResult {
-        session: u64,
+        session: SessionId,
         result: Result<Seated, RoomError>,
     },
     /// Owner to participant's node: something for the participant.
-    Deliver { session: u64, item: Item },
+    Deliver { session: SessionId, item: Item },
     /// Any node to owner: the clinic's backend asks for this, through the API.
     Api {
-        from: String,
+        from: NodeId,
         request: u64,
         op: ApiOp,
     },
@@ -75,15 +76,15 @@ pub enum Wire {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ApiOp {
     End {
-        tenant: String,
+        tenant: TenantId,
         visit: VisitId,
-        key: String,
+        key: KeyId,
     },
     Remove {
-        tenant: String,
+        tenant: TenantId,
         visit: VisitId,
         identity: String,
-        key: String,
+        key: KeyId,
     },
     Participants {
         visit: VisitId,
@@ -123,15 +124,12 @@ pub enum Item {
         role: Role,
         status: VisitStatus,
     },
-    /// Any other notice, already encoded.
+    /// Any other notice, or a refusal of the participant's frame, already encoded.
     Frame {
         frame: String,
     },
     Close {
         code: CloseCode,
-    },
-    Refused {
-        error: RoomError,
     },
 }
 
@@ -215,11 +213,12 @@ fn decode(payload: &[u8]) -> Result<Wire, DecodeError> {
     let session = words
         .next()
         .and_then(|s| s.parse().ok())
+        .map(SessionId)
         .ok_or(DecodeError::Header)?;
     let frame = frame.to_owned();
     match (kind, words.next(), words.next()) {
         (Some("F"), Some(from), None) => Ok(Wire::Frame {
-            from: from.to_owned(),
+            from: NodeId::new(from),
             session,
             frame,
         }),
@@ -331,8 +330,8 @@ mod tests {
     fn frames_travel_as_they_are_and_everything_else_as_json() {
         let frame = r#"{"type":"signal","to":"p_1","data":{"sdp":"v=0\r\n a\"b\n"}}"#;
         let wire = Wire::Frame {
-            from: "node1.0a1b2c3d".into(),
-            session: 42,
+            from: NodeId::new("node1.0a1b2c3d"),
+            session: SessionId(42),
             frame: frame.into(),
         };
         let text = encode(&wire).unwrap();
@@ -343,30 +342,36 @@ mod tests {
                 session,
                 frame: f,
             } => assert_eq!(
-                (from.as_str(), session, f.as_str()),
+                (from.as_str(), session.0, f.as_str()),
                 ("node1.0a1b2c3d", 42, frame)
             ),
             other => panic!("{other:?}"),
         }
         let deliver = Wire::Deliver {
-            session: 7,
+            session: SessionId(7),
             item: Item::Frame {
                 frame: "line one\nline two".into(),
             },
         };
         match round_trip(&deliver) {
             Wire::Deliver {
-                session: 7,
+                session: SessionId(7),
                 item: Item::Frame { frame },
             } => assert_eq!(frame, "line one\nline two"),
             other => panic!("{other:?}"),
         }
         let leave = Wire::Leave {
-            from: "n".into(),
-            session: 1,
+            from: NodeId::new("n"),
+            session: SessionId(1),
         };
         assert!(encode(&leave).unwrap().starts_with('{'));
-        assert!(matches!(round_trip(&leave), Wire::Leave { session: 1, .. }));
+        assert!(matches!(
+            round_trip(&leave),
+            Wire::Leave {
+                session: SessionId(1),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -2,16 +2,12 @@
 //! on another. Their frames are published to the owner; what the owner sends back lands
 //! in their ordinary outbox, so the connection task cannot tell the difference.
 
-use crate::NodeId;
 use crate::bus::{Bus, Item, Seated, Wire};
 use crate::lease::Leases;
-use async_trait::async_trait;
+use crate::node::{NodeId, SessionId};
 use bedside_auth::TenantId;
-use bedside_rooms::{
-    CloseCode, JoinRequest, Notice, Outbox, Outgoing, ParticipantId, RoomError, VisitId,
-    VisitSummary,
-};
-use bedside_signaling::{Forwarder, RemoteSeat};
+use bedside_rooms::{Outbox, Outgoing, RemoteSeat, RoomError, Seat};
+use bedside_visit::{CloseCode, JoinRequest, Notice, ParticipantId, VisitId, VisitSummary};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -31,7 +27,7 @@ pub struct Forwarding {
     node: NodeId,
     bus: Bus,
     leases: Arc<Leases>,
-    seats: Arc<DashMap<u64, Entry>>,
+    seats: Arc<DashMap<SessionId, Entry>>,
     next: AtomicU64,
 }
 
@@ -46,7 +42,7 @@ impl Forwarding {
         }
     }
 
-    pub fn join_result(&self, session: u64, result: Result<Seated, RoomError>) {
+    pub fn join_result(&self, session: SessionId, result: Result<Seated, RoomError>) {
         if let Some(mut entry) = self.seats.get_mut(&session)
             && let Some(tx) = entry.pending.take()
         {
@@ -54,7 +50,7 @@ impl Forwarding {
         }
     }
 
-    pub fn deliver(&self, session: u64, item: Item) {
+    pub fn deliver(&self, session: SessionId, item: Item) {
         let Some(entry) = self.seats.get(&session) else {
             return;
         };
@@ -73,7 +69,6 @@ impl Forwarding {
             })),
             Item::Frame { frame } => Outgoing::Frame(Box::new(frame)),
             Item::Close { code } => Outgoing::Close(code),
-            Item::Refused { error } => Outgoing::Refused(error),
         };
         entry.outbox.push(item);
     }
@@ -89,7 +84,7 @@ impl Forwarding {
     /// Tells the participants seated with `owner` (it died), or with every owner (`None`),
     /// to reconnect: they will find the visit's new owner.
     pub fn unseat(&self, owner: Option<&NodeId>) {
-        let sessions: Vec<u64> = self
+        let sessions: Vec<SessionId> = self
             .seats
             .iter()
             .filter(|e| owner.is_none_or(|o| &e.owner == o))
@@ -142,21 +137,23 @@ impl Forwarding {
     }
 }
 
-#[async_trait]
-impl Forwarder for Forwarding {
-    async fn join(
+impl Forwarding {
+    /// Seats a participant with the node that owns `visit`. The owner's notices for it
+    /// arrive in `outbox`, as they would from a local visit. [`RoomError::Elsewhere`] means
+    /// nobody owns it right now: claim it here.
+    pub async fn join(
         &self,
         visit: VisitId,
         tenant: &TenantId,
         req: &JoinRequest,
         outbox: Arc<dyn Outbox>,
-    ) -> Result<(Box<dyn RemoteSeat>, ParticipantId), RoomError> {
+    ) -> Result<(Seat, ParticipantId), RoomError> {
         let owner = match self.leases.owner(visit).await? {
             Some(owner) if owner != self.node => owner,
             // Free, or this node's after all: claim it locally.
             _ => return Err(RoomError::Elsewhere),
         };
-        let session = self.next.fetch_add(1, Ordering::Relaxed);
+        let session = SessionId(self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.seats.insert(
             session,
@@ -170,10 +167,10 @@ impl Forwarder for Forwarding {
         self.bus.send(
             &owner,
             &Wire::Join {
-                from: self.node.to_string(),
+                from: self.node.clone(),
                 session,
                 visit,
-                tenant: tenant.as_str().to_owned(),
+                tenant: tenant.clone(),
                 identity: req.identity.clone(),
                 role: req.role,
                 name: req.name.clone(),
@@ -185,14 +182,14 @@ impl Forwarder for Forwarding {
         let answer = tokio::time::timeout(self.leases.ttl(), self.answer(visit, &owner, rx)).await;
         match answer {
             Ok(Ok(Ok(seated))) => Ok((
-                Box::new(Seat {
+                Seat::Remote(Box::new(ForwardedSeat {
                     node: self.node.clone(),
                     owner,
                     session,
                     expires_at: seated.expires_at,
                     bus: self.bus.clone(),
                     seats: self.seats.clone(),
-                }),
+                })),
                 seated.participant,
             )),
             Ok(Ok(Err(e))) => {
@@ -205,7 +202,7 @@ impl Forwarder for Forwarding {
                 self.bus.send(
                     &owner,
                     &Wire::Leave {
-                        from: self.node.to_string(),
+                        from: self.node.clone(),
                         session,
                     },
                 );
@@ -215,21 +212,22 @@ impl Forwarder for Forwarding {
     }
 }
 
-struct Seat {
+/// A participant's seat with the visit's owner node.
+struct ForwardedSeat {
     node: NodeId,
     owner: NodeId,
-    session: u64,
+    session: SessionId,
     expires_at: DateTime<Utc>,
     bus: Bus,
-    seats: Arc<DashMap<u64, Entry>>,
+    seats: Arc<DashMap<SessionId, Entry>>,
 }
 
-impl RemoteSeat for Seat {
+impl RemoteSeat for ForwardedSeat {
     fn forward(&self, frame: &str) {
         self.bus.send(
             &self.owner,
             &Wire::Frame {
-                from: self.node.to_string(),
+                from: self.node.clone(),
                 session: self.session,
                 frame: frame.to_owned(),
             },
@@ -241,7 +239,7 @@ impl RemoteSeat for Seat {
         self.bus.send(
             &self.owner,
             &Wire::Leave {
-                from: self.node.to_string(),
+                from: self.node.clone(),
                 session: self.session,
             },
         );

@@ -10,9 +10,10 @@
 //! The node also keeps a key `bedside:alive:NODE` alive with each renewal: other nodes use
 //! it to notice a dead peer quickly.
 
-use crate::NodeId;
+use crate::node::NodeId;
 use bedside_rooms::storage::{Storage, StorageWriter};
-use bedside_rooms::{Claim, Ownership, RoomError, VisitId};
+use bedside_rooms::{Claim, Ownership, RoomError};
+use bedside_visit::{Refusal, VisitId};
 use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
@@ -76,7 +77,7 @@ pub(crate) fn lease_key(visit: VisitId) -> String {
     format!("bedside:lease:{visit}")
 }
 
-pub(crate) fn alive_key(node: &str) -> String {
+pub(crate) fn alive_key(node: &NodeId) -> String {
     format!("bedside:alive:{node}")
 }
 
@@ -190,7 +191,7 @@ impl Leases {
             .query_async(&mut self.redis.clone())
             .await
             .map_err(unavailable)?;
-        Ok(owner.map(Into::into))
+        Ok(owner.map(NodeId::new))
     }
 
     /// Which of `nodes` are alive. An error means Redis cannot tell.
@@ -198,7 +199,7 @@ impl Leases {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = nodes.iter().map(|n| alive_key(n)).collect();
+        let keys: Vec<String> = nodes.iter().map(alive_key).collect();
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(keys)
             .query_async(&mut self.redis.clone())
@@ -218,7 +219,7 @@ impl Leases {
         }
         let start = Instant::now();
         let result: Result<(Vec<usize>, Vec<usize>), _> = script
-            .arg(&*self.node)
+            .arg(self.node.as_str())
             .arg(self.ttl_ms())
             .invoke_async(&mut self.redis.clone())
             .await;
@@ -300,7 +301,7 @@ impl Leases {
     async fn delete(&self, visit: VisitId) {
         let result: Result<i64, _> = RELEASE
             .key(lease_key(visit))
-            .arg(&*self.node)
+            .arg(self.node.as_str())
             .invoke_async(&mut self.redis.clone())
             .await;
         if let Err(e) = result {
@@ -329,7 +330,7 @@ impl Ownership for Leases {
         let start = Instant::now();
         let taken: i64 = CLAIM
             .key(lease_key(visit))
-            .arg(&*self.node)
+            .arg(self.node.as_str())
             .arg(self.ttl_ms())
             .invoke_async(&mut self.redis.clone())
             .await
@@ -361,7 +362,7 @@ impl Ownership for Leases {
             }
             Ok(None) => {
                 self.delete(visit).await;
-                Err(RoomError::VisitNotFound)
+                Err(Refusal::VisitNotFound.into())
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage unavailable");

@@ -2,19 +2,17 @@
 //! this node runs. Each is a session keyed by (their node, session number); the visit sees
 //! an ordinary connection whose outbox publishes to their node.
 
-use crate::NodeId;
 use crate::bus::{Bus, Item, Seated, Wire};
+use crate::node::{NodeId, SessionId};
 use bedside_auth::TenantId;
-use bedside_rooms::{
-    ConnId, JoinRequest, Notice, Outbox, Outgoing, Registry, RoomError, VisitHandle, VisitId,
-};
-use bedside_signaling::input_of;
-use bedside_signaling::protocol::{JoinedExtras, encode};
+use bedside_protocol::{JoinedExtras, encode, error_frame, input_of};
+use bedside_rooms::{Outbox, Outgoing, Registry, VisitHandle};
+use bedside_visit::{CloseCode, ConnId, JoinRequest, Notice, VisitId};
 use chrono::Utc;
 use dashmap::DashMap;
 use std::sync::Arc;
 
-type Key = (NodeId, u64);
+type Key = (NodeId, SessionId);
 
 struct Session {
     conn: ConnId,
@@ -26,7 +24,7 @@ struct Session {
 struct RemoteOutbox {
     bus: Bus,
     node: NodeId,
-    session: u64,
+    session: SessionId,
 }
 
 impl Outbox for RemoteOutbox {
@@ -54,7 +52,6 @@ impl Outbox for RemoteOutbox {
             },
             Outgoing::Frame(frame) => Item::Frame { frame: *frame },
             Outgoing::Close(code) => Item::Close { code },
-            Outgoing::Refused(error) => Item::Refused { error },
             // The participant's node checks on its own connections.
             Outgoing::Heartbeat => return,
         };
@@ -101,9 +98,9 @@ impl Owned {
     pub async fn join(
         &self,
         from: NodeId,
-        session: u64,
+        session: SessionId,
         visit: VisitId,
-        tenant: String,
+        tenant: TenantId,
         req: JoinRequest,
     ) {
         let key = (from.clone(), session);
@@ -118,14 +115,10 @@ impl Owned {
             session,
         });
         let conn = req.conn;
-        let result = match TenantId::new(tenant) {
-            Ok(tenant) => {
-                self.registry
-                    .join(visit, &tenant, req, outbox.clone(), Utc::now())
-                    .await
-            }
-            Err(_) => Err(RoomError::WrongTenant),
-        };
+        let result = self
+            .registry
+            .join(visit, &tenant, req, outbox.clone(), Utc::now())
+            .await;
         let result = match result {
             Ok((handle, participant)) => {
                 let seated = Seated {
@@ -170,7 +163,9 @@ impl Owned {
             return;
         };
         if let Err(e) = self.registry.handle(&session.visit, input, Utc::now()) {
-            session.outbox.push(Outgoing::Refused(e));
+            metrics::counter!("bedside_errors_total", "code" => e.code()).increment(1);
+            let frame = error_frame(e.code(), &e.to_string());
+            session.outbox.push(Outgoing::Frame(Box::new(frame)));
         }
     }
 
@@ -211,9 +206,7 @@ impl Owned {
         for key in keys {
             // A join under way finds its slot gone and undoes itself.
             if let Some((_, Slot::Joined(session))) = self.sessions.remove(&key) {
-                session
-                    .outbox
-                    .push(Outgoing::Close(bedside_rooms::CloseCode::GoingAway));
+                session.outbox.push(Outgoing::Close(CloseCode::GoingAway));
                 self.registry
                     .disconnect(&session.visit, session.conn, Utc::now());
             }

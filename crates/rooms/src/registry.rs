@@ -9,23 +9,22 @@
 //!
 //! Lock order: a visit's mutex may be held while touching the map, never the reverse.
 
+use crate::error::RoomError;
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
-use crate::visit::{
-    Actor, Input, JoinRequest, Output, RoomError, StoredParticipant, Target, Visit,
-};
-use crate::{
-    CloseCode, ConnId, Notice, ParticipantId, ParticipantView, VisitId, VisitRecord, VisitStatus,
-};
 use bedside_auth::TenantId;
+use bedside_visit::{
+    Actor, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId, ParticipantView,
+    Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
+};
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// Where a participant's notices go. Today a local connection's bounded queue; a
-/// participant connected to another node gets a remote implementation.
+/// Where a participant's notices go: a local connection's bounded queue, or for a
+/// participant connected to another node, that node (through the cluster).
 pub trait Outbox: Send + Sync + 'static {
     /// Queues an item without waiting. A full queue is the outbox's own problem: it must
     /// drop its slow reader rather than hold up the visit.
@@ -43,11 +42,9 @@ pub enum Outgoing {
     /// Check the peer is still there (sent to every connection each ping interval, so no
     /// connection needs a timer of its own).
     Heartbeat,
-    /// A frame the visit's owner node already encoded (the participant is connected here,
-    /// the visit runs elsewhere). Boxed twice over so the slot stays one word.
+    /// A frame already encoded: by the visit's owner node for a participant connected
+    /// here, notices and refusals alike. Boxed twice over so the slot stays one word.
     Frame(Box<String>),
-    /// The owner node refused what this participant sent.
-    Refused(RoomError),
 }
 
 struct Inner {
@@ -154,7 +151,7 @@ impl Registry {
         self.visits.len()
     }
 
-    async fn open(&self, id: VisitId) -> Result<Arc<Mutex<Inner>>, RoomError> {
+    async fn open(&self, id: VisitId, now: DateTime<Utc>) -> Result<Arc<Mutex<Inner>>, RoomError> {
         if let Some(live) = self.visits.get(&id).map(|v| v.clone()) {
             return Ok(live);
         }
@@ -186,11 +183,7 @@ impl Registry {
         let tenant = record.tenant.clone();
         // A visit taken over from another node: its participants dropped from that node
         // now, as far as this one can tell.
-        let dropped_at = if epoch.is_some() {
-            Utc::now()
-        } else {
-            self.boot
-        };
+        let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
@@ -216,7 +209,7 @@ impl Registry {
             .visit(id)
             .await
             .map_err(unavailable)?
-            .ok_or(RoomError::VisitNotFound)?;
+            .ok_or(Refusal::VisitNotFound)?;
         let stored = match record.status {
             VisitStatus::Ended => Vec::new(),
             _ => self.storage.participants(id).await.map_err(unavailable)?,
@@ -225,9 +218,9 @@ impl Registry {
     }
 
     /// Locks the live visit `id`, loading it if needed.
-    async fn lock(&self, id: VisitId) -> Result<Guard, RoomError> {
+    async fn lock(&self, id: VisitId, now: DateTime<Utc>) -> Result<Guard, RoomError> {
         loop {
-            let live = self.open(id).await?;
+            let live = self.open(id, now).await?;
             let guard = Mutex::lock_arc(&live);
             if !guard.retired {
                 return Ok(guard);
@@ -272,7 +265,10 @@ impl Registry {
         // Not kept between inputs: a join's outputs would otherwise pin their capacity in
         // every live visit, and one small allocation per input costs less than that memory.
         let mut out = Vec::new();
-        let result = inner.visit.handle(input, now, &mut out);
+        let result = inner
+            .visit
+            .handle(input, now, &mut out)
+            .map_err(RoomError::from);
         if let (Ok(()), Some(waited)) = (&result, waited) {
             metrics::histogram!("bedside_admission_wait_seconds")
                 .record(waited.as_seconds_f64().max(0.0));
@@ -419,15 +415,15 @@ impl Registry {
         outbox: Arc<dyn Outbox>,
         now: DateTime<Utc>,
     ) -> Result<(VisitHandle, ParticipantId), RoomError> {
-        let mut g = self.lock(id).await?;
+        let mut g = self.lock(id, now).await?;
         if &g.tenant != tenant {
-            return Err(RoomError::WrongTenant);
+            return Err(Refusal::WrongTenant.into());
         }
         let conn = req.conn;
         g.outboxes.insert(conn, outbox);
         match self.run(&mut g, Input::Join(req), now) {
             Ok(()) => {
-                let participant = g.visit.participant_of(conn).ok_or(RoomError::NotJoined)?;
+                let participant = g.visit.participant_of(conn).ok_or(Refusal::NotJoined)?;
                 Ok((VisitHandle(ArcMutexGuard::mutex(&g).clone()), participant))
             }
             Err(e) => {
@@ -446,7 +442,7 @@ impl Registry {
     ) -> Result<(), RoomError> {
         let mut g = Mutex::lock_arc(&visit.0);
         if g.retired {
-            return Err(RoomError::NotJoined);
+            return Err(Refusal::NotJoined.into());
         }
         self.run(&mut g, input, now)
     }
@@ -470,7 +466,7 @@ impl Registry {
         by: Actor,
         now: DateTime<Utc>,
     ) -> Result<VisitRecord, RoomError> {
-        let mut g = self.lock_for(tenant, id).await?;
+        let mut g = self.lock_for(tenant, id, now).await?;
         if g.visit.record().status == VisitStatus::Ended {
             self.retire_if_idle(&mut g);
         } else {
@@ -488,7 +484,7 @@ impl Registry {
         by: Actor,
         now: DateTime<Utc>,
     ) -> Result<(), RoomError> {
-        let mut g = self.lock_for(tenant, id).await?;
+        let mut g = self.lock_for(tenant, id, now).await?;
         self.run(
             &mut g,
             Input::Remove {
@@ -506,11 +502,16 @@ impl Registry {
         Some(g.visit.participants())
     }
 
-    async fn lock_for(&self, tenant: &TenantId, id: VisitId) -> Result<Guard, RoomError> {
-        let g = self.lock(id).await?;
+    async fn lock_for(
+        &self,
+        tenant: &TenantId,
+        id: VisitId,
+        now: DateTime<Utc>,
+    ) -> Result<Guard, RoomError> {
+        let g = self.lock(id, now).await?;
         // Another tenant's visit does not exist, as far as this caller can tell.
         if &g.tenant != tenant {
-            return Err(RoomError::VisitNotFound);
+            return Err(Refusal::VisitNotFound.into());
         }
         Ok(g)
     }
@@ -539,7 +540,7 @@ impl Registry {
             .await
             .map_err(unavailable)?;
         for id in &due {
-            match self.lock(*id).await {
+            match self.lock(*id, now).await {
                 Ok(mut g) => {
                     let _ = self.run(&mut g, Input::Tick, now);
                 }
@@ -551,26 +552,11 @@ impl Registry {
         Ok(due.len())
     }
 
-    /// Every connection's outbox (a node draining sends each a 1001 in turn).
+    /// Every connection's outbox, local and remote (heartbeats, the drain's 1001s).
     pub fn outboxes(&self) -> Vec<Arc<dyn Outbox>> {
         let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
         live.iter()
             .flat_map(|visit| visit.lock().outboxes.values().cloned().collect::<Vec<_>>())
             .collect()
-    }
-
-    /// Asks every connection to check on its peer.
-    pub fn heartbeat(&self) {
-        self.to_every_outbox(|| Outgoing::Heartbeat);
-    }
-
-    fn to_every_outbox(&self, item: impl Fn() -> Outgoing) {
-        let live: Vec<_> = self.visits.iter().map(|e| e.value().clone()).collect();
-        for visit in live {
-            let g = visit.lock();
-            for outbox in g.outboxes.values() {
-                outbox.push(item());
-            }
-        }
     }
 }

@@ -2,12 +2,13 @@
 //! concurrent writers never fork it, and edits or deletions made behind the server's back
 //! (straight in the database) are reported at the right visit and seq.
 
-use bedside_auth::{Role, TenantId};
-use bedside_rooms::audit_chain::{self, BreakKind};
+use bedside_auth::{KeyId, Role, TenantId};
+use bedside_rooms::RandomId;
 use bedside_rooms::storage::{self, Storage, StorageWriter, WriteOp};
-use bedside_rooms::{
-    AuditEvent, AuditKind, Break, ChainReport, Change, ParticipantId, VisitId, VisitRecord,
-    VisitStatus,
+use bedside_visit::audit_chain::{self, BreakKind};
+use bedside_visit::{
+    AuditActor, AuditEvent, AuditKind, Break, ChainReport, Change, ParticipantId, VisitId,
+    VisitRecord, VisitStatus,
 };
 use chrono::{TimeDelta, Utc};
 use sqlx::SqlitePool;
@@ -69,7 +70,8 @@ async fn new_visit(db: &dyn Storage) -> VisitId {
     let v = record();
     db.insert_visit(
         &v,
-        &AuditEvent::new(AuditKind::Created, v.created_at).actor("api"),
+        &AuditEvent::new(AuditKind::Created, v.created_at)
+            .actor(AuditActor::Api(KeyId::new("k").unwrap())),
     )
     .await
     .unwrap();
@@ -116,7 +118,11 @@ async fn every_write_path_extends_the_chain_of_its_own_visit() {
             },
         },
         audit(b, event(AuditKind::Joined, p)),
-        audit(a, event(AuditKind::Admitted, p).actor("p_0000000000000001")),
+        audit(
+            a,
+            event(AuditKind::Admitted, p)
+                .actor(AuditActor::Participant(ParticipantId::from_bits(1))),
+        ),
         audit(a, event(AuditKind::Left, p).detail("left")),
         audit(b, event(AuditKind::Dropped, p)),
     ])

@@ -2,11 +2,13 @@
 //! `BEDSIDE_TEST_DATABASE=postgres` a fresh database on a PostgreSQL cluster this test
 //! process starts on loopback (the black-box suite's harness, `tests/src/pg.rs`).
 
-use bedside_auth::{Role, TenantId};
+use bedside_auth::{KeyId, Role, TenantId};
 use bedside_rooms::storage::{self, ListQuery, Storage, StorageWriter};
-use bedside_rooms::{
-    Actor, AuditEvent, AuditKind, ConnId, EndReason, Input, JoinRequest, Notice, Outbox, Outgoing,
-    ParticipantId, Registry, RoomError, VisitId, VisitRecord, VisitStatus,
+use bedside_rooms::{NextConnId, RandomId};
+use bedside_rooms::{Outbox, Outgoing, Registry, RoomError};
+use bedside_visit::{
+    Actor, AuditActor, AuditEvent, AuditKind, ConnId, EndReason, Input, JoinRequest, Notice,
+    ParticipantId, Refusal, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
@@ -92,9 +94,13 @@ async fn visits_round_trip_and_survive_reopening() {
     let v = record("clinic-a", now);
     {
         let db = open(&dir).await;
-        db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now).actor("api"))
-            .await
-            .unwrap();
+        db.insert_visit(
+            &v,
+            &AuditEvent::new(AuditKind::Created, now)
+                .actor(AuditActor::Api(KeyId::new("k").unwrap())),
+        )
+        .await
+        .unwrap();
         db.close().await;
     }
     let db = open(&dir).await;
@@ -280,7 +286,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
         )
         .await
         .err();
-    assert_eq!(e, Some(RoomError::WrongTenant));
+    assert_eq!(e, Some(RoomError::Refused(Refusal::WrongTenant)));
     let e = registry
         .join(
             VisitId::random(),
@@ -291,17 +297,27 @@ async fn the_registry_persists_admissions_across_a_restart() {
         )
         .await
         .err();
-    assert_eq!(e, Some(RoomError::VisitNotFound));
+    assert_eq!(e, Some(RoomError::Refused(Refusal::VisitNotFound)));
     assert_eq!(
         registry
-            .end(&tenant("clinic-b"), v.id, Actor::api("k"), t)
+            .end(
+                &tenant("clinic-b"),
+                v.id,
+                Actor::Api(KeyId::new("k").unwrap()),
+                t
+            )
             .await
             .err(),
-        Some(RoomError::VisitNotFound)
+        Some(RoomError::Refused(Refusal::VisitNotFound))
     );
 
     let ended = registry
-        .end(&tenant("clinic-a"), v.id, Actor::api("k"), t)
+        .end(
+            &tenant("clinic-a"),
+            v.id,
+            Actor::Api(KeyId::new("k").unwrap()),
+            t,
+        )
         .await
         .unwrap();
     assert_eq!(ended.ended_reason, Some(EndReason::EndedByApi));
@@ -309,7 +325,12 @@ async fn the_registry_persists_admissions_across_a_restart() {
     // Idempotent for the clinic's retries.
     assert_eq!(
         registry
-            .end(&tenant("clinic-a"), v.id, Actor::api("k"), t)
+            .end(
+                &tenant("clinic-a"),
+                v.id,
+                Actor::Api(KeyId::new("k").unwrap()),
+                t
+            )
             .await
             .unwrap()
             .status,
@@ -365,8 +386,8 @@ async fn expired_visits_nobody_is_in_are_ended_by_the_sweep() {
 /// tenant's events come out in commit order by seq.
 #[tokio::test]
 async fn two_writers_at_once_keep_chains_and_event_numbers_intact() {
-    use bedside_rooms::event::{EventKind, VisitEvent};
     use bedside_rooms::storage::WriteOp;
+    use bedside_visit::event::{EventKind, VisitEvent};
 
     const BATCHES: usize = 30;
     let dir = tempdb().await;
@@ -463,20 +484,27 @@ async fn the_audit_chain_hashes_the_same_on_sqlite_and_postgres() {
     };
     let events = [
         AuditEvent::new(AuditKind::TokenIssued, now)
-            .actor("api")
+            .actor(AuditActor::Api(KeyId::new("k").unwrap()))
             .detail("patient"),
         of_patient(AuditEvent::new(
             AuditKind::Joined,
             now + TimeDelta::microseconds(7),
         )),
-        of_patient(AuditEvent::new(AuditKind::Admitted, now + TimeDelta::seconds(3)).actor("dr-1")),
+        of_patient(
+            AuditEvent::new(AuditKind::Admitted, now + TimeDelta::seconds(3))
+                .actor(AuditActor::Participant(ParticipantId::from_bits(7))),
+        ),
     ];
     let mut chains = Vec::new();
     for url in [&sqlite_url, &postgres_url] {
         let db = storage::connect(url).await.unwrap();
-        db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now).actor("api"))
-            .await
-            .unwrap();
+        db.insert_visit(
+            &v,
+            &AuditEvent::new(AuditKind::Created, now)
+                .actor(AuditActor::Api(KeyId::new("k").unwrap())),
+        )
+        .await
+        .unwrap();
         for e in &events {
             db.audit(v.id, &v.tenant, e).await.unwrap();
         }
@@ -508,7 +536,7 @@ async fn the_audit_chain_hashes_the_same_on_sqlite_and_postgres() {
 #[tokio::test]
 async fn writes_under_a_stale_epoch_are_refused_and_the_rest_of_the_batch_is_written() {
     use bedside_rooms::storage::WriteOp;
-    use bedside_rooms::visit::Change;
+    use bedside_visit::visit::Change;
     let dir = tempdb().await;
     let db = open(&dir).await;
     let now = Utc::now();

@@ -1,24 +1,24 @@
-//! The `Application`: builds everything from [`Settings`], binds the listener, serves until
-//! told to stop, then shuts down in order.
+//! The `Application`: builds everything from the [`Config`], binds the listener, serves
+//! until told to stop, then shuts down in order.
 
 use crate::client_ip::ClientIp;
-use crate::config::Settings;
-use crate::config::{DeliverySettings, DrainSettings};
+use crate::config::{Config, DeliveryConfig, DrainConfig, WebhookConfig};
 use crate::limits::Limits;
 use crate::routes;
 use crate::serve::{Server, tls_acceptor};
 use crate::state::AppState;
 use crate::turn_server::EmbeddedTurn;
-use crate::webhooks::{self, Endpoint};
+use crate::webhooks;
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::{ApiKey, KeyRing, ResumeKey};
-use bedside_cluster::{Cluster, ClusterConfig};
+use bedside_cluster::ClusterRouter;
 use bedside_rooms::storage::{self, Storage, StorageWriter};
-use bedside_rooms::{CloseCode, Outgoing, Registry};
+use bedside_rooms::{LocalRouter, Outgoing, Registry, Router};
 use bedside_signaling::Signaling;
-use chrono::{TimeDelta, Utc};
+use bedside_visit::CloseCode;
+use chrono::Utc;
 use rand::seq::SliceRandom;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,9 +51,9 @@ pub struct Application {
     dev_key: Option<(String, String)>,
     /// The embedded STUN/TURN server, when switched on.
     turn: Option<EmbeddedTurn>,
-    webhooks: Vec<Endpoint>,
-    delivery: DeliverySettings,
-    drain: DrainSettings,
+    webhooks: Vec<WebhookConfig>,
+    delivery: DeliveryConfig,
+    drain: DrainConfig,
 }
 
 fn random_secret(bytes: usize) -> Vec<u8> {
@@ -74,19 +74,14 @@ pub(crate) async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, St
 }
 
 impl Application {
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
         // One TLS implementation for the whole process (HTTPS serving, webhook delivery).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let prometheus = crate::prometheus::install();
-        let storage = storage::connect(&settings.database_url)
+        let storage = storage::connect(config.database.expose())
             .await
-            .with_context(|| {
-                format!(
-                    "opening the database {}",
-                    storage::redacted_url(&settings.database_url)
-                )
-            })?;
-        let mut keys = settings.keys()?;
+            .with_context(|| format!("opening the database {}", config.database))?;
+        let mut keys = config.api_keys.clone();
         let dev_key = if keys.is_empty() {
             Some(dev_key(&*storage).await?)
         } else {
@@ -99,94 +94,74 @@ impl Application {
         let resume = ResumeKey::new(&storage.secret("resume_key", &random_secret(32)).await?);
 
         let (writer, writer_task) = StorageWriter::spawn(storage.clone());
-        let grace = TimeDelta::seconds(i64::try_from(settings.grace_seconds).unwrap_or(30));
-        let warning =
-            TimeDelta::seconds(i64::try_from(settings.expiry_warning_secs).unwrap_or(300));
-        let connections = match &settings.redis_url {
-            Some(url) => Some(
-                bedside_cluster::Connections::new(
-                    &ClusterConfig {
-                        redis_url: url.clone(),
-                        redis_ca: settings.redis_ca()?,
-                        node: settings.node_id().into(),
-                        lease_ttl: Duration::from_millis(settings.cluster.lease_ttl_ms),
-                    },
-                    storage.clone(),
-                    writer.clone(),
-                )
-                .context("setting up redis")?,
-            ),
-            None => None,
+        let registry = Registry::new(storage.clone(), writer.clone(), config.grace, Utc::now())
+            .with_expiry_warning(config.expiry_warning);
+        // One node, or one of several: the rest of the server only sees the router.
+        let (registry, router): (Arc<Registry>, Arc<dyn Router>) = match &config.cluster {
+            Some(cluster) => {
+                let connections = bedside_cluster::Connections::new(cluster, storage, writer)
+                    .context("setting up redis")?;
+                let registry = Arc::new(registry.with_ownership(connections.leases.clone()));
+                let router = ClusterRouter::new(connections, registry.clone());
+                (registry, router)
+            }
+            None => {
+                let registry = Arc::new(registry);
+                (registry.clone(), Arc::new(LocalRouter::new(registry)))
+            }
         };
-        let mut registry =
-            Registry::new(storage, writer, grace, Utc::now()).with_expiry_warning(warning);
-        if let Some(connections) = &connections {
-            registry = registry.with_ownership(connections.leases.clone());
-        }
-        let registry = Arc::new(registry);
-        let cluster = connections.map(|c| Cluster::new(c, registry.clone()));
-        if let Some(cluster) = &cluster {
-            tracing::info!(node = %cluster.node(), "running as a cluster node");
-        }
 
-        let listener = TcpListener::bind(settings.listen)
+        let listener = TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?;
+            .with_context(|| format!("binding {}", config.listen))?;
         let bound = listener.local_addr()?;
-        let public_url = settings.public_url(bound);
-        let allowed_origins = settings.allowed_origins(&public_url)?;
-        let turn = match settings.embedded_turn()? {
-            Some(config) => Some(EmbeddedTurn::start(config).await?),
+        let public_url = config.public_url(bound);
+        let allowed_origins = config.allowed_origins(&public_url);
+        let embedded = config.turn.as_ref().and_then(|t| t.embedded.clone());
+        let turn = match embedded {
+            Some(embedded) => Some(EmbeddedTurn::start(embedded).await?),
             None => None,
         };
         let turn_addr = turn.as_ref().map(EmbeddedTurn::local_addr);
 
         let shutdown = CancellationToken::new();
-        let mut signaling = Signaling::new(
-            registry.clone(),
+        let signaling = Signaling::new(
+            router.clone(),
             keys.clone(),
             resume,
-            settings.static_ice_servers(turn_addr)?,
-            settings.signaling(),
+            config.static_ice_servers(turn_addr),
+            config.signaling.clone(),
             shutdown.clone(),
         )
-        .with_turn(settings.turn_servers(turn_addr)?);
-        if let Some(cluster) = &cluster {
-            signaling = signaling.with_forwarder(cluster.forwarding.clone(), cluster.owner_wait());
-        }
+        .with_turn(config.turn_servers(turn_addr));
         let signaling = Arc::new(signaling);
         let hsts = public_url.starts_with("https://");
         let state = AppState {
             keys,
+            router,
             registry,
             signaling,
             public_url: public_url.into(),
             allowed_origins: allowed_origins.into(),
-            connections: Arc::new(Semaphore::new(settings.max_connections)),
-            limits: Arc::new(Limits::new(&settings)),
-            client_ip: Arc::new(ClientIp::new(settings.trusted_proxies()?)),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            limits: Arc::new(Limits::new(&config.limits)),
+            client_ip: Arc::new(ClientIp::new(config.trusted_proxies.clone())),
             hsts,
             prometheus,
             tracker: TaskTracker::new(),
             ready: Arc::new(AtomicBool::new(true)),
-            cluster,
         };
-        let tls = match (&settings.tls_cert, &settings.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-            _ => None,
+        let tls = match &config.tls {
+            Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
+            None => None,
         };
-        let webhooks = settings
-            .webhooks()?
-            .iter()
-            .map(Endpoint::new)
-            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            webhooks,
-            delivery: settings.webhook_delivery.clone(),
-            drain: settings.drain.clone(),
+            webhooks: config.webhooks,
+            delivery: config.delivery,
+            drain: config.drain,
             listener,
             tls,
-            handshake_timeout: Duration::from_secs(settings.handshake_timeout_secs),
+            handshake_timeout: config.handshake_timeout,
             state,
             shutdown,
             writer_task,
@@ -243,14 +218,11 @@ impl Application {
             shutdown.clone(),
         )?;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
-        // The cluster's part (lease renewal, messages from other nodes) runs on through the
-        // drain, until storage is flushed: a draining node still owns its visits, and frames
-        // for them from other nodes must still arrive.
-        let cluster_stop = CancellationToken::new();
-        let cluster_task = state
-            .cluster
-            .clone()
-            .map(|cluster| tokio::spawn(cluster.run(cluster_stop.clone())));
+        // The router's own work (in a cluster: lease renewal, messages from other nodes) runs
+        // on through the drain, until storage is flushed: a draining node still owns its
+        // visits, and frames for them from other nodes must still arrive.
+        let router_stop = CancellationToken::new();
+        let router_task = tokio::spawn(state.router.clone().run(router_stop.clone()));
         let router = routes::router(state.clone());
         let server = Server {
             listener,
@@ -263,17 +235,15 @@ impl Application {
         stop.await;
         tracing::info!("shutting down");
         state.ready.store(false, Ordering::Relaxed);
-        if let Some(cluster) = &state.cluster {
-            cluster.drain();
-        }
+        state.router.drain();
         // The load balancer's health check notices before clients are sent away, so they
         // reconnect to another node rather than to this one.
-        tokio::time::sleep(Duration::from_millis(drain.delay_ms)).await;
+        tokio::time::sleep(drain.delay).await;
         // The listener closes; connections still joining see the token; joined ones get a
         // 1001 in their inbox, spread over the jitter window.
         shutdown.cancel();
         serving.await.context("the accept loop failed")?;
-        drain_connections(&state, Duration::from_millis(drain.jitter_ms)).await;
+        drain_connections(&state, drain.jitter).await;
 
         state.tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.tracker.wait())
@@ -282,12 +252,12 @@ impl Application {
         {
             tracing::warn!("some connections did not close in time");
         }
-        let _ = background.await;
+        joined("background", background).await;
         if let Some(turn) = turn {
             turn.stop().await;
         }
         for delivery in deliveries {
-            let _ = delivery.await;
+            joined("webhook delivery", delivery).await;
         }
         // The writer keeps changes while the database is unreachable; at shutdown it gets
         // a bounded time to write them, so an outage cannot hold the process forever.
@@ -297,13 +267,9 @@ impl Application {
         {
             tracing::error!("the database is unreachable: changes not yet written are lost");
         }
-        if let Some(cluster) = &state.cluster {
-            cluster.leave().await;
-        }
-        cluster_stop.cancel();
-        if let Some(task) = cluster_task {
-            let _ = task.await;
-        }
+        state.router.leave().await;
+        router_stop.cancel();
+        joined("router", router_task).await;
         state.registry.storage().close().await;
         writer_task.abort();
         tracing::info!("stopped");
@@ -314,10 +280,7 @@ impl Application {
 /// Tells every connected client to reconnect (1001), spread evenly over `window`. What
 /// was queued for a client before its turn is written first.
 async fn drain_connections(state: &AppState, window: Duration) {
-    let mut outboxes = state.registry.outboxes();
-    if let Some(cluster) = &state.cluster {
-        outboxes.extend(cluster.forwarding.outboxes());
-    }
+    let mut outboxes = state.router.outboxes();
     if outboxes.is_empty() {
         return;
     }
@@ -344,9 +307,8 @@ async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Dur
             _ = tick.tick() => state.registry.tick(Utc::now()),
             _ = upkeep.tick() => state.prometheus.run_upkeep(),
             _ = beat.tick() => {
-                state.registry.heartbeat();
-                if let Some(cluster) = &state.cluster {
-                    cluster.to_every_seat(|| Outgoing::Heartbeat);
+                for outbox in state.router.outboxes() {
+                    outbox.push(Outgoing::Heartbeat);
                 }
             }
             _ = sweep.tick() => {
@@ -356,5 +318,13 @@ async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Dur
                 state.limits.forget_idle();
             }
         }
+    }
+}
+
+/// Waits for a task that shutdown stopped; a task that panicked or was cancelled is logged,
+/// not ignored.
+async fn joined(what: &str, task: JoinHandle<()>) {
+    if let Err(e) = task.await {
+        tracing::error!(task = what, error = %e, "a background task failed");
     }
 }

@@ -3,12 +3,12 @@
 //! each visit whose chain is broken, where it first breaks, then a summary.
 //!
 //! Safe to run beside a live server: each visit is read in one snapshot, and SQLite lets
-//! readers and the writer work at once. The decisions are `bedside_rooms::audit_chain`'s;
+//! readers and the writer work at once. The decisions are `bedside_visit::audit_chain`'s;
 //! this module only opens the database and prints.
 
-use crate::config::Settings;
+use crate::config::Config;
 use bedside_rooms::storage::{self, StorageError};
-use bedside_rooms::{ChainReport, VisitId};
+use bedside_visit::{ChainReport, VisitId};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -42,12 +42,12 @@ pub enum AuditCliError {
 /// `metrics_file` is given, the outcome there for Prometheus (node_exporter's textfile
 /// collector), so a scheduled run can be alerted on.
 pub async fn verify(
-    settings: &Settings,
+    config: &Config,
     visit: Option<&str>,
     metrics_file: Option<&Path>,
     out: &mut impl Write,
 ) -> Result<Verdict, AuditCliError> {
-    let checked = check(settings, visit, out).await;
+    let checked = check(config, visit, out).await;
     if let Some(path) = metrics_file {
         let now = chrono::Utc::now().timestamp();
         write_metrics(path, checked.as_ref().ok(), now)?;
@@ -60,7 +60,7 @@ pub async fn verify(
 }
 
 async fn check(
-    settings: &Settings,
+    config: &Config,
     visit: Option<&str>,
     out: &mut impl Write,
 ) -> Result<ChainReport, AuditCliError> {
@@ -71,11 +71,10 @@ async fn check(
         })
         .transpose()?;
     // Never create a database here: a mistyped path must not read as "0 visits, intact".
-    let url = &settings.database_url;
-    let storage = storage::connect_existing(url)
+    let storage = storage::connect_existing(config.database.expose())
         .await
         .map_err(|source| AuditCliError::Open {
-            url: storage::redacted_url(url).into_owned(),
+            url: config.database.to_string(),
             source,
         })?;
     let report = storage.verify_audit(visit).await;
@@ -171,7 +170,7 @@ fn plural(n: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bedside_rooms::{Break, BreakKind, BrokenChain};
+    use bedside_visit::{Break, BreakKind, BrokenChain};
 
     fn text(report: &ChainReport) -> String {
         let mut out = Vec::new();

@@ -2,26 +2,26 @@
 //! patient link, so a new user sees a visit in two browser windows within a minute.
 
 use crate::app::dev_key;
-use crate::config::Settings;
+use crate::config::Config;
 use anyhow::{Context, bail};
 use bedside_rooms::storage;
 use serde_json::{Value, json};
 
 /// The API key to use: the first configured one, else the development key in the database.
-async fn api_key(settings: &Settings) -> anyhow::Result<(String, String)> {
-    if let Some(key) = settings.keys()?.first() {
+async fn api_key(config: &Config) -> anyhow::Result<(String, String)> {
+    if let Some(key) = config.api_keys.first() {
         use secrecy::ExposeSecret;
         return Ok((key.id.to_string(), key.secret().expose_secret().to_owned()));
     }
-    let storage = storage::connect(&settings.database_url).await?;
+    let storage = storage::connect(config.database.expose()).await?;
     let key = dev_key(&*storage).await;
     storage.close().await;
     key
 }
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let base = settings.public_url(settings.listen);
-    let (id, secret) = api_key(&settings).await?;
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let base = config.public_url(config.listen);
+    let (id, secret) = api_key(&config).await?;
     let http = reqwest::Client::new();
     let post = |path: String, body: Value| {
         http.post(format!("{base}{path}"))

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bedside_rooms::RoomError;
 use bedside_rooms::storage::StorageError;
+use bedside_visit::Refusal;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -163,9 +164,11 @@ impl From<StorageError> for ApiError {
 impl From<RoomError> for ApiError {
     fn from(e: RoomError) -> Self {
         match e {
-            RoomError::VisitNotFound | RoomError::WrongTenant => ApiError::VisitNotFound,
-            RoomError::UnknownParticipant => ApiError::ParticipantNotFound,
-            RoomError::VisitEnded => ApiError::VisitEnded,
+            RoomError::Refused(Refusal::VisitNotFound | Refusal::WrongTenant) => {
+                ApiError::VisitNotFound
+            }
+            RoomError::Refused(Refusal::UnknownParticipant) => ApiError::ParticipantNotFound,
+            RoomError::Refused(Refusal::VisitEnded) => ApiError::VisitEnded,
             RoomError::Unavailable | RoomError::Elsewhere => ApiError::Unavailable,
             other => {
                 tracing::error!(error = %other, "unexpected room error on the API path");

@@ -24,4 +24,4 @@ pub mod webhooks;
 mod ws;
 
 pub use app::Application;
-pub use config::Settings;
+pub use config::Config;

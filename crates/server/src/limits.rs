@@ -2,7 +2,7 @@
 //! how fast one API key may create visits. Keyed rate limits use `governor`; the per-address
 //! socket count is a map of counters whose guards give the slot back when dropped.
 
-use crate::config::Settings;
+use crate::config::LimitsConfig;
 use dashmap::DashMap;
 use governor::clock::DefaultClock;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -41,14 +41,14 @@ fn nonzero(n: u32) -> NonZeroU32 {
 }
 
 impl Limits {
-    pub fn new(settings: &Settings) -> Self {
-        let joins = Quota::per_second(nonzero(settings.ws.joins_per_ip_per_second))
-            .allow_burst(nonzero(settings.ws.join_burst_per_ip));
-        let visits = Quota::per_minute(nonzero(settings.api.visits_per_minute))
-            .allow_burst(nonzero(settings.api.visit_burst));
+    pub fn new(limits: &LimitsConfig) -> Self {
+        let joins = Quota::per_second(nonzero(limits.joins_per_ip_per_second))
+            .allow_burst(nonzero(limits.join_burst_per_ip));
+        let visits = Quota::per_minute(nonzero(limits.visits_per_minute))
+            .allow_burst(nonzero(limits.visit_burst));
         Self {
             sockets: Arc::new(DashMap::new()),
-            max_per_ip: settings.ws.max_per_ip,
+            max_per_ip: limits.max_per_ip,
             joins: RateLimiter::keyed(joins),
             visits: RateLimiter::keyed(visits),
         }
@@ -91,11 +91,18 @@ impl Limits {
 mod tests {
     use super::*;
 
+    fn config() -> LimitsConfig {
+        crate::config::Config::try_from(crate::config::Settings::default())
+            .unwrap()
+            .limits
+    }
+
     #[test]
     fn socket_slots_are_counted_per_address_and_given_back() {
-        let mut settings = Settings::default();
-        settings.ws.max_per_ip = 2;
-        let limits = Limits::new(&settings);
+        let limits = Limits::new(&LimitsConfig {
+            max_per_ip: 2,
+            ..config()
+        });
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         let first = limits.socket(a).unwrap();
@@ -111,12 +118,13 @@ mod tests {
 
     #[test]
     fn join_attempts_and_visit_creation_are_rate_limited() {
-        let mut settings = Settings::default();
-        settings.ws.joins_per_ip_per_second = 1;
-        settings.ws.join_burst_per_ip = 3;
-        settings.api.visits_per_minute = 1;
-        settings.api.visit_burst = 2;
-        let limits = Limits::new(&settings);
+        let limits = Limits::new(&LimitsConfig {
+            joins_per_ip_per_second: 1,
+            join_burst_per_ip: 3,
+            visits_per_minute: 1,
+            visit_burst: 2,
+            ..config()
+        });
         let ip: IpAddr = [10, 0, 0, 1].into();
         assert_eq!((0..5).filter(|_| limits.join_attempt(ip)).count(), 3);
         assert!(limits.join_attempt([10, 0, 0, 9].into()));

@@ -1,7 +1,7 @@
 //! `bedside`: the telehealth signaling server.
 
 use bedside_server::audit_cli::{self, Verdict};
-use bedside_server::{Application, Settings, telemetry};
+use bedside_server::{Application, Config, telemetry};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,29 +56,23 @@ async fn main() -> ExitCode {
     // the demo's API calls (reqwest is built without a bundled provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("bedside: {e:#}");
             return ExitCode::from(2);
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
-        let keys: Vec<_> = settings
-            .keys()
-            .unwrap_or_default()
-            .iter()
-            .map(|k| k.id.to_string())
-            .collect();
+        let keys: Vec<_> = config.api_keys.iter().map(|k| k.id.to_string()).collect();
         println!(
             "configuration is valid; listen={} database={} api keys={keys:?}",
-            settings.listen,
-            bedside_rooms::storage::redacted_url(&settings.database_url)
+            config.listen, config.database
         );
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Demo) = cli.command {
-        return match bedside_server::demo::run(settings).await {
+        return match bedside_server::demo::run(config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bedside demo: {e:#}");
@@ -94,13 +88,8 @@ async fn main() -> ExitCode {
     }) = &cli.command
     {
         let mut out = std::io::stdout().lock();
-        return match audit_cli::verify(
-            &settings,
-            visit.as_deref(),
-            metrics_file.as_deref(),
-            &mut out,
-        )
-        .await
+        return match audit_cli::verify(&config, visit.as_deref(), metrics_file.as_deref(), &mut out)
+            .await
         {
             Ok(Verdict::Intact) => ExitCode::SUCCESS,
             Ok(Verdict::Broken) => ExitCode::from(1),
@@ -110,15 +99,14 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let _telemetry = match telemetry::init(&settings.log_format, settings.otlp_endpoint.as_deref())
-    {
+    let _telemetry = match telemetry::init(config.log_format, config.otlp_endpoint.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("bedside: setting up tracing: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let app = match Application::build(settings).await {
+    let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("startup failed: {e:#}");

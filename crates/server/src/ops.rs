@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bedside_rooms::VisitStatus;
+use bedside_visit::VisitStatus;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,7 +43,8 @@ pub(crate) struct Readiness {
 /// draining node or a Redis outage is answered at once.
 pub(crate) async fn readiness(state: &AppState, every_dependency: bool) -> Readiness {
     let draining = !state.ready.load(Ordering::Relaxed);
-    let redis = state.cluster.as_ref().map(|cluster| cluster.reachable());
+    // In a cluster, the router is ready when Redis answers; one node's always is.
+    let redis = Some(state.router.ready());
     let ask_storage = every_dependency || (!draining && redis != Some(false));
     let storage = ask_storage
         && matches!(
@@ -108,12 +109,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     metrics::gauge!("bedside_live_visits").set(state.registry.live_visits() as f64);
-    if let Some(cluster) = &state.cluster {
-        let (leases, remote, seated) = cluster.counts();
-        metrics::gauge!("bedside_cluster_leases").set(leases as f64);
-        metrics::gauge!("bedside_cluster_remote_participants").set(remote as f64);
-        metrics::gauge!("bedside_cluster_seated_elsewhere").set(seated as f64);
-    }
+    state.router.record_metrics();
     // Leak checks (bedside-loadtest churn) compare these before and after load: a task or
     // a descriptor that outlives its connection shows up here.
     metrics::gauge!("bedside_tasks_alive").set(

@@ -3,7 +3,7 @@
 use crate::client_ip::ClientIp;
 use crate::limits::Limits;
 use bedside_auth::KeyRing;
-use bedside_rooms::Registry;
+use bedside_rooms::{Registry, Router};
 use bedside_signaling::Signaling;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use tokio_util::task::TaskTracker;
 #[derive(Clone)]
 pub struct AppState {
     pub keys: Arc<KeyRing>,
+    /// Where visits run: this node, or in a cluster whichever node owns each.
+    pub router: Arc<dyn Router>,
+    /// The visits this node runs (their deadlines are this node's to keep), and storage.
     pub registry: Arc<Registry>,
     pub signaling: Arc<Signaling>,
     /// Base of join links, without a trailing slash.
@@ -33,6 +36,4 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
-    /// Set when this node is one of several.
-    pub cluster: Option<Arc<bedside_cluster::Cluster>>,
 }

@@ -7,6 +7,7 @@
 //! bridge: the HTTP requests, each join, each admission and each webhook delivery, one
 //! trace per participant from the call that minted their link (`bedside_signaling::trace_links`).
 
+use crate::config::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -33,12 +34,12 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber: `RUST_LOG` filters logs (default `info`), `format` is
 /// `text` or `json`; spans go to `otlp_endpoint` when it is set.
-pub fn init(format: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stdout().is_terminal());
-    let fmt = if format == "json" {
+    let fmt = if format == LogFormat::Json {
         fmt.json().boxed()
     } else {
         fmt.boxed()

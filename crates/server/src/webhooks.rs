@@ -20,7 +20,7 @@
 //! During a rotation both the secret and the previous one sign: each header then carries
 //! two signatures, and a receiver holding either secret verifies.
 
-use crate::config::{DeliverySettings, WebhookSetting};
+use crate::config::{DeliveryConfig, WebhookConfig};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use bedside_auth::TenantId;
@@ -31,7 +31,6 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -100,17 +99,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(setting: &WebhookSetting) -> anyhow::Result<Self> {
-        let tenant = TenantId::new(setting.tenant.clone())?;
-        anyhow::ensure!(
-            setting.url.starts_with("https://") || setting.url.starts_with("http://"),
-            "webhook URL for {tenant} must be http(s)://"
-        );
+    pub fn new(setting: &WebhookConfig) -> anyhow::Result<Self> {
+        let tenant = setting.tenant.clone();
         let mut secrets = Vec::with_capacity(2);
         for (name, secret) in std::iter::once(("secret", Some(&setting.secret))).chain(
             std::iter::once(("previous_secret", setting.previous_secret.as_ref())),
         ) {
             if let Some(secret) = secret {
+                let secret = secret.expose();
                 let signing = SigningSecret::new(secret)
                     .map_err(|e| anyhow::anyhow!("webhook {name} for {tenant}: {e}"))?;
                 if secret.starts_with(WHSEC) && signing.is_raw() {
@@ -163,9 +159,7 @@ pub fn signature(secrets: &[SigningSecret], t: i64, body: &str) -> String {
             &[ts.as_bytes(), b".", body.as_bytes()],
         );
         header.push_str(",v1=");
-        for b in mac {
-            let _ = write!(header, "{b:02x}");
-        }
+        header.push_str(&hex::encode(mac));
     }
     header
 }
@@ -185,11 +179,10 @@ pub fn payload(event: &StoredEvent) -> serde_json::Value {
 /// How long to wait before attempt `attempt` (1-based, the first retry is 2): doubling
 /// from `base`, capped, with up to half of it added at random so retries of many events
 /// do not fall on the same instant.
-pub fn backoff(settings: &DeliverySettings, attempt: i64) -> Duration {
+pub fn backoff(settings: &DeliveryConfig, attempt: i64) -> Duration {
     let exp = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    let base =
-        Duration::from_millis(settings.retry_base_ms).saturating_mul(2u32.saturating_pow(exp));
-    let capped = base.min(Duration::from_secs(settings.retry_max_secs));
+    let base = settings.retry_base.saturating_mul(2u32.saturating_pow(exp));
+    let capped = base.min(settings.retry_max);
     let jitter = rand::rng().random_range(0.0..0.5);
     capped.mul_f64(1.0 + jitter)
 }
@@ -197,18 +190,19 @@ pub fn backoff(settings: &DeliverySettings, attempt: i64) -> Duration {
 /// Starts one delivery task per configured tenant.
 pub fn spawn(
     storage: Arc<dyn Storage>,
-    endpoints: Vec<Endpoint>,
-    settings: DeliverySettings,
+    endpoints: Vec<WebhookConfig>,
+    settings: DeliveryConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(settings.timeout_secs))
+        .timeout(settings.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("bedside/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    Ok(endpoints
-        .into_iter()
-        .map(|endpoint| {
+    endpoints
+        .iter()
+        .map(|config| {
+            let endpoint = Endpoint::new(config)?;
             let task = Delivery {
                 storage: storage.clone(),
                 client: client.clone(),
@@ -216,9 +210,9 @@ pub fn spawn(
                 endpoint,
                 settings: settings.clone(),
             };
-            tokio::spawn(task.run(stop.clone()))
+            Ok(tokio::spawn(task.run(stop.clone())))
         })
-        .collect())
+        .collect()
 }
 
 /// One tenant's delivery metrics, resolved once.
@@ -252,13 +246,13 @@ struct Delivery {
     storage: Arc<dyn Storage>,
     client: reqwest::Client,
     endpoint: Endpoint,
-    settings: DeliverySettings,
+    settings: DeliveryConfig,
     metrics: DeliveryMetrics,
 }
 
 impl Delivery {
     async fn run(self, stop: CancellationToken) {
-        let poll = Duration::from_millis(self.settings.poll_ms);
+        let poll = self.settings.poll;
         loop {
             let wait = match self.pass().await {
                 Ok(Some(next)) => (next - Utc::now())
@@ -306,10 +300,7 @@ impl Delivery {
                 let now = Utc::now();
                 let outcome = match sent {
                     Ok(()) => Attempt::Delivered(now),
-                    Err(e)
-                        if now - event.at
-                            > TimeDelta::hours(i64::from(self.settings.give_up_hours)) =>
-                    {
+                    Err(e) if now - event.at > self.settings.give_up => {
                         tracing::warn!(tenant = %self.endpoint.tenant, event = %event.id, error = %e, "webhook given up");
                         Attempt::GaveUp(now)
                     }
@@ -495,10 +486,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let s = DeliverySettings {
-            retry_base_ms: 1000,
-            retry_max_secs: 600,
-            ..DeliverySettings::default()
+        let s = DeliveryConfig {
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            give_up: TimeDelta::hours(25),
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_millis(250),
         };
         for (attempt, base) in [
             (1, 1.0),

@@ -4,15 +4,15 @@
 
 use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
+use bedside_protocol::{ClientMsg, JoinedExtras, encode};
 use bedside_rooms::storage::{
     Attempt, AuditRecord, ListQuery, Storage, StorageError, StorageWriter, StoredEvent, WriteOp,
 };
-use bedside_rooms::{
-    ConnId, Input, JoinRequest, Notice, Outbox, Outgoing, ParticipantId, Registry,
-    StoredParticipant, Visit, VisitId, VisitRecord, VisitStatus,
+use bedside_rooms::{NextConnId, Outbox, Outgoing, RandomId, Registry};
+use bedside_visit::{
+    ConnId, Input, JoinRequest, Notice, ParticipantId, StoredParticipant, Visit, VisitId,
+    VisitRecord, VisitStatus,
 };
-use bedside_signaling::ClientMsg;
-use bedside_signaling::protocol::{JoinedExtras, encode};
 use chrono::{TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
@@ -66,7 +66,7 @@ impl Storage for OneVisit {
     async fn insert_visit(
         &self,
         _: &VisitRecord,
-        _: &bedside_rooms::AuditEvent,
+        _: &bedside_visit::AuditEvent,
     ) -> Result<(), StorageError> {
         Ok(())
     }

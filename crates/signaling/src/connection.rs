@@ -6,16 +6,15 @@
 //! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
 //! `idle_timeout` is dead and its place enters the grace period.
 
+use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
-use crate::protocol::{ClientMsg, JoinedExtras, ServerMsg, encode, error_frame, input_of};
 use crate::trace_links::{self, Key};
-use crate::{Seat, Signaling};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
-use bedside_rooms::{
-    CloseCode, ConnId, Input, JoinRequest, Notice, Outgoing, ParticipantId, VisitId,
-};
+use bedside_protocol::{ClientMsg, JoinedExtras, ServerMsg, encode, error_frame, input_of};
+use bedside_rooms::{NextConnId, Outgoing, RandomId, Seat};
+use bedside_visit::{CloseCode, ConnId, Input, JoinRequest, Notice, ParticipantId, VisitId};
 use chrono::Utc;
 use futures_util::SinkExt;
 use governor::clock::MonotonicClock;
@@ -130,12 +129,7 @@ impl Connection {
         let exit = match Box::pin(self.await_join()).await {
             Ok(mut joined) => {
                 let exit = self.relay(&mut joined).await;
-                match &joined.visit {
-                    Seat::Local(visit) => {
-                        self.sig.registry.disconnect(visit, self.conn, Utc::now())
-                    }
-                    Seat::Remote(seat) => seat.leave(),
-                }
+                joined.visit.leave(Utc::now());
                 exit
             }
             Err(exit) => exit,
@@ -154,7 +148,11 @@ impl Connection {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Err(Exit::Close(CloseCode::GoingAway, "server restarting")),
                 _ = sleep_until(deadline) => {
-                    self.send_error("join_timeout", "send join within 10 seconds of connecting").await?;
+                    let message = format!(
+                        "send join within {} seconds of connecting (ws.join_timeout_secs)",
+                        self.sig.config().join_timeout.as_secs()
+                    );
+                    self.send_error("join_timeout", &message).await?;
                     return Err(Exit::Close(CloseCode::Policy, "join timeout"));
                 }
                 msg = self.socket.recv() => msg,
@@ -258,7 +256,12 @@ impl Connection {
             name: creds.name.clone(),
             new_id: ParticipantId::random(),
         };
-        let (visit, participant) = match self.sig.join(visit_id, &creds.tenant, req, outbox).await {
+        let joined = self
+            .sig
+            .router
+            .join(visit_id, &creds.tenant, req, outbox)
+            .await;
+        let (visit, participant) = match joined {
             Ok(joined) => joined,
             Err(e) => {
                 self.sig.metrics.error(e.code());
@@ -381,11 +384,6 @@ impl Connection {
                     let frame = Message::Text((*frame).into());
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
-                Outgoing::Refused(e) => {
-                    self.sig.metrics.error(e.code());
-                    let frame = Message::Text(error_frame(e.code(), &e.to_string()).into());
-                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
-                }
                 Outgoing::Close(code) => {
                     unless(&overflowed, timed(limit, self.socket.flush())).await?;
                     return Err(Exit::Close(code, code.reason()));
@@ -431,20 +429,6 @@ impl Connection {
         };
         // Only frames that are relayed count in the histogram.
         let started = started.filter(|_| counter.is_some());
-        let visit = match &j.visit {
-            Seat::Local(visit) => visit,
-            Seat::Remote(seat) => {
-                // The owner answers a refusal through the outbox.
-                seat.forward(text);
-                if let Some(counter) = counter {
-                    counter.increment(1);
-                }
-                if let Some(started) = started {
-                    self.sig.metrics.relay_duration.record(started.elapsed());
-                }
-                return None;
-            }
-        };
         // An admission continues the trace of the admitted participant's join.
         let _admission = match &input {
             Input::Admit { target, .. } if trace_links::enabled() => {
@@ -457,7 +441,8 @@ impl Connection {
             }
             _ => None,
         };
-        match self.sig.registry.handle(visit, input, Utc::now()) {
+        // A visit running on another node answers a refusal through the outbox.
+        match j.visit.send(input, text, Utc::now()) {
             Ok(()) => {
                 if let Some(counter) = counter {
                     counter.increment(1);

@@ -1,40 +1,39 @@
 //! The WebSocket side of Bedside: the protocol's frames and the task that serves one
 //! connection from its `join` to its close.
 //!
-//! [`Signaling`] is what the HTTP layer hands each upgraded socket to: it holds the
-//! registry of visits, the keys that verify tokens, the limits, and the shutdown signal.
+//! [`Signaling`] is what the HTTP layer hands each upgraded socket to: it holds the router
+//! that reaches visits wherever they run, the keys that verify tokens, the limits, and the
+//! shutdown signal. The frames themselves are `bedside-protocol`'s.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod connection;
 mod metrics;
 mod outbox;
-pub mod protocol;
-mod seat;
 pub mod trace_links;
 
 pub use outbox::{Inbox, LocalOutbox};
-pub use protocol::{ClientMsg, DecodeError, IceServer, ServerMsg, input_of};
-pub use seat::{Forwarder, RemoteSeat, Seat};
 
 use axum::extract::ws::WebSocketUpgrade;
-use bedside_auth::{KeyRing, ResumeKey, TenantId, TurnSecret};
-use bedside_rooms::{JoinRequest, Outbox, ParticipantId, Registry, RoomError, VisitId};
+use bedside_auth::{KeyRing, ResumeKey, TurnSecret};
+use bedside_protocol::IceServer;
+use bedside_rooms::Router;
+use bedside_visit::ParticipantId;
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Limits and timings of the protocol. Defaults follow DESIGN.md.
+/// Limits and timings of the protocol. Defaults as docs/protocol.md ("Limits") gives them.
 #[derive(Debug, Clone)]
 pub struct SignalingConfig {
-    /// Largest frame a client may send (DESIGN: 64 KiB).
+    /// Largest frame a client may send.
     pub max_message_bytes: usize,
     /// Time allowed between the upgrade and the `join` frame.
     pub join_timeout: Duration,
     /// How often the server checks on each connection (and pings it); the server drives
-    /// this with [`bedside_rooms::Registry::heartbeat`].
+    /// this by pushing a heartbeat to every outbox of [`Router::outboxes`].
     pub ping_interval: Duration,
     /// A connection silent for this long (no frame, no pong) is dead.
     pub idle_timeout: Duration,
@@ -78,7 +77,8 @@ pub struct TurnServers {
 
 /// Everything a connection task needs.
 pub struct Signaling {
-    pub registry: Arc<Registry>,
+    /// Reaches visits wherever they run.
+    router: Arc<dyn Router>,
     keys: Arc<KeyRing>,
     resume: ResumeKey,
     ice_servers: Vec<IceServer>,
@@ -87,16 +87,11 @@ pub struct Signaling {
     config: SignalingConfig,
     shutdown: CancellationToken,
     metrics: metrics::Metrics,
-    /// Set in a cluster: reaches visits other nodes own.
-    forwarder: Option<Arc<dyn Forwarder>>,
-    /// How long a join keeps looking for a visit's owner (one that just died holds its
-    /// claim until the claim lapses).
-    owner_wait: Duration,
 }
 
 impl Signaling {
     pub fn new(
-        registry: Arc<Registry>,
+        router: Arc<dyn Router>,
         keys: Arc<KeyRing>,
         resume: ResumeKey,
         ice_servers: Vec<IceServer>,
@@ -104,7 +99,7 @@ impl Signaling {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            registry,
+            router,
             keys,
             resume,
             ice_servers,
@@ -112,57 +107,6 @@ impl Signaling {
             config,
             shutdown,
             metrics: metrics::Metrics::new(),
-            forwarder: None,
-            owner_wait: Duration::ZERO,
-        }
-    }
-
-    /// Joins visits other nodes own through `forwarder`, waiting up to `owner_wait` for a
-    /// visit whose owner is gone to become free.
-    pub fn with_forwarder(mut self, forwarder: Arc<dyn Forwarder>, owner_wait: Duration) -> Self {
-        self.forwarder = Some(forwarder);
-        self.owner_wait = owner_wait;
-        self
-    }
-
-    /// Joins a connection to a visit wherever it runs: here, or on its owner node.
-    pub async fn join(
-        &self,
-        visit: VisitId,
-        tenant: &TenantId,
-        req: JoinRequest,
-        outbox: Arc<dyn Outbox>,
-    ) -> Result<(Seat, ParticipantId), RoomError> {
-        let deadline = tokio::time::Instant::now() + self.owner_wait;
-        loop {
-            let local = self
-                .registry
-                .join(
-                    visit,
-                    tenant,
-                    req.clone(),
-                    outbox.clone(),
-                    chrono::Utc::now(),
-                )
-                .await;
-            let Some(forwarder) = &self.forwarder else {
-                return local.map(|(handle, p)| (Seat::Local(handle), p));
-            };
-            match local {
-                Ok((handle, p)) => return Ok((Seat::Local(handle), p)),
-                Err(RoomError::Elsewhere) => {}
-                Err(e) => return Err(e),
-            }
-            match forwarder.join(visit, tenant, &req, outbox.clone()).await {
-                Ok((seat, p)) => return Ok((Seat::Remote(seat), p)),
-                // Nobody owns it any more, or the owner did not answer: look again.
-                Err(RoomError::Elsewhere | RoomError::Unavailable)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
         }
     }
 

@@ -266,7 +266,8 @@ impl ChainWriter {
         let visit_id = visit.to_string();
         let participant_id = e.participant_id.map(|p| p.to_string());
         let identity = opt_text(e.identity.as_deref());
-        let actor = opt_text(e.actor.as_deref());
+        let actor = e.actor.as_ref().map(ToString::to_string);
+        let actor = opt_text(actor.as_deref());
         let detail = opt_text(e.detail.as_deref());
         let tenant = text(tenant.as_str());
         let at = micros(e.at);
@@ -597,7 +598,10 @@ impl Storage for PostgresStorage {
                             .try_get::<Option<&str>, _>("role")?
                             .map(role)
                             .transpose()?,
-                        actor: r.try_get("actor")?,
+                        actor: r
+                            .try_get::<Option<&str>, _>("actor")?
+                            .map(parse)
+                            .transpose()?,
                         detail: r.try_get("detail")?,
                     },
                 })

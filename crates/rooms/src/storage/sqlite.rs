@@ -234,6 +234,7 @@ impl ChainWriter {
         );
         let visit_id = visit.to_string();
         let participant_id = e.participant_id.map(|p| p.to_string());
+        let actor = e.actor.as_ref().map(ToString::to_string);
         let at = micros(e.at);
         let entry = Entry {
             visit_id: &visit_id,
@@ -244,7 +245,7 @@ impl ChainWriter {
             participant_id: participant_id.as_deref(),
             identity: e.identity.as_deref(),
             role: e.role.map(Role::as_str),
-            actor: e.actor.as_deref(),
+            actor: actor.as_deref(),
             detail: e.detail.as_deref(),
         };
         let hash = audit_chain::link_hash(&entry, &prev);
@@ -576,7 +577,10 @@ impl Storage for SqliteStorage {
                             .try_get::<Option<&str>, _>("role")?
                             .map(role)
                             .transpose()?,
-                        actor: r.try_get("actor")?,
+                        actor: r
+                            .try_get::<Option<&str>, _>("actor")?
+                            .map(parse)
+                            .transpose()?,
                         detail: r.try_get("detail")?,
                     },
                 })

@@ -268,6 +268,7 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RandomId;
     use crate::visit::Change;
     use chrono::Utc;
 

@@ -4,11 +4,10 @@ use crate::error::ApiError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::Role;
-use bedside_rooms::record::MAX_PARTICIPANTS;
 use bedside_rooms::storage::AuditRecord;
-use bedside_rooms::{
-    AuditKind, EndReason, ParticipantId, ParticipantState, ParticipantView, VisitId, VisitRecord,
-    VisitStatus,
+use bedside_visit::{
+    AuditKind, EndReason, MAX_PARTICIPANTS, ParticipantId, ParticipantState, ParticipantView,
+    VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -298,7 +297,7 @@ impl From<AuditRecord> for EventBody {
             participant_id: e.participant_id,
             identity: e.identity,
             role: e.role,
-            actor: e.actor,
+            actor: e.actor.map(|a| a.to_string()),
             detail: e.detail,
         }
     }
@@ -330,8 +329,8 @@ pub struct TrailBreak {
     pub message: String,
 }
 
-impl From<bedside_rooms::audit_chain::ChainReport> for TrailCheck {
-    fn from(r: bedside_rooms::audit_chain::ChainReport) -> Self {
+impl From<bedside_visit::ChainReport> for TrailCheck {
+    fn from(r: bedside_visit::ChainReport) -> Self {
         Self {
             intact: r.is_intact(),
             chained_rows: r.chained_rows,

@@ -4,7 +4,6 @@
 mod dto;
 mod events;
 mod extract;
-mod live;
 mod openapi;
 mod tenant;
 mod visits;

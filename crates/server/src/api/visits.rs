@@ -12,9 +12,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
+use bedside_rooms::RandomId;
 use bedside_rooms::storage::ListQuery;
-use bedside_rooms::visit::api_actor;
-use bedside_rooms::{AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
+use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
 const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
@@ -67,7 +67,8 @@ pub async fn create_visit(
         max_participants: new.max_participants,
         metadata: new.metadata,
     };
-    let created = AuditEvent::new(AuditKind::Created, now).actor(api_actor(tenant.key.as_str()));
+    let created =
+        AuditEvent::new(AuditKind::Created, now).actor(AuditActor::Api(tenant.key.clone()));
     state
         .registry
         .storage()
@@ -147,7 +148,7 @@ pub async fn get_visit(
     Path(id): Path<String>,
 ) -> Result<Json<VisitBody>, ApiError> {
     let record = owned_visit(&state, &tenant, &id).await?;
-    let participants = super::live::participants(&state, record.id).await;
+    let participants = state.router.participants(record.id).await;
     Ok(Json(
         VisitBody::new(record, Utc::now()).with_participants(participants),
     ))
@@ -215,7 +216,7 @@ pub async fn mint_token(
         identity: Some(body.identity),
         role: Some(body.role),
         ..AuditEvent::new(AuditKind::TokenIssued, now)
-            .actor(api_actor(tenant.key.as_str()))
+            .actor(AuditActor::Api(tenant.key.clone()))
             .detail(claims.jti.clone())
     };
     state
@@ -256,7 +257,7 @@ pub async fn end_visit(
 ) -> Result<Json<VisitBody>, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     let now = Utc::now();
-    let record = super::live::end(&state, &tenant, id).await?;
+    let record = state.router.end(&tenant.id, &tenant.key, id).await?;
     // Answer once the end is on disk.
     super::caught_up(&state).await?;
     tracing::info!(visit = %id, "visit ended by api");
@@ -284,7 +285,10 @@ pub async fn remove_participant(
 ) -> Result<StatusCode, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
     check_identity(&identity).map_err(|m| ApiError::invalid("identity", m))?;
-    super::live::remove(&state, &tenant, id, &identity).await?;
+    state
+        .router
+        .remove(&tenant.id, &tenant.key, id, &identity)
+        .await?;
     super::caught_up(&state).await?;
     Ok(StatusCode::NO_CONTENT)
 }

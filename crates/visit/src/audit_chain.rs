@@ -100,30 +100,13 @@ pub fn link_hash(entry: &Entry<'_>, prev: &Hash) -> Hash {
 
 /// Lowercase hex, as stored.
 pub fn to_hex(hash: &Hash) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for byte in hash {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
-    out
+    hex::encode(hash)
 }
 
 /// Parses 64 hex digits (either case); anything else is `None`.
 pub fn from_hex(s: &str) -> Option<Hash> {
-    let bytes = s.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let digit = |c: u8| {
-        char::from(c)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    };
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = digit(bytes[2 * i])? << 4 | digit(bytes[2 * i + 1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 

@@ -1,12 +1,14 @@
-//! The frames of the WebSocket protocol (DESIGN.md, "WebSocket protocol"), as Rust types.
+//! The frames of the WebSocket protocol (docs/protocol.md), as Rust types.
 //!
 //! Client frames are decoded in one pass into a flat envelope that borrows from the text,
 //! so a signal's `data` is captured as raw JSON and relayed byte for byte without ever
 //! being parsed into a tree. Server frames serialize from borrowed views of the visit's
 //! notices.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 use bedside_auth::Role;
-use bedside_rooms::{
+use bedside_visit::{
     Actor, ConnId, EndReason, Input, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId,
     ParticipantView, Target, VisitSummary,
 };
@@ -33,7 +35,7 @@ pub enum ClientMsg {
         participant_id: ParticipantId,
         reason: Option<String>,
     },
-    /// Doctor only: take a participant out of the visit (an addition to DESIGN.md).
+    /// Doctor only: take a participant out of the visit.
     Remove {
         participant_id: ParticipantId,
     },

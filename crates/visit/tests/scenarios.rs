@@ -1,11 +1,11 @@
-//! The waiting-room rules of DESIGN.md, played against the visit state machine with
+//! The waiting-room rules of docs/protocol.md ("Rules"), played against the visit state machine with
 //! simulated time: no sockets, no sleeps.
 
-use bedside_auth::{Role, TenantId};
-use bedside_rooms::visit::MAX_CHAT_CHARS;
-use bedside_rooms::{
+use bedside_auth::{KeyId, Role, TenantId};
+use bedside_visit::visit::MAX_CHAT_CHARS;
+use bedside_visit::{
     Actor, AuditKind, Change, CloseCode, ConnId, EndReason, Input, JoinRequest, LeaveReason,
-    MediaState, Notice, Output, ParticipantId, ParticipantState, RoomError, StoredParticipant,
+    MediaState, Notice, Output, ParticipantId, ParticipantState, Refusal, StoredParticipant,
     Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -13,13 +13,32 @@ use serde_json::value::RawValue;
 
 const GRACE: i64 = 30;
 
+/// A fresh participant id: the visit core takes ids from its caller.
+fn pid() -> ParticipantId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0x5eed_0000_0000_0001);
+    ParticipantId::from_bits(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh connection number.
+fn conn_id() -> ConnId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    ConnId::from_raw(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The clinic's backend, calling with API key `key`.
+fn api(key: &str) -> Actor {
+    Actor::Api(KeyId::new(key).unwrap())
+}
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap()
 }
 
 fn record(max: u8) -> VisitRecord {
     VisitRecord {
-        id: VisitId::random(),
+        id: VisitId::from_uuid(uuid::Uuid::new_v4()),
         tenant: TenantId::new("clinic-a").unwrap(),
         external_ref: None,
         status: VisitStatus::Open,
@@ -58,7 +77,7 @@ impl Sim {
         }
     }
 
-    fn step(&mut self, input: Input) -> (Result<(), RoomError>, Vec<Output>) {
+    fn step(&mut self, input: Input) -> (Result<(), Refusal>, Vec<Output>) {
         let mut out = Vec::new();
         let r = self.visit.handle(input, self.now, &mut out);
         (r, out)
@@ -70,19 +89,19 @@ impl Sim {
         out
     }
 
-    fn err(&mut self, input: Input) -> (RoomError, Vec<Output>) {
+    fn err(&mut self, input: Input) -> (Refusal, Vec<Output>) {
         let (r, out) = self.step(input);
         (r.expect_err("input refused"), out)
     }
 
     fn join_as(&mut self, identity: &str, role: Role) -> (Who, Vec<Output>) {
-        let conn = ConnId::next();
+        let conn = conn_id();
         let req = JoinRequest {
             conn,
             identity: identity.into(),
             role,
             name: format!("{identity} name"),
-            new_id: ParticipantId::random(),
+            new_id: pid(),
         };
         let out = self.ok(Input::Join(req));
         let id = match notices(&out, conn).first() {
@@ -255,7 +274,7 @@ fn the_doctor_admits_one_patient_at_a_time() {
             target: a.id
         })
         .0,
-        RoomError::NotWaiting
+        Refusal::NotWaiting
     );
     let out = sim.admit(doc, b);
     assert_eq!(kinds(&notices(&out, a.conn)), ["participant_joined"]);
@@ -287,7 +306,7 @@ fn only_doctors_admit_deny_remove_or_end() {
         },
     ] {
         let (e, out) = sim.err(input);
-        assert_eq!(e, RoomError::Forbidden);
+        assert_eq!(e, Refusal::Forbidden);
         assert!(out.is_empty());
     }
     assert_eq!(
@@ -296,7 +315,7 @@ fn only_doctors_admit_deny_remove_or_end() {
             target: b.id
         })
         .0,
-        RoomError::Forbidden
+        Refusal::Forbidden
     );
 }
 
@@ -320,7 +339,10 @@ fn deny_closes_the_patient_and_keeps_the_reason_out_of_the_audit() {
     for o in &out {
         if let Output::Audit(e) = o {
             assert_eq!(e.kind, AuditKind::Denied);
-            assert_eq!(e.actor.as_deref(), Some(doc.id.to_string().as_str()));
+            assert_eq!(
+                e.actor.as_ref().map(ToString::to_string).as_deref(),
+                Some(doc.id.to_string().as_str())
+            );
             assert!(e.detail.is_none());
         }
     }
@@ -371,11 +393,11 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
     }
 
     let out = sim.ok(Input::Remove {
-        by: Actor::api("clinic-a"),
+        by: api("clinic-a"),
         target: Target::Identity("pt-b".into()),
     });
     assert_eq!(closes(&out), [(b.conn, CloseCode::NotAllowed)]);
-    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_deref() == Some("api:clinic-a"))));
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_ref().map(ToString::to_string).as_deref() == Some("api:clinic-a"))));
 
     // Removed participants come back through the waiting room.
     let (back, out) = sim.join_as("pt-a", Role::Patient);
@@ -383,11 +405,11 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
 
     assert_eq!(
         sim.err(Input::Remove {
-            by: Actor::api("clinic-a"),
+            by: api("clinic-a"),
             target: Target::Identity("nobody".into())
         })
         .0,
-        RoomError::UnknownParticipant
+        Refusal::UnknownParticipant
     );
     assert_eq!(
         sim.err(Input::Remove {
@@ -395,7 +417,7 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
             target: Target::Id(doc.id)
         })
         .0,
-        RoomError::InvalidTarget
+        Refusal::InvalidTarget
     );
 }
 
@@ -488,7 +510,7 @@ fn a_second_connection_replaces_the_first() {
             text: "hi".into()
         })
         .0,
-        RoomError::NotJoined
+        Refusal::NotJoined
     );
 }
 
@@ -511,16 +533,16 @@ fn the_participant_cap_holds_but_returning_participants_fit() {
     let mut sim = Sim::with(record(2));
     let doc = sim.join("dr-1", Role::Doctor);
     let pt = sim.join("pt-1", Role::Patient);
-    let conn = ConnId::next();
+    let conn = conn_id();
     let req = JoinRequest {
         conn,
         identity: "guest-1".into(),
         role: Role::Guest,
         name: String::new(),
-        new_id: ParticipantId::random(),
+        new_id: pid(),
     };
     let (e, out) = sim.err(Input::Join(req));
-    assert_eq!(e, RoomError::VisitFull);
+    assert_eq!(e, Refusal::VisitFull);
     assert!(notices(&out, doc.conn).is_empty());
     assert_eq!(e.join_close_code(), CloseCode::NotAllowed);
     // Reconnecting identities are not new participants.
@@ -561,19 +583,19 @@ fn ending_closes_everyone_and_refuses_later_joins() {
     assert!(sim.visit.next_deadline().is_none());
 
     let req = JoinRequest {
-        conn: ConnId::next(),
+        conn: conn_id(),
         identity: "pt-a".into(),
         role: Role::Patient,
         name: String::new(),
-        new_id: ParticipantId::random(),
+        new_id: pid(),
     };
-    assert_eq!(sim.err(Input::Join(req)).0, RoomError::VisitEnded);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::VisitEnded);
     assert_eq!(
         sim.err(Input::End {
-            by: Actor::api("clinic-a")
+            by: api("clinic-a")
         })
         .0,
-        RoomError::VisitEnded
+        Refusal::VisitEnded
     );
 }
 
@@ -582,7 +604,7 @@ fn ending_by_api_is_recorded_as_such() {
     let mut sim = Sim::new();
     let doc = sim.join("dr-1", Role::Doctor);
     let out = sim.ok(Input::End {
-        by: Actor::api("clinic-a"),
+        by: api("clinic-a"),
     });
     assert!(matches!(
         notices(&out, doc.conn)[0],
@@ -590,7 +612,7 @@ fn ending_by_api_is_recorded_as_such() {
             reason: EndReason::EndedByApi
         }
     ));
-    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Ended && e.actor.as_deref() == Some("api:clinic-a"))));
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Ended && e.actor.as_ref().map(ToString::to_string).as_deref() == Some("api:clinic-a"))));
 }
 
 #[test]
@@ -605,7 +627,7 @@ fn nothing_is_relayed_to_or_from_a_waiting_participant() {
         to: doc.id,
         data: data(),
     });
-    assert_eq!(e, RoomError::NotAdmitted);
+    assert_eq!(e, Refusal::NotAdmitted);
     assert!(out.is_empty());
     // To the doctor, a waiting patient is not someone to signal.
     assert_eq!(
@@ -615,7 +637,7 @@ fn nothing_is_relayed_to_or_from_a_waiting_participant() {
             data: data()
         })
         .0,
-        RoomError::UnknownParticipant
+        Refusal::UnknownParticipant
     );
     assert_eq!(
         sim.err(Input::Chat {
@@ -623,7 +645,7 @@ fn nothing_is_relayed_to_or_from_a_waiting_participant() {
             text: "hello?".into()
         })
         .0,
-        RoomError::NotAdmitted
+        Refusal::NotAdmitted
     );
     let out = sim.ok(Input::Chat {
         conn: doc.conn,
@@ -671,16 +693,16 @@ fn signals_go_to_the_named_admitted_peer_byte_for_byte() {
             data: raw("{}")
         })
         .0,
-        RoomError::UnknownParticipant
+        Refusal::UnknownParticipant
     );
     assert_eq!(
         sim.err(Input::Signal {
             conn: doc.conn,
-            to: ParticipantId::random(),
+            to: pid(),
             data: raw("{}")
         })
         .0,
-        RoomError::UnknownParticipant
+        Refusal::UnknownParticipant
     );
     sim.ok(Input::Disconnected { conn: pt.conn });
     assert_eq!(
@@ -690,7 +712,7 @@ fn signals_go_to_the_named_admitted_peer_byte_for_byte() {
             data: raw("{}")
         })
         .0,
-        RoomError::ParticipantUnavailable
+        Refusal::ParticipantUnavailable
     );
 }
 
@@ -723,7 +745,7 @@ fn chat_reaches_every_admitted_participant_including_the_sender() {
                 text
             })
             .0,
-            RoomError::InvalidChat
+            Refusal::InvalidChat
         );
     }
 }
@@ -794,13 +816,13 @@ fn a_visit_expires_on_time_and_refuses_joins_afterwards() {
     ));
     assert_eq!(closes(&out), [(doc.conn, CloseCode::VisitGone)]);
     let req = JoinRequest {
-        conn: ConnId::next(),
+        conn: conn_id(),
         identity: "pt".into(),
         role: Role::Patient,
         name: String::new(),
-        new_id: ParticipantId::random(),
+        new_id: pid(),
     };
-    assert_eq!(sim.err(Input::Join(req)).0, RoomError::VisitEnded);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::VisitEnded);
 }
 
 #[test]
@@ -810,14 +832,14 @@ fn a_join_after_expiry_ends_the_visit_even_without_a_tick() {
     let mut sim = Sim::with(r);
     sim.advance(61);
     let req = JoinRequest {
-        conn: ConnId::next(),
+        conn: conn_id(),
         identity: "pt".into(),
         role: Role::Patient,
         name: String::new(),
-        new_id: ParticipantId::random(),
+        new_id: pid(),
     };
     let (e, out) = sim.err(Input::Join(req));
-    assert_eq!(e, RoomError::VisitEnded);
+    assert_eq!(e, Refusal::VisitEnded);
     assert_eq!(e.join_close_code(), CloseCode::VisitGone);
     assert!(out.iter().any(|o| matches!(
         o,
@@ -834,13 +856,13 @@ fn joins_before_not_before_are_refused() {
     r.not_before = Some(t0() + TimeDelta::minutes(10));
     let mut sim = Sim::with(r);
     let req = JoinRequest {
-        conn: ConnId::next(),
+        conn: conn_id(),
         identity: "pt".into(),
         role: Role::Patient,
         name: String::new(),
-        new_id: ParticipantId::random(),
+        new_id: pid(),
     };
-    assert_eq!(sim.err(Input::Join(req)).0, RoomError::NotStarted);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::NotStarted);
     sim.advance(600);
     sim.join("pt", Role::Patient);
 }
@@ -851,7 +873,7 @@ fn after_a_restart_admissions_hold_for_one_grace_period() {
     let mut r = record(4);
     r.status = VisitStatus::Active;
     let stored = |identity: &str, role, state| StoredParticipant {
-        participant_id: ParticipantId::random(),
+        participant_id: pid(),
         identity: identity.into(),
         role,
         name: "n".into(),
@@ -892,7 +914,7 @@ fn a_visit_first_touched_after_the_grace_period_readmits_no_one() {
     let mut r = record(4);
     r.status = VisitStatus::Active;
     let pt = StoredParticipant {
-        participant_id: ParticipantId::random(),
+        participant_id: pid(),
         identity: "pt-1".into(),
         role: Role::Patient,
         name: "n".into(),
@@ -1063,7 +1085,7 @@ fn a_visit_without_a_doctor_and_a_patient_together_never_starts() {
     let out = sim.ok(Input::Leave { conn: guest.conn });
     assert_eq!(events(&out), [("participant.left", Some("left"))]);
     let out = sim.ok(Input::End {
-        by: Actor::api("clinic-a"),
+        by: api("clinic-a"),
     });
     let duration = out.iter().find_map(|o| match o {
         Output::Event(e) => e.duration_seconds,

@@ -6,7 +6,7 @@
 //! a socket; the caller owns all of that. Deadlines (grace periods, expiry) are reported by
 //! [`Visit::next_deadline`] and acted on when the caller feeds [`Input::Tick`].
 //!
-//! The rules, as DESIGN.md states them:
+//! The rules (docs/protocol.md, "Rules"):
 //! - a doctor is admitted on join; patients and guests wait until a doctor admits them,
 //!   one by one, and a doctor's arrival admits nobody;
 //! - a participant who drops keeps their place for the grace period; coming back (same
@@ -15,15 +15,15 @@
 //! - a new connection of the same identity replaces the old one (closed with 4009);
 //! - signals and chat flow only between admitted participants.
 
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::{AuditActor, AuditEvent, AuditKind};
 use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
+use crate::refusal::Refusal;
 use crate::{ConnId, ParticipantId};
-use bedside_auth::Role;
+use bedside_auth::{KeyId, Role};
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -37,19 +37,7 @@ const MAX_REASON_CHARS: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     Conn(ConnId),
-    Api(Arc<str>),
-}
-
-impl Actor {
-    /// The clinic's backend, using API key `key`.
-    pub fn api(key: &str) -> Self {
-        Actor::Api(key.into())
-    }
-}
-
-/// How the audit trail names an API key as actor: `api:KEY_ID`.
-pub fn api_actor(key: &str) -> String {
-    format!("api:{key}")
+    Api(KeyId),
 }
 
 /// A participant named by id (protocol) or by identity (REST API).
@@ -160,75 +148,6 @@ pub enum Output {
     Audit(AuditEvent),
     /// For the clinic's systems (webhooks, `GET /v1/events`).
     Event(VisitEvent),
-}
-
-/// Why an input was refused. Outputs appended before the refusal still apply; the error
-/// is for the sender alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-pub enum RoomError {
-    #[error("visit not found")]
-    VisitNotFound,
-    #[error("the token is not valid for this visit")]
-    WrongTenant,
-    #[error("the visit has ended")]
-    VisitEnded,
-    #[error("the visit has not started yet")]
-    NotStarted,
-    #[error("the visit is full")]
-    VisitFull,
-    #[error("join first")]
-    NotJoined,
-    #[error("you are in the waiting room")]
-    NotAdmitted,
-    #[error("only a doctor may do that")]
-    Forbidden,
-    #[error("no such participant in this visit")]
-    UnknownParticipant,
-    #[error("that participant is reconnecting")]
-    ParticipantUnavailable,
-    #[error("that participant is not waiting")]
-    NotWaiting,
-    #[error("you cannot do that to yourself")]
-    InvalidTarget,
-    #[error("chat text must be 1 to 2000 characters")]
-    InvalidChat,
-    #[error("the service is temporarily unavailable, retry")]
-    Unavailable,
-    /// Another node of the cluster runs this visit.
-    #[error("the visit is running on another node")]
-    Elsewhere,
-}
-
-impl RoomError {
-    /// The protocol/API error code.
-    pub fn code(self) -> &'static str {
-        match self {
-            RoomError::VisitNotFound => "visit_not_found",
-            RoomError::WrongTenant => "invalid_token",
-            RoomError::VisitEnded => "visit_ended",
-            RoomError::NotStarted => "visit_not_started",
-            RoomError::VisitFull => "visit_full",
-            RoomError::NotJoined => "not_joined",
-            RoomError::NotAdmitted => "not_admitted",
-            RoomError::Forbidden => "forbidden",
-            RoomError::UnknownParticipant => "unknown_participant",
-            RoomError::ParticipantUnavailable => "participant_unavailable",
-            RoomError::NotWaiting => "not_waiting",
-            RoomError::InvalidTarget => "invalid_target",
-            RoomError::InvalidChat => "invalid_chat",
-            RoomError::Unavailable | RoomError::Elsewhere => "unavailable",
-        }
-    }
-
-    /// For a refused join, how the connection is closed; other refusals keep it open.
-    pub fn join_close_code(self) -> CloseCode {
-        match self {
-            RoomError::WrongTenant => CloseCode::BadToken,
-            RoomError::VisitNotFound | RoomError::VisitEnded => CloseCode::VisitGone,
-            RoomError::Unavailable | RoomError::Elsewhere => CloseCode::GoingAway,
-            _ => CloseCode::NotAllowed,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -426,7 +345,7 @@ impl Visit {
         input: Input,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<(), Refusal> {
         // Deadlines that passed are acted on first, whether or not the caller fed a tick in
         // time: a visit loaded from storage long after a restart must not hand back an
         // admission whose grace period is over. Signals skip it: they are the hot path,
@@ -442,7 +361,7 @@ impl Visit {
                 Ok(())
             }
             Input::Leave { conn } => {
-                let i = self.by_conn(conn).ok_or(RoomError::NotJoined)?;
+                let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
                 out.push(Output::Close {
                     conn,
                     code: CloseCode::Normal,
@@ -464,7 +383,7 @@ impl Visit {
             Input::Signal { conn, to, data } => self.signal(conn, to, data, out),
             Input::Chat { conn, text } => self.chat(conn, text, now, out),
             Input::Media { conn, media } => {
-                let i = self.by_conn(conn).ok_or(RoomError::NotJoined)?;
+                let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
                 self.participants[i].media = media;
                 if self.participants[i].admitted() {
                     let participant = self.participants[i].view();
@@ -477,7 +396,7 @@ impl Visit {
             Input::End { by } => {
                 let actor = self.authorize(&by)?;
                 if self.record.status == VisitStatus::Ended {
-                    return Err(RoomError::VisitEnded);
+                    return Err(Refusal::VisitEnded);
                 }
                 let reason = if matches!(by, Actor::Api(_)) {
                     EndReason::EndedByApi
@@ -502,16 +421,16 @@ impl Visit {
         self.participants.iter().position(|p| p.id == id)
     }
 
-    /// Checks that `by` may run the visit; returns the actor name for the audit trail.
-    fn authorize(&self, by: &Actor) -> Result<String, RoomError> {
+    /// Checks that `by` may run the visit; returns who the audit trail names as actor.
+    fn authorize(&self, by: &Actor) -> Result<AuditActor, Refusal> {
         match by {
-            Actor::Api(key) => Ok(api_actor(key)),
+            Actor::Api(key) => Ok(AuditActor::Api(key.clone())),
             Actor::Conn(conn) => {
-                let p = &self.participants[self.by_conn(*conn).ok_or(RoomError::NotJoined)?];
+                let p = &self.participants[self.by_conn(*conn).ok_or(Refusal::NotJoined)?];
                 if p.role.is_host() && p.admitted() {
-                    Ok(p.id.to_string())
+                    Ok(AuditActor::Participant(p.id))
                 } else {
-                    Err(RoomError::Forbidden)
+                    Err(Refusal::Forbidden)
                 }
             }
         }
@@ -570,12 +489,12 @@ impl Visit {
 
     /// Whether joins are possible at `now` (an expired visit was ended by the tick that
     /// runs before every input).
-    fn check_joinable(&self, now: DateTime<Utc>) -> Result<(), RoomError> {
+    fn check_joinable(&self, now: DateTime<Utc>) -> Result<(), Refusal> {
         if self.record.status == VisitStatus::Ended {
-            return Err(RoomError::VisitEnded);
+            return Err(Refusal::VisitEnded);
         }
         if self.record.not_before.is_some_and(|nb| now < nb) {
-            return Err(RoomError::NotStarted);
+            return Err(Refusal::NotStarted);
         }
         Ok(())
     }
@@ -585,7 +504,7 @@ impl Visit {
         req: JoinRequest,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<(), Refusal> {
         self.check_joinable(now)?;
         let existing = self
             .participants
@@ -626,7 +545,7 @@ impl Visit {
             }
             None => {
                 if self.participants.len() >= usize::from(self.record.max_participants) {
-                    return Err(RoomError::VisitFull);
+                    return Err(Refusal::VisitFull);
                 }
                 let state = if req.role.is_host() {
                     ParticipantState::Admitted
@@ -762,12 +681,12 @@ impl Visit {
         target: ParticipantId,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<(), Refusal> {
         let actor = self.authorize(&Actor::Conn(conn))?;
-        let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
+        let i = self.by_id(target).ok_or(Refusal::UnknownParticipant)?;
         let p = &mut self.participants[i];
         if p.admitted() {
-            return Err(RoomError::NotWaiting);
+            return Err(Refusal::NotWaiting);
         }
         p.state = ParticipantState::Admitted;
         p.since = now;
@@ -802,11 +721,11 @@ impl Visit {
         reason: Option<String>,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<(), Refusal> {
         let actor = self.authorize(&Actor::Conn(conn))?;
-        let i = self.by_id(target).ok_or(RoomError::UnknownParticipant)?;
+        let i = self.by_id(target).ok_or(Refusal::UnknownParticipant)?;
         if self.participants[i].admitted() {
-            return Err(RoomError::NotWaiting);
+            return Err(Refusal::NotWaiting);
         }
         let reason = reason
             .map(|r| {
@@ -834,7 +753,7 @@ impl Visit {
         target: Target,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
+    ) -> Result<(), Refusal> {
         let actor = self.authorize(&by)?;
         let i = match &target {
             Target::Id(id) => self.by_id(*id),
@@ -843,11 +762,11 @@ impl Visit {
                 .iter()
                 .position(|p| &p.identity == identity),
         }
-        .ok_or(RoomError::UnknownParticipant)?;
+        .ok_or(Refusal::UnknownParticipant)?;
         if let Actor::Conn(conn) = by
             && self.participants[i].conn == Some(conn)
         {
-            return Err(RoomError::InvalidTarget);
+            return Err(Refusal::InvalidTarget);
         }
         out.push(Output::Audit(
             self.participants[i]
@@ -896,18 +815,18 @@ impl Visit {
         to: ParticipantId,
         data: Box<RawValue>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
-        let from = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+    ) -> Result<(), Refusal> {
+        let from = &self.participants[self.by_conn(conn).ok_or(Refusal::NotJoined)?];
         if !from.admitted() {
-            return Err(RoomError::NotAdmitted);
+            return Err(Refusal::NotAdmitted);
         }
         // Waiting participants are invisible to everyone but doctors: same error as unknown.
         let target = self
             .participants
             .iter()
             .find(|p| p.id == to && p.admitted() && p.id != from.id)
-            .ok_or(RoomError::UnknownParticipant)?;
-        let target_conn = target.conn.ok_or(RoomError::ParticipantUnavailable)?;
+            .ok_or(Refusal::UnknownParticipant)?;
+        let target_conn = target.conn.ok_or(Refusal::ParticipantUnavailable)?;
         out.push(Output::Send {
             to: target_conn,
             notice: Notice::Signal {
@@ -924,14 +843,14 @@ impl Visit {
         text: String,
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
-    ) -> Result<(), RoomError> {
-        let from = &self.participants[self.by_conn(conn).ok_or(RoomError::NotJoined)?];
+    ) -> Result<(), Refusal> {
+        let from = &self.participants[self.by_conn(conn).ok_or(Refusal::NotJoined)?];
         if !from.admitted() {
-            return Err(RoomError::NotAdmitted);
+            return Err(Refusal::NotAdmitted);
         }
         let text = text.trim();
         if text.is_empty() || text.chars().count() > MAX_CHAT_CHARS {
-            return Err(RoomError::InvalidChat);
+            return Err(Refusal::InvalidChat);
         }
         let text: Arc<str> = text.into();
         let from = from.id;
@@ -944,7 +863,13 @@ impl Visit {
         Ok(())
     }
 
-    fn end(&mut self, reason: EndReason, actor: String, now: DateTime<Utc>, out: &mut Vec<Output>) {
+    fn end(
+        &mut self,
+        reason: EndReason,
+        actor: AuditActor,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) {
         self.record.status = VisitStatus::Ended;
         self.record.ended_reason = Some(reason);
         self.record.ended_at = Some(now);
@@ -987,7 +912,7 @@ impl Visit {
             return;
         }
         if self.record.expires_at <= now {
-            self.end(EndReason::Expired, "bedside".to_owned(), now, out);
+            self.end(EndReason::Expired, AuditActor::Bedside, now, out);
             return;
         }
         if !self.warned && self.warn_at() <= now {

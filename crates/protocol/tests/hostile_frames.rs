@@ -13,7 +13,7 @@ mod corpus;
 #[path = "../../../fuzz/src/frames.rs"]
 mod oracle;
 
-use bedside_signaling::{ClientMsg, DecodeError};
+use bedside_protocol::{ClientMsg, DecodeError};
 use oracle::{DECODE_ERROR_CODES, MAX_DATA_DEPTH, check_bytes, check_text, json_depth};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

@@ -1,0 +1,37 @@
+//! The sans-IO core of Bedside: what a visit is and how it answers what happens to it.
+//!
+//! - [`visit`] is the visit as a state machine: plain data plus
+//!   `handle(input, now, &mut outputs)`. No sockets, tasks, clock reads or randomness: the
+//!   caller passes the time and fresh ids in, and acts on the outputs (notices to send,
+//!   connections to close, changes to store, audit entries and events to record). Every rule
+//!   of the waiting room is tested with simulated time (`tests/scenarios.rs`).
+//! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
+//! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
+//!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
+//!   finding the first broken link), which storage calls.
+//!
+//! This crate depends on no IO crate (`cargo tree -p bedside-visit` shows only plain data
+//! crates), and its clippy.toml forbids clock reads. `docs/architecture.md` shows where it
+//! sits.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod audit;
+pub mod audit_chain;
+pub mod event;
+pub mod ids;
+pub mod notice;
+pub mod participant;
+pub mod record;
+pub mod refusal;
+pub mod visit;
+
+pub use audit::{AuditActor, AuditEvent, AuditKind};
+pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
+pub use event::{EventKind, EventParticipant, LeftReason, VisitEvent};
+pub use ids::{ConnId, ParticipantId, VisitId};
+pub use notice::{CloseCode, LeaveReason, Notice, VisitSummary};
+pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+pub use record::{EndReason, MAX_PARTICIPANTS, VisitRecord, VisitStatus};
+pub use refusal::Refusal;
+pub use visit::{Actor, Change, Input, JoinRequest, Output, StoredParticipant, Target, Visit};

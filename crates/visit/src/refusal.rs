@@ -1,0 +1,68 @@
+//! Why a visit refused an input: the answers the rules give. The layers above add their
+//! own failures (storage unavailable, the visit running on another node) in their error
+//! types; these are only the visit's.
+
+use crate::notice::CloseCode;
+use serde::{Deserialize, Serialize};
+
+/// Why an input was refused. Outputs appended before the refusal still apply; the refusal
+/// is for the sender alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Refusal {
+    #[error("visit not found")]
+    VisitNotFound,
+    #[error("the token is not valid for this visit")]
+    WrongTenant,
+    #[error("the visit has ended")]
+    VisitEnded,
+    #[error("the visit has not started yet")]
+    NotStarted,
+    #[error("the visit is full")]
+    VisitFull,
+    #[error("join first")]
+    NotJoined,
+    #[error("you are in the waiting room")]
+    NotAdmitted,
+    #[error("only a doctor may do that")]
+    Forbidden,
+    #[error("no such participant in this visit")]
+    UnknownParticipant,
+    #[error("that participant is reconnecting")]
+    ParticipantUnavailable,
+    #[error("that participant is not waiting")]
+    NotWaiting,
+    #[error("you cannot do that to yourself")]
+    InvalidTarget,
+    #[error("chat text must be 1 to {} characters", crate::visit::MAX_CHAT_CHARS)]
+    InvalidChat,
+}
+
+impl Refusal {
+    /// The protocol/API error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::VisitNotFound => "visit_not_found",
+            Refusal::WrongTenant => "invalid_token",
+            Refusal::VisitEnded => "visit_ended",
+            Refusal::NotStarted => "visit_not_started",
+            Refusal::VisitFull => "visit_full",
+            Refusal::NotJoined => "not_joined",
+            Refusal::NotAdmitted => "not_admitted",
+            Refusal::Forbidden => "forbidden",
+            Refusal::UnknownParticipant => "unknown_participant",
+            Refusal::ParticipantUnavailable => "participant_unavailable",
+            Refusal::NotWaiting => "not_waiting",
+            Refusal::InvalidTarget => "invalid_target",
+            Refusal::InvalidChat => "invalid_chat",
+        }
+    }
+
+    /// For a refused join, how the connection is closed; other refusals keep it open.
+    pub fn join_close_code(self) -> CloseCode {
+        match self {
+            Refusal::WrongTenant => CloseCode::BadToken,
+            Refusal::VisitNotFound | Refusal::VisitEnded => CloseCode::VisitGone,
+            _ => CloseCode::NotAllowed,
+        }
+    }
+}

@@ -44,6 +44,8 @@ const LIMITED: u8 = 3;
 struct Delivery {
     body: String,
     header: String,
+    /// The Standard Webhooks headers: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    standard: BTreeMap<&'static str, String>,
     event: Value,
     signature_ok: bool,
 }
@@ -54,6 +56,8 @@ struct Shared {
     mode: Arc<AtomicU8>,
     budget: Arc<AtomicUsize>,
     got: Arc<Mutex<Vec<Delivery>>>,
+    /// When each delivery attempt reached the receiver, whatever it then did.
+    attempts: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// A pseudo-random port offset, different in each test process and call.
@@ -93,6 +97,7 @@ impl Receiver {
                 mode: Arc::new(AtomicU8::new(ACCEPT)),
                 budget: Arc::default(),
                 got: Arc::default(),
+                attempts: Arc::default(),
             },
             running: None,
         }
@@ -173,6 +178,7 @@ impl Receiver {
 }
 
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    shared.attempts.lock().expect("lock").push(Instant::now());
     match shared.mode.load(Ordering::SeqCst) {
         FAIL => return StatusCode::SERVICE_UNAVAILABLE,
         HANG => std::future::pending::<()>().await,
@@ -193,6 +199,13 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .unwrap_or_default()
         .to_owned();
     let event: Value = serde_json::from_str(&body).expect("JSON body");
+    let standard = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name, value.to_owned()))
+        })
+        .collect();
     let signature_ok = verify(shared.secret, &header, &body)
         && headers
             .get("bedside-event-id")
@@ -201,20 +214,27 @@ async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
     shared.got.lock().expect("lock").push(Delivery {
         body,
         header,
+        standard,
         event,
         signature_ok,
     });
     StatusCode::NO_CONTENT
 }
 
-/// The receiver's side of the scheme in docs/webhooks.md, written independently of the
-/// server's code: `t=UNIX,v1=HEX`, HMAC-SHA256 of `UNIX.BODY`, timestamp within 5 minutes.
+/// The receiver's side of the older scheme in docs/webhooks.md, written independently of the
+/// server's code: `t=UNIX,v1=HEX[,v1=HEX]`, HMAC-SHA256 of `UNIX.BODY` under the secret's
+/// text, any `v1` matching, timestamp within 5 minutes.
 fn verify(secret: &str, header: &str, body: &str) -> bool {
-    let parts: HashMap<&str, &str> = header
-        .split(',')
-        .filter_map(|p| p.split_once('='))
-        .collect();
-    let (Some(t), Some(v1)) = (parts.get("t"), parts.get("v1")) else {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for (key, value) in header.split(',').filter_map(|p| p.split_once('=')) {
+        match key {
+            "t" => t = Some(value),
+            "v1" => v1.push(value),
+            _ => {}
+        }
+    }
+    let Some(t) = t else {
         return false;
     };
     let Ok(t_secs) = t.parse::<i64>() else {
@@ -223,12 +243,14 @@ fn verify(secret: &str, header: &str, body: &str) -> bool {
     if (chrono::Utc::now().timestamp() - t_secs).abs() > 300 {
         return false;
     }
-    let Ok(expected) = decode_hex(v1) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
-    mac.update(format!("{t}.{body}").as_bytes());
-    mac.verify_slice(&expected).is_ok()
+    v1.iter().any(|v1| {
+        let Ok(expected) = decode_hex(v1) else {
+            return false;
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{t}.{body}").as_bytes());
+        mac.verify_slice(&expected).is_ok()
+    })
 }
 
 fn decode_hex(s: &str) -> Result<Vec<u8>, ()> {
@@ -389,6 +411,159 @@ async fn every_event_of_a_visit_arrives_signed_and_in_order() {
             .expect("python3 runs");
         assert_eq!(status.success(), ok, "python verify of {:?}", got[0].header);
     }
+}
+
+/// A secret in the Standard Webhooks form: `whsec_` and base64 of 32 bytes.
+const STANDARD_SECRET: &str = "whsec_BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSY=";
+/// The secret it replaces, in the older free form: used as its own bytes.
+const PREVIOUS_SECRET: &str = "clinic-a-old-webhook-secret-42";
+
+/// Where the official verifiers are installed (scripts/test-prerequisites).
+fn repo(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// The verdicts of an official Standard Webhooks package (`python` or `node`) on `jobs`,
+/// each `{secret, raw, headers, body}`: run as a clinic's receiver would run it.
+fn official_verdicts(language: &str, jobs: &Value) -> Vec<bool> {
+    use std::io::Write;
+    let (program, script) = match language {
+        "python" => (
+            std::env::var_os("BEDSIDE_TEST_PYTHON")
+                .map_or_else(|| repo("target/test-venv/bin/python3"), Into::into),
+            repo("tests/webhooks/verify_standard.py"),
+        ),
+        _ => ("node".into(), repo("tests/webhooks/verify_standard.mjs")),
+    };
+    assert!(
+        language != "python" || program.exists(),
+        "{} not found: run ./scripts/test-prerequisites (it installs tests/requirements.txt there)",
+        program.display()
+    );
+    assert!(
+        language != "node" || repo("tests/webhooks/node_modules/standardwebhooks").exists(),
+        "the npm package standardwebhooks is not installed: run ./scripts/test-prerequisites"
+    );
+    let mut child = std::process::Command::new(&program)
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(jobs.to_string().as_bytes())
+        .expect("write jobs");
+    let out = child.wait_with_output().expect("verifier runs");
+    assert!(out.status.success(), "{language} verifier failed");
+    serde_json::from_slice(&out.stdout).expect("verdicts")
+}
+
+fn job(secret: &str, raw: bool, d: &Delivery, body: &str) -> Value {
+    json!({"secret": secret, "raw": raw, "headers": d.standard, "body": body})
+}
+
+#[tokio::test]
+async fn official_standard_webhooks_libraries_verify_real_deliveries_during_a_rotation() {
+    let a = Receiver::up(STANDARD_SECRET).await;
+    let server = start_server(&format!(
+        "clinic-a {} {STANDARD_SECRET} {PREVIOUS_SECRET}",
+        a.url()
+    ))
+    .await;
+    eventful_visit(&server).await;
+    let listed = listed(&server.api(CLINIC_A)).await;
+    let ids: HashSet<String> = listed
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    a.wait_for(&ids).await;
+    let got = a.deliveries();
+
+    for d in &got {
+        assert_eq!(
+            d.standard["webhook-id"],
+            id_of(d),
+            "webhook-id is the event id"
+        );
+        let t: i64 = d.standard["webhook-timestamp"].parse().expect("seconds");
+        assert!((chrono::Utc::now().timestamp() - t).abs() < 300);
+        let signatures: Vec<&str> = d.standard["webhook-signature"].split(' ').collect();
+        assert_eq!(
+            signatures.len(),
+            2,
+            "one signature per secret while rotating"
+        );
+        assert!(signatures.iter().all(|s| s.starts_with("v1,")));
+        // The older header signs with both secrets too.
+        assert!(d.signature_ok, "Bedside-Signature under the new secret");
+        assert!(
+            verify(PREVIOUS_SECRET, &d.header, &d.body),
+            "Bedside-Signature under the previous secret"
+        );
+    }
+
+    // A receiver holding the new secret (standard form) and one still holding the previous
+    // secret (raw bytes) both verify every delivery with the official packages; a tampered
+    // body, or a secret that signed nothing, is refused.
+    let mut jobs = Vec::new();
+    let mut expected = Vec::new();
+    for d in &got {
+        jobs.push(job(STANDARD_SECRET, false, d, &d.body));
+        jobs.push(job(PREVIOUS_SECRET, true, d, &d.body));
+        expected.extend([true, true]);
+    }
+    let tampered = got[0].body.replace("visit", "visiT");
+    jobs.push(job(STANDARD_SECRET, false, &got[0], &tampered));
+    jobs.push(job(PREVIOUS_SECRET, true, &got[0], &tampered));
+    jobs.push(job(
+        "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        false,
+        &got[0],
+        &got[0].body,
+    ));
+    expected.extend([false, false, false]);
+    let jobs = Value::Array(jobs);
+    assert_eq!(official_verdicts("python", &jobs), expected, "Python");
+    assert_eq!(official_verdicts("node", &jobs), expected, "Node");
+}
+
+#[tokio::test]
+async fn after_an_attempt_that_times_out_the_next_waits_out_the_backoff() {
+    // The receiver accepts each delivery and never answers: every attempt takes the whole
+    // timeout (2 s). The backoff after the first failure is 1-1.5 s, counted from when the
+    // attempt ended.
+    let a = Receiver::up(SECRET_A).await;
+    a.set(HANG);
+    let hooks = hooks(&[("clinic-a", SECRET_A, &a)]);
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WEBHOOKS", hooks.as_str()),
+        ("BEDSIDE_WEBHOOK_DELIVERY__TIMEOUT_SECS", "2"),
+        ("BEDSIDE_WEBHOOK_DELIVERY__RETRY_BASE_MS", "1000"),
+        ("BEDSIDE_WEBHOOK_DELIVERY__RETRY_MAX_SECS", "1"),
+        ("BEDSIDE_WEBHOOK_DELIVERY__POLL_MS", "50"),
+    ])
+    .await;
+    server.api(CLINIC_A).visit().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let attempts = loop {
+        let attempts = a.shared.attempts.lock().expect("lock").clone();
+        if attempts.len() >= 2 {
+            break attempts;
+        }
+        assert!(Instant::now() < deadline, "{} attempts", attempts.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let gap = attempts[1] - attempts[0];
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "the second attempt started {gap:?} after the first: the timeout (2 s) and the backoff (at least 1 s) were not both waited out"
+    );
+    assert!(gap < Duration::from_millis(4500), "{gap:?}");
 }
 
 fn expected_types() -> Vec<&'static str> {

@@ -7,8 +7,11 @@
     # Check one delivery: exit 0 if the signature is valid and fresh, 1 otherwise.
     python3 verify_webhook.py check "$WEBHOOK_SECRET" "$BEDSIDE_SIGNATURE_HEADER" body.json
 
-The header is `Bedside-Signature: t=UNIX,v1=HEX`, HEX being HMAC-SHA256 of `UNIX.BODY` (the
-raw request body, byte for byte) under the tenant's webhook secret. Reject timestamps older
+This checks the older `Bedside-Signature: t=UNIX,v1=HEX` header, HEX being HMAC-SHA256 of
+`UNIX.BODY` (the raw request body, byte for byte) under the tenant's webhook secret as written;
+while the secret is being rotated there are two `v1` entries, and either may match. New
+receivers should verify the Standard Webhooks headers with the official `standardwebhooks`
+package instead (docs/webhooks.md). Reject timestamps older
 than a few minutes to stop replays; deduplicate on the `id` field (deliveries are at least
 once); order by `sequence` within a visit (a gap means an event is still coming).
 """
@@ -23,15 +26,15 @@ TOLERANCE_SECONDS = 300
 
 
 def verify(secret: str, header: str, body: bytes, now: float | None = None) -> bool:
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
+    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
     try:
-        t = int(parts["t"])
+        t = int(dict(parts)["t"])
     except (KeyError, ValueError):
         return False
     if abs((now or time.time()) - t) > TOLERANCE_SECONDS:
         return False
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    return any(hmac.compare_digest(expected, v) for k, v in parts if k == "v1")
 
 
 def serve(port: int, secret: str) -> None:

@@ -50,10 +50,11 @@ impl JoinClaims {
     }
 }
 
-/// Checks an opaque participant identity: 1-128 bytes, no control characters.
+/// Checks an opaque participant identity: 1-128 characters, no control characters (as the
+/// OpenAPI document states it: JSON Schema counts characters, not bytes).
 pub fn check_identity(identity: &str) -> Result<(), &'static str> {
-    if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
-        return Err("must be 1-128 bytes");
+    if identity.is_empty() || identity.chars().count() > MAX_IDENTITY_LEN {
+        return Err("must be 1-128 characters");
     }
     if identity.chars().any(char::is_control) {
         return Err("must not contain control characters");

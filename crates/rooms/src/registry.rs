@@ -257,6 +257,11 @@ impl Registry {
                 outbox.push(item);
             }
         };
+        // Knock to admit, for operators: how long the admitted one waited.
+        let waited = match &input {
+            Input::Admit { target, .. } => inner.visit.waiting_since(*target).map(|t| now - t),
+            _ => None,
+        };
         // Not kept between inputs: a join's outputs would otherwise pin their capacity in
         // every live visit, and one small allocation per input costs less than that memory.
         let mut out = Vec::new();
@@ -264,6 +269,10 @@ impl Registry {
             .visit
             .handle(input, now, &mut out)
             .map_err(RoomError::from);
+        if let (Ok(()), Some(waited)) = (&result, waited) {
+            metrics::histogram!("bedside_admission_wait_seconds")
+                .record(waited.as_seconds_f64().max(0.0));
+        }
         let mut writes = Vec::new();
         let mut changed = false;
         for output in out.drain(..) {

@@ -19,11 +19,10 @@ use bedside_rooms::{LocalRouter, Outgoing, Registry, Router};
 use bedside_signaling::Signaling;
 use bedside_visit::CloseCode;
 use chrono::Utc;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::seq::SliceRandom;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -57,20 +56,6 @@ pub struct Application {
     drain: DrainConfig,
 }
 
-fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed");
-            }
-            handle
-        })
-        .clone()
-}
-
 fn random_secret(bytes: usize) -> Vec<u8> {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
@@ -92,7 +77,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // One TLS implementation for the whole process (HTTPS serving, webhook delivery).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let prometheus = prometheus();
+        let prometheus = crate::prometheus::install();
         let storage = storage::connect(config.database.expose())
             .await
             .with_context(|| format!("opening the database {}", config.database))?;
@@ -309,15 +294,18 @@ async fn drain_connections(state: &AppState, window: Duration) {
 }
 
 /// Deadlines of live visits every second; a heartbeat to every connection each ping
-/// interval; expiry of idle visits every few seconds.
+/// interval; expiry of idle visits every few seconds; metrics upkeep (histogram samples
+/// into buckets) every few seconds.
 async fn background(state: AppState, shutdown: CancellationToken, heartbeat: Duration) {
     let mut tick = tokio::time::interval(TICK);
     let mut beat = tokio::time::interval(heartbeat);
     let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    let mut upkeep = tokio::time::interval(crate::prometheus::UPKEEP);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => state.registry.tick(Utc::now()),
+            _ = upkeep.tick() => state.prometheus.run_upkeep(),
             _ = beat.tick() => {
                 for outbox in state.router.outboxes() {
                     outbox.push(Outgoing::Heartbeat);

@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 pub mod limits;
 mod ops;
+mod prometheus;
 mod routes;
 pub mod serve;
 mod state;

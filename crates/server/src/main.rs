@@ -43,6 +43,10 @@ enum AuditCommand {
         /// Check only this visit.
         #[arg(long)]
         visit: Option<String>,
+        /// Also write the outcome here in the Prometheus text format, for node_exporter's
+        /// textfile collector (e.g. /var/lib/prometheus/node-exporter/bedside_audit.prom).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
 }
 
@@ -77,11 +81,16 @@ async fn main() -> ExitCode {
         };
     }
     if let Some(Command::Audit {
-        command: AuditCommand::Verify { visit },
+        command: AuditCommand::Verify {
+            visit,
+            metrics_file,
+        },
     }) = &cli.command
     {
         let mut out = std::io::stdout().lock();
-        return match audit_cli::verify(&config, visit.as_deref(), &mut out).await {
+        return match audit_cli::verify(&config, visit.as_deref(), metrics_file.as_deref(), &mut out)
+            .await
+        {
             Ok(Verdict::Intact) => ExitCode::SUCCESS,
             Ok(Verdict::Broken) => ExitCode::from(1),
             Err(e) => {
@@ -90,7 +99,13 @@ async fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(config.log_format);
+    let _telemetry = match telemetry::init(config.log_format, config.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bedside: setting up tracing: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(e) => {

@@ -20,7 +20,7 @@ pub struct Health {
 }
 
 /// Liveness: the process is up and serving HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process serves HTTP", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -28,36 +28,71 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
+/// Whether this node should take traffic, and how each dependency answered.
+pub(crate) struct Readiness {
+    pub ready: bool,
+    /// Why not, when not ready: `shutting_down`, `redis_unavailable`, `storage_unavailable`.
+    pub reason: Option<&'static str>,
+    pub storage: bool,
+    /// In a cluster: whether Redis answers.
+    pub redis: Option<bool>,
+}
+
+/// Not shutting down, storage answers, and (in a cluster) so does Redis. Storage is asked
+/// only when the rest is fine, unless `every_dependency` (metrics report each one), so a
+/// draining node or a Redis outage is answered at once.
+pub(crate) async fn readiness(state: &AppState, every_dependency: bool) -> Readiness {
+    let draining = !state.ready.load(Ordering::Relaxed);
+    // In a cluster, the router is ready when Redis answers; one node's always is.
+    let redis = Some(state.router.ready());
+    let ask_storage = every_dependency || (!draining && redis != Some(false));
+    let storage = ask_storage
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await,
+            Ok(Ok(()))
+        );
+    let reason = if draining {
+        Some("shutting_down")
+    } else if redis == Some(false) {
+        Some("redis_unavailable")
+    } else if !storage {
+        Some("storage_unavailable")
+    } else {
+        None
+    };
+    Readiness {
+        ready: reason.is_none(),
+        reason,
+        storage,
+        redis,
+    }
+}
+
 /// Readiness: not shutting down, storage answers, and (in a cluster) so does Redis.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready: send traffic here", body = Health),
+    (status = 503, description = "Not ready (`reason`: `shutting_down`, `redis_unavailable` or `storage_unavailable`): take it out of rotation, do not restart it", body = Health),
+))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let not_ready = |reason| {
-        (
+    match readiness(&state, false).await.reason {
+        None => Json(Health {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
                 status: "not_ready",
                 reason: Some(reason),
             }),
         )
-    };
-    if !state.ready.load(Ordering::Relaxed) {
-        return not_ready("shutting_down").into_response();
-    }
-    if !state.router.ready() {
-        return not_ready("redis_unavailable").into_response();
-    }
-    match tokio::time::timeout(Duration::from_secs(2), state.registry.storage().ping()).await {
-        Ok(Ok(())) => Json(Health {
-            status: "ready",
-            reason: None,
-        })
-        .into_response(),
-        _ => not_ready("storage_unavailable").into_response(),
+            .into_response(),
     }
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics in the text exposition format (docs/operations.md, \"Monitoring\")", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(Ok(counts)) = tokio::time::timeout(
         Duration::from_secs(2),
@@ -86,6 +121,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         // Less the one the listing itself holds open.
         metrics::gauge!("bedside_open_fds").set(fds.count().saturating_sub(1) as f64);
     }
+    crate::prometheus::readiness(&state).await;
+    crate::prometheus::refresh(&state.prometheus);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.prometheus.render(),

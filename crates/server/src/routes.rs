@@ -32,7 +32,8 @@ pub fn router(state: AppState) -> Router {
                 .get::<MatchedPath>()
                 .map_or("-", |p| p.as_str())
                 .to_owned();
-            tracing::info_span!("http", method = %req.method(), route)
+            let name = format!("{} {route}", req.method());
+            tracing::info_span!("http", otel.name = name, method = %req.method(), route)
         })
         .on_request(())
         .on_response(DefaultOnResponse::new().level(Level::INFO));
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(web::serve)
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(crate::prometheus::http_duration))
     .layer(trace)
     .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
     .layer(header(header::X_FRAME_OPTIONS, "DENY"))

@@ -8,6 +8,7 @@
 
 use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
+use crate::trace_links::{self, Key};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
@@ -53,6 +54,8 @@ struct Credentials {
     identity: String,
     role: Role,
     name: String,
+    /// The join token's id, to continue the trace of the call that minted it.
+    jti: Option<String>,
 }
 
 /// What a frame from the socket calls for.
@@ -76,6 +79,8 @@ struct Connection {
     conn: ConnId,
     limiter: Limiter,
     last_seen: Instant,
+    /// Relayed frames until the next one is timed.
+    until_sample: u32,
     /// For log lines: set once joined. Logs name connections by these pseudonyms only.
     visit: Option<VisitId>,
     participant: Option<ParticipantId>,
@@ -107,6 +112,7 @@ pub fn serve(
         conn,
         limiter,
         last_seen: Instant::now(),
+        until_sample: 0,
         visit: None,
         participant: None,
         _slot: Box::new(slot),
@@ -190,6 +196,7 @@ impl Connection {
                         identity: c.sub,
                         role: c.role,
                         name: c.name,
+                        jti: None,
                     });
                 }
                 Err(e) => error = e,
@@ -204,6 +211,7 @@ impl Connection {
                 identity: c.sub,
                 role: c.role,
                 name: c.name,
+                jti: Some(c.jti),
             });
         }
         Err(error)
@@ -214,6 +222,15 @@ impl Connection {
         token: Option<String>,
         resume_token: Option<String>,
     ) -> Result<Joined, Exit> {
+        let started = std::time::Instant::now();
+        // Pseudonymous fields only; a join from a minted link continues the mint's trace.
+        let span = tracing::info_span!(
+            "join",
+            visit = tracing::field::Empty,
+            participant = tracing::field::Empty,
+            role = tracing::field::Empty,
+            resumed = resume_token.is_some(),
+        );
         let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -222,6 +239,9 @@ impl Connection {
                 return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
             }
         };
+        if let Some(jti) = &creds.jti {
+            trace_links::continue_from(&Key::Token(jti.clone()), &span);
+        }
         let Ok(visit_id) = creds.visit.parse::<VisitId>() else {
             self.send_error("visit_not_found", "visit not found")
                 .await?;
@@ -253,6 +273,13 @@ impl Connection {
         self.participant = Some(participant);
         tracing::info!(conn = %self.conn, visit = %visit_id, %participant, role = %creds.role, "joined");
         self.sig.metrics.joins.increment(1);
+        self.sig.metrics.join_duration.record(started.elapsed());
+        if trace_links::enabled() {
+            span.record("visit", tracing::field::display(visit_id));
+            span.record("participant", tracing::field::display(participant));
+            span.record("role", tracing::field::display(creds.role));
+            trace_links::remember(Key::Participant(participant.to_string()), &span);
+        }
         let expires = now
             + chrono::Duration::from_std(self.sig.config().resume_ttl)
                 .unwrap_or(chrono::Duration::hours(12));
@@ -384,6 +411,13 @@ impl Connection {
     /// Feeds a client frame to the visit. Returns the frame to answer with, if any (`pong`,
     /// or an `error` for a frame that was refused).
     fn handle_frame(&mut self, text: &str, j: &Joined) -> Option<String> {
+        // One frame in RELAY_SAMPLE is timed, from here (it is off the socket) until its
+        // copies are queued: decoding, the visit's rules, routing.
+        self.until_sample = self.until_sample.saturating_sub(1);
+        let started = (self.until_sample == 0).then(|| {
+            self.until_sample = crate::metrics::RELAY_SAMPLE;
+            std::time::Instant::now()
+        });
         let input = match input_of(text, self.conn) {
             Ok(input) => input,
             Err(reply) => return Some(reply),
@@ -393,11 +427,28 @@ impl Connection {
             Input::Chat { .. } => Some(&self.sig.metrics.relayed_chat),
             _ => None,
         };
+        // Only frames that are relayed count in the histogram.
+        let started = started.filter(|_| counter.is_some());
+        // An admission continues the trace of the admitted participant's join.
+        let _admission = match &input {
+            Input::Admit { target, .. } if trace_links::enabled() => {
+                let visit = self.visit.map(tracing::field::display);
+                let span = tracing::info_span!("admit", visit, participant = %target);
+                let key = Key::Participant(target.to_string());
+                trace_links::continue_from(&key, &span);
+                trace_links::remember(key, &span);
+                Some(span)
+            }
+            _ => None,
+        };
         // A visit running on another node answers a refusal through the outbox.
         match j.visit.send(input, text, Utc::now()) {
             Ok(()) => {
                 if let Some(counter) = counter {
                     counter.increment(1);
+                }
+                if let Some(started) = started {
+                    self.sig.metrics.relay_duration.record(started.elapsed());
                 }
                 None
             }

@@ -10,6 +10,7 @@
 mod connection;
 mod metrics;
 mod outbox;
+pub mod trace_links;
 
 pub use outbox::{Inbox, LocalOutbox};
 

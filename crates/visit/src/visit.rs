@@ -309,6 +309,12 @@ impl Visit {
         views
     }
 
+    /// Since when `id` has waited in the waiting room, if it waits there.
+    pub fn waiting_since(&self, id: ParticipantId) -> Option<DateTime<Utc>> {
+        let p = &self.participants[self.by_id(id)?];
+        (!p.admitted()).then_some(p.since)
+    }
+
     /// The participant a connection speaks for.
     pub fn participant_of(&self, conn: ConnId) -> Option<ParticipantId> {
         self.by_conn(conn).map(|i| self.participants[i].id)

@@ -218,7 +218,10 @@ async fn next_batch(
 /// retried a few times, then the batch is dropped, so one bad write cannot stall every
 /// visit's storage for good.
 async fn write(storage: &dyn Storage, batch: &[WriteOp]) -> Option<Vec<VisitId>> {
-    retrying(batch.len(), || storage.apply(batch)).await
+    let started = std::time::Instant::now();
+    let written = retrying(batch.len(), || storage.apply(batch)).await;
+    metrics::histogram!("bedside_storage_write_duration_seconds").record(started.elapsed());
+    written
 }
 
 /// The retry policy of [`write`], over any way of applying the batch; what applying it

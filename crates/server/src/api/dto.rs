@@ -21,10 +21,33 @@ const DEFAULT_VISIT_HOURS: i64 = 12;
 /// How far ahead a visit may be scheduled to end.
 const MAX_VISIT_DAYS: i64 = 90;
 
+/// An integer as JSON Schema counts them: `60` or `60.0` (a number with no fractional part),
+/// so what the OpenAPI document calls an integer is taken as one.
+fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number in range")))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVisit {
     /// The clinic's own reference (appointment id). Opaque to Bedside, at most 200 characters.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub external_ref: Option<String>,
     /// Joins before this time are refused (`visit_not_started`).
     pub not_before: Option<DateTime<Utc>>,
@@ -32,9 +55,10 @@ pub struct CreateVisit {
     pub expires_at: Option<DateTime<Utc>>,
     /// 2 to 8; default 4.
     #[schema(minimum = 2, maximum = 8)]
+    #[serde(default, deserialize_with = "whole")]
     pub max_participants: Option<u8>,
-    /// A JSON object of at most 4 KiB, returned as given.
-    #[schema(value_type = Object)]
+    /// A JSON object of at most 4 KiB (as JSON), returned as given; never logged.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -150,14 +174,22 @@ impl VisitBody {
     }
 }
 
+/// Unknown parameters are refused (`422`), as unknown body fields are: a misspelt filter
+/// must not silently list everything.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only visits with this status.
     pub status: Option<VisitStatus>,
     /// Page size, 1 to 200; default 50.
+    #[param(minimum = 1, maximum = 200, example = 50)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^[0-9]{1,16}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        example = "1764892800000000.6f1c0d4e-8a2b-4c1d-9e3f-5a6b7c8d9e0f"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -168,19 +200,40 @@ pub struct VisitList {
     pub next_cursor: Option<String>,
 }
 
-/// A page position: the last visit of the previous page.
+/// A page position: the last visit of the previous page, `MICROS.UUID` (its creation time in
+/// microseconds since the epoch, and its id), as the OpenAPI document describes it.
 pub fn encode_cursor(v: &VisitRecord) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{}", v.created_at.timestamp_micros(), v.id))
+    format!("{}.{}", v.created_at.timestamp_micros(), v.id)
 }
 
+/// Reads a cursor: that form, or the base64url of it that earlier
+/// versions handed out (so a listing in progress survives an upgrade). Anything else is a
+/// cursor no page ever gave: `400 bad_request`.
 pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, VisitId), ApiError> {
-    let bad = || ApiError::BadRequest("invalid cursor".into());
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(bad)?;
+    let bad = || ApiError::BadRequest("invalid cursor: not a next_cursor this API gave".into());
+    let legacy = || {
+        URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let plain = cursor
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b'-');
+    let text = if plain {
+        cursor.to_owned()
+    } else {
+        legacy().ok_or_else(bad)?
+    };
     let (micros, id) = text.split_once('.').ok_or_else(bad)?;
+    let canonical = id.len() == 36 && !id.bytes().any(|b| b.is_ascii_uppercase());
+    if micros.is_empty()
+        || micros.len() > 16
+        || !micros.bytes().all(|b| b.is_ascii_digit())
+        || (plain && !canonical)
+    {
+        return Err(bad());
+    }
     let at = micros
         .parse()
         .ok()
@@ -193,11 +246,20 @@ pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, VisitId), ApiError>
 #[serde(deny_unknown_fields)]
 pub struct MintToken {
     pub role: Role,
-    /// The participant's opaque id in the clinic's systems (never a name): 1-128 bytes.
+    /// The participant's opaque id in the clinic's systems (never a name): 1-128
+    /// characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub identity: String,
-    /// Display name shown to the others, at most 100 characters.
+    /// Display name shown to the others, at most 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
     /// Lifetime in seconds, 60 to 31 days; default 24 hours. Never outlives the visit.
+    #[schema(minimum = 60, maximum = 2_678_400)]
+    #[serde(default, deserialize_with = "whole")]
     pub ttl_seconds: Option<u32>,
 }
 
@@ -278,6 +340,50 @@ impl From<bedside_visit::ChainReport> for TrailCheck {
                 kind: b.at.label(),
                 message: b.at.to_string(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_may_be_written_as_json_schema_allows() {
+        let parse = |body: &str| serde_json::from_str::<MintToken>(body).map(|m| m.ttl_seconds);
+        let with = |ttl: &str| {
+            format!(r#"{{"role": "patient", "identity": "p-1", "ttl_seconds": {ttl}}}"#)
+        };
+        assert_eq!(parse(&with("472")).unwrap(), Some(472));
+        assert_eq!(parse(&with("472.0")).unwrap(), Some(472));
+        assert_eq!(parse(&with("null")).unwrap(), None);
+        assert_eq!(
+            parse(r#"{"role": "patient", "identity": "p-1"}"#).unwrap(),
+            None
+        );
+        for bad in ["472.5", "-1", "4294967296", "\"60\""] {
+            assert!(parse(&with(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_read_back_and_malformed_ones_are_refused() {
+        let id: VisitId = "6f1c0d4e-8a2b-4c1d-9e3f-5a6b7c8d9e0f".parse().unwrap();
+        let at = DateTime::from_timestamp_micros(1_763_805_480_123_456).unwrap();
+        let plain = format!("{}.{id}", at.timestamp_micros());
+        assert_eq!(decode_cursor(&plain).unwrap(), (at, id));
+        // What earlier versions handed out.
+        let legacy = URL_SAFE_NO_PAD.encode(&plain);
+        assert_eq!(decode_cursor(&legacy).unwrap(), (at, id));
+        for bad in [
+            "",
+            "é",
+            "12345",
+            "1.6F1C0D4E-8A2B-4C1D-9E3F-5A6B7C8D9E0F",
+            "1.6f1c0d4e8a2b4c1d9e3f5a6b7c8d9e0f",
+            "12345678901234567.6f1c0d4e-8a2b-4c1d-9e3f-5a6b7c8d9e0f",
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -12,12 +12,19 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+/// Unknown parameters are refused (`422`), as for `GET /v1/visits`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Events after this one: its `seq`, or its `id`. Absent: from the first.
+    /// Events after this one: its `seq`, or its `id`. Absent or empty: from the first.
+    #[param(
+        pattern = r"^(|0|[1-9][0-9]{0,17}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+        example = "42"
+    )]
     pub after: Option<String>,
     /// Page size, 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<u32>,
 }
 
@@ -60,11 +67,42 @@ impl From<StoredEvent> for VisitEventBody {
     }
 }
 
+/// Where a page starts: after a `seq`, or after the event with an `id`.
+enum Position<'a> {
+    Seq(i64),
+    Id(&'a str),
+}
+
+impl<'a> Position<'a> {
+    /// A `seq` is digits without a leading zero (at most 18); an id is a lowercase UUID, as
+    /// events carry them. Anything else names no event: `404 event_not_found`, as an
+    /// unknown id does.
+    fn of(after: &'a str) -> Result<Self, ApiError> {
+        let digits = after.bytes().all(|b| b.is_ascii_digit());
+        if digits
+            && after.len() <= 18
+            && (after == "0" || !after.starts_with('0'))
+            && let Ok(seq) = after.parse()
+        {
+            return Ok(Position::Seq(seq));
+        }
+        let uuid = after.len() == 36
+            && after.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+            });
+        if uuid {
+            return Ok(Position::Id(after));
+        }
+        Err(ApiError::EventNotFound)
+    }
+}
+
 /// List the tenant's visit events in order.
 #[utoipa::path(
     get, path = "/events", tag = "visits",
     params(EventParams),
-    responses((status = 200, body = VisitEventList), (status = 401, body = ErrorBody), (status = 404, description = "`after` names no event of this tenant", body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses((status = 200, description = "The page: events oldest first, and where the next page starts", body = VisitEventList), (status = 404, description = "`after` is neither a `seq` nor the id of an event of this tenant", body = ErrorBody)),
     security(("api_key" = []))
 )]
 pub async fn list_events(
@@ -81,10 +119,10 @@ pub async fn list_events(
     super::caught_up(&state).await?;
     let after = match params.after.as_deref() {
         None | Some("") => 0,
-        Some(after) => match after.parse::<i64>() {
-            Ok(seq) => seq,
-            Err(_) => storage
-                .event_seq(&tenant.id, after)
+        Some(after) => match Position::of(after)? {
+            Position::Seq(seq) => seq,
+            Position::Id(id) => storage
+                .event_seq(&tenant.id, id)
                 .await?
                 .ok_or(ApiError::EventNotFound)?,
         },

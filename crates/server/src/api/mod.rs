@@ -4,6 +4,7 @@
 mod dto;
 mod events;
 mod extract;
+mod openapi;
 mod tenant;
 mod visits;
 
@@ -39,7 +40,7 @@ impl Modify for BasicAuth {
 }
 
 /// The `/v1` routes and the OpenAPI document describing them (and the operations routes).
-pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
     let v1 = OpenApiRouter::new()
         .routes(routes!(visits::create_visit, visits::list_visits))
         .routes(routes!(visits::get_visit))
@@ -54,10 +55,11 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(crate::ops::healthz))
         .routes(routes!(crate::ops::readyz))
         .routes(routes!(crate::ops::metrics));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/v1", v1)
         .merge(ops)
-        .split_for_parts()
+        .split_for_parts();
+    (router, openapi::finish(doc))
 }
 
 /// Longest an API read waits for what live visits wrote a moment ago to reach storage.

@@ -36,10 +36,10 @@ async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<Visi
     post, path = "/visits", tag = "visits",
     request_body = CreateVisit,
     responses(
-        (status = 201, description = "Created", body = VisitBody),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, description = "Too many visits created by this key; retry after the Retry-After header", body = ErrorBody),
+        (status = 201, description = "The visit was created; `Location` names it", body = VisitBody,
+            headers(("Location" = String, description = "`/v1/visits/{id}`"))),
+        (status = 429, description = "Too many visits created by this key; retry after the `Retry-After` header", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait"))),
     ),
     security(("api_key" = []))
 )]
@@ -90,7 +90,10 @@ pub async fn create_visit(
 #[utoipa::path(
     get, path = "/visits", tag = "visits",
     params(ListParams),
-    responses((status = 200, body = VisitList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
+    responses(
+        (status = 200, description = "A page of visits, newest first", body = VisitList),
+        (status = 400, description = "`cursor` is not a `next_cursor` this API gave", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn list_visits(
@@ -132,8 +135,11 @@ pub async fn list_visits(
 /// Get a visit, with who is connected and who is waiting.
 #[utoipa::path(
     get, path = "/visits/{id}", tag = "visits",
-    params(("id" = String, Path, description = "Visit id")),
-    responses((status = 200, body = VisitBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    responses(
+        (status = 200, description = "The visit, with who is connected and who is waiting", body = VisitBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn get_visit(
@@ -151,11 +157,12 @@ pub async fn get_visit(
 /// Mint a join token for a doctor, patient or guest.
 #[utoipa::path(
     post, path = "/visits/{id}/tokens", tag = "visits",
-    params(("id" = String, Path, description = "Visit id")),
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
     request_body = MintToken,
     responses(
-        (status = 201, body = TokenBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "The visit has ended", body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 201, description = "The join token and the link carrying it", body = TokenBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+        (status = 409, description = "The visit has ended", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -210,13 +217,18 @@ pub async fn mint_token(
         role: Some(body.role),
         ..AuditEvent::new(AuditKind::TokenIssued, now)
             .actor(AuditActor::Api(tenant.key.clone()))
-            .detail(claims.jti)
+            .detail(claims.jti.clone())
     };
     state
         .registry
         .storage()
         .audit(record.id, &tenant.id, &issued)
         .await?;
+    // The join with this token continues this request's trace (by the token's id only).
+    bedside_signaling::trace_links::remember(
+        bedside_signaling::trace_links::Key::Token(claims.jti.clone()),
+        &tracing::Span::current(),
+    );
     let join_url = format!("{}/#token={token}", state.public_url);
     Ok((
         StatusCode::CREATED,
@@ -231,8 +243,11 @@ pub async fn mint_token(
 /// End a visit: everyone connected gets `visit_ended`. Ending an ended visit returns it as is.
 #[utoipa::path(
     post, path = "/visits/{id}/end", tag = "visits",
-    params(("id" = String, Path, description = "Visit id")),
-    responses((status = 200, body = VisitBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    responses(
+        (status = 200, description = "The ended visit (also when it had ended before)", body = VisitBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn end_visit(
@@ -252,8 +267,15 @@ pub async fn end_visit(
 /// Remove a participant (by identity) from a visit.
 #[utoipa::path(
     delete, path = "/visits/{id}/participants/{identity}", tag = "visits",
-    params(("id" = String, Path, description = "Visit id"), ("identity" = String, Path, description = "The participant's identity")),
-    responses((status = 204, description = "Removed"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Visit id"),
+        ("identity" = String, Path, description = "The participant's identity: 1-128 characters, no control characters",
+            min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"),
+    ),
+    responses(
+        (status = 204, description = "Removed: told `denied {reason: removed}` and closed with 4003"),
+        (status = 404, description = "No visit of this tenant has that id, or no participant of it that identity", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn remove_participant(
@@ -262,6 +284,7 @@ pub async fn remove_participant(
     Path((id, identity)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    check_identity(&identity).map_err(|m| ApiError::invalid("identity", m))?;
     state
         .router
         .remove(&tenant.id, &tenant.key, id, &identity)
@@ -273,8 +296,11 @@ pub async fn remove_participant(
 /// The visit's audit trail, oldest first.
 #[utoipa::path(
     get, path = "/visits/{id}/events", tag = "visits",
-    params(("id" = String, Path, description = "Visit id")),
-    responses((status = 200, body = EventList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    responses(
+        (status = 200, description = "The audit trail, oldest first", body = EventList),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn visit_events(
@@ -293,8 +319,11 @@ pub async fn visit_events(
 /// deleted or reordered row.
 #[utoipa::path(
     get, path = "/visits/{id}/events/verify", tag = "visits",
-    params(("id" = String, Path, description = "Visit id")),
-    responses((status = 200, body = TrailCheck), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    responses(
+        (status = 200, description = "Whether the trail's hash chain holds, and its first break", body = TrailCheck),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+    ),
     security(("api_key" = []))
 )]
 pub async fn verify_events(
@@ -308,5 +337,11 @@ pub async fn verify_events(
         .storage()
         .verify_audit(Some(record.id))
         .await?;
+    let result = if report.is_intact() {
+        "intact"
+    } else {
+        "broken"
+    };
+    metrics::counter!("bedside_audit_verifications_total", "result" => result).increment(1);
     Ok(Json(TrailCheck::from(report)))
 }

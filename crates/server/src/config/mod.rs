@@ -61,6 +61,8 @@ pub struct WebhookConfig {
     pub url: String,
     /// Signs each delivery.
     pub secret: Secret,
+    /// During a rotation, the secret being replaced: it signs too.
+    pub previous_secret: Option<Secret>,
 }
 
 /// How webhooks are delivered.
@@ -128,6 +130,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub trusted_proxies: Vec<IpNet>,
     pub drain: DrainConfig,
+    /// OTLP/HTTP collector for traces (`BEDSIDE_OTLP_ENDPOINT`); none: no traces sent.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -346,7 +350,18 @@ impl TryFrom<Settings> for Config {
                 delay: Duration::from_millis(s.drain.delay_ms),
                 jitter: Duration::from_millis(s.drain.jitter_ms),
             },
+            otlp_endpoint: otlp_endpoint(&s)?,
         })
+    }
+}
+
+/// The OTLP collector, if set: an `http(s)://` base URL.
+fn otlp_endpoint(s: &Settings) -> anyhow::Result<Option<String>> {
+    match &s.otlp_endpoint {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            bail!("otlp_endpoint must be http(s)://HOST:PORT (OTLP over HTTP, e.g. port 4318)")
+        }
+        other => Ok(other.clone()),
     }
 }
 
@@ -379,13 +394,20 @@ fn api_keys(s: &Settings) -> anyhow::Result<Vec<ApiKey>> {
 fn webhooks(s: &Settings, keys: &[ApiKey]) -> anyhow::Result<Vec<WebhookConfig>> {
     let entries = s.webhooks.items(|entry| {
         let mut parts = entry.split_whitespace();
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(tenant), Some(url), Some(secret), None) => Ok(raw::WebhookSetting {
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some(tenant), Some(url), Some(secret), previous, None) => Ok(raw::WebhookSetting {
                 tenant: tenant.into(),
                 url: url.into(),
                 secret: Secret::new(secret),
+                previous_secret: previous.map(Secret::new),
             }),
-            _ => bail!("BEDSIDE_WEBHOOKS entries are \"TENANT URL SECRET\""),
+            _ => bail!("BEDSIDE_WEBHOOKS entries are \"TENANT URL SECRET [PREVIOUS_SECRET]\""),
         }
     })?;
     let mut hooks: Vec<WebhookConfig> = Vec::new();
@@ -394,7 +416,12 @@ fn webhooks(s: &Settings, keys: &[ApiKey]) -> anyhow::Result<Vec<WebhookConfig>>
         if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
             bail!("webhook URL for {tenant} must be http(s)://");
         }
-        if hook.secret.expose().len() < MIN_WEBHOOK_SECRET_LEN {
+        if hook.secret.expose().len() < MIN_WEBHOOK_SECRET_LEN
+            || hook
+                .previous_secret
+                .as_ref()
+                .is_some_and(|p| p.expose().len() < MIN_WEBHOOK_SECRET_LEN)
+        {
             bail!(
                 "webhook secret for {tenant} must have at least {MIN_WEBHOOK_SECRET_LEN} characters"
             );
@@ -409,6 +436,7 @@ fn webhooks(s: &Settings, keys: &[ApiKey]) -> anyhow::Result<Vec<WebhookConfig>>
             tenant,
             url: hook.url,
             secret: hook.secret,
+            previous_secret: hook.previous_secret,
         });
     }
     Ok(hooks)

@@ -91,8 +91,13 @@ impl Default for WsSettings {
 pub struct WebhookSetting {
     pub tenant: String,
     pub url: String,
-    /// Signs each delivery (HMAC-SHA256); at least 16 characters.
+    /// Signs each delivery (HMAC-SHA256); at least 16 characters, or `whsec_` and base64
+    /// of at least 16 bytes (the Standard Webhooks form).
     pub secret: Secret,
+    /// During a rotation, the secret being replaced: deliveries carry a signature under
+    /// each, so receivers move to the new one when they like.
+    #[serde(default)]
+    pub previous_secret: Option<Secret>,
 }
 
 /// How webhooks are delivered.
@@ -269,7 +274,8 @@ pub struct Settings {
     pub handshake_timeout_secs: u64,
     pub ws: WsSettings,
     pub api: ApiSettings,
-    /// Per-tenant webhooks. In the environment: `BEDSIDE_WEBHOOKS="TENANT URL SECRET,..."`.
+    /// Per-tenant webhooks. In the environment:
+    /// `BEDSIDE_WEBHOOKS="TENANT URL SECRET [PREVIOUS_SECRET],..."`.
     pub webhooks: ListOrString<WebhookSetting>,
     pub webhook_delivery: DeliverySettings,
     /// `redis://HOST:PORT`: run as one node of a cluster sharing visits through Redis
@@ -283,6 +289,9 @@ pub struct Settings {
     pub trusted_proxies: ListOrString<String>,
     pub cluster: ClusterSettings,
     pub drain: DrainSettings,
+    /// OpenTelemetry collector to send traces to over OTLP/HTTP, e.g. `http://collector:4318`;
+    /// none: no traces leave the process.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Settings {
@@ -312,6 +321,7 @@ impl Default for Settings {
             trusted_proxies: ListOrString::None,
             cluster: ClusterSettings::default(),
             drain: DrainSettings::default(),
+            otlp_endpoint: None,
         }
     }
 }

@@ -143,6 +143,7 @@ impl Application {
             signaling,
             public_url: public_url.into(),
             allowed_origins: allowed_origins.into(),
+            embed_origins: config.embed_origins.clone().into(),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             limits: Arc::new(Limits::new(&config.limits)),
             client_ip: Arc::new(ClientIp::new(config.trusted_proxies.clone())),

@@ -16,12 +16,28 @@ use tracing::Level;
 /// Largest REST request body.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Content-Security-Policy of the web client: nothing but this origin, no inline code.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-     media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// Content-Security-Policy of the web client: nothing but this origin, no inline code, and
+/// framed by no page but those of the `embed_origins` setting (none by default).
+fn content_security_policy(embed_origins: &[String]) -> HeaderValue {
+    let ancestors = if embed_origins.is_empty() {
+        "'none'".to_owned()
+    } else {
+        embed_origins.join(" ")
+    };
+    let csp = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+         media-src 'self' blob:; connect-src 'self'; frame-ancestors {ancestors}; base-uri 'none'; form-action 'none'"
+    );
+    // The setting admits only header-safe origins, so this always holds.
+    HeaderValue::try_from(csp).unwrap_or(HeaderValue::from_static("frame-ancestors 'none'"))
+}
 
 pub fn router(state: AppState) -> Router {
     let hsts = state.hsts;
+    let csp = content_security_policy(&state.embed_origins);
+    // X-Frame-Options cannot name several origins: with an embed allow-list, browsers go by
+    // the CSP's frame-ancestors alone.
+    let deny_frames = state.embed_origins.is_empty();
     let (api, openapi) = api::router();
     let openapi = Arc::new(openapi);
     let trace = TraceLayer::new_for_http()
@@ -51,9 +67,14 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::from_fn(crate::prometheus::http_duration))
     .layer(trace)
     .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-    .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+    .layer(tower::util::option_layer(
+        deny_frames.then(|| header(header::X_FRAME_OPTIONS, "DENY")),
+    ))
     .layer(header(header::REFERRER_POLICY, "no-referrer"))
-    .layer(header(header::CONTENT_SECURITY_POLICY, CSP))
+    .layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        csp,
+    ))
     .layer(header(
         HeaderName::from_static("permissions-policy"),
         "camera=(self), microphone=(self), display-capture=(self)",

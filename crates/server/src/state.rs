@@ -23,6 +23,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Exact `Origin` values allowed on `/ws`.
     pub allowed_origins: Arc<[String]>,
+    /// Origins allowed to frame the web client (CSP `frame-ancestors`); empty: none.
+    pub embed_origins: Arc<[String]>,
     /// One permit per open WebSocket: the connection cap.
     pub connections: Arc<Semaphore>,
     /// Per-address and per-key flood limits.

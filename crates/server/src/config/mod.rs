@@ -109,6 +109,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Exact origins allowed on `/ws`; empty: the public URL's origin.
     pub allowed_origins: Vec<String>,
+    /// Origins allowed to frame the web client (CSP `frame-ancestors`), each exactly
+    /// `http(s)://HOST[:PORT]`, lowercase; empty: nobody.
+    pub embed_origins: Vec<String>,
     /// How long a dropped participant keeps their place.
     pub grace: TimeDelta,
     /// How long before a visit's end its participants are warned.
@@ -307,6 +310,7 @@ impl TryFrom<Settings> for Config {
             .into_iter()
             .map(|o| o.trim_end_matches('/').to_owned())
             .collect();
+        let embed_origins = embed_origins(&s).context("embed_origins (BEDSIDE_EMBED_ORIGINS)")?;
         Ok(Config {
             listen: s.listen,
             database,
@@ -316,6 +320,7 @@ impl TryFrom<Settings> for Config {
                 .as_deref()
                 .map(|u| u.trim_end_matches('/').to_owned()),
             allowed_origins,
+            embed_origins,
             grace: TimeDelta::seconds(i64::try_from(s.grace_seconds)?),
             expiry_warning: TimeDelta::seconds(i64::try_from(s.expiry_warning_secs)?),
             max_connections: s.max_connections,
@@ -385,6 +390,32 @@ fn api_keys(s: &Settings) -> anyhow::Result<Vec<ApiKey>> {
                 k.tenant.as_deref().unwrap_or(&k.id),
             )
             .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+/// Origins allowed to frame the web client: each exactly `http(s)://HOST[:PORT]`, as it goes
+/// into a CSP header (no path, wildcard, quote or separator).
+fn embed_origins(s: &Settings) -> anyhow::Result<Vec<String>> {
+    s.embed_origins
+        .items(|s| Ok(s.to_owned()))?
+        .into_iter()
+        .map(|origin| {
+            let origin = origin.trim().trim_end_matches('/');
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match host {
+                Some(host)
+                    if !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) =>
+                {
+                    Ok(origin.to_ascii_lowercase())
+                }
+                _ => bail!("{origin:?} is not an origin like https://portal.example.org"),
+            }
         })
         .collect()
 }

@@ -253,6 +253,10 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Origins allowed to open `/ws` from a browser; defaults to the public URL's origin.
     pub allowed_origins: ListOrString<String>,
+    /// Origins of the pages (a clinic's portal) that may show the web client in an
+    /// `<iframe>`: its CSP `frame-ancestors`, and where it posts the visit's progress.
+    /// None by default: the web client refuses to be framed.
+    pub embed_origins: ListOrString<String>,
     /// How long a dropped participant keeps their place.
     pub grace_seconds: u64,
     /// How long before a visit's `expires_at` its participants are warned.
@@ -302,6 +306,7 @@ impl Default for Settings {
             api_keys: ListOrString::None,
             public_url: None,
             allowed_origins: ListOrString::None,
+            embed_origins: ListOrString::None,
             grace_seconds: 30,
             expiry_warning_secs: 300,
             max_connections: 10_000,

@@ -252,3 +252,30 @@ fn no_secret_prints_in_the_configuration() {
         assert!(!printed.contains(secret), "{secret} in {printed}");
     }
 }
+
+#[test]
+fn embed_origins_are_exact_origins() {
+    let with = |origins: &str| {
+        check(Settings {
+            embed_origins: ListOrString::Text(origins.into()),
+            ..Settings::default()
+        })
+        .map(|c| c.embed_origins)
+    };
+    assert!(check(Settings::default()).unwrap().embed_origins.is_empty());
+    assert_eq!(
+        with("https://Portal.example.org/, http://127.0.0.1:8081").unwrap(),
+        ["https://portal.example.org", "http://127.0.0.1:8081"]
+    );
+    for bad in [
+        "portal.example.org",
+        "https://*.example.org",
+        "https://a.example.org/path",
+        "https://a.example.org; script-src *",
+        "https://a 'unsafe-inline'",
+        "javascript:alert(1)",
+        "https://",
+    ] {
+        assert!(with(bad).is_err(), "{bad:?}");
+    }
+}

@@ -3,9 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { backoffDelay } from '../../web-client/js/backoff.js';
-import { finalOutcome } from '../../web-client/js/signaling.js';
-import { readClaims } from '../../web-client/js/token.js';
+import { backoffDelay, finalOutcome, readClaims } from '../../web-client/sdk/index.js';
 import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
 
 test('backoff grows exponentially, is capped, and always waits', () => {
@@ -31,6 +29,9 @@ test('close codes: final ones name what happened, the others mean reconnect', ()
   assert.deepEqual(finalOutcome(4004, { ended: 'ended_by_doctor' }), { outcome: 'ended', reason: 'ended_by_doctor' });
   assert.deepEqual(finalOutcome(4004, { error: 'visit_not_found' }), { outcome: 'not_found' });
   assert.deepEqual(finalOutcome(4009), { outcome: 'replaced' });
+  // A removal or denial blocks the identity: its old links are refused for good.
+  assert.deepEqual(finalOutcome(4003, { error: 'access_revoked' }), { outcome: 'revoked' });
+  assert.deepEqual(finalOutcome(4001, { error: 'access_revoked' }), { outcome: 'revoked' });
   for (const code of [1001, 1006, 1011, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
 });
 
@@ -52,3 +53,4 @@ test('token claims are read for display, and junk is refused', () => {
   assert.equal(readClaims(`${part({})}.${part({ role: 'admin' })}.sig`), null);
   assert.equal(readClaims('a.!!!.c'), null);
 });
+

@@ -1,13 +1,10 @@
-// Entry point: reads the join link, runs the pre-call check, then connects and moves
-// between the screens (waiting room, call, final) as the server's frames say. Doctors and
-// patients run the same flow; the token's role decides what the call screen offers
-// (waiting list, screen share, remove, end visit).
+// Entry point: reads the join link, runs the pre-call check, then joins the visit through
+// the SDK (../sdk/) and moves between the screens (waiting room, call, final) as its events
+// say. Doctors and patients run the same flow; the token's role decides what the call
+// screen offers (waiting list, screen share, remove, end visit).
 
+import { Visit, openLocalMedia, readClaims, stopStream, takeToken } from '../sdk/index.js';
 import { $, showScreen } from './dom.js';
-import { openLocalMedia, stopStream } from './media.js';
-import { Mesh } from './mesh.js';
-import { Signaling } from './signaling.js';
-import { readClaims, takeToken } from './token.js';
 import { CallView } from './views/call.js';
 import { showFinal } from './views/final.js';
 import { LobbyView } from './views/lobby.js';
@@ -23,7 +20,7 @@ if (!token) {
   showScreen('screen-landing');
 } else {
   const claims = readClaims(token);
-  if (claims) run(token, claims);
+  if (claims && claims.role !== 'provider') run(token, claims);
   else showFinal({ outcome: 'link_invalid' });
 }
 
@@ -33,44 +30,32 @@ async function run(token, claims) {
   const stream = checked ? (await openLocalMedia()).stream : await runPrecall({ isDoctor });
   sessionSet(CHECKED_KEY, claims.jti);
 
-  const signaling = new Signaling({ token });
-  const mesh = new Mesh(signaling);
-  const call = new CallView({ signaling, mesh, stream, isDoctor });
+  const visit = new Visit({ token, stream });
+  const call = new CallView({ visit, isDoctor });
   let lobby = null;
-  showConnectionStatus(signaling);
+  showConnectionStatus(visit);
 
-  const on = (type, handler) => signaling.addEventListener(type, (e) => handler(e.detail));
-  on('joined', () => call.sendMedia());
-  on('waiting', () => {
-    // Also reached after a reconnect that came too late to keep our place.
-    call.suspend();
+  visit.on('waiting', () => {
     $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;
     showScreen('screen-waiting');
   });
-  on('admitted', ({ participants }) => call.admitted(participants));
-  on('lobby', ({ waiting }) => (lobby ??= new LobbyView(signaling)).update(waiting));
-  on('participant_joined', ({ participant }) => call.joined(participant));
-  on('participant_updated', ({ participant }) => call.updated(participant));
-  on('participant_left', ({ participant_id, reason }) => call.left(participant_id, reason));
-  on('signal', (frame) => mesh.receive(frame));
-  on('chat', (frame) => call.chat.add(frame));
-  on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
-  on('error', ({ code }) => {
+  visit.on('lobby', ({ waiting }) => (lobby ??= new LobbyView(visit)).update(waiting));
+  visit.on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
+  visit.on('error', ({ code }) => {
     if (code === 'invalid_chat') call.chat.note('Messages can be up to 2000 characters.');
     else if (code === 'not_admitted') call.chat.note('You can chat once the doctor lets you in.');
   });
-  on('final', (detail) => {
+  visit.on('ended', (detail) => {
     $('#expiry-notice').hidden = true;
-    call.stop();
     lobby?.stop();
     stopStream(stream);
     showFinal(detail, { onRejoin: () => location.reload(), endedByMe: call.endedByMe });
   });
 
-  $('#waiting-leave').addEventListener('click', () => signaling.leave());
+  $('#waiting-leave').addEventListener('click', () => visit.leave());
   // No `leave` on pagehide: a reload (phones do it on their own) must find its place in
   // the visit again, which the server keeps for the grace period of a dropped connection.
-  signaling.start();
+  visit.join();
 }
 
 function sessionGet(key) {

@@ -45,9 +45,3 @@ export function announce(text) {
     region.textContent = text;
   }, 50);
 }
-
-/** A random id that works outside secure contexts too (crypto.randomUUID does not). */
-export function randomId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}

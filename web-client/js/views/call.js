@@ -1,151 +1,112 @@
-// The call screen: a tile per participant (video, name, state badges), the controls
-// (mute, camera, screen share, leave, end visit) and the roster of who is here, which it
-// keeps from the server's participant frames and uses to drive the mesh.
+// The call screen: a tile per participant (video, name, state badges) and the controls
+// (mute, camera, screen share, leave, end visit). Who is here, their media and the peer
+// connections come from the SDK's Visit; this view only draws them.
 
 import { $, announce, h, showScreen } from '../dom.js';
-import { openScreen } from '../media.js';
 import { ChatView } from './chat.js';
 import { displayName } from './lobby.js';
 
 const LEFT_TEXT = { left: 'left the visit', removed: 'was removed from the visit', timed_out: 'lost connection and did not come back' };
 
 export class CallView {
-  #signaling;
-  #mesh;
-  #stream;
+  #visit;
   #isDoctor;
-  #roster = new Map();
-  // Names of people who left, so the chat transcript still says who wrote what.
-  #formerNames = new Map();
   #tiles = new Map();
-  #muted = false;
-  #cameraOff = false;
-  #screenTrack = null;
+  // Whether each participant's signaling was up when last drawn, to announce changes.
+  #connected = new Map();
   /** Whether this page sent `end_visit` (its final screen then says so). */
   endedByMe = false;
 
-  constructor({ signaling, mesh, stream, isDoctor }) {
-    this.#signaling = signaling;
-    this.#mesh = mesh;
-    this.#stream = stream;
+  constructor({ visit, isDoctor }) {
+    this.#visit = visit;
     this.#isDoctor = isDoctor;
-    this.chat = new ChatView(signaling, (id) => this.#nameOf(id));
+    this.chat = new ChatView(visit, (id) => this.#nameOf(id));
 
-    mesh.setTrack('audio', stream.getAudioTracks()[0] ?? null);
-    mesh.setTrack('video', stream.getVideoTracks()[0] ?? null);
-    mesh.addEventListener('peer', (e) => this.#attach(e.detail.id, e.detail.link));
-    mesh.addEventListener('peer-state', (e) => this.#render(e.detail.id));
+    visit.on('remote_stream', ({ participantId, stream }) => this.#attach(participantId, stream));
+    visit.on('peer_state', ({ participantId }) => this.#render(participantId));
+    visit.on('admitted', () => this.#admitted());
+    visit.on('participant_joined', ({ participant }) => this.#joined(participant));
+    visit.on('participant_updated', ({ participant }) => this.#updated(participant));
+    visit.on('participant_left', ({ participant_id, reason }) => this.#left(participant_id, reason));
+    visit.on('waiting', () => this.#clear());
+    visit.on('ended', () => this.#clear());
 
     $('#tiles').replaceChildren(this.#selfTile());
     this.#wireControls();
   }
 
   /** Our own `admitted` (first time, or again after a reconnect): who is here now. */
-  admitted(participants) {
-    this.#roster = new Map(participants.map((p) => [p.participant_id, p]));
-    for (const id of [...this.#tiles.keys()]) if (!this.#roster.has(id)) this.#removeTile(id);
-    const ids = [...this.#roster.keys()];
-    this.#mesh.retain(ids);
-    this.#mesh.connectTo(ids);
-    for (const id of ids) this.#render(id);
-    // After a reconnect, messages sent while we were away may be lost: re-offer, and
-    // restart ICE where the media path broke meanwhile.
-    this.#mesh.resync();
+  #admitted() {
+    const here = this.#visit.participants;
+    for (const id of [...this.#tiles.keys()]) if (!here.has(id)) this.#removeTile(id);
+    for (const [id, p] of here) {
+      this.#connected.set(id, p.connected !== false);
+      this.#render(id);
+    }
     if ($('#screen-call').hidden) {
       showScreen('screen-call');
-      announce(this.#roster.size ? `You are in the visit with ${[...this.#roster.values()].map(displayName).join(', ')}.` : 'You are in the visit.');
+      announce(here.size ? `You are in the visit with ${[...here.values()].map(displayName).join(', ')}.` : 'You are in the visit.');
     }
   }
 
   /** `participant_joined`: someone was admitted, or a doctor arrived. */
-  joined(p) {
-    this.#roster.set(p.participant_id, p);
-    this.#mesh.connectTo([p.participant_id]);
+  #joined(p) {
+    this.#connected.set(p.participant_id, p.connected !== false);
     this.#render(p.participant_id);
     announce(`${displayName(p)} joined the visit.`);
   }
 
   /** `participant_updated`: media state or connection changed. */
-  updated(p) {
-    const before = this.#roster.get(p.participant_id);
-    this.#roster.set(p.participant_id, p);
-    if (before && before.connected !== p.connected) {
-      if (p.connected) {
-        announce(`${displayName(p)} is back.`);
-        // Their signaling was down: whatever we sent meanwhile was dropped.
-        this.#mesh.resync(p.participant_id);
-      } else {
-        announce(`${displayName(p)} lost connection. Waiting for them to come back.`);
-      }
+  #updated(p) {
+    const id = p.participant_id;
+    const now = p.connected !== false;
+    if (this.#connected.has(id) && this.#connected.get(id) !== now) {
+      announce(now ? `${displayName(p)} is back.` : `${displayName(p)} lost connection. Waiting for them to come back.`);
     }
-    this.#render(p.participant_id);
+    this.#connected.set(id, now);
+    this.#render(id);
   }
 
   /** `participant_left`. */
-  left(id, reason) {
-    const p = this.#roster.get(id);
-    this.#roster.delete(id);
-    this.#mesh.drop(id);
+  #left(id, reason) {
+    const p = this.#visit.participant(id);
+    this.#connected.delete(id);
     this.#removeTile(id);
-    if (p) {
-      this.#formerNames.set(id, displayName(p));
-      announce(`${displayName(p)} ${LEFT_TEXT[reason] ?? 'left the visit'}.`);
-    }
+    if (p) announce(`${displayName(p)} ${LEFT_TEXT[reason] ?? 'left the visit'}.`);
   }
 
-  /** Back to the waiting room (admission lost): no more peers. */
-  suspend() {
-    this.#mesh.closeAll();
+  /** Back to the waiting room, or the visit is over: no more peers. */
+  #clear() {
     for (const id of [...this.#tiles.keys()]) this.#removeTile(id);
-    this.#roster.clear();
-  }
-
-  stop() {
-    this.#screenTrack?.stop();
-    this.suspend();
-  }
-
-  /** Sends our microphone/camera/screen state (after every join, and on each change). */
-  sendMedia() {
-    const hasAudio = this.#stream.getAudioTracks().length > 0;
-    const hasVideo = this.#stream.getVideoTracks().length > 0;
-    this.#signaling.send({
-      type: 'media',
-      audio: hasAudio && !this.#muted,
-      video: hasVideo && !this.#cameraOff,
-      screen: Boolean(this.#screenTrack),
-    });
+    this.#connected.clear();
   }
 
   #nameOf(id) {
-    if (id === this.#signaling.participantId) return 'You';
-    const p = this.#roster.get(id);
-    return p ? displayName(p) : (this.#formerNames.get(id) ?? 'Someone who left');
+    if (id === this.#visit.self?.participant_id) return 'You';
+    const p = this.#visit.participant(id);
+    return p ? displayName(p) : 'Someone who left';
   }
 
   #selfTile() {
+    const stream = this.#visit.localStream;
     const video = h('video', { autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your camera' });
     // Only a stream with video: an empty one would keep the element loading forever.
-    video.srcObject = this.#stream.getVideoTracks().length ? this.#stream : null;
+    video.srcObject = stream.getVideoTracks().length ? stream : null;
     this.selfBadges = h('span', { class: 'badges' });
-    const tile = h(
-      'li',
-      { class: 'tile self', dataset: { self: '' } },
-      video,
-      (this.selfPlaceholder = h('div', { class: 'placeholder', 'aria-hidden': 'true', text: 'You', hidden: this.#stream.getVideoTracks().length > 0 })),
-      h('div', { class: 'caption' }, h('span', { class: 'name', text: 'You' }), this.selfBadges),
-    );
+    this.selfPlaceholder = h('div', { class: 'placeholder', 'aria-hidden': 'true', text: 'You' });
+    const tile = h('li', { class: 'tile self', dataset: { self: '' } }, video, this.selfPlaceholder, h('div', { class: 'caption' }, h('span', { class: 'name', text: 'You' }), this.selfBadges));
     this.#renderSelf();
     return tile;
   }
 
   #renderSelf() {
+    const media = this.#visit.media;
     const badges = [];
-    if (this.#muted || this.#stream.getAudioTracks().length === 0) badges.push(['Muted', true]);
-    if (this.#cameraOff || this.#stream.getVideoTracks().length === 0) badges.push(['Camera off', false]);
-    if (this.#screenTrack) badges.push(['Sharing your screen', false]);
+    if (!media.audio) badges.push(['Muted', true]);
+    if (!media.video) badges.push(['Camera off', false]);
+    if (media.screen) badges.push(['Sharing your screen', false]);
     this.selfBadges.replaceChildren(...badges.map(([text, alert]) => h('span', { class: alert ? 'badge alert' : 'badge', text })));
-    this.selfPlaceholder.hidden = !(this.#cameraOff || this.#stream.getVideoTracks().length === 0);
+    this.selfPlaceholder.hidden = media.video;
   }
 
   #tileFor(id) {
@@ -170,23 +131,23 @@ export class CallView {
     if (this.#isDoctor) {
       tile.remove = h('button', { type: 'button', class: 'danger', text: 'Remove' });
       tile.remove.addEventListener('click', () => {
-        if (!this.#signaling.send({ type: 'remove', participant_id: id })) announce('Not connected. Try again in a moment.');
+        if (!this.#visit.remove(id)) announce('Not connected. Try again in a moment.');
       });
       actions.append(tile.remove);
     }
     tile.li.append(video, tile.placeholder, h('div', { class: 'caption' }, tile.name, tile.badges), actions);
     $('#tiles').append(tile.li);
     this.#tiles.set(id, tile);
-    const link = this.#mesh.link(id);
-    if (link) this.#attach(id, link);
+    const stream = this.#visit.remoteStream(id);
+    if (stream) this.#attach(id, stream);
     return tile;
   }
 
-  #attach(id, link) {
-    if (!this.#roster.has(id)) return;
+  #attach(id, stream) {
+    if (!this.#visit.participants.has(id)) return;
     const tile = this.#tileFor(id);
-    if (tile.video.srcObject !== link.remoteStream) {
-      tile.video.srcObject = link.remoteStream;
+    if (tile.video.srcObject !== stream) {
+      tile.video.srcObject = stream;
       this.#play(tile);
     }
     this.#render(id);
@@ -203,7 +164,7 @@ export class CallView {
   }
 
   #render(id) {
-    const p = this.#roster.get(id);
+    const p = this.#visit.participants.get(id);
     if (!p) return;
     const tile = this.#tileFor(id);
     const name = displayName(p);
@@ -218,7 +179,7 @@ export class CallView {
     const badges = [];
     if (p.connected === false) badges.push(['Reconnecting…', true]);
     else {
-      const state = this.#mesh.link(id)?.connectionState ?? 'new';
+      const state = this.#visit.peerConnection(id)?.connectionState ?? 'new';
       if (state === 'new' || state === 'connecting') badges.push(['Connecting…', false]);
       if (state === 'disconnected' || state === 'failed') badges.push(['Video interrupted, reconnecting…', true]);
     }
@@ -241,63 +202,48 @@ export class CallView {
     const mic = $('#btn-mic');
     const cam = $('#btn-cam');
     const screen = $('#btn-screen');
-    const audio = this.#stream.getAudioTracks()[0];
-    const video = this.#stream.getVideoTracks()[0];
+    const stream = this.#visit.localStream;
 
     const renderButtons = () => {
-      mic.textContent = !audio ? 'No microphone' : this.#muted ? 'Unmute' : 'Mute';
-      mic.disabled = !audio;
-      mic.classList.toggle('active', this.#muted);
-      cam.textContent = !video ? 'No camera' : this.#cameraOff ? 'Camera on' : 'Camera off';
-      cam.disabled = !video;
-      cam.classList.toggle('active', this.#cameraOff);
-      screen.textContent = this.#screenTrack ? 'Stop sharing' : 'Share screen';
-      screen.classList.toggle('active', Boolean(this.#screenTrack));
+      const hasAudio = stream.getAudioTracks().length > 0;
+      const hasVideo = stream.getVideoTracks().length > 0;
+      const media = this.#visit.media;
+      mic.textContent = !hasAudio ? 'No microphone' : media.audio ? 'Mute' : 'Unmute';
+      mic.disabled = !hasAudio;
+      mic.classList.toggle('active', hasAudio && !media.audio);
+      cam.textContent = !hasVideo ? 'No camera' : media.video ? 'Camera off' : 'Camera on';
+      cam.disabled = !hasVideo;
+      cam.classList.toggle('active', hasVideo && !media.video);
+      screen.textContent = media.screen ? 'Stop sharing' : 'Share screen';
+      screen.classList.toggle('active', media.screen);
       this.#renderSelf();
     };
+    // Every change of our media, whoever made it (the browser's "Stop sharing" bar too).
+    this.#visit.on('local_media', renderButtons);
 
     mic.addEventListener('click', () => {
-      this.#muted = !this.#muted;
       // A disabled track sends silence: no renegotiation, and unmuting is instant.
-      audio.enabled = !this.#muted;
-      renderButtons();
-      this.sendMedia();
-      announce(this.#muted ? 'Microphone muted.' : 'Microphone on.');
+      const { audio } = this.#visit.setMedia({ audio: !this.#visit.media.audio });
+      announce(audio ? 'Microphone on.' : 'Microphone muted.');
     });
     cam.addEventListener('click', () => {
-      this.#cameraOff = !this.#cameraOff;
-      video.enabled = !this.#cameraOff;
-      renderButtons();
-      this.sendMedia();
-      announce(this.#cameraOff ? 'Camera off.' : 'Camera on.');
+      const { video } = this.#visit.setMedia({ video: !this.#visit.media.video });
+      announce(video ? 'Camera on.' : 'Camera off.');
     });
 
     // Screen sharing is the doctor's (showing results, images); it needs getDisplayMedia,
     // which phones mostly lack.
     screen.hidden = !(this.#isDoctor && navigator.mediaDevices?.getDisplayMedia);
-    const stopSharing = () => {
-      if (!this.#screenTrack) return;
-      this.#screenTrack.stop();
-      this.#screenTrack = null;
-      this.#mesh.setTrack('video', video ?? null);
-      renderButtons();
-      this.sendMedia();
-      announce('Screen sharing stopped.');
-    };
     screen.addEventListener('click', async () => {
-      if (this.#screenTrack) return stopSharing();
-      const track = await openScreen();
-      if (!track) return;
-      this.#screenTrack = track;
-      // The browser's own "Stop sharing" bar ends the track without our button.
-      track.addEventListener('ended', stopSharing);
-      this.#mesh.setTrack('video', track);
-      renderButtons();
-      this.sendMedia();
-      announce('You are sharing your screen.');
+      if (this.#visit.media.screen) {
+        this.#visit.stopScreenShare();
+        announce('Screen sharing stopped.');
+      } else if (await this.#visit.shareScreen()) {
+        announce('You are sharing your screen.');
+      }
     });
 
-    $('#btn-leave').addEventListener('click', () => this.#signaling.leave());
+    $('#btn-leave').addEventListener('click', () => this.#visit.leave());
     const end = $('#btn-end');
     end.hidden = !this.#isDoctor;
     const dialog = $('#end-dialog');
@@ -305,7 +251,7 @@ export class CallView {
     $('#end-cancel').addEventListener('click', () => dialog.close());
     $('#end-confirm').addEventListener('click', () => {
       dialog.close();
-      if (this.#signaling.send({ type: 'end_visit' })) this.endedByMe = true;
+      if (this.#visit.endVisit()) this.endedByMe = true;
       else announce('Not connected. Try again in a moment.');
     });
     renderButtons();

@@ -4,20 +4,21 @@
 import { $, h } from '../dom.js';
 
 export class ChatView {
-  #signaling;
+  #visit;
   #nameOf;
 
   /** @param nameOf (participantId) => display name */
-  constructor(signaling, nameOf) {
-    this.#signaling = signaling;
+  constructor(visit, nameOf) {
+    this.#visit = visit;
     this.#nameOf = nameOf;
+    visit.on('chat', (frame) => this.add(frame));
     const form = $('#chat-form');
     const input = $('#chat-input');
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const text = input.value.trim();
       if (!text) return;
-      if (this.#signaling.send({ type: 'chat', text })) {
+      if (this.#visit.chat(text)) {
         input.value = '';
         this.note('');
       } else {

@@ -8,6 +8,7 @@ const TEXT = {
   not_found: ['This visit is not available', 'The visit has ended or the link is wrong. Contact your clinic if you need help.'],
   link_invalid: ['This link does not work', 'The link is not valid. Ask your clinic to send you a new one.'],
   link_expired: ['This link has expired', 'Ask your clinic to send you a new link.'],
+  revoked: ['This link is no longer valid', 'Ask the clinic for a new one.'],
   denied: ['You were not let in', 'The doctor did not admit you to this visit. Contact your clinic if you think this is a mistake.'],
   removed: ['You were removed from the visit', 'The doctor removed you from this visit. Contact your clinic if you need help.'],
   visit_full: ['This visit is full', 'The visit already has as many people as it allows. Contact your clinic.'],
@@ -22,7 +23,7 @@ const ENDED_BY = {
   expired: 'The time booked for this visit is over.',
 };
 
-/** Shows the final screen for a `final` outcome from the signaling client. */
+/** Shows the final screen for the Visit's `ended` outcome. */
 export function showFinal({ outcome, reason }, { onRejoin, endedByMe = false } = {}) {
   let [title, text] = TEXT[outcome] ?? TEXT.error;
   if (outcome === 'ended' && endedByMe) [title, text, reason] = ['You ended the visit', 'Everyone was disconnected. You can close this page.', undefined];

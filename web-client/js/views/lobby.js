@@ -5,13 +5,13 @@
 import { $, announce, h } from '../dom.js';
 
 export class LobbyView {
-  #signaling;
+  #visit;
   #entries = [];
   #known = new Set();
   #timer = 0;
 
-  constructor(signaling) {
-    this.#signaling = signaling;
+  constructor(visit) {
+    this.#visit = visit;
     $('#lobby').hidden = false;
     this.#timer = setInterval(() => this.#tick(), 1000);
   }
@@ -45,19 +45,19 @@ export class LobbyView {
         class: 'primary',
         text: 'Admit',
         'aria-label': `Admit ${name}`,
-        onclick: (e) => this.#act(e.currentTarget, { type: 'admit', participant_id: entry.participant_id }),
+        onclick: (e) => this.#act(e.currentTarget, () => this.#visit.admit(entry.participant_id)),
       }),
       h('button', {
         type: 'button',
         text: 'Deny',
         'aria-label': `Deny ${name}`,
-        onclick: (e) => this.#act(e.currentTarget, { type: 'deny', participant_id: entry.participant_id }),
+        onclick: (e) => this.#act(e.currentTarget, () => this.#visit.deny(entry.participant_id)),
       }),
     );
   }
 
-  #act(button, frame) {
-    if (this.#signaling.send(frame)) {
+  #act(button, send) {
+    if (send()) {
       // The next `lobby` frame removes the row; until then, no double clicks.
       for (const b of button.parentElement.querySelectorAll('button')) b.disabled = true;
     } else {

@@ -3,8 +3,17 @@
 // when the person presses Join; joining without a working device is allowed (they can
 // still see, hear and chat), the message says what the others will miss.
 
+import { listDevices, openLocalMedia, stopStream } from '../../sdk/index.js';
 import { $, h, showScreen } from '../dom.js';
-import { PROBLEM_TEXT, listDevices, openLocalMedia, stopStream } from '../media.js';
+
+/** What each case of `classifyMediaError` means for the person, and what to do. */
+const PROBLEM_TEXT = {
+  denied: 'Access was blocked. Allow the camera and microphone for this site in your browser settings (the icon next to the address), then press Try again.',
+  missing: 'No device was found. Connect one, or check that it is switched on, then press Try again.',
+  busy: 'The device is in use by another app (another call, or the camera app). Close that app, then press Try again.',
+  insecure: 'This page was not opened over a secure connection, so the browser does not allow the camera or microphone here. Ask your clinic for the correct link.',
+  unknown: 'The device could not be started. Press Try again, or restart your browser.',
+};
 
 const KIND_NAME = { video: 'Camera', audio: 'Microphone', both: 'Camera and microphone' };
 

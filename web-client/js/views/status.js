@@ -3,13 +3,13 @@
 
 import { $ } from '../dom.js';
 
-export function showConnectionStatus(signaling) {
+export function showConnectionStatus(visit) {
   const line = $('#conn-status');
   const set = (state, text) => {
     line.dataset.state = state;
     if (line.textContent !== text) line.textContent = text;
   };
-  signaling.addEventListener('status', ({ detail }) => {
+  visit.on('connection', (detail) => {
     switch (detail.state) {
       case 'connecting':
         return set('connecting', 'Connecting…');
@@ -20,5 +20,5 @@ export function showConnectionStatus(signaling) {
         return set('reconnecting', detail.delayMs ? `Connection lost. Reconnecting in ${Math.ceil(detail.delayMs / 1000)} s…` : 'Reconnecting…');
     }
   });
-  signaling.addEventListener('final', () => set('idle', ''));
+  visit.on('ended', () => set('idle', ''));
 }

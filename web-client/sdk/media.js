@@ -1,5 +1,5 @@
-// Local media: opening the camera and microphone, naming what went wrong in words a
-// patient understands, listing devices for the pickers, and screen capture.
+// Local media: opening the camera and microphone with per-device fallback, sorting what
+// went wrong into a few cases a page can explain, listing devices, and screen capture.
 
 /** Why a device could not be opened, as one of a few cases the UI explains. */
 export function classifyMediaError(err) {
@@ -20,14 +20,6 @@ export function classifyMediaError(err) {
       return 'unknown';
   }
 }
-
-export const PROBLEM_TEXT = {
-  denied: 'Access was blocked. Allow the camera and microphone for this site in your browser settings (the icon next to the address), then press Try again.',
-  missing: 'No device was found. Connect one, or check that it is switched on, then press Try again.',
-  busy: 'The device is in use by another app (another call, or the camera app). Close that app, then press Try again.',
-  insecure: 'This page was not opened over a secure connection, so the browser does not allow the camera or microphone here. Ask your clinic for the correct link.',
-  unknown: 'The device could not be started. Press Try again, or restart your browser.',
-};
 
 /**
  * Opens camera and microphone. If asking for both fails, each is tried alone, so a

@@ -10,7 +10,7 @@
 // from "the other side is a new peer connection" (it reloaded, or dropped its old one),
 // and drop late messages meant for a connection that no longer exists.
 
-import { randomId } from './dom.js';
+import { Emitter } from './emitter.js';
 
 // How long ICE may stay "disconnected" before we restart it rather than wait for it to
 // recover by itself or be declared "failed" (which takes Chrome up to 30 s).
@@ -30,7 +30,7 @@ const POLITE_FIRST_OFFER_WAIT_MS = 1500;
 // can get lost (a signaling gap, a browser gathering bug) and nothing else would notice.
 const CONNECT_TIMEOUT_MS = 8000;
 
-export class PeerLink extends EventTarget {
+export class PeerLink extends Emitter {
   #send;
   #makingOffer = false;
   #ignoreOffer = false;
@@ -44,7 +44,7 @@ export class PeerLink extends EventTarget {
    * @param {object} o
    * @param {string} o.remoteId      the other participant's id
    * @param {boolean} o.polite       whether this side yields when offers collide
-   * @param {RTCIceServer[]} o.iceServers  from the `joined` frame
+   * @param {RTCIceServer[]} o.iceServers  from `joined` (or `admitted`)
    * @param {(data: object) => boolean} o.send  relays `data` to the other participant
    * @param {string|null} o.remotePc  the remote connection's id, if already known
    */
@@ -64,7 +64,7 @@ export class PeerLink extends EventTarget {
     });
     this.pc.addEventListener('track', ({ track }) => {
       this.remoteStream.addTrack(track);
-      this.#emit('track', { track });
+      this.emit('track', { track });
     });
     this.pc.addEventListener('connectionstatechange', () => this.#onConnectionState());
     this.pc.addEventListener('signalingstatechange', () => this.#watchConnect());
@@ -108,7 +108,7 @@ export class PeerLink extends EventTarget {
         }
       }
     } catch (err) {
-      this.#emit('problem', { error: err });
+      this.emit('problem', { error: err });
     }
   }
 
@@ -137,7 +137,7 @@ export class PeerLink extends EventTarget {
     }
     if (rollsBackReoffer) {
       for (const sender of pc.getSenders()) {
-        if (sender.track) sender.replaceTrack(sender.track).catch((error) => this.#emit('problem', { error }));
+        if (sender.track) sender.replaceTrack(sender.track).catch((error) => this.emit('problem', { error }));
       }
     }
   }
@@ -157,7 +157,7 @@ export class PeerLink extends EventTarget {
       await this.pc.setLocalDescription();
       this.#signal({ description: this.pc.localDescription.toJSON() });
     } catch (err) {
-      this.#emit('problem', { error: err });
+      this.emit('problem', { error: err });
     } finally {
       this.#makingOffer = false;
     }
@@ -175,7 +175,7 @@ export class PeerLink extends EventTarget {
       // mesh replaces it with a new one, which the other side follows.
       this.#connectStrikes += 1;
       if (this.#connectStrikes === 1) this.#scheduleRestart(0, () => this.#notUp());
-      else this.#emit('stuck', {});
+      else this.emit('stuck', {});
     }, CONNECT_TIMEOUT_MS);
   }
 
@@ -189,7 +189,7 @@ export class PeerLink extends EventTarget {
     }
     if (state === 'failed') this.#scheduleRestart(0);
     else if (state === 'disconnected') this.#scheduleRestart(DISCONNECTED_GRACE_MS);
-    this.#emit('state', { state });
+    this.emit('state', { state });
   }
 
   /** Restarts ICE after `delayMs` (more for the polite side) if `stillBad()` then. */
@@ -239,7 +239,7 @@ export class PeerLink extends EventTarget {
     const transceivers = this.pc.getTransceivers().filter((t) => !t.stopped && t.receiver.track.kind === kind);
     const sending = transceivers.find((t) => t.sender.track) ?? transceivers.find((t) => t.direction.includes('send'));
     if (sending) {
-      sending.sender.replaceTrack(track).catch((error) => this.#emit('problem', { error }));
+      sending.sender.replaceTrack(track).catch((error) => this.emit('problem', { error }));
       return;
     }
     if (!track) return;
@@ -247,11 +247,21 @@ export class PeerLink extends EventTarget {
     // keeps the session at one audio and one video section.
     const idle = transceivers.find((t) => !t.sender.track);
     if (idle) {
-      idle.sender.replaceTrack(track).catch((error) => this.#emit('problem', { error }));
+      idle.sender.replaceTrack(track).catch((error) => this.emit('problem', { error }));
       idle.sender.setStreams?.(stream);
       idle.direction = 'sendrecv';
     } else {
       this.pc.addTrack(track, stream);
+    }
+  }
+
+  /** New STUN/TURN servers (fresh TURN credentials): ICE uses them from its next restart on. */
+  setIceServers(iceServers) {
+    if (this.pc.signalingState === 'closed') return;
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (error) {
+      this.emit('problem', { error });
     }
   }
 
@@ -265,8 +275,10 @@ export class PeerLink extends EventTarget {
   #signal(payload) {
     this.#send({ pc: this.id, to_pc: this.remotePc, ...payload });
   }
+}
 
-  #emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
+/** A random id that works outside secure contexts too (crypto.randomUUID does not). */
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }

@@ -1,17 +1,18 @@
 // The signaling connection: one WebSocket to Bedside's /ws that joins the visit, survives
-// network blips, and reports why it ended for good.
+// network blips, and reports why it ended for good. The Visit builds on it; it knows
+// nothing of WebRTC or of what the frames mean beyond the join and the final close.
 //
-// Sockets come and go (every reconnect opens a new one); listeners attach to this object.
-// Server frames are dispatched as events named by their `type` (`joined`, `admitted`,
-// `signal`, ...) with the frame as `detail`. Two more events:
-//   `status` {state: 'connecting' | 'connected' | 'reconnecting', attempt?, delayMs?}
-//   `final`  {outcome, code, reason?}  the visit is over for this page; no more retries.
+// Sockets come and go (every reconnect opens a new one); listeners attach to this object:
+//   `frame`       every server frame but `pong`, parsed
+//   `connection`  {state: 'connecting' | 'connected' | 'reconnecting', attempt, delayMs?}
+//   `ended`       {outcome, code, reason?}  the visit is over for this page; no more retries
 //
 // A dropped socket is reopened with exponential backoff and sent `join` with the
-// `resume_token` from the last `joined`, so an admitted patient keeps their place
+// `resume_token` from the last `joined`, so an admitted participant keeps their place
 // (Bedside holds it for a grace period) instead of going back to the waiting room.
 
 import { backoffDelay } from './backoff.js';
+import { Emitter } from './emitter.js';
 
 // How often we send an application-level ping. The server's own WebSocket pings are
 // answered by the browser but invisible to us, so our ping/pong is how the page notices
@@ -24,9 +25,13 @@ const JOIN_TIMEOUT_MS = 10_000;
 
 /**
  * What a final close means for the person, from the close code and the frames that came
- * just before it (`denied`, `visit_ended`, or an `error` naming the refusal).
+ * just before it (`denied`, `visit_ended`, or an `error` naming the refusal); null for a
+ * close worth another try.
  */
 export function finalOutcome(code, { error, denied, ended } = {}) {
+  // The clinic took this link back (a removal or a denial blocks the identity): whatever
+  // the close code, a new link from the clinic is the only way in.
+  if (error === 'access_revoked') return { outcome: 'revoked' };
   switch (code) {
     case 1000:
       return { outcome: 'left' };
@@ -52,12 +57,18 @@ export function finalOutcome(code, { error, denied, ended } = {}) {
   }
 }
 
-export class Signaling extends EventTarget {
+export function defaultUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}
+
+export class Signaling extends Emitter {
   #url;
   #token;
   #resumeToken = null;
   #ws = null;
   #joined = false;
+  #started = false;
   #attempt = 0;
   #retryTimer = 0;
   #pingTimer = 0;
@@ -65,6 +76,7 @@ export class Signaling extends EventTarget {
   #lastHeard = 0;
   #final = false;
   #leaving = false;
+  #online = () => this.#retryNow();
   // What the server said just before closing, to explain the close.
   #lastError;
   #denied;
@@ -74,10 +86,8 @@ export class Signaling extends EventTarget {
     super();
     this.#url = url;
     this.#token = token;
+    /** Our participant id, from the last `joined`. */
     this.participantId = null;
-    this.role = null;
-    this.iceServers = [];
-    window.addEventListener('online', () => this.#retryNow());
   }
 
   /** Whether frames can be sent now (the socket is open and the join went through). */
@@ -85,7 +95,15 @@ export class Signaling extends EventTarget {
     return this.#joined;
   }
 
+  /** Whether the visit is over for this page (`ended` was emitted). */
+  get ended() {
+    return this.#final;
+  }
+
   start() {
+    if (this.#started) return;
+    this.#started = true;
+    globalThis.addEventListener?.('online', this.#online);
     this.#open();
   }
 
@@ -98,6 +116,7 @@ export class Signaling extends EventTarget {
 
   /** Leaves for good; the server answers with close 1000. */
   leave() {
+    if (this.#final) return;
     this.#leaving = true;
     if (!this.send({ type: 'leave' })) this.#finish({ outcome: 'left', code: 1000 });
   }
@@ -106,7 +125,7 @@ export class Signaling extends EventTarget {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = 0;
     this.#lastError = this.#denied = this.#ended = undefined;
-    this.#emit('status', { state: this.#attempt === 0 && !this.participantId ? 'connecting' : 'reconnecting', attempt: this.#attempt });
+    this.emit('connection', { state: this.#attempt === 0 && !this.participantId ? 'connecting' : 'reconnecting', attempt: this.#attempt });
     let ws;
     try {
       ws = new WebSocket(this.#url);
@@ -136,6 +155,7 @@ export class Signaling extends EventTarget {
     } catch {
       return;
     }
+    if (!frame || typeof frame.type !== 'string') return;
     switch (frame.type) {
       case 'joined':
         clearTimeout(this.#joinTimer);
@@ -143,10 +163,8 @@ export class Signaling extends EventTarget {
         this.#attempt = 0;
         this.#resumeToken = frame.resume_token;
         this.participantId = frame.participant_id;
-        this.role = frame.role;
-        this.iceServers = Array.isArray(frame.ice_servers) ? frame.ice_servers : [];
         this.#startHeartbeat(ws);
-        this.#emit('status', { state: 'connected' });
+        this.emit('connection', { state: 'connected', attempt: 0 });
         break;
       case 'error':
         this.#lastError = frame.code;
@@ -160,7 +178,7 @@ export class Signaling extends EventTarget {
       case 'pong':
         return;
     }
-    this.#emit(frame.type, frame);
+    this.emit('frame', frame);
   }
 
   #onClose(ws, code) {
@@ -188,9 +206,7 @@ export class Signaling extends EventTarget {
     clearTimeout(this.#joinTimer);
     clearInterval(this.#pingTimer);
     this.#ws = null;
-    if (this.#joined) {
-      this.#joined = false;
-    }
+    this.#joined = false;
   }
 
   #startHeartbeat(ws) {
@@ -208,7 +224,7 @@ export class Signaling extends EventTarget {
     if (this.#final) return;
     const delayMs = backoffDelay(this.#attempt);
     this.#attempt += 1;
-    this.#emit('status', { state: 'reconnecting', attempt: this.#attempt, delayMs });
+    this.emit('connection', { state: 'reconnecting', attempt: this.#attempt, delayMs });
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => this.#open(), delayMs);
   }
@@ -222,16 +238,15 @@ export class Signaling extends EventTarget {
     if (this.#final) return;
     this.#final = true;
     clearTimeout(this.#retryTimer);
+    globalThis.removeEventListener?.('online', this.#online);
+    const ws = this.#ws;
     this.#teardown();
-    this.#emit('final', detail);
+    // A final outcome reached without a close (leave while disconnected) drops the socket.
+    try {
+      ws?.close(1000);
+    } catch {
+      // Already closing.
+    }
+    this.emit('ended', detail);
   }
-
-  #emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-}
-
-function defaultUrl() {
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/ws`;
 }

@@ -35,7 +35,7 @@ export function readClaims(token) {
     const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const claims = JSON.parse(new TextDecoder().decode(bytes));
-    if (!['doctor', 'patient', 'guest'].includes(claims.role)) return null;
+    if (!['doctor', 'patient', 'guest', 'provider'].includes(claims.role)) return null;
     return claims;
   } catch {
     return null;

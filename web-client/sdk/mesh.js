@@ -1,29 +1,36 @@
 // The call as a mesh: one PeerLink to every other admitted participant, all sending the
-// same local tracks. It follows the participant list the server sends (`admitted`,
-// `participant_joined/updated/left`) and routes relayed `signal` frames to the right link.
+// same local tracks. The Visit tells it who is here (from `admitted`,
+// `participant_joined/updated/left`) and hands it the relayed `signal` frames.
 //
 // Events: `peer` {id, link} when a link is created or replaced (a tile should show its
 // remoteStream), `peer-state` {id, state}, `peer-gone` {id}. A link that cannot connect
 // even after an ICE restart is replaced by a new one.
 
+import { Emitter } from './emitter.js';
 import { PeerLink } from './peer.js';
 
-export class Mesh extends EventTarget {
-  #signaling;
+export class Mesh extends Emitter {
+  #selfId;
+  #iceServers;
+  #send;
   #links = new Map();
   #tracks = { audio: null, video: null };
   #stream = new MediaStream();
 
-  constructor(signaling) {
+  /**
+   * @param {object} o
+   * @param {() => string} o.selfId  our participant id
+   * @param {() => RTCIceServer[]} o.iceServers  the STUN/TURN servers to use now
+   * @param {(to: string, data: object) => boolean} o.send  relays `data` to participant `to`
+   */
+  constructor({ selfId, iceServers, send }) {
     super();
-    this.#signaling = signaling;
+    this.#selfId = selfId;
+    this.#iceServers = iceServers;
+    this.#send = send;
   }
 
-  get selfId() {
-    return this.#signaling.participantId;
-  }
-
-  /** The link to participant `id`, if any (tests and stats read it). */
+  /** The link to participant `id`, if any. */
   link(id) {
     return this.#links.get(id);
   }
@@ -37,9 +44,14 @@ export class Mesh extends EventTarget {
     for (const link of this.#links.values()) link.setTrack(kind, track, this.#stream);
   }
 
+  /** The servers changed (TURN credentials handed out on admission): tell every link. */
+  updateIceServers() {
+    for (const link of this.#links.values()) link.setIceServers(this.#iceServers());
+  }
+
   /** Makes sure a link exists to each of `ids` (admitted participants other than us). */
   connectTo(ids) {
-    for (const id of ids) if (id !== this.selfId && !this.#links.has(id)) this.#create(id);
+    for (const id of ids) if (id !== this.#selfId() && !this.#links.has(id)) this.#create(id);
   }
 
   /** Keeps only links to `ids`: used after our own re-admission, which lists who is here. */
@@ -53,7 +65,7 @@ export class Mesh extends EventTarget {
     if (!link) return;
     this.#links.delete(id);
     link.close();
-    this.#emit('peer-gone', { id });
+    this.emit('peer-gone', { id });
   }
 
   /** Signaling came back after a gap (ours, or the other side's if `id` is given). */
@@ -87,13 +99,13 @@ export class Mesh extends EventTarget {
     const link = new PeerLink({
       remoteId: id,
       // A fixed rule both sides compute the same way: the smaller id is the polite peer.
-      polite: this.selfId < id,
-      iceServers: this.#signaling.iceServers,
+      polite: this.#selfId() < id,
+      iceServers: this.#iceServers(),
       remotePc,
-      send: (data) => this.#signaling.send({ type: 'signal', to: id, data }),
+      send: (data) => this.#send(id, data),
     });
-    link.addEventListener('state', (e) => this.#emit('peer-state', { id, state: e.detail.state }));
-    link.addEventListener('stuck', () => {
+    link.on('state', ({ state }) => this.emit('peer-state', { id, state }));
+    link.on('stuck', () => {
       if (this.#links.get(id) !== link) return;
       // A fresh connection announces itself with to_pc null, so the other side replaces
       // its end too and both negotiate from scratch.
@@ -101,16 +113,12 @@ export class Mesh extends EventTarget {
       this.#create(id);
     });
     // Only the error's name: WebRTC error messages can quote SDP, which holds addresses.
-    link.addEventListener('problem', (e) => console.warn('bedside: peer connection problem:', e.detail.error?.name ?? 'Error'));
+    link.on('problem', ({ error }) => console.warn('bedside: peer connection problem:', error?.name ?? 'Error'));
     this.#links.set(id, link);
     for (const kind of ['audio', 'video']) {
       if (this.#tracks[kind]) link.setTrack(kind, this.#tracks[kind], this.#stream);
     }
-    this.#emit('peer', { id, link });
+    this.emit('peer', { id, link });
     return link;
-  }
-
-  #emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

@@ -2,6 +2,7 @@
 // close code means for the person, how waiting times and names read, token decoding.
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { backoffDelay, finalOutcome, readClaims } from '../../web-client/sdk/index.js';
 import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
@@ -54,3 +55,22 @@ test('token claims are read for display, and junk is refused', () => {
   assert.equal(readClaims('a.!!!.c'), null);
 });
 
+test('the SDK declarations (index.d.ts) name exactly what the module exports', async () => {
+  const sdk = await import('../../web-client/sdk/index.js');
+  const dts = await readFile(new URL('../../web-client/sdk/index.d.ts', import.meta.url), 'utf8');
+  const declared = [...dts.matchAll(/^export declare (?:class|function) (\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(declared, Object.keys(sdk).sort());
+
+  // Each class's members, both ways: nothing declared that is missing, nothing public undeclared.
+  for (const name of ['Visit', 'Signaling', 'Emitter']) {
+    const body = new RegExp(`^export declare class ${name}\\b[^{]*\\{([\\s\\S]*?)^\\}`, 'm').exec(dts)[1];
+    const members = new Set([...body.matchAll(/^ {2}(?:readonly )?(\w+)[(<:?]/gm)].map((m) => m[1]).filter((m) => m !== 'constructor'));
+    const proto = sdk[name].prototype;
+    const own = Object.getOwnPropertyNames(proto).filter((m) => m !== 'constructor' && m !== 'emit');
+    for (const member of members) {
+      const instanceField = name === 'Signaling' && member === 'participantId';
+      assert.ok(instanceField || member in proto, `${name}.${member} is declared but not implemented`);
+    }
+    for (const member of own) assert.ok(members.has(member), `${name}.${member} is public but not declared`);
+  }
+});

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { backoffDelay, finalOutcome, readClaims } from '../../web-client/sdk/index.js';
+import { frameAncestors } from '../../web-client/js/embed.js';
 import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
 
 test('backoff grows exponentially, is capped, and always waits', () => {
@@ -73,4 +74,12 @@ test('the SDK declarations (index.d.ts) name exactly what the module exports', a
     }
     for (const member of own) assert.ok(members.has(member), `${name}.${member} is public but not declared`);
   }
+});
+
+test('embed mode posts only to the exact origins of frame-ancestors', () => {
+  const csp = "default-src 'self'; frame-ancestors https://portal.example.org http://127.0.0.1:8081; base-uri 'none'";
+  assert.deepEqual(frameAncestors(csp), ['https://portal.example.org', 'http://127.0.0.1:8081']);
+  assert.deepEqual(frameAncestors("default-src 'self'; frame-ancestors 'none'"), []);
+  assert.deepEqual(frameAncestors("frame-ancestors 'self' https://*.example.org *"), []);
+  assert.deepEqual(frameAncestors(null), []);
 });

@@ -5,6 +5,7 @@
 
 import { Visit, openLocalMedia, readClaims, stopStream, takeToken } from '../sdk/index.js';
 import { $, showScreen } from './dom.js';
+import { reportToEmbedder } from './embed.js';
 import { CallView } from './views/call.js';
 import { showFinal } from './views/final.js';
 import { LobbyView } from './views/lobby.js';
@@ -34,6 +35,7 @@ async function run(token, claims) {
   const call = new CallView({ visit, isDoctor });
   let lobby = null;
   showConnectionStatus(visit);
+  reportToEmbedder(visit);
 
   visit.on('waiting', () => {
     $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;

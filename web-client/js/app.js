@@ -4,8 +4,9 @@
 // screen offers (waiting list, screen share, remove, end visit).
 
 import { Visit, openLocalMedia, readClaims, stopStream, takeToken } from '../sdk/index.js';
-import { $, showScreen } from './dom.js';
+import { $, announce, showScreen, trackInputKind } from './dom.js';
 import { reportToEmbedder } from './embed.js';
+import { keepCallAwake } from './views/awake.js';
 import { CallView } from './views/call.js';
 import { showFinal } from './views/final.js';
 import { LobbyView } from './views/lobby.js';
@@ -16,6 +17,7 @@ import { showConnectionStatus } from './views/status.js';
 // background tabs on their own) then goes straight back into the visit.
 const CHECKED_KEY = 'bedside.checked';
 
+trackInputKind();
 const token = takeToken();
 if (!token) {
   showScreen('screen-landing');
@@ -35,20 +37,26 @@ async function run(token, claims) {
   const call = new CallView({ visit, isDoctor });
   let lobby = null;
   showConnectionStatus(visit);
+  keepCallAwake(visit);
   reportToEmbedder(visit);
 
   visit.on('waiting', () => {
+    // Said once on arrival (later `waiting` frames only update the place in the queue); also
+    // reached after a reconnect that came too late to keep our place in the call.
+    if (!$('#screen-waiting').hidden) return;
     $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;
     showScreen('screen-waiting');
+    announce('You are in the waiting room. Your doctor will let you in shortly.');
   });
-  visit.on('lobby', ({ waiting }) => (lobby ??= new LobbyView(visit)).update(waiting));
+  visit.on('lobby', ({ waiting }) => (lobby ??= new LobbyView(visit, { panels: call.panels })).update(waiting));
   visit.on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
   visit.on('error', ({ code }) => {
-    if (code === 'invalid_chat') call.chat.note('Messages can be up to 2000 characters.');
-    else if (code === 'not_admitted') call.chat.note('You can chat once the doctor lets you in.');
+    if (code === 'invalid_chat') call.chat.note('Messages can be up to 2000 characters.', { error: true });
+    else if (code === 'not_admitted') call.chat.note('You can chat once the doctor lets you in.', { error: true });
   });
   visit.on('ended', (detail) => {
     $('#expiry-notice').hidden = true;
+    $('#end-dialog').close();
     lobby?.stop();
     stopStream(stream);
     showFinal(detail, { onRejoin: () => location.reload(), endedByMe: call.endedByMe });
@@ -82,5 +90,6 @@ function showExpiry(expiresAt) {
   const at = new Date(expiresAt);
   const time = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   notice.textContent = `This visit ends at ${time}.`;
+  if (notice.hidden) announce(notice.textContent);
   notice.hidden = false;
 }

@@ -1,10 +1,14 @@
-// The call screen: a tile per participant (video, name, state badges) and the controls
-// (mute, camera, screen share, leave, end visit). Who is here, their media and the peer
-// connections come from the SDK's Visit; this view only draws them.
+// The call screen's stage: a tile per other participant (video, name, state badges) filling
+// the screen, our own picture floating over it, and the title that says who we are with.
+// Who is here, their media and the peer connections come from the SDK's Visit; this view
+// draws them, says arrivals and departures aloud, and never lets focus fall to nowhere.
 
-import { $, announce, h, showScreen } from '../dom.js';
+import { $, announce, focusOn, h, showScreen } from '../dom.js';
 import { ChatView } from './chat.js';
+import { Controls } from './controls.js';
 import { displayName } from './lobby.js';
+import { Panels } from './panels.js';
+import { makeMovable } from './pip.js';
 
 const LEFT_TEXT = { left: 'left the visit', removed: 'was removed from the visit', timed_out: 'lost connection and did not come back' };
 
@@ -14,13 +18,13 @@ export class CallView {
   #tiles = new Map();
   // Whether each participant's signaling was up when last drawn, to announce changes.
   #connected = new Map();
-  /** Whether this page sent `end_visit` (its final screen then says so). */
-  endedByMe = false;
 
   constructor({ visit, isDoctor }) {
     this.#visit = visit;
     this.#isDoctor = isDoctor;
-    this.chat = new ChatView(visit, (id) => this.#nameOf(id));
+    this.panels = new Panels({ isDoctor });
+    this.chat = new ChatView(visit, { nameOf: (id) => this.#nameOf(id), panels: this.panels });
+    this.controls = new Controls({ visit, isDoctor, onMediaChange: () => this.#renderSelf() });
 
     visit.on('remote_stream', ({ participantId, stream }) => this.#attach(participantId, stream));
     visit.on('peer_state', ({ participantId }) => this.#render(participantId));
@@ -31,8 +35,16 @@ export class CallView {
     visit.on('waiting', () => this.#clear());
     visit.on('ended', () => this.#clear());
 
-    $('#tiles').replaceChildren(this.#selfTile());
-    this.#wireControls();
+    const selfView = $('#self-view');
+    makeMovable(selfView, $('#stage'));
+    this.#attachSelf();
+    this.#renderSelf();
+    this.#renderStage();
+  }
+
+  /** Whether this page ended the visit (its final screen then says so). */
+  get endedByMe() {
+    return this.controls.endedByMe;
   }
 
   /** Our own `admitted` (first time, or again after a reconnect): who is here now. */
@@ -43,9 +55,12 @@ export class CallView {
       this.#connected.set(id, p.connected !== false);
       this.#render(id);
     }
+    this.#renderStage();
     if ($('#screen-call').hidden) {
-      showScreen('screen-call');
-      announce(here.size ? `You are in the visit with ${[...here.values()].map(displayName).join(', ')}.` : 'You are in the visit.');
+      // Focus goes to the visible title over the video, which says who we are with.
+      showScreen('screen-call', { focus: $('#call-title') });
+      this.panels.layout();
+      announce(here.size ? `You are in the visit with ${names(here)}.` : 'You are in the visit.');
     }
   }
 
@@ -53,6 +68,7 @@ export class CallView {
   #joined(p) {
     this.#connected.set(p.participant_id, p.connected !== false);
     this.#render(p.participant_id);
+    this.#renderStage();
     announce(`${displayName(p)} joined the visit.`);
   }
 
@@ -72,6 +88,7 @@ export class CallView {
     const p = this.#visit.participant(id);
     this.#connected.delete(id);
     this.#removeTile(id);
+    this.#renderStage();
     if (p) announce(`${displayName(p)} ${LEFT_TEXT[reason] ?? 'left the visit'}.`);
   }
 
@@ -79,6 +96,7 @@ export class CallView {
   #clear() {
     for (const id of [...this.#tiles.keys()]) this.#removeTile(id);
     this.#connected.clear();
+    this.#renderStage();
   }
 
   #nameOf(id) {
@@ -87,16 +105,18 @@ export class CallView {
     return p ? displayName(p) : 'Someone who left';
   }
 
-  #selfTile() {
+  /** The title over the video and the "nobody here yet" line. */
+  #renderStage() {
+    const here = this.#visit.participants;
+    $('#call-title').textContent = here.size ? `Visit with ${names(here)}` : 'Video visit';
+    $('#stage-empty').hidden = here.size > 0;
+    $('#stage-empty').textContent = this.#isDoctor ? 'No one else is in the visit yet. Let people in from the waiting room.' : 'Waiting for the others to join…';
+  }
+
+  #attachSelf() {
     const stream = this.#visit.localStream;
-    const video = h('video', { autoplay: true, playsInline: true, muted: true, 'aria-label': 'Your camera' });
     // Only a stream with video: an empty one would keep the element loading forever.
-    video.srcObject = stream.getVideoTracks().length ? stream : null;
-    this.selfBadges = h('span', { class: 'badges' });
-    this.selfPlaceholder = h('div', { class: 'placeholder', 'aria-hidden': 'true', text: 'You' });
-    const tile = h('li', { class: 'tile self', dataset: { self: '' } }, video, this.selfPlaceholder, h('div', { class: 'caption' }, h('span', { class: 'name', text: 'You' }), this.selfBadges));
-    this.#renderSelf();
-    return tile;
+    $('#self-video').srcObject = stream.getVideoTracks().length ? stream : null;
   }
 
   #renderSelf() {
@@ -105,8 +125,9 @@ export class CallView {
     if (!media.audio) badges.push(['Muted', true]);
     if (!media.video) badges.push(['Camera off', false]);
     if (media.screen) badges.push(['Sharing your screen', false]);
-    this.selfBadges.replaceChildren(...badges.map(([text, alert]) => h('span', { class: alert ? 'badge alert' : 'badge', text })));
-    this.selfPlaceholder.hidden = media.video;
+    $('#self-badges').replaceChildren(...badges.map(([text, alert]) => h('span', { class: alert ? 'badge alert' : 'badge', text })));
+    $('#self-placeholder').hidden = media.video;
+    this.#attachSelf();
   }
 
   #tileFor(id) {
@@ -193,69 +214,17 @@ export class CallView {
   #removeTile(id) {
     const tile = this.#tiles.get(id);
     if (!tile) return;
+    const hadFocus = tile.li.contains(document.activeElement);
     this.#tiles.delete(id);
     tile.video.srcObject = null;
     tile.li.remove();
+    // Their Remove button had focus: land on the title, which says who is still here.
+    if (hadFocus && !$('#screen-call').hidden) focusOn($('#call-title'));
   }
+}
 
-  #wireControls() {
-    const mic = $('#btn-mic');
-    const cam = $('#btn-cam');
-    const screen = $('#btn-screen');
-    const stream = this.#visit.localStream;
-
-    const renderButtons = () => {
-      const hasAudio = stream.getAudioTracks().length > 0;
-      const hasVideo = stream.getVideoTracks().length > 0;
-      const media = this.#visit.media;
-      mic.textContent = !hasAudio ? 'No microphone' : media.audio ? 'Mute' : 'Unmute';
-      mic.disabled = !hasAudio;
-      mic.classList.toggle('active', hasAudio && !media.audio);
-      cam.textContent = !hasVideo ? 'No camera' : media.video ? 'Camera off' : 'Camera on';
-      cam.disabled = !hasVideo;
-      cam.classList.toggle('active', hasVideo && !media.video);
-      screen.textContent = media.screen ? 'Stop sharing' : 'Share screen';
-      screen.classList.toggle('active', media.screen);
-      this.#renderSelf();
-    };
-    // Every change of our media, whoever made it (the browser's "Stop sharing" bar too).
-    this.#visit.on('local_media', renderButtons);
-
-    mic.addEventListener('click', () => {
-      // A disabled track sends silence: no renegotiation, and unmuting is instant.
-      const { audio } = this.#visit.setMedia({ audio: !this.#visit.media.audio });
-      announce(audio ? 'Microphone on.' : 'Microphone muted.');
-    });
-    cam.addEventListener('click', () => {
-      const { video } = this.#visit.setMedia({ video: !this.#visit.media.video });
-      announce(video ? 'Camera on.' : 'Camera off.');
-    });
-
-    // Screen sharing is the doctor's (showing results, images); it needs getDisplayMedia,
-    // which phones mostly lack.
-    screen.hidden = !(this.#isDoctor && navigator.mediaDevices?.getDisplayMedia);
-    screen.addEventListener('click', async () => {
-      if (this.#visit.media.screen) {
-        this.#visit.stopScreenShare();
-        announce('Screen sharing stopped.');
-      } else if (await this.#visit.shareScreen()) {
-        announce('You are sharing your screen.');
-      }
-    });
-
-    $('#btn-leave').addEventListener('click', () => this.#visit.leave());
-    const end = $('#btn-end');
-    end.hidden = !this.#isDoctor;
-    const dialog = $('#end-dialog');
-    end.addEventListener('click', () => dialog.showModal());
-    $('#end-cancel').addEventListener('click', () => dialog.close());
-    $('#end-confirm').addEventListener('click', () => {
-      dialog.close();
-      if (this.#visit.endVisit()) this.endedByMe = true;
-      else announce('Not connected. Try again in a moment.');
-    });
-    renderButtons();
-  }
+function names(participants) {
+  return [...participants.values()].map(displayName).join(', ');
 }
 
 function initials(name) {

@@ -1,6 +1,6 @@
 // The final screen: what happened, in one sentence, when the visit is over for this page.
 
-import { $, showScreen } from '../dom.js';
+import { $, announce, showScreen } from '../dom.js';
 
 const TEXT = {
   left: ['You left the visit', 'You can close this page.'],
@@ -38,4 +38,5 @@ export function showFinal({ outcome, reason }, { onRejoin, endedByMe = false } =
   rejoin.onclick = onRejoin ?? null;
   document.title = `${title} · Bedside`;
   showScreen('screen-final');
+  announce(`${title}. ${detail}`);
 }

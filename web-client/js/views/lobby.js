@@ -1,75 +1,98 @@
 // The doctor's waiting list: who is waiting, for how long, with Admit and Deny buttons.
-// It re-renders from each `lobby` frame (the server sends the whole list on every change)
-// and ticks the waited times once a second.
+// The server sends the whole list on every change; rows are kept per participant and
+// updated in place, so a keyboard user's focus stays on the same person's button while
+// others arrive. When the focused person leaves the list (admitted, denied, gone), focus
+// moves to the next person's Admit button, or to the list's heading when no one is left.
 
-import { $, announce, h } from '../dom.js';
+import { $, alertText, announce, focusOn, h } from '../dom.js';
 
 export class LobbyView {
   #visit;
-  #entries = [];
-  #known = new Set();
+  #panels;
+  #rows = new Map();
   #timer = 0;
 
-  constructor(visit) {
+  constructor(visit, { panels }) {
     this.#visit = visit;
-    $('#lobby').hidden = false;
+    this.#panels = panels;
     this.#timer = setInterval(() => this.#tick(), 1000);
   }
 
   /** A `lobby` frame: the complete waiting list. */
   update(waiting) {
     const list = $('#lobby-list');
-    const focusedId = document.activeElement?.closest?.('#lobby-list li')?.dataset.participant;
-    this.#entries = waiting;
-    for (const entry of waiting) {
-      if (!this.#known.has(entry.participant_id)) announce(`${displayName(entry)} is waiting to be let in.`);
+    const focusedRow = document.activeElement?.closest?.('#lobby-list li');
+    const focusedIndex = focusedRow ? [...list.children].indexOf(focusedRow) : -1;
+    const ids = new Set(waiting.map((e) => e.participant_id));
+
+    for (const [id, row] of this.#rows) {
+      if (ids.has(id)) continue;
+      row.li.remove();
+      this.#rows.delete(id);
     }
-    this.#known = new Set(waiting.map((e) => e.participant_id));
-    list.replaceChildren(...waiting.map((entry) => this.#row(entry)));
+    // Existing rows keep their place (moving a focused element would drop its focus); new
+    // ones go in before the next row the list already has.
+    waiting.forEach((entry, i) => {
+      let row = this.#rows.get(entry.participant_id);
+      if (!row) {
+        row = this.#row(entry);
+        this.#rows.set(entry.participant_id, row);
+        const nextKnown = waiting.slice(i + 1).find((e) => this.#rows.has(e.participant_id) && this.#rows.get(e.participant_id).li.isConnected);
+        list.insertBefore(row.li, nextKnown ? this.#rows.get(nextKnown.participant_id).li : null);
+        announce(`${displayName(entry)} is waiting to be let in.`);
+      }
+      this.#fill(row, entry);
+    });
+
+    if (focusedRow && !focusedRow.isConnected) {
+      const next = list.children[Math.min(focusedIndex, list.children.length - 1)];
+      focusOn(next?.querySelector('button.admit') ?? $('#lobby-title'));
+    }
     $('#lobby-empty').hidden = waiting.length > 0;
     $('#lobby-title').textContent = waiting.length ? `Waiting room (${waiting.length})` : 'Waiting room';
-    // Keep keyboard users in the list when the row they were on disappears.
-    if (focusedId && !this.#known.has(focusedId)) (list.querySelector('button') ?? $('#lobby-title')).focus();
+    this.#panels.setCount('lobby', waiting.length, waiting.length === 1 ? '1 person waiting' : `${waiting.length} people waiting`);
     this.#tick();
   }
 
   #row(entry) {
-    const name = displayName(entry);
-    const status = entry.connected === false ? ' (connection lost)' : '';
-    return h(
-      'li',
-      { dataset: { participant: entry.participant_id, since: entry.since } },
-      h('span', { class: 'who' }, h('span', { class: 'name', text: name + status }), h('span', { class: 'since' })),
-      h('button', {
-        type: 'button',
-        class: 'primary',
-        text: 'Admit',
-        'aria-label': `Admit ${name}`,
-        onclick: (e) => this.#act(e.currentTarget, () => this.#visit.admit(entry.participant_id)),
-      }),
-      h('button', {
-        type: 'button',
-        text: 'Deny',
-        'aria-label': `Deny ${name}`,
-        onclick: (e) => this.#act(e.currentTarget, () => this.#visit.deny(entry.participant_id)),
-      }),
-    );
+    const id = entry.participant_id;
+    const row = {
+      li: h('li', { dataset: { participant: id } }),
+      name: h('span', { class: 'name' }),
+      since: h('span', { class: 'since' }),
+      admit: h('button', { type: 'button', class: 'primary admit', text: 'Admit' }),
+      deny: h('button', { type: 'button', class: 'deny', text: 'Deny' }),
+    };
+    row.admit.addEventListener('click', () => this.#act(row, () => this.#visit.admit(id)));
+    row.deny.addEventListener('click', () => this.#act(row, () => this.#visit.deny(id)));
+    row.li.append(h('span', { class: 'who' }, row.name, row.since), row.admit, row.deny);
+    return row;
   }
 
-  #act(button, send) {
+  #fill(row, entry) {
+    const name = displayName(entry);
+    row.name.textContent = name + (entry.connected === false ? ' (connection lost)' : '');
+    row.li.dataset.since = entry.since;
+    row.admit.setAttribute('aria-label', `Admit ${name}`);
+    row.deny.setAttribute('aria-label', `Deny ${name}`);
+  }
+
+  #act(row, send) {
+    if (row.admit.getAttribute('aria-disabled') === 'true') return;
     if (send()) {
-      // The next `lobby` frame removes the row; until then, no double clicks.
-      for (const b of button.parentElement.querySelectorAll('button')) b.disabled = true;
+      // The next `lobby` frame removes the row. Until then no second click; the buttons stay
+      // focusable (a disabled button would drop the focus it has).
+      for (const b of [row.admit, row.deny]) b.setAttribute('aria-disabled', 'true');
     } else {
-      announce('Not connected. Try again in a moment.');
+      alertText('Not connected. Try again in a moment.');
     }
   }
 
   #tick() {
     const now = Date.now();
-    for (const li of document.querySelectorAll('#lobby-list li')) {
-      const seconds = Math.max(0, Math.floor((now - Date.parse(li.dataset.since)) / 1000));
-      li.querySelector('.since').textContent = `waiting ${formatWait(seconds)}`;
+    for (const row of this.#rows.values()) {
+      const seconds = Math.max(0, Math.floor((now - Date.parse(row.li.dataset.since)) / 1000));
+      row.since.textContent = `waiting ${formatWait(seconds)}`;
     }
   }
 

@@ -1,33 +1,35 @@
-// The pre-call check: camera preview, microphone level, device pickers, and a plain
-// message for each way opening a device can fail. Resolves with the stream to call with
-// when the person presses Join; joining without a working device is allowed (they can
-// still see, hear and chat), the message says what the others will miss.
+// The pre-call check: camera preview, microphone level, device pickers, and for each way
+// opening a device can fail, what happened and the steps to fix it in this browser. On a
+// phone the explanation, Try again and the join button are on the first screen. Resolves
+// with the stream to call with when the person presses the join button; joining without a
+// working device stays possible (they can still see, hear and chat).
 
 import { listDevices, openLocalMedia, stopStream } from '../../sdk/index.js';
-import { $, h, showScreen } from '../dom.js';
+import { $, alertText, h, showScreen } from '../dom.js';
+import { fixSteps } from '../help.js';
 
-/** What each case of `classifyMediaError` means for the person, and what to do. */
+/** What each case of `classifyMediaError` means, in one sentence. */
 const PROBLEM_TEXT = {
-  denied: 'Access was blocked. Allow the camera and microphone for this site in your browser settings (the icon next to the address), then press Try again.',
-  missing: 'No device was found. Connect one, or check that it is switched on, then press Try again.',
-  busy: 'The device is in use by another app (another call, or the camera app). Close that app, then press Try again.',
-  insecure: 'This page was not opened over a secure connection, so the browser does not allow the camera or microphone here. Ask your clinic for the correct link.',
-  unknown: 'The device could not be started. Press Try again, or restart your browser.',
+  denied: 'access was blocked.',
+  missing: 'none was found.',
+  busy: 'it is in use by another app.',
+  insecure: 'this page was not opened over a secure connection, so the browser does not allow it here.',
+  unknown: 'it could not be started.',
 };
-
 const KIND_NAME = { video: 'Camera', audio: 'Microphone', both: 'Camera and microphone' };
+const WITHOUT = { video: 'camera', audio: 'microphone', both: 'camera and microphone' };
 
 export function runPrecall({ isDoctor }) {
   const video = $('#precall-video');
   const cameraSelect = $('#camera-select');
   const micSelect = $('#mic-select');
-  const problemsBox = $('#precall-problems');
   const retry = $('#precall-retry');
   const join = $('#precall-join');
   const meter = new LevelMeter($('#mic-level'));
   let stream = new MediaStream();
   let opening = null;
 
+  const verb = isDoctor ? 'Start' : 'Join';
   join.textContent = isDoctor ? 'Start the visit' : 'Join the visit';
   showScreen('screen-precall');
 
@@ -40,10 +42,11 @@ export function runPrecall({ isDoctor }) {
     // A <video> given a stream without video never finishes loading, which holds the
     // page's load event open: leave it empty instead.
     video.srcObject = hasVideo ? stream : null;
-    $('#precall-novideo').hidden = hasVideo;
+    // No picture: the problem box says why; an empty black box would only push it down.
+    $('#precall-preview').hidden = !hasVideo;
     meter.watch(stream);
     showProblems(result.problems);
-    await fillPickers();
+    await fillPickers(result.problems);
     join.disabled = false;
   }
 
@@ -54,27 +57,37 @@ export function runPrecall({ isDoctor }) {
   function showProblems(problems) {
     const entries = Object.entries(problems);
     // The same problem for both devices is said once.
-    const merged = entries.length === 2 && problems.audio === problems.video ? [['both', problems.audio]] : entries;
-    const lines = merged.map(([kind, problem]) => h('p', { text: `${KIND_NAME[kind]}: ${PROBLEM_TEXT[problem]}` }));
-    if (lines.length) {
-      const missing = entries.length === 2 ? 'see or hear you' : problems.video ? 'see you' : 'hear you';
-      lines.push(h('p', { text: `You can still join, but the others will not ${missing}.` }));
-    }
-    problemsBox.replaceChildren(...lines);
-    retry.hidden = lines.length === 0;
+    const both = entries.length === 2 && problems.audio === problems.video;
+    const merged = both ? [['both', problems.audio]] : entries;
+    $('#precall-problem-text').replaceChildren(...merged.map(([kind, problem]) => h('p', { text: `${KIND_NAME[kind]}: ${PROBLEM_TEXT[problem]}` })));
+    // One set of steps: for the camera's problem if it has one (that is what people miss most).
+    const problem = problems.video ?? problems.audio;
+    $('#precall-steps').replaceChildren(...(problem ? fixSteps(problem) : []).map((text) => h('li', { text })));
+    const missing = entries.length === 2 ? 'see or hear you' : problems.video ? 'see you' : 'hear you';
+    $('#precall-still').textContent = entries.length ? `You can still join, but the others will not ${missing}.` : '';
+    $('#precall-problems').hidden = entries.length === 0;
+    // The preview's instructions mean nothing without a picture; the space goes to the fix.
+    $('#precall-intro').hidden = Boolean(problems.video);
+    if (entries.length) alertText(`${$('#precall-problem-text').textContent} ${$('#precall-still').textContent}`);
+    const lacking = entries.length === 2 ? 'both' : problems.video ? 'video' : problems.audio ? 'audio' : null;
+    join.textContent = lacking ? `${verb} without ${WITHOUT[lacking]}` : isDoctor ? 'Start the visit' : 'Join the visit';
   }
 
-  async function fillPickers() {
+  async function fillPickers(problems) {
     const { cameras, microphones } = await listDevices();
     const current = (kind) => stream.getTracks().find((t) => t.kind === kind)?.getSettings().deviceId;
     fill(cameraSelect, cameras, current('video'), 'Camera');
     fill(micSelect, microphones, current('audio'), 'Microphone');
+    // A picker is only worth its space when picking another device could help.
+    const useless = (problem, devices) => Boolean(problem) && (['denied', 'insecure'].includes(problem) || devices.length < 2);
+    $('#camera-field').hidden = useless(problems.video, cameras);
+    $('#mic-field').hidden = useless(problems.audio, microphones);
   }
 
   cameraSelect.addEventListener('change', reopen);
   micSelect.addEventListener('change', reopen);
   retry.addEventListener('click', reopen);
-  navigator.mediaDevices?.addEventListener?.('devicechange', () => fillPickers());
+  navigator.mediaDevices?.addEventListener?.('devicechange', () => fillPickers({}));
   reopen();
 
   return new Promise((resolve) => {
@@ -91,11 +104,12 @@ export function runPrecall({ isDoctor }) {
 }
 
 function fill(select, devices, selectedId, fallbackName) {
-  const options = devices.map((d, i) => h('option', { value: d.deviceId, text: d.label || `${fallbackName} ${i + 1}` }));
+  const usable = devices.filter((d) => d.deviceId);
+  const options = usable.map((d, i) => h('option', { value: d.deviceId, text: d.label || `${fallbackName} ${i + 1}` }));
   if (options.length === 0) options.push(h('option', { value: '', text: `No ${fallbackName.toLowerCase()} found` }));
   select.replaceChildren(...options);
   if (selectedId) select.value = selectedId;
-  select.disabled = devices.length === 0;
+  select.disabled = usable.length === 0;
 }
 
 /** Drives a <meter> from a stream's microphone, so people see that they are heard. */

@@ -1,12 +1,13 @@
 // Embed mode: a clinic's portal shows the visit page in an <iframe>, and the page reports
 // the visit's progress to it with postMessage. Bedside's `embed_origins` setting names the
 // portals allowed to frame it (CSP frame-ancestors): any other page cannot show it at all,
-// and receives nothing.
+// and receives nothing. Chromium only: the test reaches into the frame with Playwright's
+// frame locators (the page in the frame is the same one the visit suites run in both browsers).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startBedside } from './lib/bedside.js';
-import { eventually, launchBrowser, openPerson, screenshot } from './lib/browser.js';
+import { eventually, launchBrowser } from './lib/driver.js';
 import { startSite } from './lib/site.js';
 
 const TIMEOUT = 60_000;
@@ -36,11 +37,11 @@ describe('embed mode: the visit page in a clinic portal', () => {
     allowed = await startSite(allowedPages);
     other = await startSite(otherPages);
     server = await startBedside({ env: { BEDSIDE_EMBED_ORIGINS: allowed.origin } });
-    browser = await launchBrowser();
+    browser = await launchBrowser('chromium');
   });
 
   after(async () => {
-    await browser?.close().catch(() => {});
+    await browser?.close();
     await server?.stop();
     await allowed?.close();
     await other?.close();
@@ -66,9 +67,9 @@ describe('embed mode: the visit page in a clinic portal', () => {
     const doctorToken = await server.api.token(visitId, { role: 'doctor', identity: 'dr-embed', name: 'Dr Embed' });
     const patientToken = await server.api.token(visitId, { role: 'patient', identity: 'patient-embed', name: 'Pia Portal' });
     allowedPages['/visit'] = portal(`${server.url}/#token=${patientToken}`, server.url);
-    const doctor = await openPerson(browser);
-    const patient = await openPerson(browser);
-    t.after(() => Promise.all([doctor.context.close(), patient.context.close()]).catch(() => {}));
+    const doctor = await browser.person();
+    const patient = await browser.person();
+    t.after(() => Promise.all([doctor.close(), patient.close()]));
 
     await doctor.page.goto(`${server.url}/#token=${doctorToken}`);
     await doctor.page.getByRole('button', { name: 'Start the visit' }).click();
@@ -84,13 +85,13 @@ describe('embed mode: the visit page in a clinic portal', () => {
     assert.equal(joined.visit_id, visitId);
     assert.equal(joined.role, 'patient');
     assert.match(joined.participant_id, /^p_[0-9a-f]{16}$/);
-    await screenshot(patient.page, 'embed-portal-waiting');
+    await patient.screenshot('embed-portal-waiting');
 
     await doctor.page.getByRole('button', { name: 'Admit Pia Portal' }).click();
     await frame.locator('#screen-call').waitFor();
     await eventually('admitted posted', async () => (await messages()).some((m) => m.type === 'admitted'));
     await frame.locator('#tiles li[data-participant]', { hasText: 'Dr Embed' }).waitFor();
-    await screenshot(patient.page, 'embed-portal-in-call');
+    await patient.screenshot('embed-portal-in-call');
 
     await doctor.page.getByRole('button', { name: 'End visit', exact: true }).click();
     await doctor.page.getByRole('button', { name: 'End visit for everyone' }).click();
@@ -107,13 +108,13 @@ describe('embed mode: the visit page in a clinic portal', () => {
     const visitId = (await server.api.createVisit({ external_ref: 'embed-other' })).id;
     const token = await server.api.token(visitId, { role: 'patient', identity: 'patient-other', name: 'Otto Other' });
     otherPages['/visit'] = portal(`${server.url}/#token=${token}`, server.url);
-    const p = await openPerson(browser);
-    t.after(() => p.context.close().catch(() => {}));
+    const p = await browser.person();
+    t.after(() => p.close());
     await p.page.goto(`${other.origin}/visit`);
     await eventually('the browser refusing the frame (CSP frame-ancestors)', () => p.problems.csp.some((m) => m.includes('frame-ancestors')));
     const frame = p.page.frames().find((f) => f !== p.page.mainFrame());
     assert.ok(!(await frame.content()).includes('Join the visit'), 'the visit page is not shown');
     assert.deepEqual(await p.page.evaluate(() => window.messages), []);
-    await screenshot(p.page, 'embed-other-portal-refused');
+    await p.screenshot('embed-other-portal-refused');
   });
 });

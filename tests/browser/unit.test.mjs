@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { backoffDelay, finalOutcome, readClaims } from '../../web-client/sdk/index.js';
 import { frameAncestors } from '../../web-client/js/embed.js';
+import { browserOf, fixSteps } from '../../web-client/js/help.js';
 import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
 
 test('backoff grows exponentially, is capped, and always waits', () => {
@@ -82,4 +83,26 @@ test('embed mode posts only to the exact origins of frame-ancestors', () => {
   assert.deepEqual(frameAncestors("default-src 'self'; frame-ancestors 'none'"), []);
   assert.deepEqual(frameAncestors("frame-ancestors 'self' https://*.example.org *"), []);
   assert.deepEqual(frameAncestors(null), []);
+});
+
+test('the camera help is worded for the browser in use', () => {
+  const ua = {
+    ios: 'Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Mobile/15E148 Safari/604.1',
+    'chrome-android': 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36',
+    samsung: 'Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/26.0 Chrome/122.0.0.0 Mobile Safari/537.36',
+    'firefox-android': 'Mozilla/5.0 (Android 14; Mobile; rv:130.0) Gecko/130.0 Firefox/130.0',
+    firefox: 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0',
+    edge: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0',
+    chrome: 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36',
+    safari: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15',
+  };
+  for (const [browser, agent] of Object.entries(ua)) assert.equal(browserOf(agent), browser, agent);
+  assert.equal(browserOf('curl/8'), 'other');
+  assert.match(fixSteps('denied', 'ios').join(' '), /aA.*Website Settings/);
+  assert.match(fixSteps('denied', 'chrome-android').join(' '), /Permissions/);
+  assert.match(fixSteps('busy', 'chrome-android').join(' '), /^Close other apps.*Tap Try again\.$/);
+  assert.match(fixSteps('busy', 'chrome').join(' '), /Press Try again\.$/);
+  for (const problem of ['denied', 'missing', 'busy', 'insecure', 'unknown']) {
+    for (const browser of [...Object.keys(ua), 'other']) assert.ok(fixSteps(problem, browser).length >= 1, `${problem} in ${browser}`);
+  }
 });

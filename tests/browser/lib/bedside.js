@@ -3,6 +3,7 @@
 // for the REST calls a clinic backend would make.
 
 import { spawn } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -54,6 +55,7 @@ export async function startBedside({ env = {} } = {}) {
     url,
     logs: () => output,
     api: apiClient(url),
+    mint,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
@@ -85,4 +87,17 @@ function apiClient(base) {
     events: async (id) => (await call('GET', `/v1/visits/${id}/events`)).events,
     token: async (visitId, body) => (await call('POST', `/v1/visits/${visitId}/tokens`, body)).token,
   };
+}
+
+/**
+ * A join token signed with the test key, as a clinic holding its secret may mint one itself:
+ * for the tokens the API will not issue (already expired, for a visit that does not exist).
+ */
+function mint({ visit, sub, role, name, iat, nbf, exp }) {
+  const now = Math.floor(Date.now() / 1000);
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = part({ alg: 'HS256', typ: 'JWT', kid: KEY_ID });
+  const body = part({ iss: KEY_ID, sub, visit, role, name, iat: iat ?? now, nbf: nbf ?? now, exp: exp ?? now + 600, jti: randomUUID() });
+  const signature = createHmac('sha256', KEY_SECRET).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${signature}`;
 }

@@ -38,6 +38,7 @@ export class PeerLink extends Emitter {
   #restartTimer = 0;
   #connectTimer = 0;
   #firstOfferDeferred = false;
+  #firstOfferTimer = 0;
   #connectStrikes = 0;
 
   /**
@@ -145,8 +146,9 @@ export class PeerLink extends Emitter {
   async #offer() {
     if (this.polite && !this.pc.remoteDescription && !this.#firstOfferDeferred) {
       this.#firstOfferDeferred = true;
-      setTimeout(() => {
-        if (!this.pc.remoteDescription && this.pc.signalingState === 'stable') this.#offer();
+      this.#firstOfferTimer = setTimeout(() => {
+        // signalingState first: Firefox throws on reading a closed connection's descriptions.
+        if (this.pc.signalingState === 'stable' && !this.pc.remoteDescription) this.#offer();
       }, POLITE_FIRST_OFFER_WAIT_MS);
       return;
     }
@@ -268,6 +270,7 @@ export class PeerLink extends Emitter {
   close() {
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#connectTimer);
+    clearTimeout(this.#firstOfferTimer);
     this.pc.close();
     for (const track of this.remoteStream.getTracks()) track.stop();
   }

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
 use bedside_protocol::{ClientMsg, JoinedExtras, encode};
 use bedside_rooms::storage::{
-    Attempt, AuditRecord, ListQuery, Storage, StorageError, StorageWriter, StoredEvent, WriteOp,
+    Attempt, AuditRecord, AuditTrail, EventOutbox, Fencing, ListQuery, Secrets, Storage,
+    StorageError, StorageWriter, StoredEvent, Visits, WriteOp,
 };
 use bedside_rooms::{NextConnId, Outbox, Outgoing, RandomId, Registry};
 use bedside_visit::{
@@ -62,7 +63,7 @@ fn join(conn: ConnId, identity: &str, role: Role) -> JoinRequest {
 struct OneVisit(VisitRecord);
 
 #[async_trait]
-impl Storage for OneVisit {
+impl Visits for OneVisit {
     async fn insert_visit(
         &self,
         _: &VisitRecord,
@@ -86,15 +87,42 @@ impl Storage for OneVisit {
     async fn apply(&self, _: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
         Ok(Vec::new())
     }
-    async fn claim(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
-        Ok(None)
-    }
-    async fn epochs(&self, _: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError> {
         Ok(Vec::new())
+    }
+    async fn due_for_expiry(
+        &self,
+        _: chrono::DateTime<Utc>,
+        _: u32,
+    ) -> Result<Vec<VisitId>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The registry takes the whole storage; the hot path touches none of this.
+#[async_trait]
+impl AuditTrail for OneVisit {
+    async fn audit(
+        &self,
+        _: VisitId,
+        _: &TenantId,
+        _: &bedside_visit::AuditEvent,
+    ) -> Result<(), StorageError> {
+        Ok(())
     }
     async fn audit_trail(&self, _: VisitId) -> Result<Vec<AuditRecord>, StorageError> {
         Ok(Vec::new())
     }
+    async fn verify_audit(
+        &self,
+        _: Option<VisitId>,
+    ) -> Result<bedside_visit::ChainReport, StorageError> {
+        Ok(Default::default())
+    }
+}
+
+#[async_trait]
+impl EventOutbox for OneVisit {
     async fn events(&self, _: &TenantId, _: i64, _: u32) -> Result<Vec<StoredEvent>, StorageError> {
         Ok(Vec::new())
     }
@@ -111,19 +139,27 @@ impl Storage for OneVisit {
     async fn record_attempt(&self, _: i64, _: Attempt) -> Result<(), StorageError> {
         Ok(())
     }
-    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError> {
-        Ok(Vec::new())
-    }
-    async fn due_for_expiry(
-        &self,
-        _: chrono::DateTime<Utc>,
-        _: u32,
-    ) -> Result<Vec<VisitId>, StorageError> {
-        Ok(Vec::new())
-    }
+}
+
+#[async_trait]
+impl Secrets for OneVisit {
     async fn secret(&self, _: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
         Ok(fresh.to_vec())
     }
+}
+
+#[async_trait]
+impl Fencing for OneVisit {
+    async fn claim(&self, _: VisitId) -> Result<Option<i64>, StorageError> {
+        Ok(None)
+    }
+    async fn epochs(&self, _: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl Storage for OneVisit {
     async fn ping(&self) -> Result<(), StorageError> {
         Ok(())
     }

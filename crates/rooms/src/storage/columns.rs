@@ -3,12 +3,14 @@
 //! times as integer microseconds, enums and ids as their text form, visits and audit
 //! rows decoded from any sqlx row with the same column names.
 
+use super::dialect::Dialect;
+use super::driver::Col;
 use super::{StorageError, StoredEvent};
 use crate::audit_chain::StoredFields;
 use crate::record::VisitRecord;
 use bedside_auth::{Role, TenantId};
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::Row;
 use std::str::FromStr;
 
 /// The columns [`visit_from_row`] reads, in `SELECT` order.
@@ -43,32 +45,29 @@ pub(super) fn role(s: &str) -> Result<Role, StorageError> {
 }
 
 /// A visit from a row holding [`visit_columns!`].
-pub(super) fn visit_from_row<R>(row: &R) -> Result<VisitRecord, StorageError>
+pub(super) fn visit_from_row<R: Row>(row: &R) -> Result<VisitRecord, StorageError>
 where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Dialect,
 {
-    let metadata: Option<String> = row.try_get("metadata")?;
+    let metadata: Option<String> = row.col("metadata")?;
     Ok(VisitRecord {
-        id: parse(row.try_get::<&str, _>("id")?)?,
-        tenant: TenantId::new(row.try_get::<String, _>("tenant")?)
+        id: parse(&row.col::<String>("id")?)?,
+        tenant: TenantId::new(row.col::<String>("tenant")?)
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        external_ref: row.try_get("external_ref")?,
-        status: parse(row.try_get::<&str, _>("status")?)?,
+        external_ref: row.col("external_ref")?,
+        status: parse(&row.col::<String>("status")?)?,
         ended_reason: row
-            .try_get::<Option<&str>, _>("ended_reason")?
+            .col::<Option<String>>("ended_reason")?
+            .as_deref()
             .map(parse)
             .transpose()?,
-        created_at: time(row.try_get("created_at")?)?,
-        not_before: opt_time(row.try_get("not_before")?)?,
-        expires_at: time(row.try_get("expires_at")?)?,
-        started_at: opt_time(row.try_get("started_at")?)?,
-        ended_at: opt_time(row.try_get("ended_at")?)?,
+        created_at: time(row.col("created_at")?)?,
+        not_before: opt_time(row.col("not_before")?)?,
+        expires_at: time(row.col("expires_at")?)?,
+        started_at: opt_time(row.col("started_at")?)?,
+        ended_at: opt_time(row.col("ended_at")?)?,
         max_participants: row
-            .try_get::<i64, _>("max_participants")?
+            .col::<i64>("max_participants")?
             .try_into()
             .map_err(|_| StorageError::Corrupt("max_participants".into()))?,
         metadata: metadata
@@ -81,22 +80,19 @@ where
 /// Reads an audit row's hashed columns back. Any column that no longer reads as it was
 /// written (a number turned into text, say) makes the whole row unreadable: verification
 /// then reports it as edited instead of failing.
-pub(super) fn stored_fields<R>(r: &R) -> Result<StoredFields, sqlx::Error>
+pub(super) fn stored_fields<R: Row>(r: &R) -> Result<StoredFields, sqlx::Error>
 where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Dialect,
 {
     Ok(StoredFields {
-        tenant: r.try_get("tenant")?,
-        at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
-        participant_id: r.try_get("participant_id")?,
-        identity: r.try_get("identity")?,
-        role: r.try_get("role")?,
-        actor: r.try_get("actor")?,
-        detail: r.try_get("detail")?,
+        tenant: r.col("tenant")?,
+        at: r.col("at")?,
+        kind: r.col("kind")?,
+        participant_id: r.col("participant_id")?,
+        identity: r.col("identity")?,
+        role: r.col("role")?,
+        actor: r.col("actor")?,
+        detail: r.col("detail")?,
     })
 }
 
@@ -109,23 +105,20 @@ macro_rules! event_columns {
 pub(super) use event_columns;
 
 /// A webhook event from a row holding [`event_columns!`].
-pub(super) fn event_from_row<R>(r: &R) -> Result<StoredEvent, StorageError>
+pub(super) fn event_from_row<R: Row>(r: &R) -> Result<StoredEvent, StorageError>
 where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Dialect,
 {
-    let data: String = r.try_get("data")?;
+    let data: String = r.col("data")?;
     Ok(StoredEvent {
-        seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
-        tenant: r.try_get("tenant")?,
-        visit_id: r.try_get("visit_id")?,
-        visit_seq: r.try_get("visit_seq")?,
-        kind: r.try_get("kind")?,
-        at: time(r.try_get("at")?)?,
+        seq: r.col("seq")?,
+        id: r.col("id")?,
+        tenant: r.col("tenant")?,
+        visit_id: r.col("visit_id")?,
+        visit_seq: r.col("visit_seq")?,
+        kind: r.col("kind")?,
+        at: time(r.col("at")?)?,
         data: serde_json::from_str(&data).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        attempts: r.try_get("attempts")?,
+        attempts: r.col("attempts")?,
     })
 }

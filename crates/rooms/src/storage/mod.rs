@@ -1,18 +1,30 @@
-//! Durable storage of visits, participants and the audit trail.
+//! Durable storage of visits, participants, the audit trail, events, secrets and epochs.
 //!
-//! [`Storage`] is the seam: SQLite ([`SqliteStorage`]) is the embedded default and
-//! PostgreSQL ([`PostgresStorage`]) the one several nodes can share; [`connect`] picks one
-//! by the URL's scheme. Live visits never wait on it: their
-//! changes go through the [`StorageWriter`], which applies them in order, in batches.
+//! The seam is a handful of traits, one per concern ([`Visits`], [`AuditTrail`],
+//! [`EventOutbox`], [`Secrets`], [`Fencing`]), so that code and test doubles depend on just
+//! what they use; [`Storage`] is all of them, which the server opens with [`connect`].
+//!
+//! Both databases are one implementation, [`SqlStorage`], whose SQL is written once; the
+//! few statements where they really differ (writers and locks, how seqs are taken, lists,
+//! where the audit chain begins) are its [`Dialect`]: SQLite ([`SqliteStorage`]) is the
+//! embedded default, PostgreSQL ([`PostgresStorage`]) the one several nodes can share.
+//! Live visits never wait on storage: their changes go through the [`StorageWriter`], which
+//! applies them in order, in batches.
 
+mod chain;
 mod columns;
+mod dialect;
+mod driver;
+mod events;
 mod postgres;
-mod postgres_events;
+mod sql;
 mod sqlite;
-mod sqlite_events;
+mod visits;
 mod writer;
 
+pub use dialect::Dialect;
 pub use postgres::PostgresStorage;
+pub use sql::SqlStorage;
 pub use sqlite::SqliteStorage;
 pub use writer::{StorageWriter, WriteOp};
 
@@ -40,8 +52,6 @@ pub enum StorageError {
         "unsupported database URL {0:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
     )]
     UnsupportedUrl(String),
-    #[error("this storage does not support {0}")]
-    Unsupported(&'static str),
 }
 
 impl StorageError {
@@ -131,8 +141,9 @@ pub(crate) fn unfenced<'a>(ops: &'a [WriteOp], fenced: &[VisitId]) -> Vec<&'a Wr
         .collect()
 }
 
+/// Visits and who is in them, and the write path of live visits.
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Visits: Send + Sync {
     /// Stores a new visit together with its `created` audit entry and `visit.created` event.
     async fn insert_visit(
         &self,
@@ -146,39 +157,41 @@ pub trait Storage: Send + Sync + 'static {
         query: &ListQuery,
     ) -> Result<Vec<VisitRecord>, StorageError>;
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError>;
-    /// Applies changes in order, atomically. The groups of a visit whose [`WriteOp::Fence`]
-    /// names an epoch other than the stored one are skipped; those visits are returned.
+    /// Applies changes in order, atomically: visits' changes, their audit rows and events.
+    /// The groups of a visit whose [`WriteOp::Fence`] names an epoch other than the stored
+    /// one are skipped; those visits are returned.
     async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError>;
-    /// Takes a visit over for this node: raises its stored epoch and returns the new one
-    /// (`None` if there is no such visit). Writes fenced with an older epoch are refused
-    /// from then on.
-    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
-    /// The current epochs of those of `visits` that exist.
-    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError>;
+    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError>;
+    /// Visits not yet ended whose `expires_at` has passed.
+    async fn due_for_expiry(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<VisitId>, StorageError>;
+}
+
+/// The audit trail: each visit's entries, hash-chained (see [`crate::audit_chain`]).
+/// Live visits append through [`Visits::apply`]; this is for everything else.
+#[async_trait]
+pub trait AuditTrail: Send + Sync {
     /// Appends one audit entry outside any live visit (e.g. a token was issued).
     async fn audit(
         &self,
         visit: VisitId,
         tenant: &TenantId,
         event: &AuditEvent,
-    ) -> Result<(), StorageError> {
-        self.apply(&[WriteOp::Audit {
-            visit,
-            tenant: tenant.clone(),
-            event: event.clone(),
-        }])
-        .await
-        .map(drop)
-    }
+    ) -> Result<(), StorageError>;
     async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError>;
     /// Walks the hash chain of one visit's audit trail (`Some`), or of every visit's, and
-    /// reports the first broken link of each broken chain (see [`crate::audit_chain`]).
+    /// reports the first broken link of each broken chain.
     /// A visit with no trail at all is not counted.
-    async fn verify_audit(&self, visit: Option<VisitId>) -> Result<ChainReport, StorageError> {
-        // A default so storages without a chain (test doubles) need not implement it.
-        let _ = visit;
-        Err(StorageError::Unsupported("audit chain verification"))
-    }
+    async fn verify_audit(&self, visit: Option<VisitId>) -> Result<ChainReport, StorageError>;
+}
+
+/// Visit events for the clinic's systems: what `GET /v1/events` reads and webhooks deliver.
+/// Live visits append through [`Visits::apply`].
+#[async_trait]
+pub trait EventOutbox: Send + Sync {
     /// A tenant's visit events after the one with tenant-wide sequence number `after`.
     async fn events(
         &self,
@@ -197,15 +210,29 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError>;
     /// Records the outcome of delivering event `seq`.
     async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError>;
-    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError>;
-    /// Visits not yet ended whose `expires_at` has passed.
-    async fn due_for_expiry(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<VisitId>, StorageError>;
+}
+
+/// Secrets the server generates once and keeps (the resume-token key, a dev API key).
+#[async_trait]
+pub trait Secrets: Send + Sync {
     /// The named server secret, stored as `fresh` if it did not exist yet.
     async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError>;
+}
+
+/// The epochs that fence a visit's writes to the node that owns it in a cluster.
+#[async_trait]
+pub trait Fencing: Send + Sync {
+    /// Takes a visit over for this node: raises its stored epoch and returns the new one
+    /// (`None` if there is no such visit). Writes fenced with an older epoch are refused
+    /// from then on.
+    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
+    /// The current epochs of those of `visits` that exist.
+    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError>;
+}
+
+/// Everything the server keeps, in one database.
+#[async_trait]
+pub trait Storage: Visits + AuditTrail + EventOutbox + Secrets + Fencing + 'static {
     async fn ping(&self) -> Result<(), StorageError>;
     async fn close(&self);
 }
@@ -288,7 +315,7 @@ pub async fn connect_existing(url: &str) -> Result<Arc<dyn Storage>, StorageErro
     }
 }
 
-pub(crate) fn kind_of(s: &str) -> Result<AuditKind, StorageError> {
+pub(super) fn kind_of(s: &str) -> Result<AuditKind, StorageError> {
     s.parse()
         .map_err(|e: crate::record::UnknownValue| StorageError::Corrupt(e.to_string()))
 }

@@ -8,7 +8,7 @@
 //! Every change pushed gets a position; [`StorageWriter::wait_for`] waits until everything
 //! up to a position is written, which is how a reader makes sure it sees a change.
 
-use super::Storage;
+use super::Visits;
 use crate::VisitId;
 use crate::audit::AuditEvent;
 use crate::event::VisitEvent;
@@ -30,7 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Heads a group of a visit owned in a cluster: the group is written only if the
-    /// visit's stored epoch is still this one (see [`super::Storage::claim`]).
+    /// visit's stored epoch is still this one (see [`super::Fencing::claim`]).
     Fence {
         visit: VisitId,
         epoch: i64,
@@ -83,7 +83,7 @@ pub struct StorageWriter {
 }
 
 impl StorageWriter {
-    pub fn spawn(storage: Arc<dyn Storage>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(storage: Arc<dyn Visits>) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (fenced_tx, fenced_rx) = mpsc::unbounded_channel();
         let progress = Arc::new(Progress {
@@ -170,7 +170,7 @@ impl StorageWriter {
 }
 
 async fn run(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Visits>,
     mut rx: mpsc::UnboundedReceiver<(WriteOp, bool)>,
     progress: Arc<Progress>,
     fenced: mpsc::UnboundedSender<VisitId>,
@@ -217,7 +217,7 @@ async fn next_batch(
 /// reports the outage, and nothing of the audit trail is lost. Any other failure is
 /// retried a few times, then the batch is dropped, so one bad write cannot stall every
 /// visit's storage for good.
-async fn write(storage: &dyn Storage, batch: &[WriteOp]) -> Option<Vec<VisitId>> {
+async fn write(storage: &dyn Visits, batch: &[WriteOp]) -> Option<Vec<VisitId>> {
     let started = std::time::Instant::now();
     let written = retrying(batch.len(), || storage.apply(batch)).await;
     metrics::histogram!("bedside_storage_write_duration_seconds").record(started.elapsed());

@@ -1,0 +1,313 @@
+//! The audit trail in either database: rows appended onto each visit's hash chain (the
+//! hashing is [`crate::audit_chain`]'s), read back, and verified.
+
+use super::columns::{micros, parse, role, stored_fields, time};
+use super::dialect::{self, Dialect};
+use super::driver::{Arg, Col};
+use super::sql::{SqlStorage, ids};
+use super::{AuditRecord, AuditTrail, StorageError, WriteOp, kind_of};
+use crate::VisitId;
+use crate::audit::AuditEvent;
+use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredRow, VisitCheck};
+use async_trait::async_trait;
+use bedside_auth::{Role, TenantId};
+use sqlx::Transaction;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::marker::PhantomData;
+
+/// Appends audit rows to visits' hash chains within one write transaction.
+///
+/// [`ChainWriter::start`] reads the heads of every chain the batch extends and takes the
+/// seqs for all its rows, one statement each, once the transaction excludes other writers of
+/// those visits. The ends are then kept in memory while the batch appends, and written back
+/// in one statement ([`ChainWriter::finish`]) before commit: a batch costs three statements
+/// more than it would without the chain, however many visits and rows it holds. A
+/// rolled-back transaction drops the writer with it, so nothing stale outlives it.
+pub(super) struct ChainWriter<D> {
+    /// Seqs taken for this transaction's rows, ascending.
+    seqs: VecDeque<i64>,
+    /// Per visit: the hash its next row chains from, and the seq of its last row if this
+    /// transaction appended one (only those heads are written back).
+    ends: HashMap<VisitId, (Hash, Option<i64>)>,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> ChainWriter<D> {
+    pub(super) async fn start(
+        tx: &mut Transaction<'_, D>,
+        ops: &[&WriteOp],
+    ) -> Result<Self, StorageError> {
+        let mut chain = Self {
+            seqs: VecDeque::new(),
+            ends: HashMap::new(),
+            dialect: PhantomData,
+        };
+        let visits: BTreeSet<VisitId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Audit { visit, .. } => Some(*visit),
+                _ => None,
+            })
+            .collect();
+        if visits.is_empty() {
+            return Ok(chain);
+        }
+        let heads = sqlx::query(D::AUDIT_HEADS)
+            .arg(ids(&visits))
+            .fetch_all(D::on(tx))
+            .await?;
+        for row in heads {
+            // Decoded leniently: a head someone mangled must not fail the batch.
+            let Some(visit) = row
+                .col::<Option<String>>("visit_id")
+                .ok()
+                .flatten()
+                .and_then(|id| id.parse::<VisitId>().ok())
+            else {
+                continue;
+            };
+            let hash = row.col::<Option<String>>("hash").ok().flatten();
+            match hash.as_deref().and_then(audit_chain::from_hex) {
+                Some(hash) => {
+                    chain.ends.insert(visit, (hash, None));
+                }
+                // Refusing to write would drop the writer's whole batch (other visits'
+                // changes too); chaining from genesis instead keeps the trail going and
+                // leaves a break that verification reports.
+                None => tracing::error!(
+                    visit = %visit,
+                    "audit chain head is not a hash; restarting the chain"
+                ),
+            }
+        }
+        let rows = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::Audit { .. }))
+            .count();
+        let n = i64::try_from(rows).map_err(|_| StorageError::Corrupt("batch size".into()))?;
+        let mut seqs = sqlx::query(D::AUDIT_SEQS)
+            .arg(n)
+            .fetch_all(D::on(tx))
+            .await?
+            .iter()
+            .map(|r| r.col("seq"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        seqs.sort_unstable();
+        chain.seqs = seqs.into();
+        Ok(chain)
+    }
+
+    pub(super) async fn append(
+        &mut self,
+        tx: &mut Transaction<'_, D>,
+        visit: VisitId,
+        tenant: &TenantId,
+        e: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        let seq = self
+            .seqs
+            .pop_front()
+            .ok_or_else(|| StorageError::Corrupt("no audit seq taken for a row".into()))?;
+        let visit_id = visit.to_string();
+        let prev = self
+            .ends
+            .get(&visit)
+            .map_or_else(|| audit_chain::genesis(&visit_id), |&(hash, _)| hash);
+        let participant_id = e.participant_id.map(|p| p.to_string());
+        let identity = e.identity.as_deref().map(D::text);
+        let actor = e.actor.as_ref().map(ToString::to_string);
+        let actor = actor.as_deref().map(D::text);
+        let detail = e.detail.as_deref().map(D::text);
+        let tenant = D::text(tenant.as_str());
+        let entry = Entry {
+            visit_id: &visit_id,
+            tenant: &tenant,
+            seq,
+            at: micros(e.at),
+            kind: e.kind.as_str(),
+            participant_id: participant_id.as_deref(),
+            identity: identity.as_deref(),
+            role: e.role.map(Role::as_str),
+            actor: actor.as_deref(),
+            detail: detail.as_deref(),
+        };
+        let hash = audit_chain::link_hash(&entry, &prev);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, visit_id, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .arg(seq)
+        .arg(entry.visit_id)
+        .arg(entry.tenant)
+        .arg(entry.at)
+        .arg(entry.kind)
+        .arg(entry.participant_id)
+        .arg(entry.identity)
+        .arg(entry.role)
+        .arg(entry.actor)
+        .arg(entry.detail)
+        .arg(audit_chain::to_hex(&prev))
+        .arg(audit_chain::to_hex(&hash))
+        .execute(D::on(tx))
+        .await?;
+        self.ends.insert(visit, (hash, Some(seq)));
+        Ok(())
+    }
+
+    /// Records, in one statement, the new end of every chain this transaction extended.
+    pub(super) async fn finish(self, tx: &mut Transaction<'_, D>) -> Result<(), StorageError> {
+        let heads: Vec<serde_json::Value> = self
+            .ends
+            .into_iter()
+            .filter_map(|(visit, (hash, seq))| {
+                seq.map(|seq| {
+                    serde_json::json!([visit.to_string(), seq, audit_chain::to_hex(&hash)])
+                })
+            })
+            .collect();
+        if heads.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(D::WRITE_AUDIT_HEADS)
+            .arg(dialect::list(heads))
+            .execute(D::on(tx))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> AuditTrail for SqlStorage<D> {
+    async fn audit(
+        &self,
+        visit: VisitId,
+        tenant: &TenantId,
+        event: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        self.apply_ops(&[WriteOp::Audit {
+            visit,
+            tenant: tenant.clone(),
+            event: event.clone(),
+        }])
+        .await
+        .map(drop)
+    }
+
+    async fn audit_trail(&self, id: VisitId) -> Result<Vec<AuditRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, participant_id, identity, role, actor, detail FROM audit_events \
+             WHERE visit_id = $1 ORDER BY seq",
+        )
+        .arg(id.to_string())
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    seq: r.col("seq")?,
+                    visit_id: id,
+                    event: AuditEvent {
+                        at: time(r.col("at")?)?,
+                        kind: kind_of(&r.col::<String>("kind")?)?,
+                        participant_id: r
+                            .col::<Option<String>>("participant_id")?
+                            .as_deref()
+                            .map(parse)
+                            .transpose()?,
+                        identity: r.col("identity")?,
+                        role: r
+                            .col::<Option<String>>("role")?
+                            .as_deref()
+                            .map(role)
+                            .transpose()?,
+                        actor: r
+                            .col::<Option<String>>("actor")?
+                            .as_deref()
+                            .map(parse)
+                            .transpose()?,
+                        detail: r.col("detail")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn verify_audit(&self, visit: Option<VisitId>) -> Result<ChainReport, StorageError> {
+        let legacy_max_seq: i64 = sqlx::query(D::LEGACY_MAX_SEQ)
+            .fetch_one(self.db())
+            .await?
+            .col("seq")?;
+        let ids: Vec<String> = match visit {
+            Some(v) => vec![v.to_string()],
+            // Every visit that has, or had, a trail: rows whose visit row is gone still count.
+            None => sqlx::query(
+                "SELECT id FROM visits UNION SELECT visit_id FROM audit_events \
+                 UNION SELECT visit_id FROM audit_heads ORDER BY 1",
+            )
+            .fetch_all(self.db())
+            .await?
+            .iter()
+            .map(|r| r.col("id"))
+            .collect::<Result<_, _>>()?,
+        };
+        let mut report = ChainReport::default();
+        for id in &ids {
+            if let Some(check) = self.verify_visit(id, legacy_max_seq).await? {
+                report.add(id, check);
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl<D: Dialect> SqlStorage<D> {
+    /// Checks one visit's chain, reading its rows and head in one snapshot so a write
+    /// committed meanwhile cannot make them disagree. `None` when the visit has neither.
+    async fn verify_visit(
+        &self,
+        visit_id: &str,
+        legacy_max_seq: i64,
+    ) -> Result<Option<VisitCheck>, StorageError> {
+        let mut tx = self.begin(D::BEGIN_SNAPSHOT).await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_heads WHERE visit_id = $1")
+            .arg(visit_id)
+            .fetch_optional(D::on(&mut tx))
+            .await?
+            .map(|r| -> Result<Head, sqlx::Error> {
+                Ok(Head {
+                    seq: r.col("seq")?,
+                    // A head whose hash is not text compares unequal to every row.
+                    hash: r.col("hash").unwrap_or_default(),
+                })
+            })
+            .transpose()?;
+        let rows = sqlx::query(
+            "SELECT seq, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash \
+             FROM audit_events WHERE visit_id = $1 ORDER BY seq",
+        )
+        .arg(visit_id)
+        .fetch_all(D::on(&mut tx))
+        .await?;
+        tx.rollback().await?;
+        if rows.is_empty() && head.is_none() {
+            return Ok(None);
+        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(StoredRow {
+                    seq: r.col("seq")?,
+                    fields: stored_fields(r).ok(),
+                    prev_hash: r.col("prev_hash").ok().flatten(),
+                    hash: r.col("hash").ok().flatten(),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(audit_chain::verify(
+            visit_id,
+            legacy_max_seq,
+            &rows,
+            head.as_ref(),
+        )))
+    }
+}

@@ -1,0 +1,92 @@
+//! The seam between the shared SQL and each database: the few statements that cannot be
+//! written once, because the databases really differ there. Everything else in this folder
+//! runs unchanged on both (`$N` placeholders, `ON CONFLICT`, `RETURNING`, `CAST`).
+//!
+//! What differs, and why:
+//! - **Writers.** SQLite has one writer at a time: a write transaction takes the database's
+//!   write lock up front ([`Dialect::BEGIN_WRITE`]) and so excludes everyone until it
+//!   commits. PostgreSQL has many: a write transaction locks the rows of the visits it
+//!   appends to ([`Dialect::LOCK_EACH_VISIT`], [`Dialect::LOCK_VISITS`]) and of the tenants
+//!   it writes events for ([`Dialect::LOCK_TENANTS`]), always in id order.
+//! - **Numbers.** Audit seqs come from a sequence on PostgreSQL and from the table itself on
+//!   SQLite ([`Dialect::AUDIT_SEQS`]); a visit's event numbers from a counter row on
+//!   PostgreSQL and from its events on SQLite ([`Dialect::VISIT_EVENT_SEQS`]).
+//! - **Lists.** A statement about many visits binds them as one JSON array (text), which
+//!   SQLite reads with `json_each` and PostgreSQL with `json_array_elements`.
+//! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
+//!   PostgreSQL ones never do ([`Dialect::LEGACY_MAX_SEQ`]).
+//!
+//! A new table or column is a migration in each of `migrations/sqlite` and
+//! `migrations/postgres` (DDL differs: `BYTEA`/`BLOB`, `COLLATE "C"`, sequences); the
+//! statements that use it are written once, and reach the dialect only if they lock or
+//! number something.
+
+use super::driver::{Binds, Reads, Runs};
+use sqlx::{Database, IntoArguments};
+use std::borrow::Cow;
+
+/// One database's answers to what differs (see the module comment). Implemented for
+/// [`sqlx::Sqlite`] and [`sqlx::Postgres`].
+///
+/// Its supertraits are what the shared SQL does with any database (see `driver.rs`): run
+/// statements, bind and read text, integers (both possibly NULL) and bytes.
+///
+/// Statements that take a list bind it to `$1` as a JSON array: of ids (`["v_1", ...]`),
+/// or of `[id, number]` / `[id, number, text]` rows.
+pub trait Dialect:
+    Database<Arguments: IntoArguments<Self>>
+    + Runs
+    + for<'a> Binds<&'a str>
+    + for<'a> Binds<Option<&'a str>>
+    + Binds<String>
+    + Binds<Option<String>>
+    + Binds<i64>
+    + Binds<Option<i64>>
+    + Binds<Vec<u8>>
+    + Reads<String>
+    + Reads<Option<String>>
+    + Reads<i64>
+    + Reads<Option<i64>>
+    + Reads<Vec<u8>>
+{
+    /// Starts a transaction that appends to audit chains and numbers events.
+    const BEGIN_WRITE: &'static str;
+    /// Starts a read-only transaction that sees one snapshot throughout.
+    const BEGIN_SNAPSHOT: &'static str;
+    /// Whether a write transaction must lock every visit it appends to ([`Self::LOCK_VISITS`]);
+    /// if not, [`Self::BEGIN_WRITE`] already excludes every other writer, and only fenced
+    /// visits' epochs are read.
+    const LOCK_EACH_VISIT: bool;
+    /// `id, epoch` of the listed visits, locked until the transaction ends where writers
+    /// lock rows, in id order.
+    const LOCK_VISITS: &'static str;
+    /// `id, epoch` of the listed visits, without locking.
+    const VISIT_EPOCHS: &'static str;
+    /// Makes the transaction the only writer of the listed tenants' events (sorted), so a
+    /// tenant's events commit in `seq` order; `None` where [`Self::BEGIN_WRITE`] already
+    /// does.
+    const LOCK_TENANTS: Option<&'static str>;
+    /// `$1` new audit seqs (column `seq`), each above every seq taken before.
+    const AUDIT_SEQS: &'static str;
+    /// `visit_id, hash` of the listed visits' chain heads.
+    const AUDIT_HEADS: &'static str;
+    /// Stores chain heads from `[visit_id, seq, hash]` rows.
+    const WRITE_AUDIT_HEADS: &'static str;
+    /// For `[visit_id, n]` rows (sorted by visit): `visit_id, last_seq`, where `last_seq`
+    /// is the visit's event number after `n` more events; the transaction holds the
+    /// numbering of those visits until it ends.
+    const VISIT_EVENT_SEQS: &'static str;
+    /// The highest audit seq written before the chain existed (column `seq`): rows up to it
+    /// may be unchained.
+    const LEGACY_MAX_SEQ: &'static str;
+
+    /// Text as the database can hold it.
+    fn text(s: &str) -> Cow<'_, str> {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The JSON array text a list statement binds.
+pub(super) fn list(items: impl IntoIterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(items.into_iter().collect()).to_string()
+}

@@ -1,0 +1,176 @@
+//! Visit events in either database: the outbox webhooks are delivered from and
+//! `GET /v1/events` reads. Appended inside the writer's transactions, each visit's numbered
+//! 1, 2, 3... with no gaps (`visit_seq`), and ordered across the tenant by `seq`.
+
+use super::columns::{event_columns, event_from_row, micros, time};
+use super::dialect::{self, Dialect};
+use super::driver::{Arg, Col};
+use super::sql::SqlStorage;
+use super::{Attempt, EventOutbox, StorageError, StoredEvent, WriteOp};
+use crate::VisitId;
+use crate::event::VisitEvent;
+use async_trait::async_trait;
+use bedside_auth::TenantId;
+use chrono::{DateTime, Utc};
+use sqlx::Transaction;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::marker::PhantomData;
+
+/// Appends events within one write transaction.
+///
+/// [`EventWriter::start`] makes the transaction the only writer of its tenants' events
+/// where that takes a lock, and takes the numbers of all the batch's events in one
+/// statement; appending is then one insert per event.
+pub(super) struct EventWriter<D> {
+    /// The next `visit_seq` per visit.
+    next: HashMap<VisitId, i64>,
+    dialect: PhantomData<D>,
+}
+
+impl<D: Dialect> EventWriter<D> {
+    pub(super) async fn start(
+        tx: &mut Transaction<'_, D>,
+        ops: &[&WriteOp],
+    ) -> Result<Self, StorageError> {
+        let mut writer = Self {
+            next: HashMap::new(),
+            dialect: PhantomData,
+        };
+        let mut counts = BTreeMap::<VisitId, i64>::new();
+        let mut tenants = BTreeSet::new();
+        for op in ops {
+            if let WriteOp::Event { visit, tenant, .. } = op {
+                *counts.entry(*visit).or_default() += 1;
+                tenants.insert(tenant.as_str());
+            }
+        }
+        if counts.is_empty() {
+            return Ok(writer);
+        }
+        if let Some(lock) = D::LOCK_TENANTS {
+            sqlx::query(lock)
+                .arg(dialect::list(tenants.into_iter().map(Into::into)))
+                .execute(D::on(tx))
+                .await?;
+        }
+        let rows = sqlx::query(D::VISIT_EVENT_SEQS)
+            .arg(dialect::list(
+                counts
+                    .iter()
+                    .map(|(visit, n)| serde_json::json!([visit.to_string(), n])),
+            ))
+            .fetch_all(D::on(tx))
+            .await?;
+        for row in rows {
+            let visit: VisitId = super::columns::parse(&row.col::<String>("visit_id")?)?;
+            let last: i64 = row.col("last_seq")?;
+            let n = counts.get(&visit).copied().unwrap_or_default();
+            writer.next.insert(visit, last - n + 1);
+        }
+        Ok(writer)
+    }
+
+    pub(super) async fn append(
+        &mut self,
+        tx: &mut Transaction<'_, D>,
+        visit: VisitId,
+        tenant: &TenantId,
+        event: &VisitEvent,
+    ) -> Result<(), StorageError> {
+        let seq = self
+            .next
+            .get_mut(&visit)
+            .ok_or_else(|| StorageError::Corrupt("no number taken for an event".into()))?;
+        sqlx::query(
+            "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
+        )
+        .arg(uuid::Uuid::new_v4().to_string())
+        .arg(tenant.as_str())
+        .arg(visit.to_string())
+        .arg(*seq)
+        .arg(event.kind.as_str())
+        .arg(micros(event.at))
+        .arg(event.data().to_string())
+        .execute(D::on(tx))
+        .await?;
+        *seq += 1;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> EventOutbox for SqlStorage<D> {
+    async fn events(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM visit_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .arg(tenant.as_str())
+        .arg(after)
+        .arg(i64::from(limit))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event_seq(&self, tenant: &TenantId, id: &str) -> Result<Option<i64>, StorageError> {
+        sqlx::query("SELECT seq FROM visit_events WHERE tenant = $1 AND id = $2")
+            .arg(tenant.as_str())
+            .arg(id)
+            .fetch_optional(self.db())
+            .await?
+            .map(|r| r.col("seq"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    async fn undelivered(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+    ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            ", next_attempt_at FROM visit_events \
+             WHERE tenant = $1 AND delivered_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $2"
+        ))
+        .arg(tenant.as_str())
+        .arg(i64::from(limit))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((event_from_row(r)?, time(r.col("next_attempt_at")?)?)))
+            .collect()
+    }
+
+    async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError> {
+        let (sql, at) = match outcome {
+            Attempt::Delivered(at) => (
+                "UPDATE visit_events SET attempts = attempts + 1, delivered_at = $1 WHERE seq = $2",
+                at,
+            ),
+            Attempt::Retry(next) => (
+                "UPDATE visit_events SET attempts = attempts + 1, next_attempt_at = $1 WHERE seq = $2",
+                next,
+            ),
+            Attempt::GaveUp(at) => (
+                "UPDATE visit_events SET attempts = attempts + 1, failed_at = $1 WHERE seq = $2",
+                at,
+            ),
+        };
+        sqlx::query(sql)
+            .arg(micros(at))
+            .arg(seq)
+            .execute(self.db())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,170 @@
+//! [`SqlStorage`]: the storage over either database, its SQL written once (here and in
+//! `visits.rs`, `chain.rs`, `events.rs`) and run unchanged on both; what really differs is
+//! asked of the [`Dialect`].
+//!
+//! Here: the write transaction every change of a visit goes through, fencing, secrets.
+
+use super::chain::ChainWriter;
+use super::columns::parse;
+use super::dialect::{self, Dialect};
+use super::driver::{Arg, Col};
+use super::events::EventWriter;
+use super::visits::apply_change;
+use super::{Fencing, Secrets, Storage, StorageError, WriteOp};
+use crate::VisitId;
+use async_trait::async_trait;
+use sqlx::{Database, Executor, Pool, Transaction};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Visits, their audit trail and events, secrets and epochs in a database `D`.
+pub struct SqlStorage<D: Database> {
+    pool: Pool<D>,
+}
+
+impl<D: Dialect> SqlStorage<D> {
+    pub(super) fn new(pool: Pool<D>) -> Self {
+        Self { pool }
+    }
+
+    /// Where a statement outside a transaction runs.
+    pub(super) fn db(&self) -> impl Executor<'_, Database = D> {
+        D::pooled(&self.pool)
+    }
+
+    pub(super) async fn begin(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, D>, StorageError> {
+        Ok(self.pool.begin_with(statement).await?)
+    }
+
+    /// Applies `ops` in order, in one transaction; see [`super::Visits::apply`].
+    pub(super) async fn apply_ops(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
+        let fences = super::fences(ops);
+        let mut tx = self.begin(D::BEGIN_WRITE).await?;
+        // Where writers lock rows, every visit the batch appends to is locked once, in id
+        // order (no deadlock with another node's writer or claim); the fences are checked
+        // under those locks. Elsewhere the write transaction already excludes every writer.
+        let mut locked: BTreeSet<VisitId> = fences.keys().copied().collect();
+        if D::LOCK_EACH_VISIT {
+            locked.extend(ops.iter().filter_map(|op| match op {
+                WriteOp::Audit { visit, .. } | WriteOp::Event { visit, .. } => Some(*visit),
+                _ => None,
+            }));
+        }
+        let epochs = lock_visits(&mut tx, &locked).await?;
+        let fenced: Vec<VisitId> = fences
+            .iter()
+            .filter(|(visit, epoch)| epochs.get(visit) != Some(epoch))
+            .map(|(visit, _)| *visit)
+            .collect();
+        write(&mut tx, &super::unfenced(ops, &fenced)).await?;
+        tx.commit().await?;
+        Ok(fenced)
+    }
+}
+
+/// Writes `ops` within a write transaction: changes, audit rows chained onto their visits'
+/// trails, and events numbered on from their visits' last.
+pub(super) async fn write<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    ops: &[&WriteOp],
+) -> Result<(), StorageError> {
+    let mut events = EventWriter::start(tx, ops).await?;
+    let mut chain = ChainWriter::start(tx, ops).await?;
+    for op in ops {
+        match op {
+            WriteOp::Change { visit, change } => apply_change(tx, *visit, change).await?,
+            WriteOp::Audit {
+                visit,
+                tenant,
+                event,
+            } => chain.append(tx, *visit, tenant, event).await?,
+            WriteOp::Event {
+                visit,
+                tenant,
+                event,
+            } => events.append(tx, *visit, tenant, event).await?,
+            WriteOp::Fence { .. } => {}
+        }
+    }
+    chain.finish(tx).await
+}
+
+/// The epochs of those of `visits` that exist, locked until `tx` ends where writers lock
+/// rows.
+async fn lock_visits<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    visits: &BTreeSet<VisitId>,
+) -> Result<BTreeMap<VisitId, i64>, StorageError> {
+    if visits.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows = sqlx::query(D::LOCK_VISITS)
+        .arg(ids(visits))
+        .fetch_all(D::on(tx))
+        .await?;
+    rows.iter()
+        .map(|r| Ok((parse(&r.col::<String>("id")?)?, r.col("epoch")?)))
+        .collect()
+}
+
+/// The JSON list of these visits' ids, for a [`Dialect`] list statement.
+pub(super) fn ids<'a>(visits: impl IntoIterator<Item = &'a VisitId>) -> String {
+    dialect::list(visits.into_iter().map(|v| v.to_string().into()))
+}
+
+#[async_trait]
+impl<D: Dialect> Fencing for SqlStorage<D> {
+    async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
+        sqlx::query("UPDATE visits SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch")
+            .arg(visit.to_string())
+            .fetch_optional(self.db())
+            .await?
+            .map(|r| r.col("epoch"))
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        let rows = sqlx::query(D::VISIT_EPOCHS)
+            .arg(ids(visits))
+            .fetch_all(self.db())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse(&r.col::<String>("id")?)?, r.col("epoch")?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Secrets for SqlStorage<D> {
+    async fn secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let name = D::text(name);
+        // The first writer wins, across nodes too; everyone reads back what it wrote.
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .arg(&*name)
+        .arg(fresh.to_vec())
+        .execute(self.db())
+        .await?;
+        let row = sqlx::query("SELECT value FROM server_secrets WHERE name = $1")
+            .arg(&*name)
+            .fetch_one(self.db())
+            .await?;
+        Ok(row.col("value")?)
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> Storage for SqlStorage<D> {
+    async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(self.db()).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,231 @@
+//! Visits and who is in them, in either database: the rows, the reads the API and the
+//! registry make, and how a visit's [`Change`] is written.
+
+use super::columns::{micros, opt_time, parse, role, time, visit_columns, visit_from_row};
+use super::dialect::Dialect;
+use super::driver::{Arg, Col};
+use super::sql::{SqlStorage, write};
+use super::{ListQuery, StorageError, Visits, WriteOp};
+use crate::VisitId;
+use crate::audit::AuditEvent;
+use crate::event::{EventKind, VisitEvent};
+use crate::record::{VisitRecord, VisitStatus};
+use crate::visit::{Change, StoredParticipant};
+use async_trait::async_trait;
+use bedside_auth::TenantId;
+use chrono::{DateTime, Utc};
+use sqlx::Transaction;
+
+#[async_trait]
+impl<D: Dialect> Visits for SqlStorage<D> {
+    async fn insert_visit(
+        &self,
+        v: &VisitRecord,
+        created: &AuditEvent,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin(D::BEGIN_WRITE).await?;
+        sqlx::query(concat!(
+            "INSERT INTO visits (",
+            visit_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .arg(v.id.to_string())
+        .arg(v.tenant.as_str())
+        .arg(v.external_ref.as_deref().map(D::text).as_deref())
+        .arg(v.status.as_str())
+        .arg(v.ended_reason.map(|r| r.as_str()))
+        .arg(micros(v.created_at))
+        .arg(v.not_before.map(micros))
+        .arg(micros(v.expires_at))
+        .arg(v.started_at.map(micros))
+        .arg(v.ended_at.map(micros))
+        .arg(i64::from(v.max_participants))
+        .arg(v.metadata.as_ref().map(|m| m.to_string()))
+        .execute(D::on(&mut tx))
+        .await?;
+        // The new row is this transaction's until it commits: no other writer can touch
+        // the visit's chain or events, so no lock is needed beyond the insert's own.
+        let created = [
+            WriteOp::Audit {
+                visit: v.id,
+                tenant: v.tenant.clone(),
+                event: created.clone(),
+            },
+            WriteOp::Event {
+                visit: v.id,
+                tenant: v.tenant.clone(),
+                event: VisitEvent::new(EventKind::VisitCreated, v.created_at),
+            },
+        ];
+        write(&mut tx, &created.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn visit(&self, id: VisitId) -> Result<Option<VisitRecord>, StorageError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            visit_columns!(),
+            " FROM visits WHERE id = $1"
+        ))
+        .arg(id.to_string())
+        .fetch_optional(self.db())
+        .await?
+        .as_ref()
+        .map(visit_from_row)
+        .transpose()
+    }
+
+    async fn list_visits(
+        &self,
+        tenant: &TenantId,
+        q: &ListQuery,
+    ) -> Result<Vec<VisitRecord>, StorageError> {
+        let (after_time, after_id) = match q.after {
+            Some((t, id)) => (Some(micros(t)), Some(id.to_string())),
+            None => (None, None),
+        };
+        // The casts give PostgreSQL the type of a parameter that may be NULL.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            visit_columns!(),
+            " FROM visits WHERE tenant = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
+             AND (CAST($3 AS BIGINT) IS NULL OR created_at < $3 OR (created_at = $3 AND id < $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .arg(tenant.as_str())
+        .arg(q.status.map(VisitStatus::as_str))
+        .arg(after_time)
+        .arg(after_id)
+        .arg(i64::from(q.limit))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter().map(visit_from_row).collect()
+    }
+
+    async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, identity, role, name, state, since, dropped_at FROM participants \
+             WHERE visit_id = $1 ORDER BY since, participant_id",
+        )
+        .arg(id.to_string())
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredParticipant {
+                    participant_id: parse(&r.col::<String>("participant_id")?)?,
+                    identity: r.col("identity")?,
+                    role: role(&r.col::<String>("role")?)?,
+                    name: r.col("name")?,
+                    state: parse(&r.col::<String>("state")?)?,
+                    since: time(r.col("since")?)?,
+                    dropped_at: opt_time(r.col("dropped_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
+        self.apply_ops(ops).await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, StorageError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM visits GROUP BY status")
+            .fetch_all(self.db())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse(&r.col::<String>("status")?)?,
+                    r.col::<i64>("n")?.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn due_for_expiry(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<VisitId>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id FROM visits WHERE status IN ('open', 'active') AND expires_at <= $1 LIMIT $2",
+        )
+        .arg(micros(now))
+        .arg(i64::from(limit))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| parse(&r.col::<String>("id")?))
+            .collect()
+    }
+}
+
+/// Writes one change of a live visit.
+pub(super) async fn apply_change<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    visit: VisitId,
+    change: &Change,
+) -> Result<(), StorageError> {
+    let id = visit.to_string();
+    match change {
+        Change::Status {
+            status: VisitStatus::Ended,
+            reason,
+            at,
+        } => {
+            sqlx::query("UPDATE visits SET status = 'ended', ended_reason = $1, ended_at = $2 WHERE id = $3 AND status <> 'ended'")
+                .arg(reason.map(|r| r.as_str()))
+                .arg(micros(*at))
+                .arg(id.as_str())
+                .execute(D::on(tx))
+                .await?;
+            sqlx::query("DELETE FROM participants WHERE visit_id = $1")
+                .arg(id.as_str())
+                .execute(D::on(tx))
+                .await?;
+        }
+        Change::Started { at } => {
+            sqlx::query("UPDATE visits SET started_at = COALESCE(started_at, $1) WHERE id = $2")
+                .arg(micros(*at))
+                .arg(id.as_str())
+                .execute(D::on(tx))
+                .await?;
+        }
+        Change::Status { status, .. } => {
+            sqlx::query("UPDATE visits SET status = $1 WHERE id = $2 AND status = 'open'")
+                .arg(status.as_str())
+                .arg(id.as_str())
+                .execute(D::on(tx))
+                .await?;
+        }
+        Change::Participant(p) => {
+            sqlx::query(
+                "INSERT INTO participants (visit_id, participant_id, identity, role, name, state, since, dropped_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (visit_id, participant_id) DO UPDATE SET identity = EXCLUDED.identity, \
+                 role = EXCLUDED.role, name = EXCLUDED.name, state = EXCLUDED.state, \
+                 since = EXCLUDED.since, dropped_at = EXCLUDED.dropped_at",
+            )
+            .arg(id.as_str())
+            .arg(p.participant_id.to_string())
+            .arg(&*D::text(&p.identity))
+            .arg(p.role.as_str())
+            .arg(&*D::text(&p.name))
+            .arg(p.state.as_str())
+            .arg(micros(p.since))
+            .arg(p.dropped_at.map(micros))
+            .execute(D::on(tx))
+            .await?;
+        }
+        Change::ParticipantGone { participant_id } => {
+            sqlx::query("DELETE FROM participants WHERE visit_id = $1 AND participant_id = $2")
+                .arg(id.as_str())
+                .arg(participant_id.to_string())
+                .execute(D::on(tx))
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -6,8 +6,9 @@
 use super::dialect::Dialect;
 use super::driver::Col;
 use super::{StorageError, StoredEvent};
+use crate::audit::AuditKind;
 use crate::audit_chain::StoredFields;
-use crate::record::VisitRecord;
+use crate::record::{UnknownValue, VisitRecord};
 use bedside_auth::{Role, TenantId};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -37,6 +38,11 @@ pub(super) fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, Storage
 pub(super) fn parse<T: FromStr>(s: &str) -> Result<T, StorageError> {
     s.parse()
         .map_err(|_| StorageError::Corrupt(format!("value {s:?}")))
+}
+
+pub(super) fn audit_kind(s: &str) -> Result<AuditKind, StorageError> {
+    s.parse()
+        .map_err(|e: UnknownValue| StorageError::Corrupt(e.to_string()))
 }
 
 pub(super) fn role(s: &str) -> Result<Role, StorageError> {

@@ -14,28 +14,24 @@ use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Transaction;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::marker::PhantomData;
 
 /// Appends events within one write transaction.
 ///
 /// [`EventWriter::start`] makes the transaction the only writer of its tenants' events
 /// where that takes a lock, and takes the numbers of all the batch's events in one
 /// statement; appending is then one insert per event.
-pub(super) struct EventWriter<D> {
+#[derive(Default)]
+pub(super) struct EventWriter {
     /// The next `visit_seq` per visit.
     next: HashMap<VisitId, i64>,
-    dialect: PhantomData<D>,
 }
 
-impl<D: Dialect> EventWriter<D> {
-    pub(super) async fn start(
+impl EventWriter {
+    pub(super) async fn start<D: Dialect>(
         tx: &mut Transaction<'_, D>,
         ops: &[&WriteOp],
     ) -> Result<Self, StorageError> {
-        let mut writer = Self {
-            next: HashMap::new(),
-            dialect: PhantomData,
-        };
+        let mut writer = Self::default();
         let mut counts = BTreeMap::<VisitId, i64>::new();
         let mut tenants = BTreeSet::new();
         for op in ops {
@@ -70,7 +66,7 @@ impl<D: Dialect> EventWriter<D> {
         Ok(writer)
     }
 
-    pub(super) async fn append(
+    pub(super) async fn append<D: Dialect>(
         &mut self,
         tx: &mut Transaction<'_, D>,
         visit: VisitId,

@@ -11,7 +11,7 @@
 //! Live visits never wait on storage: their changes go through the [`StorageWriter`], which
 //! applies them in order, in batches.
 
-mod chain;
+mod audit;
 mod columns;
 mod dialect;
 mod driver;
@@ -29,7 +29,7 @@ pub use sqlite::SqliteStorage;
 pub use writer::{StorageWriter, WriteOp};
 
 use crate::VisitId;
-use crate::audit::{AuditEvent, AuditKind};
+use crate::audit::AuditEvent;
 use crate::audit_chain::ChainReport;
 use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::StoredParticipant;
@@ -37,7 +37,6 @@ use async_trait::async_trait;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,24 +120,6 @@ pub struct AuditRecord {
     pub seq: i64,
     pub visit_id: VisitId,
     pub event: AuditEvent,
-}
-
-/// The epoch each fenced visit of a batch was written under.
-pub(crate) fn fences(ops: &[WriteOp]) -> BTreeMap<VisitId, i64> {
-    ops.iter()
-        .filter_map(|op| match op {
-            WriteOp::Fence { visit, epoch } => Some((*visit, *epoch)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The operations of a batch that are to be written: no fences, nothing of a visit whose
-/// fence failed.
-pub(crate) fn unfenced<'a>(ops: &'a [WriteOp], fenced: &[VisitId]) -> Vec<&'a WriteOp> {
-    ops.iter()
-        .filter(|op| !matches!(op, WriteOp::Fence { .. }) && !fenced.contains(&op.visit()))
-        .collect()
 }
 
 /// Visits and who is in them, and the write path of live visits.
@@ -313,11 +294,6 @@ pub async fn connect_existing(url: &str) -> Result<Arc<dyn Storage>, StorageErro
         Some(Backend::Postgres) => Ok(Arc::new(PostgresStorage::connect_existing(url).await?)),
         None => Err(StorageError::UnsupportedUrl(redacted_url(url).into_owned())),
     }
-}
-
-pub(super) fn kind_of(s: &str) -> Result<AuditKind, StorageError> {
-    s.parse()
-        .map_err(|e: crate::record::UnknownValue| StorageError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! [`SqlStorage`]: the storage over either database, its SQL written once (here and in
-//! `visits.rs`, `chain.rs`, `events.rs`) and run unchanged on both; what really differs is
+//! `visits.rs`, `audit.rs`, `events.rs`) and run unchanged on both; what really differs is
 //! asked of the [`Dialect`].
 //!
 //! Here: the write transaction every change of a visit goes through, fencing, secrets.
 
-use super::chain::ChainWriter;
+use super::audit::ChainWriter;
 use super::columns::parse;
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
@@ -13,7 +13,7 @@ use super::visits::apply_change;
 use super::{Fencing, Secrets, Storage, StorageError, WriteOp};
 use crate::VisitId;
 use async_trait::async_trait;
-use sqlx::{Database, Executor, Pool, Transaction};
+use sqlx::{Database, Executor, Pool, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Visits, their audit trail and events, secrets and epochs in a database `D`.
@@ -40,7 +40,7 @@ impl<D: Dialect> SqlStorage<D> {
 
     /// Applies `ops` in order, in one transaction; see [`super::Visits::apply`].
     pub(super) async fn apply_ops(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
-        let fences = super::fences(ops);
+        let fences = fences(ops);
         let mut tx = self.begin(D::BEGIN_WRITE).await?;
         // Where writers lock rows, every visit the batch appends to is locked once, in id
         // order (no deadlock with another node's writer or claim); the fences are checked
@@ -58,7 +58,7 @@ impl<D: Dialect> SqlStorage<D> {
             .filter(|(visit, epoch)| epochs.get(visit) != Some(epoch))
             .map(|(visit, _)| *visit)
             .collect();
-        write(&mut tx, &super::unfenced(ops, &fenced)).await?;
+        write(&mut tx, &unfenced(ops, &fenced)).await?;
         tx.commit().await?;
         Ok(fenced)
     }
@@ -104,8 +104,34 @@ async fn lock_visits<D: Dialect>(
         .arg(ids(visits))
         .fetch_all(D::on(tx))
         .await?;
+    epochs(&rows)
+}
+
+/// Visits and their epochs from `id, epoch` rows.
+fn epochs<R: Row>(rows: &[R]) -> Result<BTreeMap<VisitId, i64>, StorageError>
+where
+    R::Database: Dialect,
+{
     rows.iter()
         .map(|r| Ok((parse(&r.col::<String>("id")?)?, r.col("epoch")?)))
+        .collect()
+}
+
+/// The epoch each fenced visit of a batch was written under.
+fn fences(ops: &[WriteOp]) -> BTreeMap<VisitId, i64> {
+    ops.iter()
+        .filter_map(|op| match op {
+            WriteOp::Fence { visit, epoch } => Some((*visit, *epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The operations of a batch that are to be written: no fences, nothing of a visit whose
+/// fence failed.
+fn unfenced<'a>(ops: &'a [WriteOp], fenced: &[VisitId]) -> Vec<&'a WriteOp> {
+    ops.iter()
+        .filter(|op| !matches!(op, WriteOp::Fence { .. }) && !fenced.contains(&op.visit()))
         .collect()
 }
 
@@ -131,9 +157,7 @@ impl<D: Dialect> Fencing for SqlStorage<D> {
             .arg(ids(visits))
             .fetch_all(self.db())
             .await?;
-        rows.iter()
-            .map(|r| Ok((parse(&r.col::<String>("id")?)?, r.col("epoch")?)))
-            .collect()
+        Ok(epochs(&rows)?.into_iter().collect())
     }
 }
 

@@ -1,11 +1,11 @@
 //! The audit trail in either database: rows appended onto each visit's hash chain (the
 //! hashing is [`crate::audit_chain`]'s), read back, and verified.
 
-use super::columns::{micros, parse, role, stored_fields, time};
+use super::columns::{audit_kind, micros, parse, role, stored_fields, time};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
 use super::sql::{SqlStorage, ids};
-use super::{AuditRecord, AuditTrail, StorageError, WriteOp, kind_of};
+use super::{AuditRecord, AuditTrail, StorageError, WriteOp};
 use crate::VisitId;
 use crate::audit::AuditEvent;
 use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredRow, VisitCheck};
@@ -13,7 +13,6 @@ use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
 use sqlx::Transaction;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::marker::PhantomData;
 
 /// Appends audit rows to visits' hash chains within one write transaction.
 ///
@@ -23,25 +22,21 @@ use std::marker::PhantomData;
 /// in one statement ([`ChainWriter::finish`]) before commit: a batch costs three statements
 /// more than it would without the chain, however many visits and rows it holds. A
 /// rolled-back transaction drops the writer with it, so nothing stale outlives it.
-pub(super) struct ChainWriter<D> {
+#[derive(Default)]
+pub(super) struct ChainWriter {
     /// Seqs taken for this transaction's rows, ascending.
     seqs: VecDeque<i64>,
     /// Per visit: the hash its next row chains from, and the seq of its last row if this
     /// transaction appended one (only those heads are written back).
     ends: HashMap<VisitId, (Hash, Option<i64>)>,
-    dialect: PhantomData<D>,
 }
 
-impl<D: Dialect> ChainWriter<D> {
-    pub(super) async fn start(
+impl ChainWriter {
+    pub(super) async fn start<D: Dialect>(
         tx: &mut Transaction<'_, D>,
         ops: &[&WriteOp],
     ) -> Result<Self, StorageError> {
-        let mut chain = Self {
-            seqs: VecDeque::new(),
-            ends: HashMap::new(),
-            dialect: PhantomData,
-        };
+        let mut chain = Self::default();
         let visits: BTreeSet<VisitId> = ops
             .iter()
             .filter_map(|op| match op {
@@ -97,7 +92,7 @@ impl<D: Dialect> ChainWriter<D> {
         Ok(chain)
     }
 
-    pub(super) async fn append(
+    pub(super) async fn append<D: Dialect>(
         &mut self,
         tx: &mut Transaction<'_, D>,
         visit: VisitId,
@@ -155,7 +150,10 @@ impl<D: Dialect> ChainWriter<D> {
     }
 
     /// Records, in one statement, the new end of every chain this transaction extended.
-    pub(super) async fn finish(self, tx: &mut Transaction<'_, D>) -> Result<(), StorageError> {
+    pub(super) async fn finish<D: Dialect>(
+        self,
+        tx: &mut Transaction<'_, D>,
+    ) -> Result<(), StorageError> {
         let heads: Vec<serde_json::Value> = self
             .ends
             .into_iter()
@@ -208,7 +206,7 @@ impl<D: Dialect> AuditTrail for SqlStorage<D> {
                     visit_id: id,
                     event: AuditEvent {
                         at: time(r.col("at")?)?,
-                        kind: kind_of(&r.col::<String>("kind")?)?,
+                        kind: audit_kind(&r.col::<String>("kind")?)?,
                         participant_id: r
                             .col::<Option<String>>("participant_id")?
                             .as_deref()

@@ -547,6 +547,13 @@ async fn writes_under_a_stale_epoch_are_refused_and_the_rest_of_the_batch_is_wri
             .unwrap();
     }
     assert_eq!(db.epochs(&[a.id]).await.unwrap(), [(a.id, 0)]);
+    assert!(db.epochs(&[]).await.unwrap().is_empty());
+    assert_eq!(db.claim(b.id).await.unwrap(), Some(1));
+    let mut epochs = db.epochs(&[b.id, VisitId::random(), a.id]).await.unwrap();
+    epochs.sort();
+    let mut expected = vec![(a.id, 0), (b.id, 1)];
+    expected.sort();
+    assert_eq!(epochs, expected, "unknown visits are left out");
     assert_eq!(db.claim(a.id).await.unwrap(), Some(1), "node 1 takes it");
     assert_eq!(
         db.claim(a.id).await.unwrap(),
@@ -733,4 +740,82 @@ async fn a_node_acts_for_a_visit_only_while_it_owns_it() {
     );
     assert_eq!(registry.live_visits(), 0);
     assert_eq!(leases.released.lock().as_slice(), [v.id]);
+}
+
+/// A visit's events are numbered 1, 2, 3... whatever batches they come in, several to a
+/// batch or one, mixed with other visits' events and changes.
+#[tokio::test]
+async fn events_are_numbered_per_visit_within_and_across_batches() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_visit::event::{EventKind, VisitEvent};
+    use bedside_visit::visit::Change;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let (a, b) = (record("clinic-a", now), record("clinic-b", now));
+    for v in [&a, &b] {
+        db.insert_visit(v, &AuditEvent::new(AuditKind::Created, now))
+            .await
+            .unwrap();
+    }
+    let event = |v: &VisitRecord| WriteOp::Event {
+        visit: v.id,
+        tenant: v.tenant.clone(),
+        event: VisitEvent::new(EventKind::ParticipantWaiting, now),
+    };
+    let started = |v: &VisitRecord| WriteOp::Change {
+        visit: v.id,
+        change: Change::Started { at: now },
+    };
+    db.apply(&[event(&a), started(&b), event(&a), event(&b), event(&a)])
+        .await
+        .unwrap();
+    db.apply(&[event(&b), event(&a)]).await.unwrap();
+    for (v, expected) in [(&a, 1..=5), (&b, 1..=3)] {
+        let numbers: Vec<i64> = db
+            .events(&v.tenant, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.visit_id == v.id.to_string())
+            .map(|e| e.visit_seq)
+            .collect();
+        assert_eq!(numbers, expected.collect::<Vec<_>>());
+    }
+}
+
+/// An audit seq is never given twice, not even that of the newest row when someone deletes
+/// it behind the server's back: no other entry can take a deleted one's place in the trail.
+#[tokio::test]
+async fn the_seq_of_a_deleted_newest_audit_row_is_never_given_again() {
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let v = record("clinic-a", now);
+    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+        .await
+        .unwrap();
+    let issued = AuditEvent::new(AuditKind::TokenIssued, now);
+    db.audit(v.id, &v.tenant, &issued).await.unwrap();
+    let newest = db.audit_trail(v.id).await.unwrap()[1].seq;
+    let delete = "DELETE FROM audit_events WHERE seq = $1";
+    if dir.url.starts_with("sqlite") {
+        let pool = sqlx::SqlitePool::connect(&dir.url).await.unwrap();
+        sqlx::query(delete)
+            .bind(newest)
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&dir.url).await.unwrap();
+        sqlx::query(delete)
+            .bind(newest)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    db.audit(v.id, &v.tenant, &issued).await.unwrap();
+    let trail = db.audit_trail(v.id).await.unwrap();
+    assert_eq!(trail.len(), 2);
+    assert!(trail[1].seq > newest, "{} was given again", trail[1].seq);
 }

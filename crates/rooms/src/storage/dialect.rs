@@ -15,11 +15,12 @@
 //!   SQLite reads with `json_each` and PostgreSQL with `json_array_elements`.
 //! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
 //!   PostgreSQL ones never do ([`Dialect::LEGACY_MAX_SEQ`]).
+//! - **Text.** PostgreSQL's cannot hold NUL characters ([`Dialect::text`]).
 //!
 //! A new table or column is a migration in each of `migrations/sqlite` and
 //! `migrations/postgres` (DDL differs: `BYTEA`/`BLOB`, `COLLATE "C"`, sequences); the
-//! statements that use it are written once, and reach the dialect only if they lock or
-//! number something.
+//! statements that use it are written once, and reach the dialect only if they lock rows,
+//! take numbers or bind a list (docs/postgres.md, "Changing the schema").
 
 use super::driver::{Binds, Reads, Runs};
 use sqlx::{Database, IntoArguments};

@@ -9,8 +9,8 @@
 //!   node, the cluster's router on several.
 //! - [`ownership`] is what a cluster plugs into the registry so one node at a time acts for
 //!   a visit.
-//! - [`storage`] is the durable side: the storage traits, their SQLite and PostgreSQL
-//!   implementation, and the writer task that batches changes in order.
+//! - [`storage`] is the durable side: a trait per concern, one SQL implementation over
+//!   SQLite and PostgreSQL, and the writer task that batches changes in order.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -9,7 +9,7 @@
 //!   appends to ([`Dialect::LOCK_EACH_VISIT`], [`Dialect::LOCK_VISITS`]) and of the tenants
 //!   it writes events for ([`Dialect::LOCK_TENANTS`]), always in id order.
 //! - **Numbers.** Audit seqs come from a sequence on PostgreSQL and from the table itself on
-//!   SQLite ([`Dialect::AUDIT_SEQS`]); a visit's event numbers from a counter row on
+//!   SQLite ([`Dialect::AUDIT_HEADS_AND_SEQS`]); a visit's event numbers from a counter row on
 //!   PostgreSQL and from its events on SQLite ([`Dialect::VISIT_EVENT_SEQS`]).
 //! - **Lists.** A statement about many visits binds them as one JSON array (text), which
 //!   SQLite reads with `json_each` and PostgreSQL with `json_array_elements`.
@@ -67,10 +67,9 @@ pub trait Dialect:
     /// tenant's events commit in `seq` order; `None` where [`Self::BEGIN_WRITE`] already
     /// does.
     const LOCK_TENANTS: Option<&'static str>;
-    /// `$1` new audit seqs (column `seq`), each above every seq taken before.
-    const AUDIT_SEQS: &'static str;
-    /// `visit_id, hash` of the listed visits' chain heads.
-    const AUDIT_HEADS: &'static str;
+    /// The listed visits' chain heads (`visit_id, hash`), then `$2` new audit seqs (`seq`,
+    /// each above every seq taken before, on rows of their own): one round trip.
+    const AUDIT_HEADS_AND_SEQS: &'static str;
     /// Stores chain heads from `[visit_id, seq, hash]` rows.
     const WRITE_AUDIT_HEADS: &'static str;
     /// For `[visit_id, n]` rows (sorted by visit): `visit_id, last_seq`, where `last_seq`

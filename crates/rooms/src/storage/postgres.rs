@@ -77,10 +77,9 @@ impl Dialect for Postgres {
         "INSERT INTO event_tenants (tenant) SELECT json_array_elements_text(CAST($1 AS JSON)) \
          ON CONFLICT (tenant) DO UPDATE SET tenant = EXCLUDED.tenant",
     );
-    const AUDIT_SEQS: &'static str =
-        "SELECT nextval('audit_events_seq') AS seq FROM generate_series(1, $1)";
-    const AUDIT_HEADS: &'static str = "SELECT visit_id, hash FROM audit_heads \
-         WHERE visit_id IN (SELECT json_array_elements_text(CAST($1 AS JSON)))";
+    const AUDIT_HEADS_AND_SEQS: &'static str = "SELECT visit_id, hash, NULL AS seq FROM audit_heads \
+         WHERE visit_id IN (SELECT json_array_elements_text(CAST($1 AS JSON))) \
+         UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM generate_series(1, $2)";
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), value ->> 2 FROM json_array_elements(CAST($1 AS JSON)) \
          ON CONFLICT (visit_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash";

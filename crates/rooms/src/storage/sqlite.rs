@@ -53,13 +53,13 @@ impl Dialect for Sqlite {
     const VISIT_EPOCHS: &'static str =
         "SELECT id, epoch FROM visits WHERE id IN (SELECT value FROM json_each($1))";
     const LOCK_TENANTS: Option<&'static str> = None;
-    /// Assigned here rather than by AUTOINCREMENT because the hash covers the seq. Reading
-    /// `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the seq of a
-    /// deleted last row.
-    const AUDIT_SEQS: &'static str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
-         SELECT i + MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
-         COALESCE((SELECT MAX(seq) FROM audit_events), 0)) AS seq FROM n";
-    const AUDIT_HEADS: &'static str = "SELECT visit_id, hash FROM audit_heads WHERE visit_id IN (SELECT value FROM json_each($1))";
+    /// Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
+    /// seq. Reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
+    /// seq of a deleted last row.
+    const AUDIT_HEADS_AND_SEQS: &'static str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2) \
+         SELECT visit_id, hash, NULL AS seq FROM audit_heads WHERE visit_id IN (SELECT value FROM json_each($1)) \
+         UNION ALL SELECT NULL, NULL, i + MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
+         COALESCE((SELECT MAX(seq) FROM audit_events), 0)) FROM n";
     /// `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \

@@ -4,7 +4,7 @@
 use super::columns::{audit_kind, micros, parse, role, stored_fields, time};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
-use super::sql::{SqlStorage, ids};
+use super::sql::SqlStorage;
 use super::{AuditRecord, AuditTrail, StorageError, WriteOp};
 use crate::VisitId;
 use crate::audit::AuditEvent;
@@ -37,19 +37,21 @@ impl ChainWriter {
         ops: &[&WriteOp],
     ) -> Result<Self, StorageError> {
         let mut chain = Self::default();
-        let (mut visits, mut n) = (BTreeSet::new(), 0_i64);
-        for op in ops {
-            if let WriteOp::Audit { visit, .. } = op {
-                visits.insert(*visit);
-                n += 1;
-            }
-        }
-        if n == 0 {
+        // The visit of each row to number, and the set of them.
+        let numbered: Vec<&VisitId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Audit { visit, .. } => Some(visit),
+                _ => None,
+            })
+            .collect();
+        if numbered.is_empty() {
             return Ok(chain);
         }
+        let visits: BTreeSet<&VisitId> = numbered.iter().copied().collect();
         let rows = sqlx::query(D::AUDIT_HEADS_AND_SEQS)
-            .arg(ids(&visits))
-            .arg(n)
+            .arg(dialect::json(&visits)?)
+            .arg(dialect::json(&numbered)?)
             .fetch_all(D::on(tx))
             .await?;
         let mut seqs = Vec::with_capacity(rows.len());
@@ -148,20 +150,18 @@ impl ChainWriter {
         self,
         tx: &mut Transaction<'_, D>,
     ) -> Result<(), StorageError> {
-        let heads: Vec<serde_json::Value> = self
+        let heads: Vec<(VisitId, i64, String)> = self
             .ends
             .into_iter()
             .filter_map(|(visit, (hash, seq))| {
-                seq.map(|seq| {
-                    serde_json::json!([visit.to_string(), seq, audit_chain::to_hex(&hash)])
-                })
+                seq.map(|seq| (visit, seq, audit_chain::to_hex(&hash)))
             })
             .collect();
         if heads.is_empty() {
             return Ok(());
         }
         sqlx::query(D::WRITE_AUDIT_HEADS)
-            .arg(dialect::list(heads))
+            .arg(dialect::json(&heads)?)
             .execute(D::on(tx))
             .await?;
         Ok(())

@@ -22,7 +22,9 @@
 //! statements that use it are written once, and reach the dialect only if they lock rows,
 //! take numbers or bind a list (docs/postgres.md, "Changing the schema").
 
+use super::StorageError;
 use super::driver::{Binds, Reads, Runs};
+use serde::Serialize;
 use sqlx::{Database, IntoArguments};
 use std::borrow::Cow;
 
@@ -32,8 +34,8 @@ use std::borrow::Cow;
 /// Its supertraits are what the shared SQL does with any database (see `driver.rs`): run
 /// statements, bind and read text, integers (both possibly NULL) and bytes.
 ///
-/// Statements that take a list bind it to `$1` as a JSON array: of ids (`["v_1", ...]`),
-/// or of `[id, number]` / `[id, number, text]` rows.
+/// Statements that take a list bind it as JSON text: an array of ids (`["v_1", ...]`) or
+/// of `[visit_id, seq, hash]` rows, or an object of numbers by visit (`{"v_1": 2}`).
 pub trait Dialect:
     Database<Arguments: IntoArguments<Self>>
     + Runs
@@ -67,14 +69,15 @@ pub trait Dialect:
     /// tenant's events commit in `seq` order; `None` where [`Self::BEGIN_WRITE`] already
     /// does.
     const LOCK_TENANTS: Option<&'static str>;
-    /// The listed visits' chain heads (`visit_id, hash`), then `$2` new audit seqs (`seq`,
-    /// each above every seq taken before, on rows of their own): one round trip.
+    /// The listed visits' chain heads (`visit_id, hash`), then a new audit seq for each
+    /// element of the list `$2` (`seq`, on rows of their own, each above every seq taken
+    /// before): one round trip.
     const AUDIT_HEADS_AND_SEQS: &'static str;
     /// Stores chain heads from `[visit_id, seq, hash]` rows.
     const WRITE_AUDIT_HEADS: &'static str;
-    /// For `[visit_id, n]` rows (sorted by visit): `visit_id, last_seq`, where `last_seq`
-    /// is the visit's event number after `n` more events; the transaction holds the
-    /// numbering of those visits until it ends.
+    /// For `{visit_id: n}` (keys sorted): `visit_id, last_seq`, where `last_seq` is the
+    /// visit's event number after `n` more events; the transaction holds the numbering of
+    /// those visits until it ends.
     const VISIT_EVENT_SEQS: &'static str;
     /// The highest audit seq written before the chain existed (column `seq`): rows up to it
     /// may be unchained.
@@ -86,7 +89,7 @@ pub trait Dialect:
     }
 }
 
-/// The JSON array text a list statement binds.
-pub(super) fn list(items: impl IntoIterator<Item = serde_json::Value>) -> String {
-    serde_json::Value::Array(items.into_iter().collect()).to_string()
+/// The JSON text a list statement binds.
+pub(super) fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, StorageError> {
+    serde_json::to_string(value).map_err(|e| StorageError::Corrupt(e.to_string()))
 }

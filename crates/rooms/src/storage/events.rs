@@ -45,16 +45,12 @@ impl EventWriter {
         }
         if let Some(lock) = D::LOCK_TENANTS {
             sqlx::query(lock)
-                .arg(dialect::list(tenants.into_iter().map(Into::into)))
+                .arg(dialect::json(&tenants)?)
                 .execute(D::on(tx))
                 .await?;
         }
         let rows = sqlx::query(D::VISIT_EVENT_SEQS)
-            .arg(dialect::list(
-                counts
-                    .iter()
-                    .map(|(visit, n)| serde_json::json!([visit.to_string(), n])),
-            ))
+            .arg(dialect::json(&counts)?)
             .fetch_all(D::on(tx))
             .await?;
         for row in rows {

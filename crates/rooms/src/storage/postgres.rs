@@ -82,12 +82,13 @@ impl Dialect for Postgres {
     );
     const AUDIT_HEADS_AND_SEQS: &'static str = "SELECT visit_id, hash, NULL AS seq FROM audit_heads \
          WHERE visit_id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) \
-         UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM generate_series(1, $2)";
+         UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM json_array_elements(CAST($2 AS JSON))";
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), value ->> 2 FROM json_array_elements(CAST($1 AS JSON)) \
          ON CONFLICT (visit_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash";
+    /// `json_each_text` keeps the keys in the order of the text (sorted).
     const VISIT_EVENT_SEQS: &'static str = "INSERT INTO visit_event_counters (visit_id, last_seq) \
-         SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM json_array_elements(CAST($1 AS JSON)) \
+         SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($1 AS JSON)) \
          ON CONFLICT (visit_id) DO UPDATE SET last_seq = visit_event_counters.last_seq + EXCLUDED.last_seq \
          RETURNING visit_id, last_seq";
     /// No PostgreSQL database held rows from before the chain (see migrations/postgres/0002).

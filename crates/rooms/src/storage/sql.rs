@@ -101,7 +101,7 @@ async fn lock_visits<D: Dialect>(
         return Ok(BTreeMap::new());
     }
     let rows = sqlx::query(D::LOCK_VISITS)
-        .arg(ids(visits))
+        .arg(dialect::json(visits)?)
         .fetch_all(D::on(tx))
         .await?;
     epochs(&rows)
@@ -135,11 +135,6 @@ fn unfenced<'a>(ops: &'a [WriteOp], fenced: &[VisitId]) -> Vec<&'a WriteOp> {
         .collect()
 }
 
-/// The JSON list of these visits' ids, for a [`Dialect`] list statement.
-pub(super) fn ids<'a>(visits: impl IntoIterator<Item = &'a VisitId>) -> String {
-    dialect::list(visits.into_iter().map(|v| v.to_string().into()))
-}
-
 #[async_trait]
 impl<D: Dialect> Fencing for SqlStorage<D> {
     async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError> {
@@ -154,7 +149,7 @@ impl<D: Dialect> Fencing for SqlStorage<D> {
 
     async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
         let rows = sqlx::query(D::VISIT_EPOCHS)
-            .arg(ids(visits))
+            .arg(dialect::json(visits)?)
             .fetch_all(self.db())
             .await?;
         Ok(epochs(&rows)?.into_iter().collect())

@@ -56,17 +56,17 @@ impl Dialect for Sqlite {
     /// Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
     /// seq. Reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
     /// seq of a deleted last row.
-    const AUDIT_HEADS_AND_SEQS: &'static str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2) \
-         SELECT visit_id, hash, NULL AS seq FROM audit_heads WHERE visit_id IN (SELECT value FROM json_each($1)) \
-         UNION ALL SELECT NULL, NULL, i + MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
-         COALESCE((SELECT MAX(seq) FROM audit_events), 0)) FROM n";
+    const AUDIT_HEADS_AND_SEQS: &'static str = "SELECT visit_id, hash, NULL AS seq FROM audit_heads \
+         WHERE visit_id IN (SELECT value FROM json_each($1)) \
+         UNION ALL SELECT NULL, NULL, key + 1 + MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'), 0), \
+         COALESCE((SELECT MAX(seq) FROM audit_events), 0)) FROM json_each($2)";
     /// `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
          ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
     /// The writer holds the database, so a visit's next number is its highest plus one.
-    const VISIT_EVENT_SEQS: &'static str = "SELECT value ->> 0 AS visit_id, (value ->> 1) + \
-         COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = value ->> 0), 0) AS last_seq \
+    const VISIT_EVENT_SEQS: &'static str = "SELECT key AS visit_id, value + \
+         COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = key), 0) AS last_seq \
          FROM json_each($1)";
     /// Rows from before the chain keep NULL hashes; this mark (see the 0002 migration) says
     /// which rows those are. A missing mark reads as 0: every row must then be chained.

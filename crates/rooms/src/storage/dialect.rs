@@ -11,8 +11,8 @@
 //! - **Numbers.** Audit seqs come from a sequence on PostgreSQL and from the table itself on
 //!   SQLite ([`Dialect::AUDIT_HEADS_AND_SEQS`]); a visit's event numbers from a counter row on
 //!   PostgreSQL and from its events on SQLite ([`Dialect::VISIT_EVENT_SEQS`]).
-//! - **Lists.** A statement about many visits binds them as one JSON array (text), which
-//!   SQLite reads with `json_each` and PostgreSQL with `json_array_elements`.
+//! - **Lists.** A statement about many visits binds them as one JSON text, which SQLite
+//!   reads with `json_each` and PostgreSQL with its `json_array_elements` family.
 //! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
 //!   PostgreSQL ones never do ([`Dialect::LEGACY_MAX_SEQ`]).
 //! - **Text.** PostgreSQL's cannot hold NUL characters ([`Dialect::text`]).

@@ -59,6 +59,15 @@ async fn open(db: &TestDb) -> Arc<dyn Storage> {
     storage::connect(&db.url).await.unwrap()
 }
 
+/// A new visit of `tenant`, stored.
+async fn stored(db: &dyn Storage, tenant: &str, now: DateTime<Utc>) -> VisitRecord {
+    let v = record(tenant, now);
+    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+        .await
+        .unwrap();
+    v
+}
+
 /// Collects what a visit sends to one connection.
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Outgoing>>);
@@ -540,12 +549,10 @@ async fn writes_under_a_stale_epoch_are_refused_and_the_rest_of_the_batch_is_wri
     let dir = tempdb().await;
     let db = open(&dir).await;
     let now = Utc::now();
-    let (a, b) = (record("clinic-a", now), record("clinic-a", now));
-    for v in [&a, &b] {
-        db.insert_visit(v, &AuditEvent::new(AuditKind::Created, now))
-            .await
-            .unwrap();
-    }
+    let (a, b) = (
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-a", now).await,
+    );
     assert_eq!(db.epochs(&[a.id]).await.unwrap(), [(a.id, 0)]);
     assert!(db.epochs(&[]).await.unwrap().is_empty());
     assert_eq!(db.claim(b.id).await.unwrap(), Some(1));
@@ -752,12 +759,10 @@ async fn events_are_numbered_per_visit_within_and_across_batches() {
     let dir = tempdb().await;
     let db = open(&dir).await;
     let now = Utc::now();
-    let (a, b) = (record("clinic-a", now), record("clinic-b", now));
-    for v in [&a, &b] {
-        db.insert_visit(v, &AuditEvent::new(AuditKind::Created, now))
-            .await
-            .unwrap();
-    }
+    let (a, b) = (
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-b", now).await,
+    );
     let event = |v: &VisitRecord| WriteOp::Event {
         visit: v.id,
         tenant: v.tenant.clone(),
@@ -791,10 +796,7 @@ async fn the_seq_of_a_deleted_newest_audit_row_is_never_given_again() {
     let dir = tempdb().await;
     let db = open(&dir).await;
     let now = Utc::now();
-    let v = record("clinic-a", now);
-    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
-        .await
-        .unwrap();
+    let v = stored(&*db, "clinic-a", now).await;
     let issued = AuditEvent::new(AuditKind::TokenIssued, now);
     db.audit(v.id, &v.tenant, &issued).await.unwrap();
     let newest = db.audit_trail(v.id).await.unwrap()[1].seq;

@@ -97,6 +97,9 @@ pub struct VisitEvent {
     pub reason: Option<&'static str>,
     /// `visit.ended`: seconds from `visit.started` to the end (0 if it never started).
     pub duration_seconds: Option<i64>,
+    /// `visit.ended`: each participant's call quality summary
+    /// ([`crate::quality::ParticipantQuality`]), as JSON.
+    pub quality: Option<serde_json::Value>,
 }
 
 impl VisitEvent {
@@ -107,6 +110,7 @@ impl VisitEvent {
             participant: None,
             reason: None,
             duration_seconds: None,
+            quality: None,
         }
     }
 
@@ -123,6 +127,9 @@ impl VisitEvent {
         }
         if let Some(d) = self.duration_seconds {
             data.insert("duration_seconds".into(), d.into());
+        }
+        if let Some(q) = &self.quality {
+            data.insert("quality".into(), q.clone());
         }
         serde_json::Value::Object(data)
     }

@@ -6,6 +6,8 @@
 //!   connections to close, changes to store, audit entries and events to record). Every rule
 //!   of the waiting room is tested with simulated time (`tests/scenarios.rs`).
 //! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
+//! - [`quality`]: call quality from the browsers' own statistics (checking reports,
+//!   classifying, summarizing), which the visit feeds.
 //! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
 //!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
 //!   finding the first broken link), which storage calls.
@@ -22,6 +24,7 @@ pub mod event;
 pub mod ids;
 pub mod notice;
 pub mod participant;
+pub mod quality;
 pub mod record;
 pub mod refusal;
 pub mod visit;

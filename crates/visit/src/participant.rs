@@ -1,6 +1,7 @@
 //! What others may see of a participant.
 
 use crate::ParticipantId;
+use crate::quality::{PrecheckRecord, Quality, Reason};
 use crate::record::text_enum;
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
@@ -29,7 +30,8 @@ pub struct MediaState {
 }
 
 /// The participant object of the protocol. `connected` is false while a participant who
-/// dropped is inside the grace period and may come back.
+/// dropped is inside the grace period and may come back. `quality` is their connection's
+/// class once their browser reported one (docs/quality.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParticipantView {
@@ -40,6 +42,11 @@ pub struct ParticipantView {
     pub state: ParticipantState,
     pub media: MediaState,
     pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    /// Why `quality` is not good, or `relay` for a good connection through TURN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_reason: Option<Reason>,
 }
 
 /// One entry of the waiting list doctors see.
@@ -51,4 +58,7 @@ pub struct LobbyEntry {
     pub role: Role,
     pub since: DateTime<Utc>,
     pub connected: bool,
+    /// What their pre-call check found, once they sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
 }

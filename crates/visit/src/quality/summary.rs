@@ -522,3 +522,84 @@ pub struct Summary {
     /// What the pre-call check found, if the participant ran it in the waiting room.
     pub precheck: Option<PrecheckRecord>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap() + TimeDelta::seconds(secs)
+    }
+
+    fn report(rtt: f64, loss: f64) -> StatsReport {
+        StatsReport::parse(&format!(
+            r#"{{"peers":[{{"rtt_ms":{rtt},"inbound":{{"loss":{loss},"audio_kbps":30,"video_kbps":500}}}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn percentiles_are_bucket_bounds_over_every_report() {
+        let mut tr = Tracker::new();
+        for i in 0..20 {
+            let rtt = if i == 19 { 700.0 } else { 45.0 };
+            tr.record(&report(rtt, 0.0), t(5 * i)).unwrap();
+        }
+        let s = tr.summary();
+        assert_eq!(
+            s.rtt_ms,
+            Some(Spread {
+                p50: 50.0,
+                p95: 50.0
+            })
+        );
+        tr.record(&report(700.0, 0.0), t(100)).unwrap();
+        assert_eq!(tr.summary().rtt_ms.map(|r| r.p95), Some(800.0));
+        assert_eq!(tr.summary().bitrate_kbps.map(|b| b.inbound), Some(530.0));
+    }
+
+    #[test]
+    fn a_silence_counts_for_at_most_max_gap_and_the_worst_window_is_kept() {
+        let mut tr = Tracker::new();
+        tr.record(&report(40.0, 0.0), t(0)).unwrap();
+        tr.record(&report(40.0, 0.0), t(300)).unwrap();
+        assert_eq!(
+            tr.summary().measured_seconds,
+            (NOMINAL_INTERVAL + MAX_GAP).num_seconds()
+        );
+        for i in 1..=6 {
+            tr.record(&report(40.0, 0.2), t(300 + 5 * i)).unwrap();
+        }
+        for i in 7..=20 {
+            tr.record(&report(40.0, 0.0), t(300 + 5 * i)).unwrap();
+        }
+        let w = tr.summary().worst_window.unwrap();
+        assert_eq!(w.quality, Quality::Poor);
+        assert_eq!(w.packet_loss, Some(0.2));
+        // The report at 305 s stands for the 5 s before it.
+        assert_eq!(
+            (w.start, w.end),
+            (t(300), t(330)),
+            "the stretch of loss, kept after it"
+        );
+    }
+
+    #[test]
+    fn a_tracker_is_written_when_urgent_or_once_a_minute() {
+        let mut tr = Tracker::new();
+        tr.record(&report(40.0, 0.0), t(0)).unwrap();
+        assert!(tr.due(t(0)), "a first report");
+        tr.saved(t(0));
+        tr.record(&report(40.0, 0.0), t(5)).unwrap();
+        assert!(!tr.due(t(5)));
+        assert!(tr.due(t(0) + PERSIST_EVERY));
+        tr.record(&report(40.0, 0.5), t(10)).unwrap();
+        assert!(tr.due(t(10)), "a change of class");
+        assert_eq!(
+            tr.record(&report(40.0, 0.0), t(13)).unwrap_err(),
+            TooSoon,
+            "sooner than MIN_INTERVAL"
+        );
+    }
+}

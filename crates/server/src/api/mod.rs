@@ -49,6 +49,7 @@ pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
         .routes(routes!(visits::remove_participant))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
+        .routes(routes!(visits::visit_quality))
         .routes(routes!(events::list_events))
         .fallback(|| async { ApiError::RouteNotFound });
     let ops = OpenApiRouter::new()

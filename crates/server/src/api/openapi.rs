@@ -191,6 +191,7 @@ fn links(operation: &str) -> Vec<(&'static str, &'static str, Value)> {
             ("MintToken", "mint_token", by_body()),
             ("GetVisit", "get_visit", by_body()),
             ("VisitEvents", "visit_events", by_body()),
+            ("VisitQuality", "visit_quality", by_body()),
             ("EndVisit", "end_visit", by_body()),
         ],
         "mint_token" => vec![
@@ -209,6 +210,7 @@ fn links(operation: &str) -> Vec<(&'static str, &'static str, Value)> {
         "end_visit" => vec![
             ("GetVisit", "get_visit", by_body()),
             ("VisitEvents", "visit_events", by_body()),
+            ("VisitQuality", "visit_quality", by_body()),
         ],
         _ => Vec::new(),
     }

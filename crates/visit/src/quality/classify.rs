@@ -5,7 +5,8 @@
 //! packet loss in either direction, the longest round trip, the largest jitter, whether the
 //! outgoing video is held back by bandwidth, whether media is relayed). A sample's class is
 //! the worst its measurements reach against [`LOSS`], [`RTT_MS`] and [`JITTER_MS`] (and
-//! fair when the outgoing video is limited by bandwidth).
+//! fair when the browser holds the outgoing video back for bandwidth, below
+//! [`LOW_VIDEO_KBPS`]).
 //!
 //! The class shown ([`Classifier`]) gets worse at once, with the first sample that is worse:
 //! a report already averages five seconds, and a doctor should learn of trouble while it
@@ -91,6 +92,10 @@ pub const JITTER_MS: Limits = Limits {
     fair: 30.0,
     poor: 75.0,
 };
+/// Outgoing video the browser holds back for bandwidth counts against a connection only
+/// below this bitrate, in kbit/s: browsers report `bandwidth` while their estimate ramps up at
+/// the start of every call, and a picture still sent at this rate is usable.
+pub const LOW_VIDEO_KBPS: f64 = 150.0;
 /// Getting better is judged against the thresholds scaled by this.
 pub const RECOVERY_MARGIN: f64 = 0.8;
 /// Getting better takes this many better samples in a row.
@@ -121,7 +126,10 @@ impl Sample {
             s.loss = worst(s.loss, worst(p.inbound.loss, p.outbound.loss));
             s.rtt_ms = worst(s.rtt_ms, p.rtt_ms);
             s.jitter_ms = worst(s.jitter_ms, p.jitter_ms);
-            s.bandwidth_limited |= p.limitation == Some(Limitation::Bandwidth);
+            s.bandwidth_limited |= p.limitation == Some(Limitation::Bandwidth)
+                && p.outbound
+                    .video_kbps
+                    .is_some_and(|kbps| kbps < LOW_VIDEO_KBPS);
             s.relayed |= p.pair.is_some_and(|pair| pair.relayed());
         }
         let measured = s.loss.is_some() || s.rtt_ms.is_some() || s.jitter_ms.is_some();
@@ -254,6 +262,20 @@ mod tests {
         // Recovery thresholds are stricter: 2.5% is fair against them.
         assert_eq!(loss(0.025).class(1.0).0, Quality::Good);
         assert_eq!(loss(0.025).class(RECOVERY_MARGIN).0, Quality::Fair);
+    }
+
+    #[test]
+    fn bandwidth_limits_count_only_when_the_video_sent_is_low() {
+        let report = |kbps: f64| {
+            StatsReport::parse(&format!(
+                r#"{{"peers":[{{"rtt_ms":20,"outbound":{{"video_kbps":{kbps},"limitation":"bandwidth"}}}}]}}"#
+            ))
+            .unwrap()
+        };
+        let ramping = Sample::of(&report(250.0)).unwrap();
+        assert_eq!(ramping.class(1.0), (Quality::Good, None));
+        let starved = Sample::of(&report(90.0)).unwrap();
+        assert_eq!(starved.class(1.0), (Quality::Fair, Some(Reason::Bandwidth)));
     }
 
     #[test]

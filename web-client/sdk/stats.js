@@ -119,10 +119,12 @@ export async function checkNetwork(iceServers, { timeoutMs = 8000 } = {}) {
   const urls = (iceServers ?? []).flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls])).filter(Boolean);
   const transportOf = (url) => (url.startsWith('turns:') ? 'tls' : /transport=tcp/i.test(url) ? 'tcp' : 'udp');
   const turnTried = new Set(urls.filter((u) => /^turns?:/.test(u)).map(transportOf));
-  const pc = new RTCPeerConnection({ iceServers: iceServers ?? [] });
   const types = new Set();
   const relayed = new Set();
+  let pc = null;
   try {
+    // A configuration the browser refuses gathers nothing: blocked, as far as a call goes.
+    pc = new RTCPeerConnection({ iceServers: iceServers ?? [] });
     pc.createDataChannel('precheck');
     const done = new Promise((resolve) => {
       const timer = setTimeout(resolve, timeoutMs);
@@ -143,8 +145,10 @@ export async function checkNetwork(iceServers, { timeoutMs = 8000 } = {}) {
     });
     await pc.setLocalDescription(await pc.createOffer());
     await done;
+  } catch {
+    // Nothing more was gathered.
   } finally {
-    pc.close();
+    pc?.close();
   }
   const turn = {};
   for (const t of turnTried) turn[t] = relayed.has(t);

@@ -514,9 +514,9 @@ mod tests {
 
     #[test]
     fn too_many_peers_and_too_many_bytes_are_refused() {
-        let eight = format!("[{}]", vec!["{}"; MAX_PEERS + 1].join(","));
+        let eight = format!("[{}]", ["{}"; MAX_PEERS + 1].join(","));
         assert!(stats(&eight).unwrap_err().message.contains("at most 7"));
-        let seven = format!("[{}]", vec!["{}"; MAX_PEERS].join(","));
+        let seven = format!("[{}]", ["{}"; MAX_PEERS].join(","));
         assert_eq!(stats(&seven).unwrap().peers.len(), MAX_PEERS);
         let padded = format!(
             r#"{{"type":"stats","peers":[],"pad":"{}"}}"#,

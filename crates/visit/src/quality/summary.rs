@@ -386,10 +386,11 @@ impl Tracker {
         precheck: Precheck,
         now: DateTime<Utc>,
     ) -> Result<bool, TooSoon> {
-        if let Some(last) = &self.precheck {
-            if now - last.at < MIN_INTERVAL {
-                return Err(TooSoon);
-            }
+        if self
+            .precheck
+            .is_some_and(|last| now - last.at < MIN_INTERVAL)
+        {
+            return Err(TooSoon);
         }
         let changed = self.precheck.is_none_or(|last| last.precheck != precheck);
         self.precheck = Some(PrecheckRecord { precheck, at: now });

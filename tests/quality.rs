@@ -357,3 +357,93 @@ async fn metrics_aggregate_round_trip_loss_and_relay_time_across_visits() {
         1.0
     );
 }
+
+/// Three nodes (tests/src/cluster.rs): a patient on another node than the visit's owner
+/// reports through it, the doctor and the patient are told, and any node's API and the
+/// `visit.ended` event have the summary from the shared database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_reports_reach_the_owner_and_any_node_reads_the_summary() {
+    use bedside_tests::cluster::Cluster;
+    let c = Cluster::start(&[]).await;
+    let api = c.nodes[0].api(CLINIC_A);
+    let visit = api.visit().await;
+    let (mut doctor, _) = Client::join_url(
+        &c.nodes[0].ws_url(),
+        &api.mint(&visit, "doctor", "dr-1", "Dr").await,
+    )
+    .await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    let (mut patient, _) = Client::join_url(
+        &c.nodes[1].ws_url(),
+        &api.mint(&visit, "patient", "pt-1", "Pat").await,
+    )
+    .await;
+    patient.expect("waiting").await;
+    patient
+        .send(json!({"type": "precheck", "camera": true, "microphone": true, "network": "relay"}))
+        .await;
+    let lobby = doctor.until("lobby").await;
+    let lobby = if lobby["waiting"][0]["precheck"].is_null() {
+        doctor.until("lobby").await
+    } else {
+        lobby
+    };
+    assert_eq!(
+        lobby["waiting"][0]["precheck"]["network"], "relay",
+        "{lobby}"
+    );
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    assert_eq!(c.owner_of(&visit).await, Some(0));
+
+    patient.send(stats(0.3, "relay")).await;
+    let own = patient.until("quality").await;
+    assert_eq!(own["quality"], "poor");
+    let seen = doctor.until("participant_updated").await;
+    assert_eq!(seen["participant"]["quality"], "poor", "{seen}");
+
+    // A node that does not run the visit reads the summary from the shared database.
+    let api3 = c.nodes[2].api(CLINIC_A);
+    let deadline = std::time::Instant::now() + bedside_tests::STEP;
+    loop {
+        let body = quality(&api3, &visit).await;
+        let done = body["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["participant_id"] == patient.participant_id && p["quality"] == "poor");
+        if done {
+            let pt = summary_of(&body, &patient.participant_id);
+            assert_eq!(pt["precheck"]["network"], "relay");
+            assert_eq!(pt["relay_seconds"], 5);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stored: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (code, _) = api3
+        .call(Method::POST, &format!("/v1/visits/{visit}/end"), None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    let events = api3.call(Method::GET, "/v1/events?limit=200", None).await.1;
+    let ended = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "visit.ended" && e["visit_id"] == visit.as_str())
+        .cloned()
+        .expect("visit.ended");
+    let patient_id = patient.participant_id.as_str();
+    let in_event = ended["data"]["quality"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == patient_id)
+        .cloned()
+        .expect("the patient's summary in visit.ended");
+    assert_eq!(in_event["worst_quality"], "poor");
+}

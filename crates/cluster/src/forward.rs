@@ -175,6 +175,7 @@ impl Forwarding {
                 role: req.role,
                 name: req.name.clone(),
                 new_id: req.new_id,
+                credential: req.credential.clone(),
             },
         );
         // A join may make the owner load the visit (and wait for a previous owner's

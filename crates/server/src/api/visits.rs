@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
 use bedside_rooms::RandomId;
 use bedside_rooms::storage::ListQuery;
+use bedside_visit::access::issued_at_after;
 use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
@@ -197,13 +198,20 @@ pub async fn mint_token(
     };
     // A token never outlives its visit.
     let expires_at = (now + TimeDelta::seconds(ttl)).min(record.expires_at);
+    // An identity removed or denied in this visit gets a token issued after the block, so
+    // the clinic's new link works while the old ones stay refused.
+    let blocked = state
+        .registry
+        .storage()
+        .blocked_at(record.id, &body.identity)
+        .await?;
     let claims = JoinClaims {
         iss: tenant.key.as_str().to_owned(),
         sub: body.identity.clone(),
         visit: record.id.to_string(),
         role: body.role,
         name,
-        iat: now.timestamp(),
+        iat: issued_at_after(blocked, now),
         nbf: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: uuid::Uuid::new_v4().to_string(),

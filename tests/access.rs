@@ -354,3 +354,48 @@ async fn each_join_in_the_trail_names_the_token_that_was_used() {
         .expect("rejoined");
     assert_eq!(rejoined["detail"], "resume");
 }
+
+/// `seq` of `GET /v1/events` counts the tenant's own events: no gaps left by another
+/// tenant's, which would tell it how busy that tenant is.
+#[tokio::test]
+async fn each_tenant_numbers_its_own_events_without_gaps() {
+    let server = TestServer::start().await;
+    let tenants = [server.api(CLINIC_A), server.api(bedside_tests::CLINIC_B)];
+    // Interleaved: a visit and a knock for A, then for B, three times over.
+    let mut held = Vec::new();
+    for round in 0..3 {
+        for api in &tenants {
+            let visit = api.visit().await;
+            let link = api
+                .mint(&visit, "patient", &format!("pt-{round}"), "Pat")
+                .await;
+            let (mut c, _) = Client::join(&server, &link).await;
+            c.expect("waiting").await;
+            held.push(c);
+        }
+    }
+    for api in &tenants {
+        let mut seqs = Vec::new();
+        // Events are written a moment after the joins: wait until all are listed.
+        for _ in 0..100 {
+            let (status, page) = api.call(Method::GET, "/v1/events?after=0", None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            seqs = page["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|e| e["seq"].as_i64().expect("seq"))
+                .collect();
+            if seqs.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seqs.len() >= 3, "{seqs:?}");
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(
+            seqs, expected,
+            "the tenant's own numbers, from 1, without gaps"
+        );
+    }
+}

@@ -127,6 +127,11 @@ pub enum Item {
         role: Role,
         status: VisitStatus,
     },
+    /// `waiting` and `admitted`: the participant's node adds the ICE servers it grants.
+    Waiting,
+    Admitted {
+        participants: Vec<ParticipantView>,
+    },
     /// Any other notice, or a refusal of the participant's frame, already encoded.
     Frame {
         frame: String,

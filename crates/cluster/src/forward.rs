@@ -67,6 +67,10 @@ impl Forwarding {
                     status,
                 },
             })),
+            Item::Waiting => Outgoing::Notice(Box::new(Notice::Waiting)),
+            Item::Admitted { participants } => {
+                Outgoing::Notice(Box::new(Notice::Admitted { participants }))
+            }
             Item::Frame { frame } => Outgoing::Frame(Box::new(frame)),
             Item::Close { code } => Outgoing::Close(code),
         };

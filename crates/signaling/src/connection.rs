@@ -6,9 +6,9 @@
 //! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
 //! `idle_timeout` is dead and its place enters the grace period.
 
-use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::trace_links::{self, Key};
+use crate::{IceGrant, Signaling};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
@@ -17,7 +17,7 @@ use bedside_rooms::{NextConnId, Outgoing, RandomId, RoomError, Seat};
 use bedside_visit::{
     CloseCode, ConnId, Credential, Input, JoinRequest, Notice, ParticipantId, Refusal, VisitId,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
@@ -73,6 +73,12 @@ struct Joined {
     inbox: Inbox,
     /// Until the `joined` frame carries it.
     resume_token: Option<String>,
+    /// Whether `joined` carries the call's ICE servers (a doctor's) or the waiting ones.
+    role: Role,
+    /// The pseudonym TURN credentials name this person by, in this visit.
+    turn_subject: String,
+    /// TURN credentials are issued no earlier than the credential this join used.
+    issued_floor: DateTime<Utc>,
 }
 
 struct Connection {
@@ -325,6 +331,9 @@ impl Connection {
             visit,
             inbox,
             resume_token,
+            role: creds.role,
+            turn_subject: self.sig.turn_subject(&creds.visit, &creds.identity),
+            issued_floor: creds.credential.issued_at(),
         })
     }
 
@@ -388,17 +397,25 @@ impl Connection {
                         Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
                         _ => String::new(),
                     };
-                    // TURN credentials are minted for this participant as `joined` is
-                    // written; every other frame borrows the static list. Scoped to the
+                    // TURN credentials are minted for this participant as the frame is
+                    // written: the call's once admitted, a probe while waiting
+                    // (docs/nat-traversal.md); other frames carry none. Scoped to the
                     // encoding, so the relay loop's future does not carry them.
                     let frame = {
-                        let ice_servers = match *notice {
-                            Notice::Joined { participant_id, .. } => self.sig.ice_servers_for(
-                                participant_id,
+                        let grant = match *notice {
+                            Notice::Joined { .. } if j.role.is_host() => Some(IceGrant::Call),
+                            Notice::Joined { .. } | Notice::Waiting => Some(IceGrant::Probe),
+                            Notice::Admitted { .. } => Some(IceGrant::Call),
+                            _ => None,
+                        };
+                        let ice_servers = match grant {
+                            Some(grant) => self.sig.ice_servers_for(
+                                &j.turn_subject,
+                                grant,
                                 j.visit.expires_at(),
-                                Utc::now(),
+                                Utc::now().max(j.issued_floor),
                             ),
-                            _ => std::borrow::Cow::Borrowed(&self.sig.ice_servers[..]),
+                            None => std::borrow::Cow::Borrowed(&[][..]),
                         };
                         let extras = JoinedExtras {
                             ice_servers: &ice_servers,

@@ -541,9 +541,8 @@ impl Connection {
             Some(Ok(msg)) => msg,
         };
         self.last_seen = Instant::now();
-        if matches!(msg, Message::Pong(_)) {
-            return Ok(Inbound::Nothing);
-        }
+        // Every frame counts, pongs too: unsolicited pongs cost as much to read as pings,
+        // and a browser sends one per ping of ours, far below the limit.
         if self.limiter.check().is_err() {
             self.sig.metrics.error("rate_limited");
             return Err(Exit::Close(CloseCode::Policy, "too many messages"));

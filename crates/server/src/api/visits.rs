@@ -272,7 +272,7 @@ pub async fn end_visit(
     Ok(Json(VisitBody::new(record, now)))
 }
 
-/// Remove a participant (by identity) from a visit.
+/// Remove a participant (by identity) from a visit, and revoke that identity's links.
 #[utoipa::path(
     delete, path = "/visits/{id}/participants/{identity}", tag = "visits",
     params(
@@ -281,8 +281,8 @@ pub async fn end_visit(
             min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"),
     ),
     responses(
-        (status = 204, description = "Removed: told `denied {reason: removed}` and closed with 4003"),
-        (status = 404, description = "No visit of this tenant has that id, or no participant of it that identity", body = ErrorBody),
+        (status = 204, description = "Removed and blocked: a connected participant is told `denied {reason: removed}` and closed with 4003; whether connected, holding a link never used, or never seen, every join and resume token of that identity issued until now is refused (`access_revoked`), and tokens minted afterwards work"),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

@@ -31,6 +31,10 @@ fn text(out: &Output) -> String {
 
 const KEYS: (&str, &str) = ("BEDSIDE_API_KEYS", "clinic-a:clinic-a-secret-0123456789");
 
+/// A run that must fail: its arguments, its environment, the unknown key as the error names
+/// it, and the nearest valid one it suggests.
+type Mistake<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a str, &'a str);
+
 #[test]
 fn unknown_keys_in_the_file_and_the_environment_are_errors_naming_the_nearest() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,7 +48,7 @@ fn unknown_keys_in_the_file_and_the_environment_are_errors_naming_the_nearest() 
     let file = file.to_str().unwrap();
     let listen = ("BEDSIDE_LISTEN", "127.0.0.1:0");
     let database = ("BEDSIDE_DATABASE_URL", db.as_str());
-    let cases: [(&[&str], Vec<(&str, &str)>, &str, &str); 4] = [
+    let cases: [Mistake; 4] = [
         (
             &["--config", file, "check-config"],
             vec![database],

@@ -40,6 +40,8 @@ impl Outbox for RemoteOutbox {
                     role,
                     status: visit.status,
                 },
+                Notice::Waiting => Item::Waiting,
+                Notice::Admitted { participants } => Item::Admitted { participants },
                 notice => Item::Frame {
                     frame: encode(
                         &notice,

@@ -240,12 +240,17 @@ pub enum ServerMsg<'a> {
         ice_servers: &'a [IceServer],
         resume_token: &'a str,
     },
-    Waiting {},
+    /// `ice_servers`: STUN and at most a probe credential (docs/nat-traversal.md).
+    Waiting {
+        ice_servers: &'a [IceServer],
+    },
     Lobby {
         waiting: &'a [LobbyEntry],
     },
+    /// `ice_servers`: the call's full list, which replaces the one from `joined`.
     Admitted {
         participants: &'a [ParticipantView],
+        ice_servers: &'a [IceServer],
     },
     ParticipantJoined {
         participant: &'a ParticipantView,
@@ -297,7 +302,8 @@ impl ServerMsg<'_> {
     }
 }
 
-/// What the connection adds to a `joined` notice.
+/// What the connection adds to a notice: `ice_servers` to `joined`, `waiting` and
+/// `admitted`, the resume token to `joined`.
 pub struct JoinedExtras<'a> {
     pub ice_servers: &'a [IceServer],
     pub resume_token: &'a str,
@@ -372,9 +378,14 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             ice_servers: extras.ice_servers,
             resume_token: extras.resume_token,
         },
-        Notice::Waiting => ServerMsg::Waiting {},
+        Notice::Waiting => ServerMsg::Waiting {
+            ice_servers: extras.ice_servers,
+        },
         Notice::Lobby { waiting } => ServerMsg::Lobby { waiting },
-        Notice::Admitted { participants } => ServerMsg::Admitted { participants },
+        Notice::Admitted { participants } => ServerMsg::Admitted {
+            participants,
+            ice_servers: extras.ice_servers,
+        },
         Notice::ParticipantJoined { participant } => ServerMsg::ParticipantJoined { participant },
         Notice::ParticipantLeft {
             participant_id,

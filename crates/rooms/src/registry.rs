@@ -15,8 +15,8 @@ use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
 use bedside_auth::TenantId;
 use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
-    Actor, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId, ParticipantView,
-    Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
+    Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
+    ParticipantView, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -83,7 +83,12 @@ impl VisitHandle {
 type Guard = ArcMutexGuard<RawMutex, Inner>;
 
 /// A visit as stored: its record, participants and their call quality.
-type Loaded = (VisitRecord, Vec<StoredParticipant>, Vec<StoredQuality>);
+type Loaded = (
+    VisitRecord,
+    Vec<StoredParticipant>,
+    Vec<Block>,
+    Vec<StoredQuality>,
+);
 
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -201,7 +206,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, quality) = match self.load(id).await {
+        let (record, stored, blocks, quality) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -216,6 +221,7 @@ impl Registry {
         // now, as far as this one can tell.
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
+            .with_blocks(blocks)
             .with_quality(quality, now)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
@@ -234,7 +240,8 @@ impl Registry {
             .clone())
     }
 
-    /// A visit as stored, and unless it has ended, its participants and their call quality.
+    /// A visit as stored, its blocks, and unless it has ended, its participants and their
+    /// call quality.
     async fn load(&self, id: VisitId) -> Result<Loaded, RoomError> {
         let record = self
             .storage
@@ -242,12 +249,13 @@ impl Registry {
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
+        let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
         if record.status == VisitStatus::Ended {
-            return Ok((record, Vec::new(), Vec::new()));
+            return Ok((record, Vec::new(), blocks, Vec::new()));
         }
         let stored = self.storage.participants(id).await.map_err(unavailable)?;
         let quality = self.storage.quality(id).await.map_err(unavailable)?;
-        Ok((record, stored, quality))
+        Ok((record, stored, blocks, quality))
     }
 
     /// Locks the live visit `id`, loading it if needed.
@@ -449,10 +457,9 @@ impl Registry {
         outbox: Arc<dyn Outbox>,
         now: DateTime<Utc>,
     ) -> Result<(VisitHandle, ParticipantId), RoomError> {
-        let mut g = self.lock(id, now).await?;
-        if &g.tenant != tenant {
-            return Err(Refusal::WrongTenant.into());
-        }
+        // Another tenant's visit does not exist, as far as this token can tell: the same
+        // answer as a visit that was never created.
+        let mut g = self.lock_for(tenant, id, now).await?;
         let conn = req.conn;
         g.outboxes.insert(conn, outbox);
         match self.run(&mut g, Input::Join(req), now) {

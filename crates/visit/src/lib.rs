@@ -8,6 +8,7 @@
 //! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
 //! - [`quality`]: call quality from the browsers' own statistics (checking reports,
 //!   classifying, summarizing), which the visit feeds.
+//! - [`access`]: which credentials a removal or denial takes back.
 //! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
 //!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
 //!   finding the first broken link), which storage calls.
@@ -18,6 +19,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod audit;
 pub mod audit_chain;
 pub mod event;
@@ -29,6 +31,7 @@ pub mod record;
 pub mod refusal;
 pub mod visit;
 
+pub use access::{Block, Credential};
 pub use audit::{AuditActor, AuditEvent, AuditKind};
 pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
 pub use event::{EventKind, EventParticipant, LeftReason, VisitEvent};

@@ -7,8 +7,8 @@ use bedside_visit::quality::{
     Network, ParticipantQuality, Precheck, Quality, Reason, StatsReport, TurnReach,
 };
 use bedside_visit::{
-    Actor, Change, ConnId, EventKind, Input, JoinRequest, Notice, Output, ParticipantId, Refusal,
-    Visit, VisitId, VisitRecord, VisitStatus,
+    Actor, Change, ConnId, Credential, EventKind, Input, JoinRequest, Notice, Output,
+    ParticipantId, Refusal, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 
@@ -73,6 +73,7 @@ impl Sim {
             role,
             name: format!("{identity} name"),
             new_id,
+            credential: Credential::token("jti", self.now.timestamp()),
         }));
         let id = match notices(&out, conn).first() {
             Some(Notice::Joined { participant_id, .. }) => *participant_id,

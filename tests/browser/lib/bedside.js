@@ -87,6 +87,8 @@ function apiClient(base) {
     events: async (id) => (await call('GET', `/v1/visits/${id}/events`)).events,
     quality: (id) => call('GET', `/v1/visits/${id}/quality`),
     token: async (visitId, body) => (await call('POST', `/v1/visits/${visitId}/tokens`, body)).token,
+    removeParticipant: (visitId, identity) =>
+      call('DELETE', `/v1/visits/${visitId}/participants/${encodeURIComponent(identity)}`),
   };
 }
 

@@ -53,8 +53,12 @@ pub async fn join_at(
 }
 
 /// The doctor waits until participant `pid` shows in the lobby, connected, then admits
-/// them; returns once the patient has `admitted`.
-pub async fn admit(doctor: &mut Ws, patient: &mut Ws, pid: &str) -> anyhow::Result<()> {
+/// them; returns the patient's `admitted` frame.
+pub async fn admit(
+    doctor: &mut Ws,
+    patient: &mut Ws,
+    pid: &str,
+) -> anyhow::Result<serde_json::Value> {
     loop {
         let lobby = doctor.until("lobby").await?;
         let here = lobby["waiting"].as_array().is_some_and(|w| {
@@ -68,8 +72,7 @@ pub async fn admit(doctor: &mut Ws, patient: &mut Ws, pid: &str) -> anyhow::Resu
     doctor
         .send(json!({"type": "admit", "participant_id": pid}).to_string())
         .await?;
-    patient.until("admitted").await?;
-    Ok(())
+    patient.until("admitted").await
 }
 
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
@@ -226,7 +229,10 @@ pub async fn relay(
     // path; the first one at a point of the interval picked by the participant id, so the
     // reports of a thousand visits do not come in waves.
     let mut report = stats_every.map(|every| {
-        let spread = me.id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let spread = me
+            .id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         let offset = every.mul_f64(f64::from(spread % 1000) / 1000.0);
         tokio::time::interval_at(tokio::time::Instant::now() + offset, every)
     });

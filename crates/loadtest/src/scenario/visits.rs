@@ -106,7 +106,13 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
             };
             let _ = go.wait_for(|g| *g).await;
             let (d, p) = tokio::join!(
-                relay(doctor, opts.window, pad.clone(), phase.clone(), opts.stats_every),
+                relay(
+                    doctor,
+                    opts.window,
+                    pad.clone(),
+                    phase.clone(),
+                    opts.stats_every
+                ),
                 relay(patient, 0, pad, phase, opts.stats_every)
             );
             stats.merge(d.0);

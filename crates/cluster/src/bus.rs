@@ -9,7 +9,7 @@
 use crate::node::{NodeId, SessionId};
 use bedside_auth::{KeyId, Role, TenantId};
 use bedside_rooms::RoomError;
-use bedside_visit::{CloseCode, ParticipantId, ParticipantView, VisitId, VisitStatus};
+use bedside_visit::{CloseCode, ParticipantId, ParticipantView, ProviderId, VisitId, VisitStatus};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,12 @@ pub enum ApiOp {
     Participants {
         visit: VisitId,
     },
+    Transfer {
+        tenant: TenantId,
+        visit: VisitId,
+        provider: ProviderId,
+        key: KeyId,
+    },
 }
 
 impl ApiOp {
@@ -96,7 +102,8 @@ impl ApiOp {
         match self {
             ApiOp::End { visit, .. }
             | ApiOp::Remove { visit, .. }
-            | ApiOp::Participants { visit } => *visit,
+            | ApiOp::Participants { visit }
+            | ApiOp::Transfer { visit, .. } => *visit,
         }
     }
 }

@@ -23,7 +23,8 @@ use utoipa_axum::routes;
                        Authenticate with HTTP Basic: API key id and secret. The WebSocket protocol on /ws is described in docs/protocol.md."
     ),
     modifiers(&BasicAuth),
-    tags((name = "visits", description = "Visits of the calling tenant"), (name = "operations", description = "Health and metrics"))
+    tags((name = "visits", description = "Visits of the calling tenant"),
+         (name = "providers", description = "Providers' queues across the tenant's visits"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
 
@@ -47,6 +48,8 @@ pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
         .routes(routes!(visits::mint_token))
         .routes(routes!(visits::end_visit))
         .routes(routes!(visits::remove_participant))
+        .routes(routes!(visits::transfer_visit))
+        .routes(routes!(visits::provider_queue))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
         .routes(routes!(events::list_events))

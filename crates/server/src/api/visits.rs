@@ -1,8 +1,8 @@
 //! `/v1/visits`: thin handlers over the registry and storage.
 
 use super::dto::{
-    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, TrailCheck, VisitBody,
-    VisitList, decode_cursor, encode_cursor,
+    CreateVisit, EventBody, EventList, ListParams, MintToken, QueueBody, TokenBody, TrailCheck,
+    Transfer, VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
 };
 use super::extract::{ApiJson, ApiQuery};
 use super::tenant::Tenant;
@@ -66,6 +66,10 @@ pub async fn create_visit(
         ended_at: None,
         max_participants: new.max_participants,
         metadata: new.metadata,
+        provider: new.provider,
+        consent: new
+            .consent
+            .or_else(|| state.consents.get(&tenant.id).cloned()),
     };
     let created =
         AuditEvent::new(AuditKind::Created, now).actor(AuditActor::Api(tenant.key.clone()));
@@ -262,6 +266,58 @@ pub async fn end_visit(
     super::caught_up(&state).await?;
     tracing::info!(visit = %id, "visit ended by api");
     Ok(Json(VisitBody::new(record, now)))
+}
+
+/// Move a visit to another provider's queue; whoever waits or is admitted stays in place.
+#[utoipa::path(
+    post, path = "/visits/{id}/transfer", tag = "visits",
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    request_body = Transfer,
+    responses(
+        (status = 200, description = "The visit, now in that provider's queue", body = VisitBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+        (status = 409, description = "The visit has ended", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn transfer_visit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Transfer>,
+) -> Result<Json<VisitBody>, ApiError> {
+    let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    let provider = provider_id("provider", body.provider)?;
+    state
+        .router
+        .transfer(&tenant.id, &tenant.key, id, provider)
+        .await?;
+    let record = owned_visit(&state, &tenant, &id.to_string()).await?;
+    tracing::info!(visit = %id, "visit transferred by api");
+    Ok(Json(VisitBody::new(record, Utc::now())))
+}
+
+/// A provider's queue: one entry per waiting participant of their live visits, oldest knock
+/// first.
+#[utoipa::path(
+    get, path = "/providers/{provider}/queue", tag = "providers",
+    params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
+        min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses(
+        (status = 200, description = "The queue; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn provider_queue(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(provider): Path<String>,
+) -> Result<Json<QueueBody>, ApiError> {
+    let provider = provider_id("provider", provider)?;
+    // What visits reported a moment ago has reached the desk (it reads its channel first).
+    Ok(Json(QueueBody {
+        entries: state.desk.queue(&tenant.id, &provider),
+    }))
 }
 
 /// Remove a participant (by identity) from a visit.

@@ -345,3 +345,181 @@ async fn a_consultation_joins_the_providers_history_and_survives_a_restart() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+async fn provider_token(api: &bedside_tests::Api, provider: &str, name: &str) -> String {
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/providers/{provider}/tokens"),
+            Some(json!({"name": name})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["join_url"].as_str().unwrap().contains("#token="));
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// Skips `queue` frames until one with `n` entries.
+async fn queue_of(c: &mut Client, n: usize) -> Value {
+    loop {
+        let q = c.until("queue").await;
+        if q["entries"].as_array().map(Vec::len) == Some(n) {
+            return q;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_providers_dashboard_runs_the_day() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let mut visits = Vec::new();
+    let mut patients = Vec::new();
+    for n in 0..3 {
+        let v = api.create_visit(json!({"provider": "dr-lee"})).await;
+        let id = v["id"].as_str().unwrap().to_owned();
+        let token = api
+            .mint(&id, "patient", &format!("pt-{n}"), &format!("Patient {n}"))
+            .await;
+        let (mut p, _) = Client::join(&server, &token).await;
+        waiting_until(&mut p, at(n + 1)).await;
+        visits.push(id);
+        patients.push(p);
+    }
+
+    let lee_token = provider_token(&api, "dr-lee", "Dr Lee").await;
+    let (mut desk, joined) = Client::join(&server, &lee_token).await;
+    assert_eq!(
+        joined,
+        json!({"type": "joined", "role": "provider", "provider": "dr-lee", "name": "Dr Lee"})
+    );
+    // The first frame goes out at once; the desk's view of the provider follows.
+    let q = loop {
+        let q = queue_of(&mut desk, 3).await;
+        if q["presence"] == "available" {
+            break q;
+        }
+    };
+    assert_eq!(q["chosen"], "available");
+    let names: Vec<&str> = q["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["participant"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Patient 0", "Patient 1", "Patient 2"]);
+    // The waiting room learns the provider's name and presence.
+    let w = waiting_until(&mut patients[2], |v| v["provider"]["name"] == "Dr Lee").await;
+    assert_eq!(w["provider"]["presence"], "available");
+
+    desk.send(json!({"type": "presence", "status": "away"}))
+        .await;
+    waiting_until(&mut patients[0], |v| v["provider"]["presence"] == "away").await;
+    desk.send(json!({"type": "presence", "status": "asleep"}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "invalid_message");
+    desk.send(json!({"type": "presence", "status": "available"}))
+        .await;
+
+    // Messages: to everyone waiting, then to one visit.
+    desk.send(json!({"type": "notify", "text": "Running ten minutes late."}))
+        .await;
+    for p in &mut patients {
+        let m = p.until("provider_message").await;
+        assert_eq!(m["text"], "Running ten minutes late.");
+        assert!(m["at"].is_string());
+    }
+    desk.send(json!({"type": "notify", "visit_id": visits[1], "text": "You are next."}))
+        .await;
+    assert_eq!(
+        patients[1].until("provider_message").await["text"],
+        "You are next."
+    );
+    desk.send(json!({"type": "notify", "text": "x".repeat(1001)}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "invalid_text");
+
+    // Refusals: a visit's frame here, another provider's or clinic's visit.
+    desk.send(json!({"type": "chat", "text": "hi"})).await;
+    assert_eq!(desk.until("error").await["code"], "not_in_visit");
+    let kims = api.create_visit(json!({"provider": "dr-kim"})).await;
+    desk.send(json!({"type": "take", "visit_id": kims["id"]}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "not_your_visit");
+    let theirs = server
+        .api(CLINIC_B)
+        .create_visit(json!({"provider": "dr-lee"}))
+        .await;
+    desk.send(json!({"type": "take", "visit_id": theirs["id"]}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "visit_not_found");
+    desk.send(json!({"type": "notify", "visit_id": kims["id"], "text": "hello"}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "not_your_visit");
+    // A provider's frame from a visit's socket.
+    patients[0]
+        .send(json!({"type": "presence", "status": "busy"}))
+        .await;
+    assert_eq!(patients[0].until("error").await["code"], "not_provider");
+
+    // "See patient": take, join the visit with the token, admit.
+    desk.send(json!({"type": "take", "visit_id": visits[0]}))
+        .await;
+    let taken = desk.until("visit_token").await;
+    assert_eq!(taken["visit_id"], visits[0].as_str());
+    let (mut lee, joined) = Client::join(&server, taken["token"].as_str().unwrap()).await;
+    assert_eq!(joined["role"], "doctor");
+    lee.expect("admitted").await;
+    lee.send(json!({"type": "admit", "participant_id": patients[0].participant_id}))
+        .await;
+    patients[0].until("admitted").await;
+    let q = loop {
+        let q = queue_of(&mut desk, 2).await;
+        if q["presence"] == "busy" {
+            break q;
+        }
+    };
+    assert_eq!(q["entries"][0]["visit_id"], visits[1].as_str());
+    assert_eq!(q["chosen"], "available");
+    waiting_until(&mut patients[1], |v| {
+        v["position"] == 1 && v["provider"]["presence"] == "busy"
+    })
+    .await;
+    let trail = api.events(&visits[0]).await;
+    let row = trail.iter().find(|e| e["kind"] == "taken").expect("taken");
+    assert_eq!(row["identity"], "dr-lee");
+    assert_eq!(row["role"], "doctor");
+
+    // Transfer: Dr Kim's dashboard shows the patient, Dr Lee's no longer does.
+    let (mut kim, _) = Client::join(&server, &provider_token(&api, "dr-kim", "Dr Kim").await).await;
+    queue_of(&mut kim, 0).await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{}/transfer", visits[2]),
+            Some(json!({"provider": "dr-kim"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let q = queue_of(&mut kim, 1).await;
+    assert_eq!(q["entries"][0]["participant"]["name"], "Patient 2");
+    queue_of(&mut desk, 1).await;
+
+    // A second dashboard of the same provider replaces the first.
+    let (mut again, _) = Client::join(&server, &lee_token).await;
+    again.until("queue").await;
+    assert_eq!(desk.closed().await, 4009);
+
+    // An expired provider token is refused as expired.
+    let now = chrono::Utc::now().timestamp();
+    let expired = bedside_tests::forge_token(
+        CLINIC_A.1,
+        CLINIC_A.0,
+        &json!({"iss": CLINIC_A.0, "sub": "dr-lee", "provider": "dr-lee", "role": "provider",
+                "name": "", "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600, "jti": "x"}),
+    );
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type": "join", "token": expired})).await;
+    assert_eq!(c.expect("error").await["code"], "token_expired");
+    assert_eq!(c.closed().await, 4001);
+}

@@ -135,7 +135,11 @@ impl Application {
             config.signaling.clone(),
             shutdown.clone(),
         )
-        .with_turn(config.turn_servers(turn_addr));
+        .with_turn(config.turn_servers(turn_addr))
+        .with_clinic(bedside_signaling::Clinic {
+            desk: desk.clone(),
+            registry: registry.clone(),
+        });
         let signaling = Arc::new(signaling);
         let hsts = public_url.starts_with("https://");
         let state = AppState {

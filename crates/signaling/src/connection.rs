@@ -6,6 +6,9 @@
 //! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
 //! `idle_timeout` is dead and its place enters the grace period.
 
+#[path = "dashboard.rs"]
+mod dashboard;
+
 use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::trace_links::{self, Key};
@@ -231,6 +234,21 @@ impl Connection {
             role = tracing::field::Empty,
             resumed = resume_token.is_some(),
         );
+        // A provider token opens the provider's dashboard, not a visit.
+        if resume_token.is_none()
+            && let Some(t) = token.as_deref()
+        {
+            match self.sig.keys.verify_provider(t, Utc::now()) {
+                Ok(provider) => return Err(self.dashboard(provider).await),
+                // Only a well-signed provider token gets this far: say it is out of time.
+                Err(e @ (TokenError::Expired | TokenError::NotYetValid)) => {
+                    self.sig.metrics.error(e.code());
+                    self.send_error(e.code(), &e.to_string()).await?;
+                    return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
+                }
+                Err(_) => {}
+            }
+        }
         let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {

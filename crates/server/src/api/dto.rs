@@ -328,6 +328,19 @@ pub struct Transfer {
     pub provider: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintProviderToken {
+    /// The provider's name as their waiting patients see it, at most 100 characters, no
+    /// control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub name: Option<String>,
+    /// Lifetime in seconds, 60 to 31 days; default 24 hours.
+    #[schema(minimum = 60, maximum = 2_678_400)]
+    #[serde(default, deserialize_with = "whole")]
+    pub ttl_seconds: Option<u32>,
+}
+
 /// A provider's queue: everyone waiting in their live visits, oldest knock first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueBody {

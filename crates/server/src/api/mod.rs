@@ -5,6 +5,7 @@ mod dto;
 mod events;
 mod extract;
 mod openapi;
+mod providers;
 mod tenant;
 mod visits;
 
@@ -49,7 +50,8 @@ pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
         .routes(routes!(visits::end_visit))
         .routes(routes!(visits::remove_participant))
         .routes(routes!(visits::transfer_visit))
-        .routes(routes!(visits::provider_queue))
+        .routes(routes!(providers::provider_queue))
+        .routes(routes!(providers::mint_provider_token))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
         .routes(routes!(events::list_events))

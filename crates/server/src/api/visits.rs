@@ -1,8 +1,8 @@
 //! `/v1/visits`: thin handlers over the registry and storage.
 
 use super::dto::{
-    CreateVisit, EventBody, EventList, ListParams, MintToken, QueueBody, TokenBody, TrailCheck,
-    Transfer, VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
+    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, TrailCheck, Transfer,
+    VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
 };
 use super::extract::{ApiJson, ApiQuery};
 use super::tenant::Tenant;
@@ -17,8 +17,8 @@ use bedside_rooms::storage::ListQuery;
 use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
-const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
-const MAX_NAME_CHARS: usize = 100;
+pub(super) const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
+pub(super) const MAX_NAME_CHARS: usize = 100;
 
 /// A visit of the caller's tenant; any other visit does not exist as far as it can tell.
 async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
@@ -295,29 +295,6 @@ pub async fn transfer_visit(
     let record = owned_visit(&state, &tenant, &id.to_string()).await?;
     tracing::info!(visit = %id, "visit transferred by api");
     Ok(Json(VisitBody::new(record, Utc::now())))
-}
-
-/// A provider's queue: one entry per waiting participant of their live visits, oldest knock
-/// first.
-#[utoipa::path(
-    get, path = "/providers/{provider}/queue", tag = "providers",
-    params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
-        min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
-    responses(
-        (status = 200, description = "The queue; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn provider_queue(
-    State(state): State<AppState>,
-    tenant: Tenant,
-    Path(provider): Path<String>,
-) -> Result<Json<QueueBody>, ApiError> {
-    let provider = provider_id("provider", provider)?;
-    // What visits reported a moment ago has reached the desk (it reads its channel first).
-    Ok(Json(QueueBody {
-        entries: state.desk.queue(&tenant.id, &provider),
-    }))
 }
 
 /// Remove a participant (by identity) from a visit.

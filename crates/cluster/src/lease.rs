@@ -3,7 +3,7 @@
 //!
 //! A lease is a key `bedside:lease:VISIT` holding the owner's node id, with a time to live
 //! the owner keeps renewing. Taking a visit over raises its epoch in the database
-//! ([`Storage::claim`]); every write the owner makes carries that epoch, and storage refuses
+//! ([`Fencing::claim`]); every write the owner makes carries that epoch, and storage refuses
 //! writes carrying an older one. So a node that was paused or cut off past its lease can
 //! never end or change a visit another node has taken over, whatever it believes.
 //!
@@ -11,7 +11,7 @@
 //! it to notice a dead peer quickly.
 
 use crate::node::NodeId;
-use bedside_rooms::storage::{Storage, StorageWriter};
+use bedside_rooms::storage::{Fencing, StorageWriter};
 use bedside_rooms::{Claim, Ownership, RoomError};
 use bedside_visit::{Refusal, VisitId};
 use dashmap::DashMap;
@@ -99,7 +99,7 @@ struct Held {
 pub struct Leases {
     redis: ConnectionManager,
     node: NodeId,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn Fencing>,
     writer: StorageWriter,
     ttl: Duration,
     held: DashMap<VisitId, Held>,
@@ -128,7 +128,7 @@ impl Leases {
     pub fn new(
         redis: ConnectionManager,
         node: NodeId,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn Fencing>,
         writer: StorageWriter,
         ttl: Duration,
     ) -> Arc<Self> {

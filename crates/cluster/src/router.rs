@@ -13,7 +13,7 @@ use crate::node::NodeId;
 use crate::owner::Owned;
 use async_trait::async_trait;
 use bedside_auth::{KeyId, TenantId};
-use bedside_rooms::storage::{Storage, StorageWriter};
+use bedside_rooms::storage::{Fencing, StorageWriter};
 use bedside_rooms::{LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
 use bedside_visit::{
     Actor, ConnId, JoinRequest, ParticipantId, ParticipantView, ProviderId, Refusal, VisitId,
@@ -62,7 +62,7 @@ impl Connections {
     /// Sets up (lazily: Redis need not be up yet) the connections and the leases.
     pub fn new(
         config: &ClusterConfig,
-        storage: Arc<dyn Storage>,
+        storage: Arc<dyn Fencing>,
         writer: StorageWriter,
     ) -> Result<Self, ClusterError> {
         // Frames between nodes carry names, SDP and chat: TLS where Redis is not on a

@@ -24,7 +24,7 @@ use crate::config::{DeliveryConfig, WebhookConfig};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use bedside_auth::TenantId;
-use bedside_rooms::storage::{Attempt, Storage, StoredEvent};
+use bedside_rooms::storage::{Attempt, EventOutbox, StoredEvent};
 use bedside_signaling::trace_links::{self, Key};
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac};
@@ -189,7 +189,7 @@ pub fn backoff(settings: &DeliveryConfig, attempt: i64) -> Duration {
 
 /// Starts one delivery task per configured tenant.
 pub fn spawn(
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn EventOutbox>,
     endpoints: Vec<WebhookConfig>,
     settings: DeliveryConfig,
     stop: CancellationToken,
@@ -243,7 +243,7 @@ impl DeliveryMetrics {
 }
 
 struct Delivery {
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn EventOutbox>,
     client: reqwest::Client,
     endpoint: Endpoint,
     settings: DeliveryConfig,

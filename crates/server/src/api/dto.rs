@@ -173,7 +173,7 @@ impl CreateVisit {
             .consent
             .map(|c| ConsentText::new(c.version, c.text))
             .transpose()
-            .map_err(|e| ApiError::invalid("consent", &e.to_string()))?;
+            .map_err(|e| ApiError::invalid("consent", e.to_string()))?;
         Ok(NewVisit {
             external_ref: self.external_ref,
             not_before,

@@ -328,8 +328,12 @@ pub struct Transfer {
     pub provider: String,
 }
 
+/// Only a JSON object: every field is optional, and serde would otherwise take an array.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    try_from = "serde_json::Map<String, serde_json::Value>",
+    deny_unknown_fields
+)]
 pub struct MintProviderToken {
     /// The provider's name as their waiting patients see it, at most 100 characters, no
     /// control characters.
@@ -337,8 +341,26 @@ pub struct MintProviderToken {
     pub name: Option<String>,
     /// Lifetime in seconds, 60 to 31 days; default 24 hours.
     #[schema(minimum = 60, maximum = 2_678_400)]
-    #[serde(default, deserialize_with = "whole")]
     pub ttl_seconds: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintProviderTokenFields {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
+    ttl_seconds: Option<u32>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for MintProviderToken {
+    type Error = serde_json::Error;
+    fn try_from(fields: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        let f: MintProviderTokenFields = serde_json::from_value(fields.into())?;
+        Ok(Self {
+            name: f.name,
+            ttl_seconds: f.ttl_seconds,
+        })
+    }
 }
 
 /// A provider's queue: everyone waiting in their live visits, oldest knock first.

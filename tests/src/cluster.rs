@@ -242,9 +242,11 @@ impl Cluster {
         }
     }
 
-    /// Which node holds `visit`'s lease (0, 1 or 2), asked of Redis itself.
+    /// Which node holds `visit`'s lease (0, 1 or 2), asked of Redis itself: the node the
+    /// lease names, if that node is alive.
     pub async fn owner_of(&self, visit: &str) -> Option<usize> {
         let node = self.redis.get(&format!("bedside:lease:{visit}")).await?;
+        self.redis.get(&format!("bedside:alive:{node}")).await?;
         let name = node.split('.').next()?;
         name.strip_prefix("node")?
             .parse::<usize>()

@@ -1,14 +1,23 @@
 //! Visit leases in Redis: which node acts for a visit, and the epoch that fences its
 //! writes.
 //!
-//! A lease is a key `bedside:lease:VISIT` holding the owner's node id, with a time to live
-//! the owner keeps renewing. Taking a visit over raises its epoch in the database
-//! ([`Fencing::claim`]); every write the owner makes carries that epoch, and storage refuses
-//! writes carrying an older one. So a node that was paused or cut off past its lease can
-//! never end or change a visit another node has taken over, whatever it believes.
+//! A node proves it is alive with one key, `bedside:alive:NODE`, which it renews every
+//! third of the lease time. A visit's lease is a key `bedside:lease:VISIT` naming its owner,
+//! with no time to live of its own: it counts only while the node it names is alive. So a
+//! renewal costs the same whatever the number of visits (one SET), and a dead node's
+//! visits all become free at once, when its one key lapses. Taking a visit over raises its
+//! epoch in the database ([`Fencing::claim`]); every write the owner makes carries that
+//! epoch, and storage refuses writes carrying an older one. So a node that was paused or
+//! cut off past its lease can never end or change a visit another node has taken over,
+//! whatever it believes.
 //!
-//! The node also keeps a key `bedside:alive:NODE` alive with each renewal: other nodes use
-//! it to notice a dead peer quickly.
+//! Only a node whose liveness lapsed (it was paused, cut off, or Redis lost its keys) looks
+//! at its visits one by one, when it comes back, and in slices so Redis is never held long.
+//! Each node also lists its leases in `bedside:held:NODE`, and nodes are listed in
+//! `bedside:nodes`: every renewal clears a bounded slice of a dead node's leftovers.
+//!
+//! The scripts build key names from values (a lease names a node, whose liveness key they
+//! read), which a standalone Redis allows and Redis Cluster would not.
 
 use crate::node::NodeId;
 use bedside_rooms::storage::{Fencing, StorageWriter};
@@ -23,55 +32,91 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// 1: taken now; 2: this node's already (extended); 0: another node's.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// The scripts' Lua, public for the renewal-cost benchmark (`examples/lease_cost.rs`).
+pub mod lua {
+    /// KEYS: lease, this node's liveness, this node's lease list; ARGV: node, visit.
+    /// 1: taken now; 2: this node's already; 0: a live node's; -1: this node is not
+    /// known alive (its renewal has not run since it lapsed): it must look first.
+    pub const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-elseif v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 2
-end
-return 0",
-    )
-});
+if v == ARGV[1] then return 2 end
+if v and redis.call('EXISTS', 'bedside:alive:' .. v) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1";
 
-/// Marks the node alive (KEYS[1]) and renews its leases (KEYS[2..]). Returns the
-/// positions of leases another node holds, and of leases that had lapsed (a Redis restart,
-/// or this node was paused) and were taken again.
-static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
+    /// KEYS: this node's liveness, the node list; ARGV: lease time in ms, node.
+    /// 1 when the node was alive until now, 0 when its liveness had lapsed.
+    pub const RENEW: &str = r"
+local was = redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'GET')
+redis.call('SADD', KEYS[2], ARGV[2])
+if was then return 1 end
+return 0";
+
+    /// After a lapse, a slice of this node's leases. KEYS: this node's lease list, then
+    /// leases; ARGV: node, then the leases' visits. Returns the positions (1-based, among
+    /// the leases) of those another node holds, and of those that were gone and are taken
+    /// again.
+    pub const RECHECK: &str = r"
 local lost, retaken = {}, {}
 for i = 2, #KEYS do
   local v = redis.call('GET', KEYS[i])
   if v == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
   elseif not v then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    redis.call('SET', KEYS[i], ARGV[1])
+    redis.call('SADD', KEYS[1], ARGV[i])
     table.insert(retaken, i - 1)
   else
     table.insert(lost, i - 1)
   end
 end
-return {lost, retaken}",
-    )
-});
+return {lost, retaken}";
 
-/// Deletes a lease if this node holds it.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    /// KEYS: lease. Its holder, if that node is alive.
+    pub const OWNER: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and redis.call('EXISTS', 'bedside:alive:' .. v) == 1 then return v end
+return false";
+
+    /// KEYS: lease, this node's lease list; ARGV: node, visit. Deletes the lease if this
+    /// node holds it.
+    pub const RELEASE: &str = r"
+redis.call('SREM', KEYS[2], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
-return 0",
-    )
-});
+return 0";
+
+    /// KEYS: the node list; ARGV: most leases to clear. Picks a listed node; if it is
+    /// dead, deletes up to that many of the leases it still holds, and unlists it once
+    /// none is left. Returns how many it looked at.
+    pub const SWEEP: &str = r"
+local node = redis.call('SRANDMEMBER', KEYS[1])
+if not node then return 0 end
+if redis.call('EXISTS', 'bedside:alive:' .. node) == 1 then return 0 end
+local held = 'bedside:held:' .. node
+local visits = redis.call('SPOP', held, ARGV[1])
+for _, visit in ipairs(visits) do
+  local key = 'bedside:lease:' .. visit
+  if redis.call('GET', key) == node then redis.call('DEL', key) end
+end
+if redis.call('SCARD', held) == 0 then redis.call('SREM', KEYS[1], node) end
+return #visits";
+}
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(lua::CLAIM));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(lua::RENEW));
+static RECHECK: LazyLock<Script> = LazyLock::new(|| Script::new(lua::RECHECK));
+static OWNER: LazyLock<Script> = LazyLock::new(|| Script::new(lua::OWNER));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(lua::RELEASE));
+static SWEEP: LazyLock<Script> = LazyLock::new(|| Script::new(lua::SWEEP));
+
+/// Leases looked at per script call after a lapse: Redis is held about a millisecond.
+const RECHECK_SLICE: usize = 500;
+/// A dead node's leftover leases cleared per renewal.
+const SWEEP_SLICE: usize = 100;
+const NODES_KEY: &str = "bedside:nodes";
 
 pub(crate) fn lease_key(visit: VisitId) -> String {
     format!("bedside:lease:{visit}")
@@ -79,6 +124,10 @@ pub(crate) fn lease_key(visit: VisitId) -> String {
 
 pub(crate) fn alive_key(node: &NodeId) -> String {
     format!("bedside:alive:{node}")
+}
+
+fn held_key(node: &NodeId) -> String {
+    format!("bedside:held:{node}")
 }
 
 /// What a renewal found.
@@ -113,6 +162,9 @@ pub struct Leases {
     /// at once claim it once (one epoch), and a release never deletes a lease a claim has
     /// just renewed. Striped: a lock per visit would need a map that grows.
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Counts renewals that confirmed this node alive: a claim refused because its
+    /// liveness had lapsed waits for the next one.
+    renewed: tokio::sync::watch::Sender<u64>,
     /// For tasks that outlive a call (releases).
     me: Weak<Leases>,
 }
@@ -145,6 +197,7 @@ impl Leases {
             base: Instant::now(),
             reachable: AtomicBool::new(false),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            renewed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -184,11 +237,11 @@ impl Leases {
         }
     }
 
-    /// Which node holds `visit`'s lease, if any.
+    /// Which node holds `visit`'s lease, if any: a lease of a dead node holds nothing.
     pub async fn owner(&self, visit: VisitId) -> Result<Option<NodeId>, RoomError> {
-        let owner: Option<String> = redis::cmd("GET")
-            .arg(lease_key(visit))
-            .query_async(&mut self.redis.clone())
+        let owner: Option<String> = OWNER
+            .key(lease_key(visit))
+            .invoke_async(&mut self.redis.clone())
             .await
             .map_err(unavailable)?;
         Ok(owner.map(NodeId::new))
@@ -207,38 +260,35 @@ impl Leases {
         Ok(values.into_iter().map(|v| v.is_some()).collect())
     }
 
-    /// Renews every lease this node holds. Returns the visits it no longer owns (another
-    /// node holds their lease, or took them over while this node's lease had lapsed), and
+    /// Renews this node's liveness, which keeps every lease it holds: one SET, however
+    /// many. Only if the liveness had lapsed (this node was paused or cut off, or Redis
+    /// lost its keys) does it look at its leases, to learn which visits it no longer owns
+    /// (another node holds their lease, or took them over meanwhile). Returns those, and
     /// whether the rest can be trusted: the caller stops acting for the first, then
     /// [`Leases::vouch`]es, so no input slips in for a lost visit in between.
     pub async fn renew(&self) -> Renewal {
-        let visits: Vec<(VisitId, Held)> = self.held.iter().map(|e| (*e.key(), *e)).collect();
-        let mut script = RENEW.key(alive_key(&self.node));
-        for (visit, _) in &visits {
-            script.key(lease_key(*visit));
-        }
         let start = Instant::now();
-        let result: Result<(Vec<usize>, Vec<usize>), _> = script
-            .arg(self.node.as_str())
+        let result: Result<i64, _> = RENEW
+            .key(alive_key(&self.node))
+            .key(NODES_KEY)
             .arg(self.ttl_ms())
+            .arg(self.node.as_str())
             .invoke_async(&mut self.redis.clone())
             .await;
         let mut gone = Vec::new();
         let mut vouch = None;
-        match result {
-            Ok((lost, retaken)) => {
+        let visits =
+            || -> Vec<(VisitId, Held)> { self.held.iter().map(|e| (*e.key(), *e)).collect() };
+        let checked = match result {
+            Ok(1) => Ok(()),
+            Ok(_) => self.recheck(&visits(), &mut gone).await,
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => {
                 self.reached(true);
-                let at = |i: usize| visits.get(i.wrapping_sub(1)).copied();
-                gone.extend(lost.into_iter().filter_map(at).map(|(visit, _)| visit));
-                // A lapsed lease (Redis restarted, or this node was paused) is ours again
-                // only if nobody ran the visit meanwhile: its epoch would have moved.
-                let retaken: Vec<(VisitId, Held)> = retaken.into_iter().filter_map(at).collect();
-                match self.moved(&retaken).await {
-                    Some(moved) => gone.extend(moved),
-                    // Cannot tell: give them up rather than act on a doubt.
-                    None => gone.extend(retaken.iter().map(|(visit, _)| *visit)),
-                }
                 vouch = Some(start);
+                self.sweep().await;
             }
             Err(e) => {
                 if self.reachable() {
@@ -248,7 +298,8 @@ impl Leases {
                 // Redis cannot be reached: no node can take a lease over through it, but this
                 // node may be the only one cut off. The epochs in PostgreSQL tell: visits
                 // nobody took over go on here; the others are given up.
-                if let Some(moved) = self.moved(&visits).await {
+                gone.clear();
+                if let Some(moved) = self.moved(&visits()).await {
                     gone.extend(moved);
                     vouch = Some(start);
                 }
@@ -257,7 +308,55 @@ impl Leases {
         for visit in &gone {
             self.forget(*visit).await;
         }
+        if vouch.is_some() {
+            self.renewed.send_modify(|n| *n += 1);
+        }
         Renewal { gone, vouch }
+    }
+
+    /// After a lapse: which of `visits` this node lost, slice by slice. A lease that was
+    /// gone (Redis restarted, or a dead node's leftovers were cleared) is this node's again
+    /// only if nobody ran the visit meanwhile: its epoch would have moved.
+    async fn recheck(
+        &self,
+        visits: &[(VisitId, Held)],
+        gone: &mut Vec<VisitId>,
+    ) -> Result<(), RedisError> {
+        tracing::warn!(
+            leases = visits.len(),
+            "liveness had lapsed; checking every lease"
+        );
+        for slice in visits.chunks(RECHECK_SLICE) {
+            let mut script = RECHECK.key(held_key(&self.node));
+            script.arg(self.node.as_str());
+            for (visit, _) in slice {
+                script.key(lease_key(*visit)).arg(visit.to_string());
+            }
+            let (lost, retaken): (Vec<usize>, Vec<usize>) =
+                script.invoke_async(&mut self.redis.clone()).await?;
+            let at = |i: usize| slice.get(i.wrapping_sub(1)).copied();
+            gone.extend(lost.into_iter().filter_map(at).map(|(visit, _)| visit));
+            let retaken: Vec<(VisitId, Held)> = retaken.into_iter().filter_map(at).collect();
+            match self.moved(&retaken).await {
+                Some(moved) => gone.extend(moved),
+                // Cannot tell: give them up rather than act on a doubt.
+                None => gone.extend(retaken.iter().map(|(visit, _)| *visit)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears a bounded slice of a dead node's leftover leases (their visits were never
+    /// opened again): Redis does not keep them forever.
+    async fn sweep(&self) {
+        let result: Result<i64, _> = SWEEP
+            .key(NODES_KEY)
+            .arg(SWEEP_SLICE)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not clear a dead node's leases");
+        }
     }
 
     /// After a [`Renewal`] whose lost visits the node has stopped acting for.
@@ -301,7 +400,9 @@ impl Leases {
     async fn delete(&self, visit: VisitId) {
         let result: Result<i64, _> = RELEASE
             .key(lease_key(visit))
+            .key(held_key(&self.node))
             .arg(self.node.as_str())
+            .arg(visit.to_string())
             .invoke_async(&mut self.redis.clone())
             .await;
         if let Err(e) = result {
@@ -316,6 +417,16 @@ impl Leases {
         for visit in visits {
             self.forget(visit).await;
         }
+        // Holding nothing: other nodes may stop waiting for this one at once.
+        let result: Result<(), _> = redis::pipe()
+            .del(alive_key(&self.node))
+            .del(held_key(&self.node))
+            .srem(NODES_KEY, self.node.as_str())
+            .query_async(&mut self.redis.clone())
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not unlist this node; its liveness lapses");
+        }
     }
 
     pub fn held(&self) -> usize {
@@ -326,18 +437,39 @@ impl Leases {
 #[async_trait::async_trait]
 impl Ownership for Leases {
     async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
-        let _turn = self.stripe(visit).lock().await;
-        let start = Instant::now();
-        let taken: i64 = CLAIM
-            .key(lease_key(visit))
-            .arg(self.node.as_str())
-            .arg(self.ttl_ms())
-            .invoke_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| {
-                self.reached(false);
-                unavailable(e)
-            })?;
+        let mut renewed = self.renewed.subscribe();
+        let mut waited = false;
+        let (_turn, start, taken) = loop {
+            let turn = self.stripe(visit).lock().await;
+            let start = Instant::now();
+            let taken: i64 = CLAIM
+                .key(lease_key(visit))
+                .key(alive_key(&self.node))
+                .key(held_key(&self.node))
+                .arg(self.node.as_str())
+                .arg(visit.to_string())
+                .invoke_async(&mut self.redis.clone())
+                .await
+                .map_err(|e| {
+                    self.reached(false);
+                    unavailable(e)
+                })?;
+            if taken != -1 {
+                break (turn, start, taken);
+            }
+            // This node's liveness lapsed: its next renewal looks at what it holds first.
+            // Not holding the turn meanwhile: that renewal may give visits up, taking theirs.
+            drop(turn);
+            renewed.borrow_and_update();
+            if waited
+                || tokio::time::timeout(self.ttl, renewed.changed())
+                    .await
+                    .is_err()
+            {
+                return Err(RoomError::Unavailable);
+            }
+            waited = true;
+        };
         self.reached(true);
         let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         if taken == 0 {

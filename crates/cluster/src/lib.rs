@@ -4,9 +4,10 @@
 //! - [`router`]: [`ClusterRouter`], the cluster's side of the routing seam: a visit runs on
 //!   the node that holds its lease; joins and API actions for it go there. Waiting for a
 //!   dead owner's lease to lapse, and confirming an end in storage, happen here once.
-//! - [`lease`]: each live visit is owned by one node at a time through a Redis lease; taking
-//!   a visit over raises its epoch in the database, and writes carrying an older epoch are
-//!   refused there. The registry asks the leases before it loads a visit.
+//! - [`lease`]: each live visit is owned by one node at a time through a Redis lease, which
+//!   counts while its node's one liveness key does (a renewal costs the same for any number
+//!   of visits); taking a visit over raises its epoch in the database, and writes carrying
+//!   an older epoch are refused there. The registry asks the leases before it loads a visit.
 //! - [`bus`]: nodes talk over Redis pub/sub, one channel per node.
 //! - [`forward`]: a participant connected here, in a visit another node owns, is seated
 //!   with the owner; its frames are published there and the owner's notices come back.

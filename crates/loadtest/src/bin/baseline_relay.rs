@@ -10,7 +10,8 @@ struct Args {
     listen: std::net::SocketAddr,
 }
 
-#[tokio::main]
+// One thread, as the relay is written for (crates/loadtest/src/baseline.rs says why).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
@@ -19,6 +20,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("baseline listening on ws://{}", listener.local_addr()?);
-    bedside_loadtest::baseline::serve(listener).await?;
+    tokio::task::LocalSet::new()
+        .run_until(bedside_loadtest::baseline::serve(listener))
+        .await?;
     Ok(())
 }

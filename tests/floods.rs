@@ -280,3 +280,28 @@ async fn behind_a_trusted_load_balancer_each_client_has_its_own_share() {
         .expect("first socket");
     assert_eq!(connect_as(&direct, "198.51.100.3").await.err(), Some(429));
 }
+
+/// One IPv6 subscriber holds a whole /64: per-address limits count it as one address, or
+/// each client would have 2^64 shares.
+#[tokio::test]
+async fn ipv6_clients_share_one_limit_per_64() {
+    let behind = TestServer::start_with(&[
+        ("BEDSIDE_WS__MAX_PER_IP", "2"),
+        ("BEDSIDE_TRUSTED_PROXIES", "127.0.0.0/8"),
+    ])
+    .await;
+    let _a = connect_as(&behind, "2001:db8:5:6::1").await.expect("first");
+    let _b = connect_as(&behind, "2001:db8:5:6:aaaa::2")
+        .await
+        .expect("second");
+    assert_eq!(
+        connect_as(&behind, "2001:db8:5:6:ffff:ffff:ffff:fffe")
+            .await
+            .err(),
+        Some(429),
+        "the same /64"
+    );
+    let _c = connect_as(&behind, "2001:db8:5:7::1")
+        .await
+        .expect("another /64 has its own share");
+}

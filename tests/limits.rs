@@ -7,6 +7,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn an_oversized_message_is_refused_and_nobody_else_notices() {
@@ -71,6 +72,30 @@ async fn a_client_sending_too_fast_is_closed_with_4008() {
     }
     assert_eq!(pair.patient.closed().await, 4008);
     // The other side is unaffected and the patient may come back.
+    pair.doctor.alive().await;
+}
+
+/// Unsolicited WebSocket pong frames count toward the frame rate like any other frame.
+#[tokio::test]
+async fn unsolicited_pongs_count_toward_the_rate_limit() {
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WS__RATE_PER_SECOND", "5"),
+        ("BEDSIDE_WS__RATE_BURST", "10"),
+    ])
+    .await;
+    let api = server.api(CLINIC_A);
+    let mut pair = Pair::admitted(&server, &api).await;
+    for _ in 0..30 {
+        if pair
+            .patient
+            .send_message(Message::Pong(Vec::new().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(pair.patient.closed().await, 4008);
     pair.doctor.alive().await;
 }
 

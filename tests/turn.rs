@@ -342,7 +342,7 @@ async fn coturn_accepts_minted_credentials_and_refuses_expired_and_forged_ones()
     let (joined, visit) = joined(&server).await;
 
     // `joined` carries the STUN server as is, and the TURN server with this participant's
-    // own credential: `expiry:participant-id`, valid until the visit ends.
+    // own credential: `expiry:subject.issued`, valid until the visit ends.
     assert!(
         joined["ice_servers"]
             .as_array()
@@ -355,13 +355,13 @@ async fn coturn_accepts_minted_credentials_and_refuses_expired_and_forged_ones()
     let expires_at = chrono::DateTime::parse_from_rfc3339(visit["expires_at"].as_str().unwrap())
         .unwrap()
         .timestamp();
-    assert_eq!(
-        username,
-        format!(
-            "{expires_at}:{}",
-            joined["participant_id"].as_str().unwrap()
-        )
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(expiry, expires_at.to_string());
+    assert!(
+        user.starts_with("s_"),
+        "a pseudonym of the visit and identity: {username}"
     );
+    assert!(!username.contains("dr-turn"));
     assert_eq!(credential, password(COTURN_SECRET, &username));
     // Nothing secret in the server's output.
     assert!(!server.logs().contains(COTURN_SECRET));
@@ -514,10 +514,13 @@ async fn relay_only_peers_connect_through_the_embedded_turn_server() {
         .expect("relay-only peers connected and exchanged data");
     assert!(report.timings.connected <= report.timings.data);
 
-    // Each peer used the credential of its own `joined`.
+    // Each peer used a credential of its own (the patient's from `admitted`: the call's).
     let users: Vec<String> = report.joined.iter().map(|j| turn_entry(j).1).collect();
-    for (joined, user) in report.joined.iter().zip(&users) {
-        assert!(user.ends_with(&format!(":{}", joined["participant_id"].as_str().unwrap())));
+    for user in &users {
+        assert!(
+            expiry_of(user) > unix_now() + 300,
+            "the call's credential: {user}"
+        );
     }
     assert_ne!(users[0], users[1]);
 
@@ -535,5 +538,134 @@ async fn relay_only_peers_connect_through_the_embedded_turn_server() {
         );
         assert!(pair.local_address.starts_with("127.0.0.1:"), "{pair:?}");
         assert_ne!(pair.local_address, turn.to_string());
+    }
+}
+
+/// The expiry (unix seconds) a minted TURN username states.
+fn expiry_of(username: &str) -> i64 {
+    username.split_once(':').unwrap().0.parse().unwrap()
+}
+
+/// A visit with an admitted doctor, on a server with the embedded TURN server and a quota
+/// of `quota` allocations; returns the server, the TURN address, the visit and the doctor.
+async fn visit_with_doctor(quota: &str) -> (TestServer, SocketAddr, String, Client) {
+    let (server, turn) =
+        with_embedded_turn(&[("BEDSIDE_TURN__MAX_ALLOCATIONS_PER_USER", quota)]).await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let (mut doctor, joined) =
+        Client::join(&server, &api.mint(&visit, "doctor", "dr-1", "Dr").await).await;
+    // A doctor is admitted on join: `joined` carries the call's credential already.
+    let (_, username, _) = turn_entry(&joined);
+    assert!(expiry_of(&username) > unix_now() + 3600, "{username}");
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+    (server, turn, visit, doctor)
+}
+
+/// docs/nat-traversal.md: a waiting participant gets STUN and a probe credential that lives
+/// five minutes at most (in `joined` and in each `waiting`); the call's credential comes
+/// with `admitted`.
+#[tokio::test]
+async fn turn_credentials_for_the_call_only_after_admission() {
+    let (server, turn, visit, mut doctor) = visit_with_doctor("3").await;
+    let api = server.api(CLINIC_A);
+    let (mut patient, joined) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt-1", "Pat").await).await;
+    let waiting = patient.expect("waiting").await;
+    for frame in [&joined, &waiting] {
+        let (_, username, _) = turn_entry(frame);
+        assert!(
+            expiry_of(&username) <= unix_now() + 300,
+            "a probe credential only: {frame}"
+        );
+        assert!(
+            frame["ice_servers"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"urls": [format!("stun:{turn}")]})),
+            "{frame}"
+        );
+    }
+    // The probe does allocate (the pre-call check needs a relay candidate).
+    let (_, probe_user, probe_pass) = turn_entry(&waiting);
+    Probe::new(turn)
+        .await
+        .allocate(&probe_user, &probe_pass)
+        .await
+        .unwrap();
+    doctor.expect("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    let admitted = patient.expect("admitted").await;
+    let (urls, username, credential) = turn_entry(&admitted);
+    assert_eq!(urls, [format!("turn:{turn}?transport=udp")]);
+    assert!(expiry_of(&username) > unix_now() + 3600, "{admitted}");
+    Probe::new(turn)
+        .await
+        .allocate(&username, &credential)
+        .await
+        .unwrap();
+}
+
+/// The quota counts per visit and identity: rejoining, which mints new credentials, does
+/// not multiply it.
+#[tokio::test]
+async fn rejoining_does_not_multiply_the_allocation_quota() {
+    let (server, turn, visit, mut doctor) = visit_with_doctor("2").await;
+    let api = server.api(CLINIC_A);
+    let link = api.mint(&visit, "patient", "pt-1", "Pat").await;
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..3 {
+        let (mut patient, _) = Client::join(&server, &link).await;
+        let waiting = patient.expect("waiting").await;
+        let (_, username, credential) = turn_entry(&waiting);
+        let mut probe = Probe::new(turn).await;
+        match probe.allocate(&username, &credential).await {
+            Ok(_) => held.push(probe),
+            Err(code) => {
+                refused = Some(code);
+                break;
+            }
+        }
+        doctor.until("lobby").await;
+    }
+    assert_eq!((held.len(), refused), (2, Some(486)));
+}
+
+/// A denied identity's credentials, issued before the denial, allocate nothing more.
+#[tokio::test]
+async fn the_embedded_server_refuses_a_denied_identitys_credentials() {
+    let (server, turn, visit, mut doctor) = visit_with_doctor("3").await;
+    let api = server.api(CLINIC_A);
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt-1", "Pat").await).await;
+    let waiting = patient.expect("waiting").await;
+    let (_, username, credential) = turn_entry(&waiting);
+    doctor.expect("lobby").await;
+    // Wait out the second it was issued in: the block must be later than the credential.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    doctor
+        .send(json!({"type": "deny", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("denied").await;
+    doctor.expect("lobby").await;
+    // The denial is stored a moment after it is told.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = Probe::new(turn)
+            .await
+            .allocate(&username, &credential)
+            .await;
+        if got == Err(403) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still allocates: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -205,13 +205,17 @@ for (const engine of ENGINES) {
         const later = (await server.api.createVisit({ not_before: new Date(Date.now() + 3600_000).toISOString() })).id;
         await final('final-not-started', await token(later, 'patient', 'pt-early', 'Ed Early'), 'This visit has not started yet');
 
+        // A link the clinic revoked (removing its identity) before it was used: the server
+        // refuses it with access_revoked.
+        const fresh = (await server.api.createVisit()).id;
+        const revoked = await token(fresh, 'patient', 'pt-revoked', 'Ray Voked');
+        await server.api.removeParticipant(fresh, 'pt-revoked');
+        await final('final-revoked', revoked, 'This link is no longer valid');
+
         if (engine === 'chromium') {
-          // Until the server sends it (issue 13), the refusal of a revoked link comes from a
-          // stand-in for /ws with exactly the frames docs/protocol.md gives it; so does a
-          // close that means a client error. Playwright can stand in for a WebSocket;
-          // puppeteer cannot, so these two are Chromium only.
+          // A close that means a client error comes from a stand-in for /ws. Playwright can
+          // stand in for a WebSocket; puppeteer cannot, so this one is Chromium only.
           for (const [screen, frames, code, heading] of [
-            ['final-revoked', [{ type: 'error', code: 'access_revoked', message: 'access to this visit was revoked' }], 4003, 'This link is no longer valid'],
             ['final-error', [], 1009, 'Something went wrong'],
           ]) {
             const p = await person(viewport);

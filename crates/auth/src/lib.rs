@@ -22,7 +22,8 @@ pub use provider::{ProviderClaims, ProviderRole, VerifiedProvider};
 pub use resume::{ResumeClaims, ResumeKey};
 pub use role::Role;
 pub use turn::{
-    MAX_TURN_CREDENTIAL_SECS, MIN_TURN_SECRET_LEN, TurnCredential, TurnCredentialError, TurnSecret,
+    MAX_TURN_CREDENTIAL_SECS, MIN_TURN_SECRET_LEN, PROBE_TURN_CREDENTIAL_SECS, TurnCredential,
+    TurnCredentialError, TurnSecret, subject_of,
 };
 
 /// Clock skew tolerated on `nbf` and `exp`, in seconds. Small on purpose: a token that is

@@ -3,6 +3,8 @@
 //!
 //! They are signed with a server secret, not a tenant's key, so no integrator can mint
 //! one, and they carry an audience no join token has, so neither can pass for the other.
+//! Each names the place it reopens (`pid`, the participant id it was issued to): the visit
+//! honours it only while that place is held, so it dies with the place.
 
 use crate::keyring::{check_time, decode_verified};
 use crate::{MAX_TOKEN_LEN, Role, TokenError};
@@ -13,7 +15,7 @@ use std::fmt;
 
 const AUDIENCE: &str = "bedside:resume";
 
-/// What a resume token says: who, in which visit, of which tenant.
+/// What a resume token says: who, in which visit, of which tenant, and which place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeClaims {
     pub aud: String,
@@ -22,6 +24,10 @@ pub struct ResumeClaims {
     pub sub: String,
     pub role: Role,
     pub name: String,
+    /// The participant id of the place it reopens. Tokens from before places were named
+    /// have none and are refused.
+    #[serde(default)]
+    pub pid: String,
     pub iat: i64,
     pub exp: i64,
 }
@@ -43,9 +49,16 @@ impl ResumeClaims {
             sub: sub.to_owned(),
             role,
             name: name.to_owned(),
+            pid: String::new(),
             iat: now.timestamp(),
             exp: expires.timestamp(),
         }
+    }
+
+    /// Names the place the token reopens: the participant id it is issued to.
+    pub fn at_place(mut self, participant_id: &str) -> Self {
+        self.pid = participant_id.to_owned();
+        self
     }
 }
 
@@ -81,6 +94,11 @@ impl ResumeKey {
         let claims: ResumeClaims =
             decode_verified(token, &self.decoding, Algorithm::HS256, Some(AUDIENCE))?;
         check_time(claims.iat, claims.exp, now)?;
+        if claims.pid.is_empty() {
+            return Err(TokenError::InvalidClaims(
+                "a resume token names its place".into(),
+            ));
+        }
         Ok(claims)
     }
 }

@@ -81,6 +81,7 @@ fn valid_resume_claims() -> impl Strategy<Value = ResumeClaims> {
                 at,
                 at + chrono::Duration::hours(12),
             )
+            .at_place("p_0123456789abcdef")
         })
 }
 

@@ -295,9 +295,21 @@ fn resume_tokens_round_trip_and_cannot_pass_for_join_tokens() {
         "Ada",
         now(),
         now() + Duration::hours(1),
-    );
+    )
+    .at_place("p_00000000000000ff");
     let token = key.mint(&claims).unwrap();
     assert_eq!(key.verify(&token, now()).unwrap(), claims);
+    // A token that names no place (as issued before places were named) reopens nothing.
+    let placeless = key
+        .mint(&ResumeClaims {
+            pid: String::new(),
+            ..claims.clone()
+        })
+        .unwrap();
+    assert!(matches!(
+        key.verify(&placeless, now()),
+        Err(TokenError::InvalidClaims(_))
+    ));
     assert_eq!(
         key.verify(&token, now() + Duration::hours(2)),
         Err(TokenError::Expired)

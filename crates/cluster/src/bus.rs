@@ -9,7 +9,10 @@
 use crate::node::{NodeId, SessionId};
 use bedside_auth::{KeyId, Role, TenantId};
 use bedside_rooms::RoomError;
-use bedside_visit::{CloseCode, ParticipantId, ParticipantView, ProviderId, VisitId, VisitStatus};
+use bedside_visit::{
+    CloseCode, Credential, ParticipantId, ParticipantView, ProviderId, Standing, VisitId,
+    VisitStatus,
+};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,9 @@ pub enum Wire {
         role: Role,
         name: String,
         new_id: ParticipantId,
+        /// Which token the participant's node verified, and when it was issued: the owner
+        /// checks it against the visit's blocks.
+        credential: Credential,
     },
     /// Participant's node to owner: a client frame.
     Frame {
@@ -130,6 +136,14 @@ pub enum Item {
         participant_id: ParticipantId,
         role: Role,
         status: VisitStatus,
+    },
+    /// `waiting` and `admitted`: the participant's node adds the ICE servers it grants.
+    Waiting {
+        #[serde(default)]
+        standing: Standing,
+    },
+    Admitted {
+        participants: Vec<ParticipantView>,
     },
     /// Any other notice, or a refusal of the participant's frame, already encoded.
     Frame {

@@ -67,6 +67,10 @@ impl Forwarding {
                     status,
                 },
             })),
+            Item::Waiting { standing } => Outgoing::Notice(Box::new(Notice::Waiting(standing))),
+            Item::Admitted { participants } => {
+                Outgoing::Notice(Box::new(Notice::Admitted { participants }))
+            }
             Item::Frame { frame } => Outgoing::Frame(Box::new(frame)),
             Item::Close { code } => Outgoing::Close(code),
         };
@@ -175,6 +179,7 @@ impl Forwarding {
                 role: req.role,
                 name: req.name.clone(),
                 new_id: req.new_id,
+                credential: req.credential.clone(),
             },
         );
         // A join may make the owner load the visit (and wait for a previous owner's

@@ -40,6 +40,8 @@ impl Outbox for RemoteOutbox {
                     role,
                     status: visit.status,
                 },
+                Notice::Waiting(standing) => Item::Waiting { standing },
+                Notice::Admitted { participants } => Item::Admitted { participants },
                 notice => Item::Frame {
                     frame: encode(
                         &notice,

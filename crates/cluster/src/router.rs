@@ -195,6 +195,7 @@ impl ClusterRouter {
                 role,
                 name,
                 new_id,
+                credential,
             } => {
                 if self.draining.load(Ordering::Relaxed) {
                     self.bus.send(
@@ -214,6 +215,7 @@ impl ClusterRouter {
                     role,
                     name,
                     new_id,
+                    credential,
                 };
                 tokio::spawn(async move {
                     owned.join(from, session, visit, tenant, req).await;

@@ -307,7 +307,7 @@ async fn admitted_pair(target: &Target, visit: &str) -> anyhow::Result<[(Peer, V
     if placed != "admitted" {
         bail!("doctor placed in {placed}");
     }
-    let (mut patient, p_joined, placed) =
+    let (mut patient, mut p_joined, placed) =
         join(target, &target.token(visit, "patient", "pt-ice")?, source).await?;
     if placed != "waiting" {
         bail!("patient placed in {placed}");
@@ -319,7 +319,10 @@ async fn admitted_pair(target: &Target, visit: &str) -> anyhow::Result<[(Peer, V
             .to_owned())
     };
     let (did, pid) = (id(&d_joined)?, id(&p_joined)?);
-    admit(&mut doctor, &mut patient, &pid).await?;
+    let admitted = admit(&mut doctor, &mut patient, &pid).await?;
+    // The call's ICE servers come with `admitted` and replace the waiting ones of `joined`
+    // (STUN and a probe credential).
+    p_joined["ice_servers"] = admitted["ice_servers"].clone();
     doctor.until("participant_joined").await?;
     let peer = |ws, id: &str, to: &str, joined: &Value| Peer {
         ws,

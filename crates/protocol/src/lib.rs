@@ -273,9 +273,11 @@ pub enum ServerMsg<'a> {
         ice_servers: &'a [IceServer],
         resume_token: &'a str,
     },
+    /// `ice_servers`: STUN and at most a probe credential (docs/nat-traversal.md).
     Waiting {
         #[serde(flatten)]
         standing: &'a Standing,
+        ice_servers: &'a [IceServer],
     },
     ConsentRequired {
         version: &'a str,
@@ -309,8 +311,10 @@ pub enum ServerMsg<'a> {
     Lobby {
         waiting: &'a [LobbyEntry],
     },
+    /// `ice_servers`: the call's full list, which replaces the one from `joined`.
     Admitted {
         participants: &'a [ParticipantView],
+        ice_servers: &'a [IceServer],
     },
     ParticipantJoined {
         participant: &'a ParticipantView,
@@ -356,7 +360,8 @@ impl ServerMsg<'_> {
     }
 }
 
-/// What the connection adds to a `joined` notice.
+/// What the connection adds to a notice: `ice_servers` to `joined`, `waiting` and
+/// `admitted`, the resume token to `joined`.
 pub struct JoinedExtras<'a> {
     pub ice_servers: &'a [IceServer],
     pub resume_token: &'a str,
@@ -436,11 +441,17 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             ice_servers: extras.ice_servers,
             resume_token: extras.resume_token,
         },
-        Notice::Waiting(standing) => ServerMsg::Waiting { standing },
+        Notice::Waiting(standing) => ServerMsg::Waiting {
+            standing,
+            ice_servers: extras.ice_servers,
+        },
         Notice::ConsentRequired { version, text } => ServerMsg::ConsentRequired { version, text },
         Notice::ProviderMessage { text, at } => ServerMsg::ProviderMessage { text, at: *at },
         Notice::Lobby { waiting } => ServerMsg::Lobby { waiting },
-        Notice::Admitted { participants } => ServerMsg::Admitted { participants },
+        Notice::Admitted { participants } => ServerMsg::Admitted {
+            participants,
+            ice_servers: extras.ice_servers,
+        },
         Notice::ParticipantJoined { participant } => ServerMsg::ParticipantJoined { participant },
         Notice::ParticipantLeft {
             participant_id,

@@ -15,8 +15,9 @@ use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
 use bedside_auth::TenantId;
 use bedside_visit::{
-    Actor, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId, ParticipantView,
-    ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
+    Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
+    ParticipantView, ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord,
+    VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -180,7 +181,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored) = match self.load(id).await {
+        let (record, stored, blocks) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -195,6 +196,7 @@ impl Registry {
         // now, as far as this one can tell.
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
+            .with_blocks(blocks)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
             id,
@@ -212,8 +214,11 @@ impl Registry {
             .clone())
     }
 
-    /// A visit as stored, and its participants unless it has ended.
-    async fn load(&self, id: VisitId) -> Result<(VisitRecord, Vec<StoredParticipant>), RoomError> {
+    /// A visit as stored, its participants unless it has ended, and its blocks.
+    async fn load(
+        &self,
+        id: VisitId,
+    ) -> Result<(VisitRecord, Vec<StoredParticipant>, Vec<Block>), RoomError> {
         let record = self
             .storage
             .visit(id)
@@ -224,7 +229,8 @@ impl Registry {
             VisitStatus::Ended => Vec::new(),
             _ => self.storage.participants(id).await.map_err(unavailable)?,
         };
-        Ok((record, stored))
+        let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
+        Ok((record, stored, blocks))
     }
 
     /// Locks the live visit `id`, loading it if needed.
@@ -430,10 +436,9 @@ impl Registry {
         outbox: Arc<dyn Outbox>,
         now: DateTime<Utc>,
     ) -> Result<(VisitHandle, ParticipantId), RoomError> {
-        let mut g = self.lock(id, now).await?;
-        if &g.tenant != tenant {
-            return Err(Refusal::WrongTenant.into());
-        }
+        // Another tenant's visit does not exist, as far as this token can tell: the same
+        // answer as a visit that was never created.
+        let mut g = self.lock_for(tenant, id, now).await?;
         let conn = req.conn;
         g.outboxes.insert(conn, outbox);
         match self.run(&mut g, Input::Join(req), now) {

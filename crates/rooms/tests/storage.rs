@@ -7,8 +7,8 @@ use bedside_rooms::storage::{self, ListQuery, Storage, StorageWriter};
 use bedside_rooms::{NextConnId, RandomId};
 use bedside_rooms::{Outbox, Outgoing, Registry, RoomError};
 use bedside_visit::{
-    Actor, AuditActor, AuditEvent, AuditKind, ConnId, EndReason, Input, JoinRequest, Notice,
-    ParticipantId, Refusal, VisitId, VisitRecord, VisitStatus,
+    Actor, AuditActor, AuditEvent, AuditKind, ConnId, Credential, EndReason, Input, JoinRequest,
+    Notice, ParticipantId, Refusal, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use parking_lot::Mutex;
@@ -202,6 +202,7 @@ fn join(identity: &str, role: Role) -> JoinRequest {
         role,
         name: "n".into(),
         new_id: ParticipantId::random(),
+        credential: Credential::token("jti", Utc::now().timestamp()),
     }
 }
 
@@ -236,7 +237,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
         let waiting = registry.participants(v.id).unwrap();
         patient_id = waiting
             .iter()
-            .find(|p| p.identity == "pt-1")
+            .find(|p| p.identity.as_deref() == Some("pt-1"))
             .unwrap()
             .participant_id;
         registry
@@ -286,7 +287,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
         other => panic!("{other:?}"),
     }
 
-    // Another tenant's token opens nothing; an unknown visit is not found.
+    // Another tenant's token opens nothing: its visit is not found, like an unknown one.
     let e = registry
         .join(
             v.id,
@@ -297,7 +298,7 @@ async fn the_registry_persists_admissions_across_a_restart() {
         )
         .await
         .err();
-    assert_eq!(e, Some(RoomError::Refused(Refusal::WrongTenant)));
+    assert_eq!(e, Some(RoomError::Refused(Refusal::VisitNotFound)));
     let e = registry
         .join(
             VisitId::random(),
@@ -901,5 +902,82 @@ async fn providers_consents_and_consultations_are_stored() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// Migration 0011 numbers each tenant's events on their own: events stored before it keep
+/// their numbers (stored cursors keep working), and a tenant's new events continue from its
+/// highest.
+#[tokio::test]
+async fn events_stored_before_tenant_numbering_keep_their_seq() {
+    // Two tenants' events, interleaved, as the tenant-wide numbering stored them.
+    const OLD_EVENTS: &str = "INSERT INTO visit_events \
+         (seq, id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at) VALUES \
+         (1, 'e1', 'clinic-a', 'v-a', 1, 'visit.created', 0, '{}', 0), \
+         (2, 'e2', 'clinic-b', 'v-b', 1, 'visit.created', 0, '{}', 0), \
+         (3, 'e3', 'clinic-a', 'v-a', 2, 'visit.started', 0, '{}', 0), \
+         (4, 'e4', 'clinic-b', 'v-b', 2, 'visit.started', 0, '{}', 0)";
+    let db = tempdb().await;
+    if pg::selected() {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.run_to(9, &pool).await.unwrap();
+        sqlx::raw_sql(OLD_EVENTS).execute(&pool).await.unwrap();
+        sqlx::raw_sql("SELECT setval('visit_events_seq', 4)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let opts: sqlx::sqlite::SqliteConnectOptions = db.url.parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true))
+            .await
+            .unwrap();
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.run_to(9, &pool).await.unwrap();
+        sqlx::raw_sql(OLD_EVENTS).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let storage = open(&db).await;
+    let seqs = |events: Vec<storage::StoredEvent>| -> Vec<(String, i64)> {
+        events.into_iter().map(|e| (e.id, e.seq)).collect()
+    };
+    let of = |s: &[(&str, i64)]| -> Vec<(String, i64)> {
+        s.iter().map(|(id, n)| ((*id).to_owned(), *n)).collect()
+    };
+    let b = tenant("clinic-b");
+    assert_eq!(
+        seqs(storage.events(&b, 0, 10).await.unwrap()),
+        of(&[("e2", 2), ("e4", 4)])
+    );
+    // A stored cursor still pages from where it was.
+    assert_eq!(
+        seqs(storage.events(&b, 2, 10).await.unwrap()),
+        of(&[("e4", 4)])
+    );
+    assert_eq!(storage.event_seq(&b, "e4").await.unwrap(), Some(4));
+    // New events continue from each tenant's own highest.
+    let now = Utc::now();
+    storage
+        .insert_visit(
+            &record("clinic-b", now),
+            &AuditEvent::new(AuditKind::Created, now),
+        )
+        .await
+        .unwrap();
+    storage
+        .insert_visit(
+            &record("clinic-a", now),
+            &AuditEvent::new(AuditKind::Created, now),
+        )
+        .await
+        .unwrap();
+    let numbers = |events: Vec<storage::StoredEvent>| -> Vec<i64> {
+        events.into_iter().map(|e| e.seq).collect()
+    };
+    assert_eq!(numbers(storage.events(&b, 0, 10).await.unwrap()), [2, 4, 5]);
+    assert_eq!(
+        numbers(storage.events(&tenant("clinic-a"), 0, 10).await.unwrap()),
+        [1, 3, 4]
     );
 }

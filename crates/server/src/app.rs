@@ -121,7 +121,10 @@ impl Application {
         let allowed_origins = config.allowed_origins(&public_url);
         let embedded = config.turn.as_ref().and_then(|t| t.embedded.clone());
         let turn = match embedded {
-            Some(embedded) => Some(EmbeddedTurn::start(embedded).await?),
+            Some(embedded) => {
+                let blocks = registry.storage().clone();
+                Some(EmbeddedTurn::start(embedded, blocks).await?)
+            }
             None => None,
         };
         let turn_addr = turn.as_ref().map(EmbeddedTurn::local_addr);

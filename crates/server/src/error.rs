@@ -164,9 +164,7 @@ impl From<StorageError> for ApiError {
 impl From<RoomError> for ApiError {
     fn from(e: RoomError) -> Self {
         match e {
-            RoomError::Refused(Refusal::VisitNotFound | Refusal::WrongTenant) => {
-                ApiError::VisitNotFound
-            }
+            RoomError::Refused(Refusal::VisitNotFound) => ApiError::VisitNotFound,
             RoomError::Refused(Refusal::UnknownParticipant) => ApiError::ParticipantNotFound,
             RoomError::Refused(Refusal::VisitEnded) => ApiError::VisitEnded,
             RoomError::Unavailable | RoomError::Elsewhere => ApiError::Unavailable,

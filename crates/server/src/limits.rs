@@ -1,6 +1,9 @@
 //! Flood limits: how many WebSockets one address may hold, how fast it may open them, and
 //! how fast one API key may create visits. Keyed rate limits use `governor`; the per-address
 //! socket count is a map of counters whose guards give the slot back when dropped.
+//!
+//! An "address" is an IPv4 address, or an IPv6 /64: one subscriber usually holds a whole
+//! /64, so counting single IPv6 addresses would give each client 2^64 shares.
 
 use crate::config::LimitsConfig;
 use dashmap::DashMap;
@@ -56,6 +59,7 @@ impl Limits {
 
     /// Takes a socket slot for `ip`, or `None` when it already holds its share.
     pub fn socket(&self, ip: IpAddr) -> Option<IpSlot> {
+        let ip = client_key(ip);
         let mut n = self.sockets.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
             return None;
@@ -69,7 +73,7 @@ impl Limits {
 
     /// Whether `ip` may attempt another join now.
     pub fn join_attempt(&self, ip: IpAddr) -> bool {
-        self.joins.check_key(&ip).is_ok()
+        self.joins.check_key(&client_key(ip)).is_ok()
     }
 
     /// Whether the API key `key` may create another visit now.
@@ -84,6 +88,21 @@ impl Limits {
         self.visits.retain_recent();
         self.joins.shrink_to_fit();
         self.visits.shrink_to_fit();
+    }
+}
+
+/// The address limits count by: an IPv4 address as is (also written as IPv4-mapped IPv6),
+/// an IPv6 address's /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -114,6 +133,20 @@ mod tests {
         );
         drop(first);
         assert!(limits.socket(a).is_some());
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let limits = Limits::new(&LimitsConfig {
+            max_per_ip: 2,
+            ..config()
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let _a = limits.socket(ip("2001:db8:1:2::1")).unwrap();
+        let _b = limits.socket(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(limits.socket(ip("2001:db8:1:2:abcd::1")).is_none());
+        assert!(limits.socket(ip("2001:db8:1:3::1")).is_some());
+        assert_eq!(client_key(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 
     #[test]

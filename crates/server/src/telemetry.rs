@@ -13,9 +13,47 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+/// Libraries whose debug and trace events carry what Bedside must never log: tungstenite
+/// logs every WebSocket frame (join tokens, names, chat, SDP with candidate addresses),
+/// the HTTP stack request lines and headers (identities in API paths, credentials), sqlx
+/// statements. They log at `info` at most, whatever `RUST_LOG` asks for.
+const CLAMPED: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "axum",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "http",
+    "reqwest",
+    "rustls",
+    "tokio_rustls",
+    "tower",
+    "tower_http",
+    "sqlx",
+    "redis",
+    "webrtc",
+    "turn",
+    "stun",
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry_http",
+];
+
+/// The log filter under `RUST_LOG`: everything it lets through except the clamped
+/// libraries' debug and trace events.
+fn clamp() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(CLAMPED.iter().map(|t| (*t, LevelFilter::INFO)))
+}
 
 /// Keeps the trace exporter running; dropping it sends what is still buffered.
 pub struct Telemetry {
@@ -32,7 +70,8 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber: `RUST_LOG` filters logs (default `info`), `format` is
+/// Installs the global subscriber: `RUST_LOG` filters logs (default `info`; see
+/// [`CLAMPED`] for what no filter opens), `format` is
 /// `text` or `json`; spans go to `otlp_endpoint` when it is set.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -57,7 +96,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Te
             ))
     });
     let result = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter))
+        .with(fmt.with_filter(filter.and(clamp())))
         .with(otel)
         .try_init();
     if result.is_err() {

@@ -5,9 +5,12 @@
 //! the sans-IO `rtc-turn` that `webrtc` 0.21 uses has a client only). Around it, Bedside
 //! adds what the crate leaves to its user:
 //!
-//! - authentication with the credentials Bedside mints (`expiry:participant-id`, HMAC-SHA1
+//! - authentication with the credentials Bedside mints (`expiry:subject.issued`, HMAC-SHA1
 //!   of the shared secret, as coturn's `use-auth-secret`), expired usernames refused;
-//! - a quota of live allocations per username (per participant), answered with 486;
+//! - a quota of live allocations per subject (one person in one visit, however often they
+//!   rejoin and whatever credential they use), answered with 486;
+//! - a removed or denied identity's credentials (issued no later than the block) refused
+//!   with 403 when they ask for an allocation;
 //! - peer addresses in private, loopback, link-local and other non-global ranges refused
 //!   with 403 unless `allow_private_peers` is set, so the relay cannot be turned against
 //!   the clinic's own network. Checked on CreatePermission and ChannelBind (the only ways
@@ -16,7 +19,8 @@
 //! UDP only: no TCP or TLS listener (`turns:`); see docs/nat-traversal.md.
 
 use async_trait::async_trait;
-use bedside_auth::TurnSecret;
+use bedside_auth::{MAX_TURN_CREDENTIAL_SECS, TurnSecret, subject_of};
+use bedside_rooms::storage::AccessBlocks;
 use chrono::Utc;
 use std::any::Any;
 use std::io;
@@ -76,7 +80,11 @@ pub struct EmbeddedTurn {
 }
 
 impl EmbeddedTurn {
-    pub async fn start(config: EmbeddedTurnConfig) -> Result<Self, TurnServerError> {
+    /// Starts serving; `blocks` is where removals and denials are stored.
+    pub async fn start(
+        config: EmbeddedTurnConfig,
+        blocks: Arc<dyn AccessBlocks>,
+    ) -> Result<Self, TurnServerError> {
         let socket =
             UdpSocket::bind(config.listen)
                 .await
@@ -101,6 +109,8 @@ impl EmbeddedTurn {
             socket: Arc::new(socket),
             rules: rules.clone(),
             server: server_slot.clone(),
+            secret: config.secret.clone(),
+            blocks,
         };
         let server = Arc::new(
             Server::new(ServerConfig {
@@ -230,6 +240,8 @@ struct Guard {
     socket: Arc<UdpSocket>,
     rules: Arc<Rules>,
     server: Arc<OnceLock<Weak<Server>>>,
+    secret: TurnSecret,
+    blocks: Arc<dyn AccessBlocks>,
 }
 
 /// What to do with one datagram from a client.
@@ -283,24 +295,35 @@ impl Guard {
         if username.get_from(&m).is_err() {
             return Verdict::Pass;
         }
+        // Usernames Bedside did not mint are the `turn` crate's to refuse (401).
+        let Some((subject, issued)) = subject_of(&username.text) else {
+            return Verdict::Pass;
+        };
+        if self.revoked(subject, issued).await {
+            tracing::info!(
+                participant = subject,
+                "TURN allocation of a revoked identity refused"
+            );
+            return refuse(&m, typ.method, CODE_FORBIDDEN, b"Forbidden");
+        }
         let Some(server) = self.server.get().and_then(Weak::upgrade) else {
             return Verdict::Pass;
         };
         let Ok(live) = server.get_allocations_info(None).await else {
             return Verdict::Pass;
         };
-        // A retransmitted Allocate from a client that already holds its allocation is the
-        // server's to answer.
+        // Counted per subject, whatever the username: rejoining mints new usernames for
+        // the same person. A retransmitted Allocate from a client that already holds its
+        // allocation is the server's to answer.
         let held = live
             .iter()
-            .filter(|(tuple, info)| info.username == username.text && tuple.src_addr != from)
+            .filter(|(tuple, info)| {
+                subject_of(&info.username).is_some_and(|(s, _)| s == subject)
+                    && tuple.src_addr != from
+            })
             .count();
         if held >= self.rules.max_allocations_per_user {
-            tracing::info!(
-                participant = pseudonym(&username.text).unwrap_or("?"),
-                held,
-                "TURN allocation quota reached"
-            );
+            tracing::info!(participant = subject, held, "TURN allocation quota reached");
             return refuse(
                 &m,
                 typ.method,
@@ -312,12 +335,22 @@ impl Guard {
     }
 }
 
-/// The participant id of a username Bedside minted (`expiry:p_` + 16 hex digits), for
-/// logs: anything else is a client's text and is not repeated.
-fn pseudonym(username: &str) -> Option<&str> {
-    let (_, id) = username.split_once(':')?;
-    let hex = id.strip_prefix("p_")?;
-    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+impl Guard {
+    /// Whether a credential of `subject` issued at `issued` (unix seconds) belongs to an
+    /// identity removed or denied since. Credentials live a day at most, so the blocks of
+    /// the last day are all that can matter. Storage that does not answer refuses nothing:
+    /// a clinic's call must not fail because a check could not be made.
+    async fn revoked(&self, subject: &str, issued: i64) -> bool {
+        let since = Utc::now() - chrono::TimeDelta::seconds(MAX_TURN_CREDENTIAL_SECS);
+        let Ok(blocks) = self.blocks.blocks_since(since).await else {
+            tracing::warn!("TURN: access blocks could not be read");
+            return false;
+        };
+        blocks.iter().any(|(visit, block)| {
+            block.at.timestamp() >= issued
+                && self.secret.subject(&visit.to_string(), &block.identity) == subject
+        })
+    }
 }
 
 /// An error response to request `m`.
@@ -576,16 +609,17 @@ mod tests {
     #[test]
     fn only_minted_usernames_reach_the_logs() {
         assert_eq!(
-            pseudonym("1767225600:p_0123456789abcdef"),
-            Some("p_0123456789abcdef")
+            subject_of("1767225600:s_0123456789abcdef.1767200000"),
+            Some(("s_0123456789abcdef", 1_767_200_000))
         );
         for other in [
-            "p_0123456789abcdef",
-            "1:p_01234",
-            "1:p_0123456789abcdefg",
+            "s_0123456789abcdef.1",
+            "1:s_01234.1",
+            "1:s_0123456789abcdefg.1",
+            "1:s_0123456789abcdef.\n",
             "1:\n",
         ] {
-            assert_eq!(pseudonym(other), None, "{other:?}");
+            assert_eq!(subject_of(other), None, "{other:?}");
         }
     }
 

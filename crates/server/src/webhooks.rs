@@ -168,6 +168,7 @@ pub fn signature(secrets: &[SigningSecret], t: i64, body: &str) -> String {
 pub fn payload(event: &StoredEvent) -> serde_json::Value {
     serde_json::json!({
         "id": event.id,
+        "seq": event.seq,
         "type": event.kind,
         "created_at": event.at,
         "visit_id": event.visit_id,
@@ -312,7 +313,7 @@ impl Delivery {
                         )
                     }
                 };
-                self.storage.record_attempt(event.seq, outcome).await?;
+                self.storage.record_attempt(event.row, outcome).await?;
                 match outcome {
                     Attempt::Delivered(_) => {
                         self.metrics.delivered.increment(1);

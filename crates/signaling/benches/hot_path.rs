@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
 use bedside_protocol::{ClientMsg, JoinedExtras, encode};
 use bedside_rooms::storage::{
-    Attempt, AuditRecord, AuditTrail, EventOutbox, Fencing, ListQuery, Secrets, Storage,
-    StorageError, StorageWriter, StoredEvent, Visits, WriteOp,
+    AccessBlocks, Attempt, AuditRecord, AuditTrail, EventOutbox, Fencing, ListQuery, Secrets,
+    Storage, StorageError, StorageWriter, StoredEvent, Visits, WriteOp,
 };
 use bedside_rooms::{NextConnId, Outbox, Outgoing, RandomId, Registry};
 use bedside_visit::{
-    ConnId, Input, JoinRequest, Notice, ParticipantId, StoredParticipant, Visit, VisitId,
-    VisitRecord, VisitStatus,
+    Block, ConnId, Credential, Input, JoinRequest, Notice, ParticipantId, StoredParticipant, Visit,
+    VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -58,6 +58,7 @@ fn join(conn: ConnId, identity: &str, role: Role) -> JoinRequest {
         role,
         name: identity.into(),
         new_id: ParticipantId::random(),
+        credential: Credential::token("jti", Utc::now().timestamp()),
     }
 }
 
@@ -164,6 +165,26 @@ impl Fencing for OneVisit {
         Ok(None)
     }
     async fn epochs(&self, _: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl AccessBlocks for OneVisit {
+    async fn blocks(&self, _: VisitId) -> Result<Vec<Block>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn blocked_at(
+        &self,
+        _: VisitId,
+        _: &str,
+    ) -> Result<Option<chrono::DateTime<Utc>>, StorageError> {
+        Ok(None)
+    }
+    async fn blocks_since(
+        &self,
+        _: chrono::DateTime<Utc>,
+    ) -> Result<Vec<(VisitId, Block)>, StorageError> {
         Ok(Vec::new())
     }
 }

@@ -9,16 +9,18 @@
 #[path = "dashboard.rs"]
 mod dashboard;
 
-use crate::Signaling;
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::trace_links::{self, Key};
+use crate::{IceGrant, Signaling};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bedside_auth::{ResumeClaims, Role, TenantId, TokenError};
 use bedside_protocol::{ClientMsg, JoinedExtras, ServerMsg, encode, error_frame, input_of};
-use bedside_rooms::{NextConnId, Outgoing, RandomId, Seat};
-use bedside_visit::{CloseCode, ConnId, Input, JoinRequest, Notice, ParticipantId, VisitId};
-use chrono::Utc;
+use bedside_rooms::{NextConnId, Outgoing, RandomId, RoomError, Seat};
+use bedside_visit::{
+    CloseCode, ConnId, Credential, Input, JoinRequest, Notice, ParticipantId, Refusal, VisitId,
+};
+use chrono::{DateTime, Utc};
 use futures_util::SinkExt;
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
@@ -57,8 +59,8 @@ struct Credentials {
     identity: String,
     role: Role,
     name: String,
-    /// The join token's id, to continue the trace of the call that minted it.
-    jti: Option<String>,
+    /// Which token, and when it was issued: what a block in the visit is checked against.
+    credential: Credential,
 }
 
 /// What a frame from the socket calls for.
@@ -74,6 +76,12 @@ struct Joined {
     inbox: Inbox,
     /// Until the `joined` frame carries it.
     resume_token: Option<String>,
+    /// Whether `joined` carries the call's ICE servers (a doctor's) or the waiting ones.
+    role: Role,
+    /// The pseudonym TURN credentials name this person by, in this visit.
+    turn_subject: String,
+    /// TURN credentials are issued no earlier than the credential this join used.
+    issued_floor: DateTime<Utc>,
 }
 
 struct Connection {
@@ -181,43 +189,52 @@ impl Connection {
         }
     }
 
-    /// Checks a resume token (preferred) or a join token.
+    /// Checks the tokens of a `join`: the credentials to try, in order (a valid resume
+    /// token first, then a valid join token), or why neither is valid.
     fn verify(
         &self,
         token: Option<&str>,
         resume_token: Option<&str>,
-    ) -> Result<Credentials, TokenError> {
+    ) -> Result<Vec<Credentials>, TokenError> {
         let now = Utc::now();
-        let mut error = TokenError::Malformed;
-        if let Some(rt) = resume_token {
-            match self.sig.resume.verify(rt, now) {
-                Ok(c) => {
-                    let tenant = TenantId::new(c.tenant).map_err(|_| TokenError::Malformed)?;
-                    return Ok(Credentials {
-                        tenant,
-                        visit: c.visit,
-                        identity: c.sub,
-                        role: c.role,
-                        name: c.name,
-                        jti: None,
-                    });
-                }
-                Err(e) => error = e,
-            }
-        }
-        if let Some(token) = token {
+        let resumed = resume_token.map(|rt| {
+            let c = self.sig.resume.verify(rt, now)?;
+            let tenant = TenantId::new(c.tenant).map_err(|_| TokenError::Malformed)?;
+            let place = c.pid.parse().map_err(|_| TokenError::Malformed)?;
+            Ok(Credentials {
+                tenant,
+                visit: c.visit,
+                identity: c.sub,
+                role: c.role,
+                name: c.name,
+                credential: Credential::resume(place, c.iat),
+            })
+        });
+        let joined = token.map(|token| {
             let v = self.sig.keys.verify_join(token, now)?;
             let c = v.claims;
-            return Ok(Credentials {
+            Ok(Credentials {
                 tenant: v.tenant,
                 visit: c.visit,
                 identity: c.sub,
                 role: c.role,
                 name: c.name,
-                jti: Some(c.jti),
-            });
+                credential: Credential::token(c.jti, c.iat),
+            })
+        });
+        let mut valid = Vec::new();
+        let mut error = TokenError::Malformed;
+        for verified in [resumed, joined].into_iter().flatten() {
+            match verified {
+                Ok(c) => valid.push(c),
+                Err(e) => error = e,
+            }
         }
-        Err(error)
+        if valid.is_empty() {
+            Err(error)
+        } else {
+            Ok(valid)
+        }
     }
 
     async fn join(
@@ -249,7 +266,7 @@ impl Connection {
                 Err(_) => {}
             }
         }
-        let creds = match self.verify(token.as_deref(), resume_token.as_deref()) {
+        let candidates = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 self.sig.metrics.error(e.code());
@@ -257,36 +274,48 @@ impl Connection {
                 return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
             }
         };
-        if let Some(jti) = &creds.jti {
-            trace_links::continue_from(&Key::Token(jti.clone()), &span);
-        }
-        let Ok(visit_id) = creds.visit.parse::<VisitId>() else {
-            self.send_error("visit_not_found", "visit not found")
-                .await?;
-            return Err(Exit::Close(CloseCode::VisitGone, "visit not found"));
-        };
-        let now = Utc::now();
-        let (outbox, inbox) = LocalOutbox::new(self.sig.config().queue_capacity);
-        let req = JoinRequest {
-            conn: self.conn,
-            identity: creds.identity.clone(),
-            role: creds.role,
-            name: creds.name.clone(),
-            new_id: ParticipantId::random(),
-        };
-        let joined = self
-            .sig
-            .router
-            .join(visit_id, &creds.tenant, req, outbox)
-            .await;
-        let (visit, participant) = match joined {
-            Ok(joined) => joined,
-            Err(e) => {
-                self.sig.metrics.error(e.code());
-                self.send_error(e.code(), &e.to_string()).await?;
-                return Err(Exit::Close(e.join_close_code(), "join refused"));
+        let mut candidates = candidates.into_iter().peekable();
+        // A resume token whose place is gone (or whose identity was blocked since) gives way
+        // to a join token sent with it: the person knocks again as new, if that token is
+        // still good.
+        let (creds, visit_id, visit, participant, inbox) = loop {
+            let Some(creds) = candidates.next() else {
+                return Err(Exit::Gone);
+            };
+            let Ok(visit_id) = creds.visit.parse::<VisitId>() else {
+                self.send_error("visit_not_found", "visit not found")
+                    .await?;
+                return Err(Exit::Close(CloseCode::VisitGone, "visit not found"));
+            };
+            if let Credential::Token { jti, .. } = &creds.credential {
+                trace_links::continue_from(&Key::Token(jti.clone()), &span);
+            }
+            let (outbox, inbox) = LocalOutbox::new(self.sig.config().queue_capacity);
+            let req = JoinRequest {
+                conn: self.conn,
+                identity: creds.identity.clone(),
+                role: creds.role,
+                name: creds.name.clone(),
+                new_id: ParticipantId::random(),
+                credential: creds.credential.clone(),
+            };
+            match self
+                .sig
+                .router
+                .join(visit_id, &creds.tenant, req, outbox)
+                .await
+            {
+                Ok((visit, participant)) => break (creds, visit_id, visit, participant, inbox),
+                Err(RoomError::Refused(Refusal::PlaceGone | Refusal::AccessRevoked))
+                    if candidates.peek().is_some() => {}
+                Err(e) => {
+                    self.sig.metrics.error(e.code());
+                    self.send_error(e.code(), &e.to_string()).await?;
+                    return Err(Exit::Close(e.join_close_code(), "join refused"));
+                }
             }
         };
+        let now = Utc::now();
         self.visit = Some(visit_id);
         self.participant = Some(participant);
         tracing::info!(conn = %self.conn, visit = %visit_id, %participant, role = %creds.role, "joined");
@@ -301,20 +330,28 @@ impl Connection {
         let expires = now
             + chrono::Duration::from_std(self.sig.config().resume_ttl)
                 .unwrap_or(chrono::Duration::hours(12));
+        // Never issued before the credential it was earned with: a link minted a moment
+        // after a block may carry an `iat` up to a second ahead (crates/visit/src/access.rs),
+        // and the resume token must be as much after the block as that link.
+        let issued = now.max(creds.credential.issued_at());
         let claims = ResumeClaims::new(
             creds.tenant.as_str(),
             &creds.visit,
             &creds.identity,
             creds.role,
             &creds.name,
-            now,
+            issued,
             expires,
-        );
+        )
+        .at_place(&participant.to_string());
         let resume_token = self.sig.resume.mint(&claims).ok();
         Ok(Joined {
             visit,
             inbox,
             resume_token,
+            role: creds.role,
+            turn_subject: self.sig.turn_subject(&creds.visit, &creds.identity),
+            issued_floor: creds.credential.issued_at(),
         })
     }
 
@@ -378,17 +415,25 @@ impl Connection {
                         Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
                         _ => String::new(),
                     };
-                    // TURN credentials are minted for this participant as `joined` is
-                    // written; every other frame borrows the static list. Scoped to the
+                    // TURN credentials are minted for this participant as the frame is
+                    // written: the call's once admitted, a probe while waiting
+                    // (docs/nat-traversal.md); other frames carry none. Scoped to the
                     // encoding, so the relay loop's future does not carry them.
                     let frame = {
-                        let ice_servers = match *notice {
-                            Notice::Joined { participant_id, .. } => self.sig.ice_servers_for(
-                                participant_id,
+                        let grant = match *notice {
+                            Notice::Joined { .. } if j.role.is_host() => Some(IceGrant::Call),
+                            Notice::Joined { .. } | Notice::Waiting(_) => Some(IceGrant::Probe),
+                            Notice::Admitted { .. } => Some(IceGrant::Call),
+                            _ => None,
+                        };
+                        let ice_servers = match grant {
+                            Some(grant) => self.sig.ice_servers_for(
+                                &j.turn_subject,
+                                grant,
                                 j.visit.expires_at(),
-                                Utc::now(),
+                                Utc::now().max(j.issued_floor),
                             ),
-                            _ => std::borrow::Cow::Borrowed(&self.sig.ice_servers[..]),
+                            None => std::borrow::Cow::Borrowed(&[][..]),
                         };
                         let extras = JoinedExtras {
                             ice_servers: &ice_servers,
@@ -514,9 +559,8 @@ impl Connection {
             Some(Ok(msg)) => msg,
         };
         self.last_seen = Instant::now();
-        if matches!(msg, Message::Pong(_)) {
-            return Ok(Inbound::Nothing);
-        }
+        // Every frame counts, pongs too: unsolicited pongs cost as much to read as pings,
+        // and a browser sends one per ping of ours, far below the limit.
         if self.limiter.check().is_err() {
             self.sig.metrics.error("rate_limited");
             return Err(Exit::Close(CloseCode::Policy, "too many messages"));

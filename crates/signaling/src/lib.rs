@@ -18,7 +18,6 @@ use axum::extract::ws::WebSocketUpgrade;
 use bedside_auth::{KeyRing, ResumeKey, TurnSecret};
 use bedside_protocol::IceServer;
 use bedside_rooms::{Desk, Registry, Router};
-use bedside_visit::ParticipantId;
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -75,6 +74,15 @@ pub struct TurnServers {
     pub secret: TurnSecret,
 }
 
+/// Which `ice_servers` a participant gets (see [`Signaling::ice_servers_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceGrant {
+    /// Admitted: the call's servers.
+    Call,
+    /// Waiting: STUN, and a short-lived probe credential.
+    Probe,
+}
+
 /// Everything a connection task needs.
 pub struct Signaling {
     /// Reaches visits wherever they run.
@@ -82,6 +90,8 @@ pub struct Signaling {
     keys: Arc<KeyRing>,
     resume: ResumeKey,
     ice_servers: Vec<IceServer>,
+    /// The STUN entries of `ice_servers`: what a waiting participant gets of them.
+    stun_servers: Vec<IceServer>,
     /// Set when TURN credentials are minted per participant.
     turn: Option<TurnServers>,
     config: SignalingConfig,
@@ -108,11 +118,21 @@ impl Signaling {
         config: SignalingConfig,
         shutdown: CancellationToken,
     ) -> Self {
+        let stun_servers = ice_servers
+            .iter()
+            .filter(|s| {
+                s.urls
+                    .iter()
+                    .all(|u| u.starts_with("stun:") || u.starts_with("stuns:"))
+            })
+            .cloned()
+            .collect();
         Self {
             router,
             keys,
             resume,
             ice_servers,
+            stun_servers,
             turn: None,
             config,
             shutdown,
@@ -133,28 +153,46 @@ impl Signaling {
         self
     }
 
-    /// The `ice_servers` of one participant's `joined`: the static list, then the TURN
-    /// servers with a credential minted for this participant, valid until the visit ends
-    /// (capped at a day). Minted at each join, so a returning participant gets a fresh one.
+    /// The `ice_servers` a participant gets. For the call ([`IceGrant::Call`]: `admitted`,
+    /// and a doctor's `joined`): the static list, then the TURN servers with a credential
+    /// minted for `subject`, valid until the visit ends (capped at a day). While waiting
+    /// ([`IceGrant::Probe`]: a patient's or guest's `joined`, each `waiting`): the static
+    /// list's STUN entries and a probe credential that lives five minutes at most, for the
+    /// pre-call network check. Minted afresh each time, issued no earlier than `issued`.
     pub fn ice_servers_for(
         &self,
-        participant: ParticipantId,
+        subject: &str,
+        grant: IceGrant,
         visit_expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
+        issued: DateTime<Utc>,
     ) -> Cow<'_, [IceServer]> {
-        let Some(turn) = &self.turn else {
-            return Cow::Borrowed(&self.ice_servers);
+        let base = match grant {
+            IceGrant::Call => &self.ice_servers,
+            IceGrant::Probe => &self.stun_servers,
         };
-        let minted = turn
-            .secret
-            .mint(&participant.to_string(), visit_expires_at, now);
-        let mut servers = self.ice_servers.clone();
+        let Some(turn) = &self.turn else {
+            return Cow::Borrowed(base);
+        };
+        let minted = match grant {
+            IceGrant::Call => turn.secret.mint(subject, visit_expires_at, issued),
+            IceGrant::Probe => turn.secret.mint_probe(subject, visit_expires_at, issued),
+        };
+        let mut servers = base.clone();
         servers.push(IceServer {
             urls: turn.urls.clone(),
             username: Some(minted.username),
             credential: Some(minted.credential),
         });
         Cow::Owned(servers)
+    }
+
+    /// The pseudonym TURN credentials carry for `identity` in `visit` (see
+    /// `bedside_auth::TurnSecret::subject`); empty without TURN servers.
+    pub fn turn_subject(&self, visit: &str, identity: &str) -> String {
+        self.turn
+            .as_ref()
+            .map(|t| t.secret.subject(visit, identity))
+            .unwrap_or_default()
     }
 
     pub fn config(&self) -> &SignalingConfig {

@@ -6,6 +6,7 @@
 //!   connections to close, changes to store, audit entries and events to record). Every rule
 //!   of the waiting room is tested with simulated time (`tests/scenarios.rs`).
 //! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
+//! - [`access`]: which credentials a removal or denial takes back.
 //! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
 //!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
 //!   finding the first broken link), which storage calls.
@@ -20,6 +21,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod audit;
 pub mod audit_chain;
 pub mod consent;
@@ -34,6 +36,7 @@ pub mod record;
 pub mod refusal;
 pub mod visit;
 
+pub use access::{Block, Credential};
 pub use audit::{AuditActor, AuditEvent, AuditKind};
 pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
 pub use consent::{ConsentGiven, ConsentText};

@@ -30,12 +30,14 @@ pub struct MediaState {
 }
 
 /// The participant object of the protocol. `connected` is false while a participant who
-/// dropped is inside the grace period and may come back.
+/// dropped is inside the grace period and may come back. `identity` is there only for
+/// doctors and the clinic's backend: the field is absent for everyone else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParticipantView {
     pub participant_id: ParticipantId,
-    pub identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     pub role: Role,
     pub name: String,
     pub state: ParticipantState,

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 /// is for the sender alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
+    /// Also the answer to a token of another tenant: whether a visit exists is nobody
+    /// else's business.
     #[error("visit not found")]
     VisitNotFound,
-    #[error("the token is not valid for this visit")]
-    WrongTenant,
     #[error("the visit has ended")]
     VisitEnded,
     #[error("the visit has not started yet")]
@@ -46,6 +46,12 @@ pub enum Refusal {
         crate::visit::MAX_MESSAGE_CHARS
     )]
     InvalidText,
+    /// The identity was removed or denied after this credential was issued.
+    #[error("access to this visit was revoked; ask the clinic for a new link")]
+    AccessRevoked,
+    /// A resume token whose place is no longer held (left, or timed out).
+    #[error("this resume token's place in the visit is gone; join with a link")]
+    PlaceGone,
 }
 
 impl Refusal {
@@ -53,7 +59,6 @@ impl Refusal {
     pub fn code(self) -> &'static str {
         match self {
             Refusal::VisitNotFound => "visit_not_found",
-            Refusal::WrongTenant => "invalid_token",
             Refusal::VisitEnded => "visit_ended",
             Refusal::NotStarted => "visit_not_started",
             Refusal::VisitFull => "visit_full",
@@ -69,13 +74,15 @@ impl Refusal {
             Refusal::ConsentNotRequired => "consent_not_required",
             Refusal::WrongConsentVersion => "wrong_consent_version",
             Refusal::InvalidText => "invalid_text",
+            Refusal::AccessRevoked => "access_revoked",
+            Refusal::PlaceGone => "invalid_token",
         }
     }
 
     /// For a refused join, how the connection is closed; other refusals keep it open.
     pub fn join_close_code(self) -> CloseCode {
         match self {
-            Refusal::WrongTenant => CloseCode::BadToken,
+            Refusal::PlaceGone => CloseCode::BadToken,
             Refusal::VisitNotFound | Refusal::VisitEnded => CloseCode::VisitGone,
             _ => CloseCode::NotAllowed,
         }

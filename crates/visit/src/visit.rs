@@ -19,7 +19,12 @@
 //! - a visit with a provider reports its part of the provider's queue ([`Output::Queue`])
 //!   whenever it changes, and tells its waiting participants where they stand when the
 //!   caller feeds back [`Input::Standings`].
+//! - a removal or denial blocks that identity: credentials issued until then are refused
+//!   ([`crate::access`]), and a resume token reopens only the place it names, while it is
+//!   held;
+//! - only doctors see other participants' identities.
 
+use crate::access::{Block, Credential, revokes};
 use crate::audit::{AuditActor, AuditEvent, AuditKind};
 use crate::consent::ConsentGiven;
 use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
@@ -65,6 +70,9 @@ pub struct JoinRequest {
     pub name: String,
     /// Used if this identity is new to the visit; the caller supplies randomness.
     pub new_id: ParticipantId,
+    /// What the connection verified: a join token or a resume token, and when it was
+    /// issued (a block refuses those issued no later than itself).
+    pub credential: Credential,
 }
 
 #[derive(Debug)]
@@ -173,6 +181,11 @@ pub enum Change {
         started_at: DateTime<Utc>,
         ended_at: DateTime<Utc>,
     },
+    /// `identity` was removed or denied at `at`: credentials issued until then are refused.
+    Blocked {
+        identity: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug)]
@@ -222,10 +235,12 @@ impl Participant {
         self.state == ParticipantState::Waiting && (!consent_required || self.consent.is_some())
     }
 
-    fn view(&self) -> ParticipantView {
+    /// The participant as `viewer_is_host` may see them: only doctors (and the clinic's
+    /// backend) see identities.
+    fn view(&self, viewer_is_host: bool) -> ParticipantView {
         ParticipantView {
             participant_id: self.id,
-            identity: self.identity.clone(),
+            identity: viewer_is_host.then(|| self.identity.clone()),
             role: self.role,
             name: self.name.clone(),
             state: self.state,
@@ -286,6 +301,8 @@ pub struct Visit {
     record: VisitRecord,
     grace: TimeDelta,
     participants: Vec<Participant>,
+    /// Identities removed or denied, with the latest block of each.
+    blocks: Vec<Block>,
     /// How long before `expires_at` everyone is warned that the visit is about to end.
     warn_before: TimeDelta,
     warned: bool,
@@ -305,6 +322,7 @@ impl Visit {
             record,
             grace,
             participants: Vec::new(),
+            blocks: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             reported: None,
@@ -345,11 +363,44 @@ impl Visit {
             record,
             grace,
             participants,
+            blocks: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             reported: None,
             provider_view: None,
         }
+    }
+
+    /// The visit's blocks, as stored: loaded with the visit, so every node that runs it and
+    /// every restart refuses what they refuse.
+    pub fn with_blocks(mut self, blocks: Vec<Block>) -> Self {
+        for block in blocks {
+            self.note_block(block.identity, block.at);
+        }
+        self
+    }
+
+    /// When `identity` was last blocked in this visit, if it was.
+    pub fn blocked_at(&self, identity: &str) -> Option<DateTime<Utc>> {
+        self.blocks
+            .iter()
+            .find(|b| b.identity == identity)
+            .map(|b| b.at)
+    }
+
+    /// Keeps the latest block of `identity`.
+    fn note_block(&mut self, identity: String, at: DateTime<Utc>) {
+        match self.blocks.iter_mut().find(|b| b.identity == identity) {
+            Some(block) => block.at = block.at.max(at),
+            None => self.blocks.push(Block { identity, at }),
+        }
+    }
+
+    /// Blocks `identity` from `now` on, and stores the block with whatever else this input
+    /// changes.
+    fn block(&mut self, identity: String, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        self.note_block(identity.clone(), now);
+        out.push(Output::Persist(Change::Blocked { identity, at: now }));
     }
 
     /// Sets how long before the visit's end its participants are warned.
@@ -366,9 +417,10 @@ impl Visit {
         &self.record
     }
 
-    /// Everyone present, admitted first.
+    /// Everyone present, admitted first, as the clinic's backend sees them (identities
+    /// included).
     pub fn participants(&self) -> Vec<ParticipantView> {
-        let mut views: Vec<_> = self.participants.iter().map(Participant::view).collect();
+        let mut views: Vec<_> = self.participants.iter().map(|p| p.view(true)).collect();
         views.sort_by_key(|v| v.state != ParticipantState::Admitted);
         views
     }
@@ -465,9 +517,9 @@ impl Visit {
                 let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
                 self.participants[i].media = media;
                 if self.participants[i].admitted() {
-                    let participant = self.participants[i].view();
-                    self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
-                        participant: participant.clone(),
+                    let p = &self.participants[i];
+                    self.to_admitted(Some(i), out, |host| Notice::ParticipantUpdated {
+                        participant: p.view(host),
                     });
                 }
                 Ok(())
@@ -757,25 +809,33 @@ impl Visit {
         }
     }
 
-    /// Sends a notice to every connected admitted participant except `skip`.
-    fn to_admitted(&self, skip: Option<usize>, out: &mut Vec<Output>, notice: impl Fn() -> Notice) {
+    /// Sends a notice to every connected admitted participant except `skip`; `notice` is
+    /// told whether its recipient is a doctor (who may see identities).
+    fn to_admitted(
+        &self,
+        skip: Option<usize>,
+        out: &mut Vec<Output>,
+        notice: impl Fn(bool) -> Notice,
+    ) {
         for (i, p) in self.participants.iter().enumerate() {
             if let (Some(conn), true) = (p.conn, p.admitted() && Some(i) != skip) {
                 out.push(Output::Send {
                     to: conn,
-                    notice: notice(),
+                    notice: notice(p.role.is_host()),
                 });
             }
         }
     }
 
-    /// The admitted participants other than `skip`, as an `admitted` frame lists them.
-    fn admitted_views(&self, skip: usize) -> Vec<ParticipantView> {
+    /// The admitted participants other than `viewer`, as an `admitted` frame to `viewer`
+    /// lists them.
+    fn admitted_views(&self, viewer: usize) -> Vec<ParticipantView> {
+        let host = self.participants[viewer].role.is_host();
         self.participants
             .iter()
             .enumerate()
-            .filter(|&(i, p)| i != skip && p.admitted())
-            .map(|(_, p)| p.view())
+            .filter(|&(i, p)| i != viewer && p.admitted())
+            .map(|(_, p)| p.view(host))
             .collect()
     }
 
@@ -798,10 +858,25 @@ impl Visit {
         out: &mut Vec<Output>,
     ) -> Result<(), Refusal> {
         self.check_joinable(now)?;
+        if self
+            .blocked_at(&req.identity)
+            .is_some_and(|block| revokes(block, req.credential.issued_at()))
+        {
+            return Err(Refusal::AccessRevoked);
+        }
         let existing = self
             .participants
             .iter()
             .position(|p| p.identity == req.identity);
+        // A resume token reopens the place it names while that place is held (connected,
+        // or within its grace period), and nothing else: after `leave` or a timeout the
+        // place is gone.
+        if let Credential::Resume { place, .. } = req.credential
+            && existing.map(|i| self.participants[i].id) != Some(place)
+        {
+            return Err(Refusal::PlaceGone);
+        }
+        let via = req.credential.audit_name().to_owned();
         // A changed role is a different person as far as the visit goes: they re-enter.
         if let Some(i) = existing.filter(|&i| self.participants[i].role != req.role) {
             if let Some(old) = self.participants[i].conn {
@@ -811,7 +886,9 @@ impl Visit {
                 });
             }
             out.push(Output::Audit(
-                self.participants[i].audit(AuditKind::Replaced, now),
+                self.participants[i]
+                    .audit(AuditKind::Replaced, now)
+                    .detail(via),
             ));
             out.push(self.participants[i].left(LeftReason::Replaced, now));
             self.remove_at(i, LeaveReason::Left, out);
@@ -832,7 +909,7 @@ impl Visit {
                 };
                 p.dropped_at = None;
                 p.name = req.name;
-                out.push(Output::Audit(p.audit(kind, now)));
+                out.push(Output::Audit(p.audit(kind, now).detail(via)));
                 i
             }
             None => {
@@ -869,7 +946,7 @@ impl Visit {
                 out.push(Output::Audit(
                     self.participants[i]
                         .audit(AuditKind::Joined, now)
-                        .detail(state.as_str()),
+                        .detail(via),
                 ));
                 // Someone asked for consent first knocks when they give it.
                 let kind = match state {
@@ -916,14 +993,13 @@ impl Visit {
                     },
                 });
             }
-            let participant = p.view();
             if existing.is_some() {
-                self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
-                    participant: participant.clone(),
+                self.to_admitted(Some(i), out, |host| Notice::ParticipantUpdated {
+                    participant: p.view(host),
                 });
             } else {
-                self.to_admitted(Some(i), out, || Notice::ParticipantJoined {
-                    participant: participant.clone(),
+                self.to_admitted(Some(i), out, |host| Notice::ParticipantJoined {
+                    participant: p.view(host),
                 });
             }
         } else if !p.knocking(self.consent_required()) {
@@ -961,9 +1037,9 @@ impl Visit {
         out.push(Output::Persist(Change::Participant(p.stored())));
         out.push(Output::Audit(p.audit(AuditKind::Dropped, now)));
         if p.admitted() {
-            let participant = p.view();
-            self.to_admitted(Some(i), out, || Notice::ParticipantUpdated {
-                participant: participant.clone(),
+            let p = &self.participants[i];
+            self.to_admitted(Some(i), out, |host| Notice::ParticipantUpdated {
+                participant: p.view(host),
             });
         } else {
             self.lobby_to_doctors(out);
@@ -1020,9 +1096,8 @@ impl Visit {
                 },
             });
         }
-        let participant = p.view();
-        self.to_admitted(Some(i), out, || Notice::ParticipantJoined {
-            participant: participant.clone(),
+        self.to_admitted(Some(i), out, |host| Notice::ParticipantJoined {
+            participant: p.view(host),
         });
         self.lobby_to_doctors(out);
         Ok(())
@@ -1057,6 +1132,9 @@ impl Visit {
                 .actor(actor),
         ));
         out.push(self.participants[i].event(EventKind::ParticipantDenied, now));
+        // Turned away means turned away: the link (and resume token) they came with is
+        // refused from now on; a new link from the clinic lets them knock again.
+        self.block(self.participants[i].identity.clone(), now, out);
         self.expel(i, reason.into(), LeaveReason::Removed, out);
         Ok(())
     }
@@ -1069,14 +1147,27 @@ impl Visit {
         out: &mut Vec<Output>,
     ) -> Result<(), Refusal> {
         let actor = self.authorize(&by)?;
-        let i = match &target {
+        let found = match &target {
             Target::Id(id) => self.by_id(*id),
             Target::Identity(identity) => self
                 .participants
                 .iter()
                 .position(|p| &p.identity == identity),
-        }
-        .ok_or(Refusal::UnknownParticipant)?;
+        };
+        let i = match (found, target) {
+            (Some(i), _) => i,
+            // The clinic revokes a link that was never used, or leaked before its owner
+            // came: nobody to take out, but the identity is blocked all the same.
+            (None, Target::Identity(identity)) => {
+                out.push(Output::Audit(AuditEvent {
+                    identity: Some(identity.clone()),
+                    ..AuditEvent::new(AuditKind::Removed, now).actor(actor)
+                }));
+                self.block(identity, now, out);
+                return Ok(());
+            }
+            (None, Target::Id(_)) => return Err(Refusal::UnknownParticipant),
+        };
         if let Actor::Conn(conn) = by
             && self.participants[i].conn == Some(conn)
         {
@@ -1088,6 +1179,7 @@ impl Visit {
                 .actor(actor),
         ));
         out.push(self.participants[i].left(LeftReason::Removed, now));
+        self.block(self.participants[i].identity.clone(), now, out);
         self.expel(i, "removed".into(), LeaveReason::Removed, out);
         Ok(())
     }
@@ -1114,7 +1206,7 @@ impl Visit {
             participant_id: p.id,
         }));
         if p.admitted() {
-            self.to_admitted(None, out, || Notice::ParticipantLeft {
+            self.to_admitted(None, out, |_| Notice::ParticipantLeft {
                 participant_id: p.id,
                 reason,
             });
@@ -1169,7 +1261,7 @@ impl Visit {
         let text: Arc<str> = text.into();
         let from = from.id;
         // Echoed to the sender too, so everyone holds the same transcript.
-        self.to_admitted(None, out, || Notice::Chat {
+        self.to_admitted(None, out, |_| Notice::Chat {
             from,
             text: text.clone(),
             at: now,

@@ -5,7 +5,7 @@
 use bedside_auth::{KeyId, Role, TenantId};
 use bedside_visit::queue::{ProviderView, current_consultation, line_up, standings};
 use bedside_visit::{
-    Actor, AuditKind, Change, ConnId, ConsentText, Input, JoinRequest, Notice, Output,
+    Actor, AuditKind, Change, ConnId, ConsentText, Credential, Input, JoinRequest, Notice, Output,
     ParticipantId, Presence, ProviderId, Refusal, Standing, Visit, VisitId, VisitQueue,
     VisitRecord, VisitStatus, WaitModel,
 };
@@ -83,6 +83,7 @@ impl Sim {
             role,
             name: format!("{identity} name"),
             new_id: ParticipantId::from_bits(next()),
+            credential: Credential::token("jti", t0().timestamp()),
         }));
         let id = match notices(&out, conn).first() {
             Some(Notice::Joined { participant_id, .. }) => *participant_id,

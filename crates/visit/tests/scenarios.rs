@@ -4,9 +4,9 @@
 use bedside_auth::{KeyId, Role, TenantId};
 use bedside_visit::visit::MAX_CHAT_CHARS;
 use bedside_visit::{
-    Actor, AuditKind, Change, CloseCode, ConnId, EndReason, Input, JoinRequest, LeaveReason,
-    MediaState, Notice, Output, ParticipantId, ParticipantState, Refusal, StoredParticipant,
-    Target, Visit, VisitId, VisitRecord, VisitStatus,
+    Actor, AuditKind, Block, Change, CloseCode, ConnId, Credential, EndReason, Input, JoinRequest,
+    LeaveReason, MediaState, Notice, Output, ParticipantId, ParticipantState, Refusal,
+    StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::value::RawValue;
@@ -98,19 +98,39 @@ impl Sim {
 
     fn join_as(&mut self, identity: &str, role: Role) -> (Who, Vec<Output>) {
         let conn = conn_id();
-        let req = JoinRequest {
-            conn,
-            identity: identity.into(),
-            role,
-            name: format!("{identity} name"),
-            new_id: pid(),
-        };
-        let out = self.ok(Input::Join(req));
+        let out = self.ok(Input::Join(self.request(conn, identity, role)));
         let id = match notices(&out, conn).first() {
             Some(Notice::Joined { participant_id, .. }) => *participant_id,
             other => panic!("expected joined first, got {other:?}"),
         };
         (Who { conn, id }, out)
+    }
+
+    /// A join with a link minted now.
+    fn request(&self, conn: ConnId, identity: &str, role: Role) -> JoinRequest {
+        self.request_with(
+            conn,
+            identity,
+            role,
+            Credential::token("jti", self.now.timestamp()),
+        )
+    }
+
+    fn request_with(
+        &self,
+        conn: ConnId,
+        identity: &str,
+        role: Role,
+        credential: Credential,
+    ) -> JoinRequest {
+        JoinRequest {
+            conn,
+            identity: identity.into(),
+            role,
+            name: format!("{identity} name"),
+            new_id: pid(),
+            credential,
+        }
     }
 
     fn join(&mut self, identity: &str, role: Role) -> Who {
@@ -357,14 +377,27 @@ fn a_denied_patient_who_returns_waits_again() {
     let mut sim = Sim::new();
     let doc = sim.join("dr-1", Role::Doctor);
     let pt = sim.join("pt-1", Role::Patient);
-    sim.ok(Input::Deny {
+    let out = sim.ok(Input::Deny {
         conn: doc.conn,
         target: pt.id,
         reason: None,
     });
+    assert!(blocked(&out, "pt-1"), "a denial blocks: {out:?}");
+    // The link they came with is refused, now and later...
+    sim.advance(600);
+    let old = Credential::token("jti", t0().timestamp());
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, old);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+    // ...and a link the clinic mints afterwards knocks again, as someone new.
     let (again, out) = sim.join_as("pt-1", Role::Patient);
     assert_eq!(kinds(&notices(&out, again.conn)), ["joined", "waiting"]);
     assert_ne!(again.id, pt.id, "a new participant");
+}
+
+/// Whether `out` stores a block of `identity`.
+fn blocked(out: &[Output], identity: &str) -> bool {
+    out.iter()
+        .any(|o| matches!(o, Output::Persist(Change::Blocked { identity: i, .. }) if i == identity))
 }
 
 #[test]
@@ -403,14 +436,15 @@ fn removal_by_doctor_or_api_closes_and_tells_the_others() {
     assert_eq!(closes(&out), [(b.conn, CloseCode::NotAllowed)]);
     assert!(out.iter().any(|o| matches!(o, Output::Audit(e) if e.kind == AuditKind::Removed && e.actor.as_ref().map(ToString::to_string).as_deref() == Some("api:clinic-a"))));
 
-    // Removed participants come back through the waiting room.
+    // Removed participants come back, with a new link, through the waiting room.
+    sim.advance(1);
     let (back, out) = sim.join_as("pt-a", Role::Patient);
     assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
 
     assert_eq!(
         sim.err(Input::Remove {
-            by: api("clinic-a"),
-            target: Target::Identity("nobody".into())
+            by: Actor::Conn(doc.conn),
+            target: Target::Id(pid())
         })
         .0,
         Refusal::UnknownParticipant
@@ -544,6 +578,7 @@ fn the_participant_cap_holds_but_returning_participants_fit() {
         role: Role::Guest,
         name: String::new(),
         new_id: pid(),
+        credential: Credential::token("jti", t0().timestamp()),
     };
     let (e, out) = sim.err(Input::Join(req));
     assert_eq!(e, Refusal::VisitFull);
@@ -592,6 +627,7 @@ fn ending_closes_everyone_and_refuses_later_joins() {
         role: Role::Patient,
         name: String::new(),
         new_id: pid(),
+        credential: Credential::token("jti", t0().timestamp()),
     };
     assert_eq!(sim.err(Input::Join(req)).0, Refusal::VisitEnded);
     assert_eq!(
@@ -825,6 +861,7 @@ fn a_visit_expires_on_time_and_refuses_joins_afterwards() {
         role: Role::Patient,
         name: String::new(),
         new_id: pid(),
+        credential: Credential::token("jti", t0().timestamp()),
     };
     assert_eq!(sim.err(Input::Join(req)).0, Refusal::VisitEnded);
 }
@@ -841,6 +878,7 @@ fn a_join_after_expiry_ends_the_visit_even_without_a_tick() {
         role: Role::Patient,
         name: String::new(),
         new_id: pid(),
+        credential: Credential::token("jti", t0().timestamp()),
     };
     let (e, out) = sim.err(Input::Join(req));
     assert_eq!(e, Refusal::VisitEnded);
@@ -865,6 +903,7 @@ fn joins_before_not_before_are_refused() {
         role: Role::Patient,
         name: String::new(),
         new_id: pid(),
+        credential: Credential::token("jti", t0().timestamp()),
     };
     assert_eq!(sim.err(Input::Join(req)).0, Refusal::NotStarted);
     sim.advance(600);
@@ -1098,4 +1137,296 @@ fn a_visit_without_a_doctor_and_a_patient_together_never_starts() {
         _ => None,
     });
     assert_eq!(duration, Some(0));
+}
+
+// Access the clinic can take back (crates/visit/src/access.rs).
+
+/// A resume token for `who`'s place, issued now.
+fn resume(sim: &Sim, who: Who) -> Credential {
+    Credential::resume(who.id, sim.now.timestamp())
+}
+
+#[test]
+fn a_removal_refuses_every_credential_issued_until_then_and_nothing_after() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let link = Credential::token("link-1", sim.now.timestamp());
+    let their_resume = resume(&sim, pt);
+    sim.advance(5);
+    let out = sim.ok(Input::Remove {
+        by: Actor::Conn(doc.conn),
+        target: Target::Id(pt.id),
+    });
+    assert!(blocked(&out, "pt-1"));
+    assert_eq!(sim.visit.blocked_at("pt-1"), Some(sim.now));
+    // The link, the resume token, and a link minted in the block's very second: refused.
+    sim.advance(3600);
+    let same_second = Credential::token("link-2", (sim.now - TimeDelta::seconds(3600)).timestamp());
+    for credential in [link.clone(), their_resume, same_second] {
+        let req = sim.request_with(conn_id(), "pt-1", Role::Patient, credential);
+        let (e, out) = sim.err(Input::Join(req));
+        assert_eq!(e, Refusal::AccessRevoked);
+        assert_eq!(
+            (e.code(), e.join_close_code()),
+            ("access_revoked", CloseCode::NotAllowed)
+        );
+        assert!(audits(&out).is_empty(), "a refused join is not a join");
+    }
+    // A link issued after the block knocks again; the old one stays refused.
+    let (back, out) = sim.join_as("pt-1", Role::Patient);
+    assert_eq!(kinds(&notices(&out, back.conn)), ["joined", "waiting"]);
+    sim.ok(Input::Leave { conn: back.conn });
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, link);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+}
+
+#[test]
+fn the_clinic_blocks_a_link_nobody_used_and_an_identity_never_seen() {
+    let mut sim = Sim::new();
+    let leaked = Credential::token("leaked", sim.now.timestamp());
+    sim.advance(1);
+    let out = sim.ok(Input::Remove {
+        by: api("clinic-a"),
+        target: Target::Identity("pt-9".into()),
+    });
+    assert!(blocked(&out, "pt-9"));
+    let audit = out.iter().find_map(|o| match o {
+        Output::Audit(e) => Some(e),
+        _ => None,
+    });
+    let audit = audit.expect("the removal is in the audit trail");
+    assert_eq!(audit.kind, AuditKind::Removed);
+    assert_eq!(audit.identity.as_deref(), Some("pt-9"));
+    assert_eq!(
+        audit.actor.as_ref().map(ToString::to_string).as_deref(),
+        Some("api:clinic-a")
+    );
+    assert!(audit.participant_id.is_none(), "nobody was there");
+    let req = sim.request_with(conn_id(), "pt-9", Role::Patient, leaked);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+    // Removing twice moves the block on: links minted between the two are refused too.
+    sim.advance(10);
+    let between = Credential::token("between", sim.now.timestamp());
+    sim.advance(10);
+    sim.ok(Input::Remove {
+        by: api("clinic-a"),
+        target: Target::Identity("pt-9".into()),
+    });
+    let req = sim.request_with(conn_id(), "pt-9", Role::Patient, between);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+}
+
+#[test]
+fn a_removed_doctor_is_out_like_anyone() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let link = Credential::token("dr-link", sim.now.timestamp());
+    let out = sim.ok(Input::Remove {
+        by: api("clinic-a"),
+        target: Target::Identity("dr-1".into()),
+    });
+    assert_eq!(kinds(&notices(&out, doc.conn)), ["denied"]);
+    assert_eq!(closes(&out), [(doc.conn, CloseCode::NotAllowed)]);
+    let req = sim.request_with(conn_id(), "dr-1", Role::Doctor, link);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+}
+
+#[test]
+fn blocks_come_back_with_the_visit() {
+    let when = t0() + TimeDelta::minutes(1);
+    let mut sim = Sim {
+        visit: Visit::new(record(4), TimeDelta::seconds(GRACE)).with_blocks(vec![
+            Block {
+                identity: "pt-1".into(),
+                at: when,
+            },
+            Block {
+                identity: "pt-1".into(),
+                at: when - TimeDelta::minutes(1),
+            },
+        ]),
+        now: when + TimeDelta::hours(1),
+    };
+    assert_eq!(
+        sim.visit.blocked_at("pt-1"),
+        Some(when),
+        "the latest block counts"
+    );
+    let req = sim.request_with(
+        conn_id(),
+        "pt-1",
+        Role::Patient,
+        Credential::token("j", when.timestamp()),
+    );
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::AccessRevoked);
+    sim.join("pt-1", Role::Patient);
+    sim.join("pt-2", Role::Patient);
+}
+
+#[test]
+fn a_resume_token_reopens_its_place_only_while_it_is_held() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    sim.admit(doc, pt);
+    let token = resume(&sim, pt);
+    // Dropped, back within the grace period: the same place, no new admission.
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    sim.advance(GRACE - 1);
+    let conn = conn_id();
+    let out = sim.ok(Input::Join(sim.request_with(
+        conn,
+        "pt-1",
+        Role::Patient,
+        token.clone(),
+    )));
+    assert_eq!(kinds(&notices(&out, conn)), ["joined", "admitted"]);
+    let rejoined = out.iter().find_map(|o| match o {
+        Output::Audit(e) if e.kind == AuditKind::Rejoined => e.detail.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        rejoined.as_deref(),
+        Some("resume"),
+        "the trail says which credential"
+    );
+    // Over the grace period: the place is gone, and the token with it.
+    sim.ok(Input::Disconnected { conn });
+    sim.advance(GRACE);
+    sim.ok(Input::Tick);
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, token.clone());
+    let (e, _) = sim.err(Input::Join(req));
+    assert_eq!(e, Refusal::PlaceGone);
+    assert_eq!(
+        (e.code(), e.join_close_code()),
+        ("invalid_token", CloseCode::BadToken)
+    );
+    // A place of the same identity taken later is not the one the token named.
+    let again = sim.join("pt-1", Role::Patient);
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, token);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::PlaceGone);
+    // After leave, its own token is refused too.
+    let token = resume(&sim, again);
+    sim.ok(Input::Leave { conn: again.conn });
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, token);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::PlaceGone);
+}
+
+#[test]
+fn after_a_restart_a_resume_token_reopens_a_place_within_one_grace_period() {
+    let boot = t0() + TimeDelta::minutes(5);
+    let mut r = record(4);
+    r.status = VisitStatus::Active;
+    let pt = StoredParticipant {
+        participant_id: pid(),
+        identity: "pt-1".into(),
+        role: Role::Patient,
+        name: "n".into(),
+        state: ParticipantState::Admitted,
+        since: t0(),
+        dropped_at: None,
+        consent: None,
+    };
+    let token = Credential::resume(pt.participant_id, t0().timestamp());
+    let mut sim = Sim {
+        visit: Visit::restore(r, vec![pt.clone()], boot, TimeDelta::seconds(GRACE)),
+        now: boot + TimeDelta::seconds(GRACE - 1),
+    };
+    let conn = conn_id();
+    let out = sim.ok(Input::Join(sim.request_with(
+        conn,
+        "pt-1",
+        Role::Patient,
+        token,
+    )));
+    assert_eq!(kinds(&notices(&out, conn)), ["joined", "admitted"]);
+}
+
+#[test]
+fn only_doctors_see_identities() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let pt = sim.join("pt-1", Role::Patient);
+    let out = sim.admit(doc, pt);
+    let identities = |n: &Notice| match n {
+        Notice::Admitted { participants } => {
+            participants.iter().map(|p| p.identity.clone()).collect()
+        }
+        Notice::ParticipantJoined { participant } | Notice::ParticipantUpdated { participant } => {
+            vec![participant.identity.clone()]
+        }
+        _ => Vec::new(),
+    };
+    let to_patient: Vec<_> = notices(&out, pt.conn)
+        .into_iter()
+        .flat_map(identities)
+        .collect();
+    assert_eq!(
+        to_patient,
+        [None],
+        "the patient sees the doctor without an identity"
+    );
+    let to_doctor: Vec<_> = notices(&out, doc.conn)
+        .into_iter()
+        .flat_map(identities)
+        .collect();
+    assert_eq!(to_doctor, [Some("pt-1".to_owned())]);
+    // A guest admitted later: the doctor sees who they are, the patient does not.
+    let guest = sim.join("interp-1", Role::Guest);
+    let out = sim.admit(doc, guest);
+    let seen = |who: Who| -> Vec<_> {
+        notices(&out, who.conn)
+            .into_iter()
+            .flat_map(identities)
+            .collect()
+    };
+    assert_eq!(seen(doc), [Some("interp-1".to_owned())]);
+    assert_eq!(seen(pt), [None]);
+    assert_eq!(seen(guest), [None, None]);
+    // The clinic's backend sees everyone's.
+    assert!(
+        sim.visit
+            .participants()
+            .iter()
+            .all(|p| p.identity.is_some())
+    );
+    let out = sim.ok(Input::Media {
+        conn: pt.conn,
+        media: MediaState {
+            audio: true,
+            video: false,
+            screen: false,
+        },
+    });
+    assert_eq!(seen_in(&out, doc), [Some("pt-1".to_owned())]);
+    assert_eq!(seen_in(&out, guest), [None]);
+
+    fn seen_in(out: &[Output], who: Who) -> Vec<Option<String>> {
+        notices(out, who.conn)
+            .into_iter()
+            .filter_map(|n| match n {
+                Notice::ParticipantUpdated { participant } => Some(participant.identity.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn joins_name_the_credential_they_used() {
+    let mut sim = Sim::new();
+    let conn = conn_id();
+    let out = sim.ok(Input::Join(sim.request_with(
+        conn,
+        "pt-1",
+        Role::Patient,
+        Credential::token("5f0c-jti", sim.now.timestamp()),
+    )));
+    let joined = out.iter().find_map(|o| match o {
+        Output::Audit(e) if e.kind == AuditKind::Joined => e.detail.clone(),
+        _ => None,
+    });
+    assert_eq!(joined.as_deref(), Some("5f0c-jti"));
 }

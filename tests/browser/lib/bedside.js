@@ -86,6 +86,8 @@ function apiClient(base) {
     getVisit: (id) => call('GET', `/v1/visits/${id}`),
     events: async (id) => (await call('GET', `/v1/visits/${id}/events`)).events,
     token: async (visitId, body) => (await call('POST', `/v1/visits/${visitId}/tokens`, body)).token,
+    removeParticipant: (visitId, identity) =>
+      call('DELETE', `/v1/visits/${visitId}/participants/${encodeURIComponent(identity)}`),
   };
 }
 

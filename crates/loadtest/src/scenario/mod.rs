@@ -53,8 +53,12 @@ pub async fn join_at(
 }
 
 /// The doctor waits until participant `pid` shows in the lobby, connected, then admits
-/// them; returns once the patient has `admitted`.
-pub async fn admit(doctor: &mut Ws, patient: &mut Ws, pid: &str) -> anyhow::Result<()> {
+/// them; returns the patient's `admitted` frame.
+pub async fn admit(
+    doctor: &mut Ws,
+    patient: &mut Ws,
+    pid: &str,
+) -> anyhow::Result<serde_json::Value> {
     loop {
         let lobby = doctor.until("lobby").await?;
         let here = lobby["waiting"].as_array().is_some_and(|w| {
@@ -68,8 +72,7 @@ pub async fn admit(doctor: &mut Ws, patient: &mut Ws, pid: &str) -> anyhow::Resu
     doctor
         .send(json!({"type": "admit", "participant_id": pid}).to_string())
         .await?;
-    patient.until("admitted").await?;
-    Ok(())
+    patient.until("admitted").await
 }
 
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections

@@ -123,7 +123,7 @@ where
 /// The columns [`event_from_row`] reads, in `SELECT` order.
 macro_rules! event_columns {
     () => {
-        "seq, id, tenant, visit_id, visit_seq, kind, at, data, attempts"
+        "seq, tenant_seq, id, tenant, visit_id, visit_seq, kind, at, data, attempts"
     };
 }
 pub(super) use event_columns;
@@ -135,7 +135,8 @@ where
 {
     let data: String = r.col("data")?;
     Ok(StoredEvent {
-        seq: r.col("seq")?,
+        row: r.col("seq")?,
+        seq: r.col("tenant_seq")?,
         id: r.col("id")?,
         tenant: r.col("tenant")?,
         visit_id: r.col("visit_id")?,

@@ -7,10 +7,11 @@
 //!   write lock up front ([`Dialect::BEGIN_WRITE`]) and so excludes everyone until it
 //!   commits. PostgreSQL has many: a write transaction locks the rows of the visits it
 //!   appends to ([`Dialect::LOCK_EACH_VISIT`], [`Dialect::LOCK_VISITS`]) and of the tenants
-//!   it writes events for ([`Dialect::LOCK_TENANTS`]), always in id order.
+//!   it writes events for ([`Dialect::TENANT_EVENT_SEQS`]), always in id order.
 //! - **Numbers.** Audit seqs come from a sequence on PostgreSQL and from the table itself on
-//!   SQLite ([`Dialect::AUDIT_HEADS_AND_SEQS`]); a visit's event numbers from a counter row on
-//!   PostgreSQL and from its events on SQLite ([`Dialect::VISIT_EVENT_SEQS`]).
+//!   SQLite ([`Dialect::AUDIT_HEADS_AND_SEQS`]); a visit's and a tenant's event numbers from
+//!   counter rows on PostgreSQL and from their events on SQLite
+//!   ([`Dialect::VISIT_EVENT_SEQS`], [`Dialect::TENANT_EVENT_SEQS`]).
 //! - **Lists.** A statement about many visits binds them as one JSON text, which SQLite
 //!   reads with `json_each` and PostgreSQL with its `json_array_elements` family.
 //! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
@@ -65,10 +66,11 @@ pub trait Dialect:
     const LOCK_VISITS: &'static str;
     /// `id, epoch` of the listed visits, without locking.
     const VISIT_EPOCHS: &'static str;
-    /// Makes the transaction the only writer of the listed tenants' events (sorted), so a
-    /// tenant's events commit in `seq` order; `None` where [`Self::BEGIN_WRITE`] already
-    /// does.
-    const LOCK_TENANTS: Option<&'static str>;
+    /// For `{tenant: n}` (keys sorted): `tenant, last_seq`, where `last_seq` is the
+    /// tenant's event number (`tenant_seq`) after `n` more events; the transaction is the
+    /// only writer of those tenants' events until it ends, so a tenant's events commit in
+    /// number order.
+    const TENANT_EVENT_SEQS: &'static str;
     /// The listed visits' chain heads (`visit_id, hash`), then a new audit seq for each
     /// element of the list `$2` (`seq`, on rows of their own, each above every seq taken
     /// before): one round trip.

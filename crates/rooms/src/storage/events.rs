@@ -1,6 +1,8 @@
 //! Visit events in either database: the outbox webhooks are delivered from and
 //! `GET /v1/events` reads. Appended inside the writer's transactions, each visit's numbered
-//! 1, 2, 3... with no gaps (`visit_seq`), and ordered across the tenant by `seq`.
+//! 1, 2, 3... with no gaps (`visit_seq`), and each tenant's too (`tenant_seq`, which the
+//! API and webhook bodies call `seq`), so no tenant sees gaps left by another's events.
+//! The row's own `seq` stays the storage key.
 
 use super::columns::{event_columns, event_from_row, micros, time};
 use super::dialect::{self, Dialect};
@@ -13,17 +15,19 @@ use async_trait::async_trait;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
 use sqlx::Transaction;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// Appends events within one write transaction.
 ///
 /// [`EventWriter::start`] makes the transaction the only writer of its tenants' events
-/// where that takes a lock, and takes the numbers of all the batch's events in one
-/// statement; appending is then one insert per event.
+/// where that takes a lock, and takes the numbers of all the batch's events in two
+/// statements; appending is then one insert per event.
 #[derive(Default)]
 pub(super) struct EventWriter {
     /// The next `visit_seq` per visit.
     next: HashMap<VisitId, i64>,
+    /// The next `tenant_seq` per tenant.
+    next_of_tenant: HashMap<String, i64>,
 }
 
 impl EventWriter {
@@ -33,21 +37,27 @@ impl EventWriter {
     ) -> Result<Self, StorageError> {
         let mut writer = Self::default();
         let mut counts = BTreeMap::<VisitId, i64>::new();
-        let mut tenants = BTreeSet::new();
+        let mut tenants = BTreeMap::<&str, i64>::new();
         for op in ops {
             if let WriteOp::Event { visit, tenant, .. } = op {
                 *counts.entry(*visit).or_default() += 1;
-                tenants.insert(tenant.as_str());
+                *tenants.entry(tenant.as_str()).or_default() += 1;
             }
         }
         if counts.is_empty() {
             return Ok(writer);
         }
-        if let Some(lock) = D::LOCK_TENANTS {
-            sqlx::query(lock)
-                .arg(dialect::json(&tenants)?)
-                .execute(D::on(tx))
-                .await?;
+        // Tenants first: on PostgreSQL this takes their rows' locks, in the order
+        // docs/postgres.md gives.
+        let rows = sqlx::query(D::TENANT_EVENT_SEQS)
+            .arg(dialect::json(&tenants)?)
+            .fetch_all(D::on(tx))
+            .await?;
+        for row in rows {
+            let tenant: String = row.col("tenant")?;
+            let last: i64 = row.col("last_seq")?;
+            let n = tenants.get(tenant.as_str()).copied().unwrap_or_default();
+            writer.next_of_tenant.insert(tenant, last - n + 1);
         }
         let rows = sqlx::query(D::VISIT_EVENT_SEQS)
             .arg(dialect::json(&counts)?)
@@ -69,13 +79,17 @@ impl EventWriter {
         tenant: &TenantId,
         event: &VisitEvent,
     ) -> Result<(), StorageError> {
-        let seq = self
-            .next
-            .get_mut(&visit)
-            .ok_or_else(|| StorageError::Corrupt("no number taken for an event".into()))?;
+        let missing = || StorageError::Corrupt("no number taken for an event".into());
+        let tenant_seq = self
+            .next_of_tenant
+            .get_mut(tenant.as_str())
+            .ok_or_else(missing)?;
+        let number = *tenant_seq;
+        *tenant_seq += 1;
+        let seq = self.next.get_mut(&visit).ok_or_else(missing)?;
         sqlx::query(
-            "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $6)",
+            "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at, tenant_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8)",
         )
         .arg(uuid::Uuid::new_v4().to_string())
         .arg(tenant.as_str())
@@ -84,6 +98,7 @@ impl EventWriter {
         .arg(event.kind.as_str())
         .arg(micros(event.at))
         .arg(event.data().to_string())
+        .arg(number)
         .execute(D::on(tx))
         .await?;
         *seq += 1;
@@ -102,7 +117,7 @@ impl<D: Dialect> EventOutbox for SqlStorage<D> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM visit_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            " FROM visit_events WHERE tenant = $1 AND tenant_seq > $2 ORDER BY tenant_seq LIMIT $3"
         ))
         .arg(tenant.as_str())
         .arg(after)
@@ -113,12 +128,12 @@ impl<D: Dialect> EventOutbox for SqlStorage<D> {
     }
 
     async fn event_seq(&self, tenant: &TenantId, id: &str) -> Result<Option<i64>, StorageError> {
-        sqlx::query("SELECT seq FROM visit_events WHERE tenant = $1 AND id = $2")
+        sqlx::query("SELECT tenant_seq FROM visit_events WHERE tenant = $1 AND id = $2")
             .arg(tenant.as_str())
             .arg(id)
             .fetch_optional(self.db())
             .await?
-            .map(|r| r.col("seq"))
+            .map(|r| r.col("tenant_seq"))
             .transpose()
             .map_err(Into::into)
     }
@@ -143,7 +158,7 @@ impl<D: Dialect> EventOutbox for SqlStorage<D> {
             .collect()
     }
 
-    async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError> {
+    async fn record_attempt(&self, row: i64, outcome: Attempt) -> Result<(), StorageError> {
         let (sql, at) = match outcome {
             Attempt::Delivered(at) => (
                 "UPDATE visit_events SET attempts = attempts + 1, delivered_at = $1 WHERE seq = $2",
@@ -160,7 +175,7 @@ impl<D: Dialect> EventOutbox for SqlStorage<D> {
         };
         sqlx::query(sql)
             .arg(micros(at))
-            .arg(seq)
+            .arg(row)
             .execute(self.db())
             .await?;
         Ok(())

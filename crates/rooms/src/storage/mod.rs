@@ -1,7 +1,7 @@
 //! Durable storage of visits, participants, the audit trail, events, secrets and epochs.
 //!
 //! The seam is a handful of traits, one per concern ([`Visits`], [`AuditTrail`],
-//! [`EventOutbox`], [`Secrets`], [`Fencing`]), so that code and test doubles depend on just
+//! [`EventOutbox`], [`Secrets`], [`Fencing`], [`AccessBlocks`]), so that code and test doubles depend on just
 //! what they use; [`Storage`] is all of them, which the server opens with [`connect`].
 //!
 //! Both databases are one implementation, [`SqlStorage`], whose SQL is written once; the
@@ -12,6 +12,7 @@
 //! applies them in order, in batches.
 
 mod audit;
+mod blocks;
 mod columns;
 mod dialect;
 mod driver;
@@ -35,7 +36,7 @@ use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::StoredParticipant;
 use async_trait::async_trait;
 use bedside_auth::TenantId;
-use bedside_visit::ProviderId;
+use bedside_visit::{Block, ProviderId};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -89,10 +90,13 @@ pub struct ListQuery {
     pub after: Option<(DateTime<Utc>, VisitId)>,
 }
 
-/// A visit event as stored: its id, its place among the tenant's events (`seq`) and in its
-/// visit (`visit_seq`, 1, 2, 3... with no gaps).
+/// A visit event as stored: its row, its id, its place among the tenant's events (`seq`,
+/// 1, 2, 3... with no gaps left by other tenants) and in its visit (`visit_seq`, 1, 2, 3...
+/// with no gaps).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
+    /// The storage key (shared by all tenants): what [`EventOutbox::record_attempt`] names.
+    pub row: i64,
     pub seq: i64,
     pub id: String,
     pub tenant: String,
@@ -181,14 +185,14 @@ pub trait AuditTrail: Send + Sync {
 /// Live visits append through [`Visits::apply`].
 #[async_trait]
 pub trait EventOutbox: Send + Sync {
-    /// A tenant's visit events after the one with tenant-wide sequence number `after`.
+    /// A tenant's visit events after the one with the tenant's sequence number `after`.
     async fn events(
         &self,
         tenant: &TenantId,
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StorageError>;
-    /// The tenant-wide sequence number of the tenant's event with this id.
+    /// The tenant's sequence number of its event with this id.
     async fn event_seq(&self, tenant: &TenantId, id: &str) -> Result<Option<i64>, StorageError>;
     /// The tenant's oldest events not yet delivered or given up on, with when each may be
     /// tried next.
@@ -197,8 +201,8 @@ pub trait EventOutbox: Send + Sync {
         tenant: &TenantId,
         limit: u32,
     ) -> Result<Vec<(StoredEvent, DateTime<Utc>)>, StorageError>;
-    /// Records the outcome of delivering event `seq`.
-    async fn record_attempt(&self, seq: i64, outcome: Attempt) -> Result<(), StorageError>;
+    /// Records the outcome of delivering the event stored as `row`.
+    async fn record_attempt(&self, row: i64, outcome: Attempt) -> Result<(), StorageError>;
 }
 
 /// Secrets the server generates once and keeps (the resume-token key, a dev API key).
@@ -219,9 +223,30 @@ pub trait Fencing: Send + Sync {
     async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError>;
 }
 
+/// Identities removed or denied in a visit, and when (crates/visit/src/access.rs). Live
+/// visits write them through [`Visits::apply`] (`Change::Blocked`).
+#[async_trait]
+pub trait AccessBlocks: Send + Sync {
+    /// A visit's blocks, the latest per identity: loaded with the visit.
+    async fn blocks(&self, visit: VisitId) -> Result<Vec<Block>, StorageError>;
+    /// When `identity` was last blocked in `visit`, if it was.
+    async fn blocked_at(
+        &self,
+        visit: VisitId,
+        identity: &str,
+    ) -> Result<Option<DateTime<Utc>>, StorageError>;
+    /// Every block at or after `since`, with its visit.
+    async fn blocks_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(VisitId, Block)>, StorageError>;
+}
+
 /// Everything the server keeps, in one database.
 #[async_trait]
-pub trait Storage: Visits + AuditTrail + EventOutbox + Secrets + Fencing + 'static {
+pub trait Storage:
+    Visits + AuditTrail + EventOutbox + Secrets + Fencing + AccessBlocks + 'static
+{
     async fn ping(&self) -> Result<(), StorageError>;
     async fn close(&self);
 }

@@ -7,9 +7,10 @@
 //! 1. the `visits` rows of every visit it appends audit rows or events to, or writes fenced
 //!    (`SELECT ... FOR UPDATE`): one writer at a time extends a visit's hash chain and
 //!    numbers its events, and it reads the chain's head only once it holds the lock;
-//! 2. the `event_tenants` rows of the tenants it writes events for: an event's `seq` comes
-//!    from a sequence at insert, so with the tenant held a tenant's events commit in `seq`
-//!    order and a reader paging by seq never sees a lower one appear behind it later;
+//! 2. the `event_tenants` rows of the tenants it writes events for, raising each tenant's
+//!    counter: an event's `tenant_seq` is numbered from it, so with the tenant held a
+//!    tenant's events commit in `tenant_seq` order and a reader paging by it never sees a
+//!    lower one appear behind it later;
 //! 3. the `visit_event_counters` rows of those visits: each visit's events are numbered
 //!    1, 2, 3... without gaps, and a rollback undoes the increment too.
 //!
@@ -75,11 +76,11 @@ impl Dialect for Postgres {
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) ORDER BY id FOR UPDATE";
     const VISIT_EPOCHS: &'static str = "SELECT id, epoch FROM visits \
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON))))";
-    /// Creates missing rows and locks existing ones, in list order.
-    const LOCK_TENANTS: Option<&'static str> = Some(
-        "INSERT INTO event_tenants (tenant) SELECT json_array_elements_text(CAST($1 AS JSON)) \
-         ON CONFLICT (tenant) DO UPDATE SET tenant = EXCLUDED.tenant",
-    );
+    /// Creates missing rows and locks and raises existing ones, in key order.
+    const TENANT_EVENT_SEQS: &'static str = "INSERT INTO event_tenants (tenant, last_seq) \
+         SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($1 AS JSON)) \
+         ON CONFLICT (tenant) DO UPDATE SET last_seq = event_tenants.last_seq + EXCLUDED.last_seq \
+         RETURNING tenant, last_seq";
     const AUDIT_HEADS_AND_SEQS: &'static str = "SELECT visit_id, hash, NULL AS seq FROM audit_heads \
          WHERE visit_id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) \
          UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM json_array_elements(CAST($2 AS JSON))";

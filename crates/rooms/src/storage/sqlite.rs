@@ -52,7 +52,6 @@ impl Dialect for Sqlite {
     const LOCK_VISITS: &'static str = Self::VISIT_EPOCHS;
     const VISIT_EPOCHS: &'static str =
         "SELECT id, epoch FROM visits WHERE id IN (SELECT value FROM json_each($1))";
-    const LOCK_TENANTS: Option<&'static str> = None;
     /// Seqs are assigned here rather than by AUTOINCREMENT because the hash covers the
     /// seq. Reading `sqlite_sequence` too keeps the AUTOINCREMENT rule of never reusing the
     /// seq of a deleted last row.
@@ -67,6 +66,10 @@ impl Dialect for Sqlite {
     /// The writer holds the database, so a visit's next number is its highest plus one.
     const VISIT_EVENT_SEQS: &'static str = "SELECT key AS visit_id, value + \
          COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = key), 0) AS last_seq \
+         FROM json_each($1)";
+    /// The writer holds the database, so a tenant's next number is its highest plus one.
+    const TENANT_EVENT_SEQS: &'static str = "SELECT key AS tenant, value + \
+         COALESCE((SELECT MAX(tenant_seq) FROM visit_events WHERE tenant = key), 0) AS last_seq \
          FROM json_each($1)";
     /// Rows from before the chain keep NULL hashes; this mark (see the 0002 migration) says
     /// which rows those are. A missing mark reads as 0: every row must then be chained.

@@ -285,6 +285,9 @@ pub(super) async fn apply_change<D: Dialect>(
             .execute(D::on(tx))
             .await?;
         }
+        Change::Blocked { identity, at } => {
+            super::blocks::apply_block(tx, visit, identity, *at).await?;
+        }
         Change::ParticipantGone { participant_id } => {
             sqlx::query("DELETE FROM participants WHERE visit_id = $1 AND participant_id = $2")
                 .arg(id.as_str())

@@ -31,7 +31,8 @@ pub struct EventParams {
 /// One visit event, as webhooks deliver it, plus its place among the tenant's events.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VisitEventBody {
-    /// Order across the tenant's events; pass the last one as `after`.
+    /// The tenant's own numbering of its events (1, 2, 3... with no gaps left by other
+    /// tenants); pass the last one as `after`.
     pub seq: i64,
     pub id: String,
     /// `visit.created`, `visit.started`, `visit.ended`, `participant.waiting`,

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
 use bedside_rooms::RandomId;
 use bedside_rooms::storage::ListQuery;
+use bedside_visit::access::issued_at_after;
 use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
@@ -201,13 +202,20 @@ pub async fn mint_token(
     };
     // A token never outlives its visit.
     let expires_at = (now + TimeDelta::seconds(ttl)).min(record.expires_at);
+    // An identity removed or denied in this visit gets a token issued after the block, so
+    // the clinic's new link works while the old ones stay refused.
+    let blocked = state
+        .registry
+        .storage()
+        .blocked_at(record.id, &body.identity)
+        .await?;
     let claims = JoinClaims {
         iss: tenant.key.as_str().to_owned(),
         sub: body.identity.clone(),
         visit: record.id.to_string(),
         role: body.role,
         name,
-        iat: now.timestamp(),
+        iat: issued_at_after(blocked, now),
         nbf: now.timestamp(),
         exp: expires_at.timestamp(),
         jti: uuid::Uuid::new_v4().to_string(),
@@ -297,7 +305,7 @@ pub async fn transfer_visit(
     Ok(Json(VisitBody::new(record, Utc::now())))
 }
 
-/// Remove a participant (by identity) from a visit.
+/// Remove a participant (by identity) from a visit, and revoke that identity's links.
 #[utoipa::path(
     delete, path = "/visits/{id}/participants/{identity}", tag = "visits",
     params(
@@ -306,8 +314,8 @@ pub async fn transfer_visit(
             min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"),
     ),
     responses(
-        (status = 204, description = "Removed: told `denied {reason: removed}` and closed with 4003"),
-        (status = 404, description = "No visit of this tenant has that id, or no participant of it that identity", body = ErrorBody),
+        (status = 204, description = "Removed and blocked: a connected participant is told `denied {reason: removed}` and closed with 4003; whether connected, holding a link never used, or never seen, every join and resume token of that identity issued until now is refused (`access_revoked`), and tokens minted afterwards work"),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

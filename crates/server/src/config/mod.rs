@@ -275,6 +275,16 @@ impl TryFrom<Settings> for Config {
             )
         })?;
         let api_keys = api_keys(&s)?;
+        // A generated development key is printed at start: fine on a developer's machine,
+        // a published credential anywhere else.
+        if api_keys.is_empty() && !s.listen.ip().is_loopback() {
+            bail!(
+                "no API keys configured and listening on {}, which is not a loopback address: \
+                 set BEDSIDE_API_KEYS (or [[api_keys]] in the config file); a generated \
+                 development key is only used on 127.0.0.1 or ::1",
+                s.listen
+            );
+        }
         let cluster = cluster(&s, backend)?;
         let trusted_proxies = s
             .trusted_proxies

@@ -3,7 +3,7 @@
 //! turned into a [`super::Config`] of typed values once, at start.
 
 use super::secret::Secret;
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bedside_protocol::IceServer;
 use bedside_signaling::SignalingConfig;
 use figment::Figment;
@@ -43,6 +43,7 @@ impl<T: Clone> ListOrString<T> {
 
 /// An API key as the config file writes it; `tenant` defaults to the key id.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeySetting {
     pub id: String,
     pub secret: Secret,
@@ -52,7 +53,7 @@ pub struct KeySetting {
 
 /// WebSocket limits and timings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct WsSettings {
     pub max_message_bytes: usize,
     pub join_timeout_secs: u64,
@@ -126,6 +127,7 @@ impl Default for ClinicSettings {
 
 /// A tenant's webhook, as the config file writes it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookSetting {
     pub tenant: String,
     pub url: String,
@@ -140,7 +142,7 @@ pub struct WebhookSetting {
 
 /// How webhooks are delivered.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeliverySettings {
     /// First retry delay; it doubles on each failure...
     pub retry_base_ms: u64,
@@ -168,7 +170,7 @@ impl Default for DeliverySettings {
 
 /// Limits on the REST API.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ApiSettings {
     /// Visits one API key may create per minute, sustained...
     pub visits_per_minute: u32,
@@ -187,7 +189,7 @@ impl Default for ApiSettings {
 
 /// Running as one node of several (`redis_url` set).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
     /// This node's name in the cluster, for logs (a pod name, say); each process adds a
     /// random suffix of its own.
@@ -208,7 +210,7 @@ impl Default for ClusterSettings {
 
 /// How a node stops on SIGTERM.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DrainSettings {
     /// How long readiness reports false before clients are told to go: long enough for
     /// the load balancer's health check to notice, so they reconnect elsewhere.
@@ -231,7 +233,7 @@ impl Default for DrainSettings {
 /// the embedded STUN/TURN server. In the environment: `BEDSIDE_TURN__SECRET=...`,
 /// `BEDSIDE_TURN__URLS=turn:turn.example.org:3478?transport=udp,...`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TurnSettings {
     /// `turn:`/`turns:` URLs handed out with minted credentials. With `embedded` and none
     /// given: the embedded server's own address.
@@ -278,7 +280,7 @@ impl Default for TurnSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address to serve on.
     pub listen: SocketAddr,
@@ -382,11 +384,71 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(file));
         }
-        // BEDSIDE_CONFIG names the file; it is not a setting.
-        let env = Env::prefixed("BEDSIDE_").split("__").ignore(&["config"]);
-        figment
-            .merge(env)
-            .extract()
-            .context("invalid configuration")
+        // BEDSIDE_CONFIG names the file; it is not a setting. Neither are the service links
+        // Kubernetes injects for a Service named `bedside` (BEDSIDE_SERVICE_HOST,
+        // BEDSIDE_PORT_8080_TCP...). Any other BEDSIDE_ variable must be a setting.
+        let env = Env::prefixed("BEDSIDE_")
+            .split("__")
+            .filter(|key| !is_not_a_setting(key.as_str()));
+        figment.merge(env).extract().map_err(explain)
     }
+}
+
+/// `BEDSIDE_*` variables (lowercased, prefix removed) that are not settings: the config
+/// file's path, Kubernetes service links, and the commit the build stamps in (cargo also
+/// sets it when it runs the binary: `cargo run`, tests).
+fn is_not_a_setting(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    matches!(key.as_str(), "config" | "port" | "build_commit")
+        || key.starts_with("service_")
+        || key.starts_with("port_")
+}
+
+/// The configuration error, with an unknown key named as written (its file section or
+/// environment variable) and the nearest valid one: a misspelled `[[api_key]]` must stop
+/// the start, not leave the server on defaults.
+fn explain(e: figment::Error) -> anyhow::Error {
+    for err in e.clone() {
+        if let figment::error::Kind::UnknownField(field, expected) = &err.kind {
+            let mut path = err.path.clone();
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            let from_env = err
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            let name = if from_env {
+                format!("BEDSIDE_{}", path.join("__").to_ascii_uppercase())
+            } else {
+                format!("`{}`", path.join("."))
+            };
+            let nearest = expected
+                .iter()
+                .min_by_key(|valid| strsim::levenshtein(field, valid))
+                .map(|valid| {
+                    let mut near = path.clone();
+                    if let Some(last) = near.last_mut() {
+                        *last = (*valid).to_owned();
+                    }
+                    if from_env {
+                        format!("BEDSIDE_{}", near.join("__").to_ascii_uppercase())
+                    } else {
+                        format!("`{}`", near.join("."))
+                    }
+                });
+            let source = err
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            return match nearest {
+                Some(nearest) => anyhow::anyhow!(
+                    "invalid configuration: unknown setting {name} ({source}); did you mean {nearest}?"
+                ),
+                None => anyhow::anyhow!("invalid configuration: unknown setting {name} ({source})"),
+            };
+        }
+    }
+    anyhow::Error::new(e).context("invalid configuration")
 }

@@ -1,0 +1,92 @@
+//! Access blocks in either database: which identities were removed or denied in a visit,
+//! and when (crates/visit/src/access.rs has the rules). Written by live visits through the
+//! writer ([`apply_block`], in the same transaction as the removal and its audit row), read
+//! with the visit, by the API when it mints a token, and by the embedded TURN server.
+
+use super::columns::{micros, time};
+use super::dialect::Dialect;
+use super::driver::{Arg, Col};
+use super::sql::SqlStorage;
+use super::{AccessBlocks, StorageError};
+use crate::VisitId;
+use async_trait::async_trait;
+use bedside_visit::Block;
+use chrono::{DateTime, Utc};
+use sqlx::Transaction;
+
+#[async_trait]
+impl<D: Dialect> AccessBlocks for SqlStorage<D> {
+    async fn blocks(&self, visit: VisitId) -> Result<Vec<Block>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT identity, blocked_at FROM access_blocks WHERE visit_id = $1 ORDER BY identity",
+        )
+        .arg(visit.to_string())
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Block {
+                    identity: r.col("identity")?,
+                    at: time(r.col("blocked_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn blocked_at(
+        &self,
+        visit: VisitId,
+        identity: &str,
+    ) -> Result<Option<DateTime<Utc>>, StorageError> {
+        sqlx::query("SELECT blocked_at FROM access_blocks WHERE visit_id = $1 AND identity = $2")
+            .arg(visit.to_string())
+            .arg(&*D::text(identity))
+            .fetch_optional(self.db())
+            .await?
+            .map(|r| time(r.col("blocked_at")?))
+            .transpose()
+    }
+
+    async fn blocks_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(VisitId, Block)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT visit_id, identity, blocked_at FROM access_blocks WHERE blocked_at >= $1",
+        )
+        .arg(micros(since))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    super::columns::parse(&r.col::<String>("visit_id")?)?,
+                    Block {
+                        identity: r.col("identity")?,
+                        at: time(r.col("blocked_at")?)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Stores a block, keeping the later one if the identity was blocked before.
+pub(super) async fn apply_block<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    visit: VisitId,
+    identity: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO access_blocks (visit_id, identity, blocked_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (visit_id, identity) DO UPDATE SET blocked_at = EXCLUDED.blocked_at \
+         WHERE access_blocks.blocked_at < EXCLUDED.blocked_at",
+    )
+    .arg(visit.to_string())
+    .arg(&*D::text(identity))
+    .arg(micros(at))
+    .execute(D::on(tx))
+    .await?;
+    Ok(())
+}

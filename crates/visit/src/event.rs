@@ -38,6 +38,12 @@ pub enum EventKind {
     /// Someone is no longer in the visit or its waiting room; see [`LeftReason`].
     #[serde(rename = "participant.left")]
     ParticipantLeft,
+    /// Someone agreed to the visit's consent text (`version`, `sha256` of the text).
+    #[serde(rename = "participant.consented")]
+    ParticipantConsented,
+    /// The visit moved to another provider's queue (`provider`, `previous_provider`).
+    #[serde(rename = "visit.transferred")]
+    VisitTransferred,
 }
 
 text_enum!(EventKind {
@@ -49,6 +55,8 @@ text_enum!(EventKind {
     ParticipantDenied => "participant.denied",
     ParticipantJoined => "participant.joined",
     ParticipantLeft => "participant.left",
+    ParticipantConsented => "participant.consented",
+    VisitTransferred => "visit.transferred",
 });
 
 /// Why a `participant.left` happened.
@@ -97,6 +105,9 @@ pub struct VisitEvent {
     pub reason: Option<&'static str>,
     /// `visit.ended`: seconds from `visit.started` to the end (0 if it never started).
     pub duration_seconds: Option<i64>,
+    /// Further text fields of `data`, in order (a consent's version and hash, a transfer's
+    /// providers).
+    pub fields: Vec<(&'static str, String)>,
 }
 
 impl VisitEvent {
@@ -107,6 +118,7 @@ impl VisitEvent {
             participant: None,
             reason: None,
             duration_seconds: None,
+            fields: Vec::new(),
         }
     }
 
@@ -123,6 +135,9 @@ impl VisitEvent {
         }
         if let Some(d) = self.duration_seconds {
             data.insert("duration_seconds".into(), d.into());
+        }
+        for (name, value) in &self.fields {
+            data.insert((*name).into(), value.clone().into());
         }
         serde_json::Value::Object(data)
     }

@@ -1,6 +1,7 @@
 //! What a visit tells a participant, and how it closes their connection. The signaling
 //! layer turns these into protocol frames.
 
+use crate::queue::Standing;
 use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
@@ -45,7 +46,18 @@ pub enum Notice {
         role: Role,
         visit: VisitSummary,
     },
-    Waiting,
+    /// You are in the waiting room, and this is where you stand.
+    Waiting(Standing),
+    /// Agree to this before you knock.
+    ConsentRequired {
+        version: Arc<str>,
+        text: Arc<str>,
+    },
+    /// The provider's words to the waiting room.
+    ProviderMessage {
+        text: Arc<str>,
+        at: DateTime<Utc>,
+    },
     Lobby {
         waiting: Arc<[LobbyEntry]>,
     },

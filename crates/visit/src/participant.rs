@@ -1,6 +1,7 @@
 //! What others may see of a participant.
 
 use crate::ParticipantId;
+use crate::consent::ConsentGiven;
 use crate::record::text_enum;
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
@@ -53,4 +54,7 @@ pub struct LobbyEntry {
     pub role: Role,
     pub since: DateTime<Utc>,
     pub connected: bool,
+    /// Their consent, where the visit asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentGiven>,
 }

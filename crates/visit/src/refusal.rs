@@ -35,6 +35,17 @@ pub enum Refusal {
     InvalidTarget,
     #[error("chat text must be 1 to {} characters", crate::visit::MAX_CHAT_CHARS)]
     InvalidChat,
+    #[error("this visit is in another provider's queue")]
+    NotYourVisit,
+    #[error("no consent is asked of you")]
+    ConsentNotRequired,
+    #[error("that is not the version of the consent you were shown")]
+    WrongConsentVersion,
+    #[error(
+        "the message must be 1 to {} characters",
+        crate::visit::MAX_MESSAGE_CHARS
+    )]
+    InvalidText,
     /// The identity was removed or denied after this credential was issued.
     #[error("access to this visit was revoked; ask the clinic for a new link")]
     AccessRevoked,
@@ -59,6 +70,10 @@ impl Refusal {
             Refusal::NotWaiting => "not_waiting",
             Refusal::InvalidTarget => "invalid_target",
             Refusal::InvalidChat => "invalid_chat",
+            Refusal::NotYourVisit => "not_your_visit",
+            Refusal::ConsentNotRequired => "consent_not_required",
+            Refusal::WrongConsentVersion => "wrong_consent_version",
+            Refusal::InvalidText => "invalid_text",
             Refusal::AccessRevoked => "access_revoked",
             Refusal::PlaceGone => "invalid_token",
         }

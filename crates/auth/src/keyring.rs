@@ -262,6 +262,33 @@ impl KeyRing {
         jsonwebtoken::encode(&header, &claims, &entry.encoding).map_err(|_| TokenError::Signing)
     }
 
+    /// Signs any claims with the given key, `kid` = key id.
+    pub(crate) fn sign<T: Serialize>(&self, key: &KeyId, claims: &T) -> Result<String, TokenError> {
+        let entry = self.entries.get(key).ok_or(TokenError::Signing)?;
+        let mut header = Header::new(entry.algorithm);
+        header.kid = Some(key.0.clone());
+        jsonwebtoken::encode(&header, claims, &entry.encoding).map_err(|_| TokenError::Signing)
+    }
+
+    /// The key a token's `kid` picks: its tenant, decoding key, pinned algorithm and id.
+    pub(crate) fn decoding_for<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Result<(TenantId, &'a DecodingKey, Algorithm, String), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let kid = header.kid.ok_or(TokenError::InvalidSignature)?;
+        let entry = self
+            .entries
+            .get(kid.as_str())
+            .ok_or(TokenError::InvalidSignature)?;
+        Ok((
+            entry.key.tenant.clone(),
+            &entry.decoding,
+            entry.algorithm,
+            kid,
+        ))
+    }
+
     /// Verifies a join token at time `now`: the `kid` picks a key from this ring by exact
     /// match, the algorithm is the key's own, `iss` must equal `kid`, every claim of
     /// docs/protocol.md must be present, and `nbf`/`exp` hold within [`CLOCK_LEEWAY_SECS`].

@@ -10,6 +10,7 @@
 mod claims;
 mod error;
 mod keyring;
+mod provider;
 mod resume;
 mod role;
 mod turn;
@@ -17,6 +18,7 @@ mod turn;
 pub use claims::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity, sanitize_display_name};
 pub use error::{ApiKeyError, KeyConfigError, TokenError};
 pub use keyring::{ApiKey, KeyId, KeyRing, TenantId, VerifiedJoin};
+pub use provider::{ProviderClaims, ProviderRole, VerifiedProvider};
 pub use resume::{ResumeClaims, ResumeKey};
 pub use role::Role;
 pub use turn::{

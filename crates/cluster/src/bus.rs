@@ -9,7 +9,10 @@
 use crate::node::{NodeId, SessionId};
 use bedside_auth::{KeyId, Role, TenantId};
 use bedside_rooms::RoomError;
-use bedside_visit::{CloseCode, Credential, ParticipantId, ParticipantView, VisitId, VisitStatus};
+use bedside_visit::{
+    CloseCode, Credential, ParticipantId, ParticipantView, ProviderId, Standing, VisitId,
+    VisitStatus,
+};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -92,6 +95,12 @@ pub enum ApiOp {
     Participants {
         visit: VisitId,
     },
+    Transfer {
+        tenant: TenantId,
+        visit: VisitId,
+        provider: ProviderId,
+        key: KeyId,
+    },
 }
 
 impl ApiOp {
@@ -99,7 +108,8 @@ impl ApiOp {
         match self {
             ApiOp::End { visit, .. }
             | ApiOp::Remove { visit, .. }
-            | ApiOp::Participants { visit } => *visit,
+            | ApiOp::Participants { visit }
+            | ApiOp::Transfer { visit, .. } => *visit,
         }
     }
 }
@@ -128,7 +138,10 @@ pub enum Item {
         status: VisitStatus,
     },
     /// `waiting` and `admitted`: the participant's node adds the ICE servers it grants.
-    Waiting,
+    Waiting {
+        #[serde(default)]
+        standing: Standing,
+    },
     Admitted {
         participants: Vec<ParticipantView>,
     },

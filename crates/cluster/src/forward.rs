@@ -67,7 +67,7 @@ impl Forwarding {
                     status,
                 },
             })),
-            Item::Waiting => Outgoing::Notice(Box::new(Notice::Waiting)),
+            Item::Waiting { standing } => Outgoing::Notice(Box::new(Notice::Waiting(standing))),
             Item::Admitted { participants } => {
                 Outgoing::Notice(Box::new(Notice::Admitted { participants }))
             }

@@ -40,7 +40,7 @@ impl Outbox for RemoteOutbox {
                     role,
                     status: visit.status,
                 },
-                Notice::Waiting => Item::Waiting,
+                Notice::Waiting(standing) => Item::Waiting { standing },
                 Notice::Admitted { participants } => Item::Admitted { participants },
                 notice => Item::Frame {
                     frame: encode(

@@ -16,8 +16,8 @@ use bedside_auth::{KeyId, TenantId};
 use bedside_rooms::storage::{Fencing, StorageWriter};
 use bedside_rooms::{LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
 use bedside_visit::{
-    Actor, ConnId, JoinRequest, ParticipantId, ParticipantView, Refusal, VisitId, VisitRecord,
-    VisitStatus,
+    Actor, ConnId, JoinRequest, ParticipantId, ParticipantView, ProviderId, Refusal, VisitId,
+    VisitRecord, VisitStatus,
 };
 use chrono::Utc;
 use dashmap::DashMap;
@@ -322,6 +322,17 @@ async fn act_here(registry: &Registry, op: ApiOp) -> Result<ApiDone, RoomError> 
                 .await?;
             written(registry).await?;
         }
+        ApiOp::Transfer {
+            tenant,
+            visit,
+            provider,
+            key,
+        } => {
+            registry
+                .transfer(&tenant, visit, provider, Actor::Api(key), now)
+                .await?;
+            written(registry).await?;
+        }
         ApiOp::Participants { visit } => {
             return match registry.participants(visit) {
                 Some(participants) => Ok(ApiDone::Participants { participants }),
@@ -436,6 +447,36 @@ impl Router for ClusterRouter {
                 tenant: tenant.clone(),
                 visit,
                 identity: identity.to_owned(),
+                key: key.clone(),
+            })
+            .await
+            .map(drop)
+        };
+        self.on_owner(here, there).await
+    }
+
+    async fn transfer(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        visit: VisitId,
+        provider: ProviderId,
+    ) -> Result<(), RoomError> {
+        let here = || {
+            let by = Actor::Api(key.clone());
+            let provider = provider.clone();
+            async move {
+                self.registry
+                    .transfer(tenant, visit, provider, by, Utc::now())
+                    .await
+                    .map(drop)
+            }
+        };
+        let there = || async {
+            self.ask_owner(ApiOp::Transfer {
+                tenant: tenant.clone(),
+                visit,
+                provider: provider.clone(),
                 key: key.clone(),
             })
             .await

@@ -11,7 +11,7 @@ use bedside_auth::Role;
 use bedside_visit::quality::{Precheck, Quality, Reason, ReportError, StatsReport};
 use bedside_visit::{
     Actor, ConnId, EndReason, Input, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId,
-    ParticipantView, Target, VisitSummary,
+    ParticipantView, Presence, QueueEntry, Standing, Target, VisitId, VisitSummary,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,23 @@ pub enum ClientMsg {
     Leave,
     EndVisit,
     Ping,
+    /// A patient or guest agrees to the consent text of this version.
+    Consent {
+        version: String,
+    },
+    /// Provider's dashboard: how they show to their waiting patients.
+    Presence {
+        status: Presence,
+    },
+    /// Provider's dashboard: a message to the waiting room of one visit, or of all theirs.
+    Notify {
+        visit_id: Option<VisitId>,
+        text: String,
+    },
+    /// Provider's dashboard: a doctor token to see a visit's patient.
+    Take {
+        visit_id: VisitId,
+    },
 }
 
 /// Why a client frame was not understood. The connection stays open.
@@ -111,6 +128,11 @@ struct Envelope<'a> {
     audio: Option<bool>,
     video: Option<bool>,
     screen: Option<bool>,
+    version: Option<String>,
+    #[serde(borrow)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    visit_id: Option<Cow<'a, str>>,
 }
 
 /// Deepest nesting a signal's `data` may have. SDP and ICE payloads are two or three
@@ -211,6 +233,30 @@ impl ClientMsg {
             // kept off the envelope that every signal goes through.
             "stats" => ClientMsg::Stats(StatsReport::parse(text).map_err(DecodeError::Report)?),
             "precheck" => ClientMsg::Precheck(Precheck::parse(text).map_err(DecodeError::Report)?),
+            "consent" => ClientMsg::Consent {
+                version: e.version.ok_or(DecodeError::MissingField("version"))?,
+            },
+            "presence" => ClientMsg::Presence {
+                status: e
+                    .status
+                    .ok_or(DecodeError::MissingField("status"))?
+                    .parse()
+                    .map_err(|_| DecodeError::InvalidField("status"))?,
+            },
+            "notify" => ClientMsg::Notify {
+                visit_id: e
+                    .visit_id
+                    .map(|v| v.parse().map_err(|_| DecodeError::InvalidField("visit_id")))
+                    .transpose()?,
+                text: e.text.ok_or(DecodeError::MissingField("text"))?,
+            },
+            "take" => ClientMsg::Take {
+                visit_id: e
+                    .visit_id
+                    .ok_or(DecodeError::MissingField("visit_id"))?
+                    .parse()
+                    .map_err(|_| DecodeError::InvalidField("visit_id"))?,
+            },
             "leave" => ClientMsg::Leave,
             "end_visit" => ClientMsg::EndVisit,
             "ping" => ClientMsg::Ping,
@@ -242,7 +288,38 @@ pub enum ServerMsg<'a> {
     },
     /// `ice_servers`: STUN and at most a probe credential (docs/nat-traversal.md).
     Waiting {
+        #[serde(flatten)]
+        standing: &'a Standing,
         ice_servers: &'a [IceServer],
+    },
+    ConsentRequired {
+        version: &'a str,
+        text: &'a str,
+    },
+    ProviderMessage {
+        text: &'a str,
+        at: DateTime<Utc>,
+    },
+    /// The first frame of a provider's dashboard.
+    #[serde(rename = "joined")]
+    DashboardJoined {
+        role: &'a str,
+        provider: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+    },
+    /// A provider's queue, with how they show and what they chose.
+    Queue {
+        entries: &'a [QueueEntry],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        presence: Option<Presence>,
+        chosen: Presence,
+    },
+    /// The answer to `take`.
+    VisitToken {
+        visit_id: VisitId,
+        token: &'a str,
+        expires_at: DateTime<Utc>,
     },
     Lobby {
         waiting: &'a [LobbyEntry],
@@ -344,6 +421,13 @@ pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
         Ok(ClientMsg::EndVisit) => Input::End {
             by: Actor::Conn(conn),
         },
+        Ok(ClientMsg::Consent { version }) => Input::Consent { conn, version },
+        Ok(ClientMsg::Presence { .. } | ClientMsg::Notify { .. } | ClientMsg::Take { .. }) => {
+            return Err(error_frame(
+                "not_provider",
+                "only a provider's dashboard sends this frame",
+            ));
+        }
     })
 }
 
@@ -378,9 +462,12 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             ice_servers: extras.ice_servers,
             resume_token: extras.resume_token,
         },
-        Notice::Waiting => ServerMsg::Waiting {
+        Notice::Waiting(standing) => ServerMsg::Waiting {
+            standing,
             ice_servers: extras.ice_servers,
         },
+        Notice::ConsentRequired { version, text } => ServerMsg::ConsentRequired { version, text },
+        Notice::ProviderMessage { text, at } => ServerMsg::ProviderMessage { text, at: *at },
         Notice::Lobby { waiting } => ServerMsg::Lobby { waiting },
         Notice::Admitted { participants } => ServerMsg::Admitted {
             participants,

@@ -36,6 +36,8 @@ fn record() -> VisitRecord {
         ended_at: None,
         max_participants: 4,
         metadata: None,
+        provider: None,
+        consent: None,
     }
 }
 
@@ -58,6 +60,7 @@ fn join(v: &VisitRecord) -> Vec<WriteOp> {
                 state: ParticipantState::Waiting,
                 since: now,
                 dropped_at: None,
+                consent: None,
             }),
         },
         WriteOp::Audit {

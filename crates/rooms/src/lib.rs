@@ -9,11 +9,14 @@
 //!   node, the cluster's router on several.
 //! - [`ownership`] is what a cluster plugs into the registry so one node at a time acts for
 //!   a visit.
+//! - [`desk`] lines up each provider's queue from their visits' parts and feeds back where
+//!   each waiting participant stands; it serves the providers' dashboards.
 //! - [`storage`] is the durable side: a trait per concern, one SQL implementation over
 //!   SQLite and PostgreSQL, and the writer task that batches changes in order.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod desk;
 pub mod error;
 pub mod ids;
 pub mod ownership;
@@ -24,6 +27,7 @@ pub mod storage;
 // Storage names the core's modules as if they were its own.
 pub(crate) use bedside_visit::{VisitId, audit, audit_chain, event, record, visit};
 
+pub use desk::{Board, Desk, DeskFeed, DeskSettings, ProviderKey};
 pub use error::RoomError;
 pub use ids::{NextConnId, RandomId};
 pub use ownership::{Claim, Ownership};

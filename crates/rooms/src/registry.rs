@@ -9,6 +9,7 @@
 //!
 //! Lock order: a visit's mutex may be held while touching the map, never the reverse.
 
+use crate::desk::DeskFeed;
 use crate::error::RoomError;
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
@@ -16,7 +17,8 @@ use bedside_auth::TenantId;
 use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
     Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
-    ParticipantView, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
+    ParticipantView, ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord,
+    VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -135,6 +137,8 @@ pub struct Registry {
     boot: DateTime<Utc>,
     /// Set in a cluster: visits are loaded only once claimed.
     ownership: Option<Arc<dyn Ownership>>,
+    /// Where visits' parts of their providers' queues go (the node's [`crate::desk`]).
+    desk: Option<DeskFeed>,
 }
 
 fn unavailable(e: StorageError) -> RoomError {
@@ -158,7 +162,14 @@ impl Registry {
             expiry_warning: TimeDelta::minutes(crate::visit::EXPIRY_WARNING_MINUTES),
             boot,
             ownership: None,
+            desk: None,
         }
+    }
+
+    /// Reports every visit's part of its provider's queue to the node's desk.
+    pub fn with_desk(mut self, feed: DeskFeed) -> Self {
+        self.desk = Some(feed);
+        self
     }
 
     /// Runs this registry as one node of a cluster: visits are claimed before they are
@@ -346,6 +357,11 @@ impl Registry {
                     event,
                 }),
                 Output::Observed(observation) => quality_metrics::record(&observation),
+                Output::Queue(part) => {
+                    if let Some(desk) = &self.desk {
+                        desk.report(part, now);
+                    }
+                }
             }
         }
         if !writes.is_empty() {
@@ -542,6 +558,38 @@ impl Registry {
         let live = self.visits.get(&id).map(|v| v.clone())?;
         let g = live.lock();
         (!g.retired && g.visit.record().status != VisitStatus::Ended).then(|| g.visit.quality())
+    }
+
+    /// Moves a visit to another provider's queue on behalf of the tenant's backend.
+    pub async fn transfer(
+        &self,
+        tenant: &TenantId,
+        id: VisitId,
+        provider: ProviderId,
+        by: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<VisitRecord, RoomError> {
+        let mut g = self.lock_for(tenant, id, now).await?;
+        self.run(&mut g, Input::Transfer { by, provider }, now)?;
+        Ok(g.visit.record().clone())
+    }
+
+    /// Feeds an input to a visit only if it is live on this node (the desk's standings and
+    /// a provider's messages: a visit nobody is in has nobody to tell).
+    pub fn feed_live(
+        &self,
+        id: VisitId,
+        input: Input,
+        now: DateTime<Utc>,
+    ) -> Result<(), RoomError> {
+        let Some(live) = self.visits.get(&id).map(|v| v.clone()) else {
+            return Ok(());
+        };
+        let mut g = Mutex::lock_arc(&live);
+        if g.retired {
+            return Ok(());
+        }
+        self.run(&mut g, input, now)
     }
 
     /// Who is in the visit right now, if it is live on this node.

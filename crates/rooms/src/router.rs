@@ -12,7 +12,8 @@ use crate::registry::{Outbox, Registry, VisitHandle};
 use async_trait::async_trait;
 use bedside_auth::{KeyId, TenantId};
 use bedside_visit::{
-    Actor, ConnId, Input, JoinRequest, ParticipantId, ParticipantView, VisitId, VisitRecord,
+    Actor, ConnId, Input, JoinRequest, ParticipantId, ParticipantView, ProviderId, VisitId,
+    VisitRecord,
 };
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -115,6 +116,16 @@ pub trait Router: Send + Sync + 'static {
         identity: &str,
     ) -> Result<(), RoomError>;
 
+    /// Moves a visit to another provider's queue, for the tenant's backend; nobody in it
+    /// moves. Answers once the transfer is stored.
+    async fn transfer(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        visit: VisitId,
+        provider: ProviderId,
+    ) -> Result<(), RoomError>;
+
     /// Who is in a visit now, wherever it runs; nobody if it runs nowhere.
     async fn participants(&self, visit: VisitId) -> Vec<ParticipantView>;
 
@@ -192,6 +203,20 @@ impl Router for LocalRouter {
         self.registry
             .remove(tenant, visit, identity, by, Utc::now())
             .await
+    }
+
+    async fn transfer(
+        &self,
+        tenant: &TenantId,
+        key: &KeyId,
+        visit: VisitId,
+        provider: ProviderId,
+    ) -> Result<(), RoomError> {
+        let by = Actor::Api(key.clone());
+        self.registry
+            .transfer(tenant, visit, provider, by, Utc::now())
+            .await
+            .map(drop)
     }
 
     async fn participants(&self, visit: VisitId) -> Vec<ParticipantView> {

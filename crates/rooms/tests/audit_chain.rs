@@ -33,6 +33,8 @@ fn record() -> VisitRecord {
         ended_at: None,
         max_participants: 4,
         metadata: None,
+        provider: None,
+        consent: None,
     }
 }
 

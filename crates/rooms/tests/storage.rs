@@ -32,6 +32,8 @@ fn record(t: &str, created_at: DateTime<Utc>) -> VisitRecord {
         ended_at: None,
         max_participants: 4,
         metadata: Some(serde_json::json!({"room": "3B"})),
+        provider: Some(bedside_visit::ProviderId::new("dr-lee").unwrap()),
+        consent: None,
     }
 }
 
@@ -85,7 +87,7 @@ impl Recorder {
             .iter()
             .map(|o| match o {
                 Outgoing::Notice(n) => format!("{n:?}")
-                    .split([' ', '{'])
+                    .split([' ', '{', '('])
                     .next()
                     .unwrap()
                     .to_owned(),
@@ -821,6 +823,86 @@ async fn the_seq_of_a_deleted_newest_audit_row_is_never_given_again() {
     let trail = db.audit_trail(v.id).await.unwrap();
     assert_eq!(trail.len(), 2);
     assert!(trail[1].seq > newest, "{} was given again", trail[1].seq);
+}
+
+/// The clinic's day keeps in storage: a visit's provider and consent text, a participant's
+/// consent (so it holds across a restart), transfers, and each consultation of a provider
+/// (the history their patients' expected wait is estimated from).
+#[tokio::test]
+async fn providers_consents_and_consultations_are_stored() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_visit::{Change, ConsentGiven, ConsentText, ProviderId, StoredParticipant};
+    use chrono::SubsecRound;
+    let dir = tempdb().await;
+    let now = Utc::now().trunc_subsecs(6);
+    let db = open(&dir).await;
+    let mut v = record("clinic-a", now);
+    v.consent = Some(ConsentText::new("2026-11", "I agree.\nLine two, with é.").unwrap());
+    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+        .await
+        .unwrap();
+    assert_eq!(db.visit(v.id).await.unwrap().unwrap(), v);
+
+    let pt = StoredParticipant {
+        participant_id: ParticipantId::random(),
+        identity: "pt-1".into(),
+        role: Role::Patient,
+        name: "n".into(),
+        state: bedside_visit::ParticipantState::Waiting,
+        since: now,
+        dropped_at: None,
+        consent: Some(ConsentGiven {
+            version: "2026-11".into(),
+            at: now,
+        }),
+    };
+    let kim = ProviderId::new("dr-kim").unwrap();
+    let change = |change| WriteOp::Change {
+        visit: v.id,
+        change,
+    };
+    db.apply(&[
+        change(Change::Participant(pt.clone())),
+        change(Change::Provider {
+            provider: kim.clone(),
+        }),
+        change(Change::Consultation {
+            provider: kim.clone(),
+            started_at: now - TimeDelta::minutes(30),
+            ended_at: now - TimeDelta::minutes(18),
+        }),
+        change(Change::Consultation {
+            provider: kim.clone(),
+            started_at: now - TimeDelta::minutes(10),
+            ended_at: now - TimeDelta::minutes(2),
+        }),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(db.participants(v.id).await.unwrap(), [pt]);
+    assert_eq!(
+        db.visit(v.id).await.unwrap().unwrap().provider,
+        Some(kim.clone())
+    );
+    // Newest first; another tenant's provider of the same name has none.
+    assert_eq!(
+        db.consultations(&tenant("clinic-a"), &kim, 20)
+            .await
+            .unwrap(),
+        [TimeDelta::minutes(8), TimeDelta::minutes(12)]
+    );
+    assert_eq!(
+        db.consultations(&tenant("clinic-a"), &kim, 1)
+            .await
+            .unwrap(),
+        [TimeDelta::minutes(8)]
+    );
+    assert!(
+        db.consultations(&tenant("clinic-b"), &kim, 20)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Migration 0011 numbers each tenant's events on their own: events stored before it keep

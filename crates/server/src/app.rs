@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::{ApiKey, KeyRing, ResumeKey};
 use bedside_cluster::ClusterRouter;
 use bedside_rooms::storage::{self, Storage, StorageWriter};
-use bedside_rooms::{LocalRouter, Outgoing, Registry, Router};
+use bedside_rooms::{Desk, LocalRouter, Outgoing, Registry, Router};
 use bedside_signaling::Signaling;
 use bedside_visit::CloseCode;
 use chrono::Utc;
@@ -94,8 +94,10 @@ impl Application {
         let resume = ResumeKey::new(&storage.secret("resume_key", &random_secret(32)).await?);
 
         let (writer, writer_task) = StorageWriter::spawn(storage.clone());
+        let desk = Desk::new(config.clinic.desk);
         let registry = Registry::new(storage.clone(), writer.clone(), config.grace, Utc::now())
-            .with_expiry_warning(config.expiry_warning);
+            .with_expiry_warning(config.expiry_warning)
+            .with_desk(desk.feed());
         // One node, or one of several: the rest of the server only sees the router.
         let (registry, router): (Arc<Registry>, Arc<dyn Router>) = match &config.cluster {
             Some(cluster) => {
@@ -136,13 +138,19 @@ impl Application {
             config.signaling.clone(),
             shutdown.clone(),
         )
-        .with_turn(config.turn_servers(turn_addr));
+        .with_turn(config.turn_servers(turn_addr))
+        .with_clinic(bedside_signaling::Clinic {
+            desk: desk.clone(),
+            registry: registry.clone(),
+        });
         let signaling = Arc::new(signaling);
         let hsts = public_url.starts_with("https://");
         let state = AppState {
             keys,
             router,
             registry,
+            desk,
+            consents: Arc::new(config.clinic.consents.clone()),
             signaling,
             public_url: public_url.into(),
             allowed_origins: allowed_origins.into(),
@@ -222,6 +230,12 @@ impl Application {
             shutdown.clone(),
         )?;
         let background = tokio::spawn(background(state.clone(), shutdown.clone(), heartbeat));
+        let desk = tokio::spawn(
+            state
+                .desk
+                .clone()
+                .run(state.registry.clone(), shutdown.clone()),
+        );
         // The router's own work (in a cluster: lease renewal, messages from other nodes) runs
         // on through the drain, until storage is flushed: a draining node still owns its
         // visits, and frames for them from other nodes must still arrive.
@@ -257,6 +271,7 @@ impl Application {
             tracing::warn!("some connections did not close in time");
         }
         joined("background", background).await;
+        joined("desk", desk).await;
         if let Some(turn) = turn {
             turn.stop().await;
         }

@@ -2,10 +2,12 @@
 
 use crate::client_ip::ClientIp;
 use crate::limits::Limits;
-use bedside_auth::KeyRing;
-use bedside_rooms::{Registry, Router};
+use bedside_auth::{KeyRing, TenantId};
+use bedside_rooms::{Desk, Registry, Router};
 use bedside_signaling::Signaling;
+use bedside_visit::ConsentText;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::sync::Semaphore;
@@ -18,6 +20,10 @@ pub struct AppState {
     pub router: Arc<dyn Router>,
     /// The visits this node runs (their deadlines are this node's to keep), and storage.
     pub registry: Arc<Registry>,
+    /// Providers' queues and dashboards on this node.
+    pub desk: Arc<Desk>,
+    /// Tenants' default consent texts (`clinic.consents`).
+    pub consents: Arc<HashMap<TenantId, ConsentText>>,
     pub signaling: Arc<Signaling>,
     /// Base of join links, without a trailing slash.
     pub public_url: Arc<str>,

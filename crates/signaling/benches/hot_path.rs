@@ -38,6 +38,8 @@ fn record(id: VisitId) -> VisitRecord {
         ended_at: None,
         max_participants: 2,
         metadata: None,
+        provider: None,
+        consent: None,
     }
 }
 
@@ -102,6 +104,14 @@ impl Visits for OneVisit {
         _: chrono::DateTime<Utc>,
         _: u32,
     ) -> Result<Vec<VisitId>, StorageError> {
+        Ok(Vec::new())
+    }
+    async fn consultations(
+        &self,
+        _: &TenantId,
+        _: &bedside_visit::ProviderId,
+        _: u32,
+    ) -> Result<Vec<TimeDelta>, StorageError> {
         Ok(Vec::new())
     }
 }

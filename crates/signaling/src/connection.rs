@@ -6,6 +6,9 @@
 //! are written in batches. A server ping goes out every `ping_interval`; a peer silent for
 //! `idle_timeout` is dead and its place enters the grace period.
 
+#[path = "dashboard.rs"]
+mod dashboard;
+
 use crate::outbox::{Alarm, Inbox, LocalOutbox};
 use crate::trace_links::{self, Key};
 use crate::{IceGrant, Signaling};
@@ -248,6 +251,21 @@ impl Connection {
             role = tracing::field::Empty,
             resumed = resume_token.is_some(),
         );
+        // A provider token opens the provider's dashboard, not a visit.
+        if resume_token.is_none()
+            && let Some(t) = token.as_deref()
+        {
+            match self.sig.keys.verify_provider(t, Utc::now()) {
+                Ok(provider) => return Err(self.dashboard(provider).await),
+                // Only a well-signed provider token gets this far: say it is out of time.
+                Err(e @ (TokenError::Expired | TokenError::NotYetValid)) => {
+                    self.sig.metrics.error(e.code());
+                    self.send_error(e.code(), &e.to_string()).await?;
+                    return Err(Exit::Close(CloseCode::BadToken, "invalid token"));
+                }
+                Err(_) => {}
+            }
+        }
         let candidates = match self.verify(token.as_deref(), resume_token.as_deref()) {
             Ok(c) => c,
             Err(e) => {
@@ -404,7 +422,7 @@ impl Connection {
                     let frame = {
                         let grant = match *notice {
                             Notice::Joined { .. } if j.role.is_host() => Some(IceGrant::Call),
-                            Notice::Joined { .. } | Notice::Waiting => Some(IceGrant::Probe),
+                            Notice::Joined { .. } | Notice::Waiting(_) => Some(IceGrant::Probe),
                             Notice::Admitted { .. } => Some(IceGrant::Call),
                             _ => None,
                         };

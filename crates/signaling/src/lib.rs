@@ -17,7 +17,7 @@ pub use outbox::{Inbox, LocalOutbox};
 use axum::extract::ws::WebSocketUpgrade;
 use bedside_auth::{KeyRing, ResumeKey, TurnSecret};
 use bedside_protocol::IceServer;
-use bedside_rooms::Router;
+use bedside_rooms::{Desk, Registry, Router};
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -97,6 +97,16 @@ pub struct Signaling {
     config: SignalingConfig,
     shutdown: CancellationToken,
     metrics: metrics::Metrics,
+    /// Providers' dashboards: set where they are served.
+    clinic: Option<Clinic>,
+}
+
+/// What a provider's dashboard reaches: the node's desk (queues, presence) and the visits
+/// this node runs (messages to waiting rooms, storage for `take`).
+#[derive(Clone)]
+pub struct Clinic {
+    pub desk: Arc<Desk>,
+    pub registry: Arc<Registry>,
 }
 
 impl Signaling {
@@ -127,7 +137,14 @@ impl Signaling {
             config,
             shutdown,
             metrics: metrics::Metrics::new(),
+            clinic: None,
         }
+    }
+
+    /// Serves providers' dashboards.
+    pub fn with_clinic(mut self, clinic: Clinic) -> Self {
+        self.clinic = Some(clinic);
+        self
     }
 
     /// Adds TURN servers whose credentials are minted for each participant.

@@ -25,6 +25,18 @@ pub enum AuditKind {
     TimedOut,
     Removed,
     Ended,
+    /// A patient or guest agreed to the visit's consent text (`detail`: its version and
+    /// the SHA-256 of the exact text).
+    Consented,
+    /// The visit moved to another provider's queue (`identity`: the new provider,
+    /// `detail`: the previous one).
+    Transferred,
+    /// A doctor minted a guest link from the call (`identity`/`role`: the guest's,
+    /// `detail`: the token's `jti`).
+    Invited,
+    /// A provider took the visit from their dashboard (`identity`: the provider, `detail`:
+    /// the doctor token's `jti`).
+    Taken,
 }
 
 text_enum!(AuditKind {
@@ -40,6 +52,10 @@ text_enum!(AuditKind {
     TimedOut => "timed_out",
     Removed => "removed",
     Ended => "ended",
+    Consented => "consented",
+    Transferred => "transferred",
+    Invited => "invited",
+    Taken => "taken",
 });
 
 /// Who caused an audit entry when that is not the participant it is about.

@@ -38,6 +38,12 @@ pub enum EventKind {
     /// Someone is no longer in the visit or its waiting room; see [`LeftReason`].
     #[serde(rename = "participant.left")]
     ParticipantLeft,
+    /// Someone agreed to the visit's consent text (`version`, `sha256` of the text).
+    #[serde(rename = "participant.consented")]
+    ParticipantConsented,
+    /// The visit moved to another provider's queue (`provider`, `previous_provider`).
+    #[serde(rename = "visit.transferred")]
+    VisitTransferred,
 }
 
 text_enum!(EventKind {
@@ -49,6 +55,8 @@ text_enum!(EventKind {
     ParticipantDenied => "participant.denied",
     ParticipantJoined => "participant.joined",
     ParticipantLeft => "participant.left",
+    ParticipantConsented => "participant.consented",
+    VisitTransferred => "visit.transferred",
 });
 
 /// Why a `participant.left` happened.
@@ -100,6 +108,9 @@ pub struct VisitEvent {
     /// `visit.ended`: each participant's call quality summary
     /// ([`crate::quality::ParticipantQuality`]), as JSON.
     pub quality: Option<serde_json::Value>,
+    /// Further text fields of `data`, in order (a consent's version and hash, a transfer's
+    /// providers).
+    pub fields: Vec<(&'static str, String)>,
 }
 
 impl VisitEvent {
@@ -111,6 +122,7 @@ impl VisitEvent {
             reason: None,
             duration_seconds: None,
             quality: None,
+            fields: Vec::new(),
         }
     }
 
@@ -130,6 +142,9 @@ impl VisitEvent {
         }
         if let Some(q) = &self.quality {
             data.insert("quality".into(), q.clone());
+        }
+        for (name, value) in &self.fields {
+            data.insert((*name).into(), value.clone().into());
         }
         serde_json::Value::Object(data)
     }

@@ -118,6 +118,50 @@ impl utoipa::PartialSchema for ParticipantId {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for ParticipantId {}
 
+/// A provider: the clinic's opaque identity of a clinician, whose queue a visit is in. Scoped
+/// to the tenant (a provider of one clinic is unknown to another) and checked like a
+/// participant's identity: 1-128 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
+pub struct ProviderId(String);
+
+/// Why a string is not a provider id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider {0}")]
+pub struct BadProviderId(&'static str);
+
+impl ProviderId {
+    pub fn new(id: impl Into<String>) -> Result<Self, BadProviderId> {
+        let id = id.into();
+        bedside_auth::check_identity(&id).map_err(BadProviderId)?;
+        Ok(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ProviderId {
+    type Error = BadProviderId;
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::new(id)
+    }
+}
+
+impl From<ProviderId> for String {
+    fn from(id: ProviderId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One WebSocket connection on this node. Never leaves the process; numbered by the
 /// process (`bedside_rooms::NextConnId`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,6 +199,15 @@ mod tests {
         assert!("p_123".parse::<ParticipantId>().is_err());
         assert!("x_0123456789abcdef".parse::<ParticipantId>().is_err());
         assert!("p_0123456789abcdeg".parse::<ParticipantId>().is_err());
+    }
+
+    #[test]
+    fn provider_ids_are_identities() {
+        assert_eq!(ProviderId::new("dr-lee").unwrap().as_str(), "dr-lee");
+        assert!(ProviderId::new("").is_err());
+        assert!(ProviderId::new("x".repeat(129)).is_err());
+        assert!(serde_json::from_str::<ProviderId>(r#""a\nb""#).is_err());
+        assert!(serde_json::from_str::<ProviderId>(r#""dr-lee""#).is_ok());
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
 //!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
 //!   finding the first broken link), which storage calls.
+//! - The clinic's day: [`queue`] (a provider's queue across visits, positions),
+//!   [`estimate`] (the expected wait), [`presence`] (available, busy, away), [`consent`]
+//!   (what is agreed to before the knock). The visit's own part of them (the consent gate,
+//!   transfer, invites, single-use links) is in [`visit`].
 //!
 //! This crate depends on no IO crate (`cargo tree -p bedside-visit` shows only plain data
 //! crates), and its clippy.toml forbids clock reads. `docs/architecture.md` shows where it
@@ -22,11 +26,15 @@
 pub mod access;
 pub mod audit;
 pub mod audit_chain;
+pub mod consent;
+pub mod estimate;
 pub mod event;
 pub mod ids;
 pub mod notice;
 pub mod participant;
+pub mod presence;
 pub mod quality;
+pub mod queue;
 pub mod record;
 pub mod refusal;
 pub mod visit;
@@ -34,10 +42,14 @@ pub mod visit;
 pub use access::{Block, Credential};
 pub use audit::{AuditActor, AuditEvent, AuditKind};
 pub use audit_chain::{Break, BreakKind, BrokenChain, ChainReport};
+pub use consent::{ConsentGiven, ConsentText};
+pub use estimate::WaitModel;
 pub use event::{EventKind, EventParticipant, LeftReason, VisitEvent};
-pub use ids::{ConnId, ParticipantId, VisitId};
+pub use ids::{ConnId, ParticipantId, ProviderId, VisitId};
 pub use notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+pub use presence::Presence;
+pub use queue::{QueueEntry, Standing, VisitQueue};
 pub use record::{EndReason, MAX_PARTICIPANTS, VisitRecord, VisitStatus};
 pub use refusal::Refusal;
 pub use visit::{Actor, Change, Input, JoinRequest, Output, StoredParticipant, Target, Visit};

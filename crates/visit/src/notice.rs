@@ -2,6 +2,7 @@
 //! layer turns these into protocol frames.
 
 use crate::quality::{Quality, Reason};
+use crate::queue::Standing;
 use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
@@ -46,7 +47,18 @@ pub enum Notice {
         role: Role,
         visit: VisitSummary,
     },
-    Waiting,
+    /// You are in the waiting room, and this is where you stand.
+    Waiting(Standing),
+    /// Agree to this before you knock.
+    ConsentRequired {
+        version: Arc<str>,
+        text: Arc<str>,
+    },
+    /// The provider's words to the waiting room.
+    ProviderMessage {
+        text: Arc<str>,
+        at: DateTime<Utc>,
+    },
     Lobby {
         waiting: Arc<[LobbyEntry]>,
     },

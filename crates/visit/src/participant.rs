@@ -1,6 +1,7 @@
 //! What others may see of a participant.
 
 use crate::ParticipantId;
+use crate::consent::ConsentGiven;
 use crate::quality::{PrecheckRecord, Quality, Reason};
 use crate::record::text_enum;
 use bedside_auth::Role;
@@ -63,4 +64,7 @@ pub struct LobbyEntry {
     /// What their pre-call check found, once they sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub precheck: Option<PrecheckRecord>,
+    /// Their consent, where the visit asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentGiven>,
 }

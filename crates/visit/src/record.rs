@@ -1,6 +1,7 @@
 //! A visit as stored: what the clinic asked for and where it stands.
 
-use crate::VisitId;
+use crate::consent::ConsentText;
+use crate::{ProviderId, VisitId};
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,10 @@ pub struct VisitRecord {
     pub ended_at: Option<DateTime<Utc>>,
     pub max_participants: u8,
     pub metadata: Option<serde_json::Value>,
+    /// Whose queue the visit is in.
+    pub provider: Option<ProviderId>,
+    /// What patients and guests agree to before they knock.
+    pub consent: Option<ConsentText>,
 }
 
 impl VisitRecord {

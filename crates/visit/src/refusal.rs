@@ -39,6 +39,17 @@ pub enum Refusal {
     TooFrequent,
     #[error("precheck is for the waiting room; you are admitted")]
     PrecheckNotWaiting,
+    #[error("this visit is in another provider's queue")]
+    NotYourVisit,
+    #[error("no consent is asked of you")]
+    ConsentNotRequired,
+    #[error("that is not the version of the consent you were shown")]
+    WrongConsentVersion,
+    #[error(
+        "the message must be 1 to {} characters",
+        crate::visit::MAX_MESSAGE_CHARS
+    )]
+    InvalidText,
     /// The identity was removed or denied after this credential was issued.
     #[error("access to this visit was revoked; ask the clinic for a new link")]
     AccessRevoked,
@@ -65,6 +76,10 @@ impl Refusal {
             Refusal::InvalidChat => "invalid_chat",
             Refusal::TooFrequent => "too_frequent",
             Refusal::PrecheckNotWaiting => "not_waiting",
+            Refusal::NotYourVisit => "not_your_visit",
+            Refusal::ConsentNotRequired => "consent_not_required",
+            Refusal::WrongConsentVersion => "wrong_consent_version",
+            Refusal::InvalidText => "invalid_text",
             Refusal::AccessRevoked => "access_revoked",
             Refusal::PlaceGone => "invalid_token",
         }

@@ -18,6 +18,11 @@
 //!   most once every 4 s; their quality class is shown to the others and to themselves when
 //!   it changes, and summarized for the clinic ([`crate::quality`]). A waiting participant
 //!   reports its pre-call check (`precheck`), which doctors see in the waiting list.
+//! - where the visit asks for consent, a patient or guest is in nobody's waiting room until
+//!   they agree to it (`consent_required`, then `consent`);
+//! - a visit with a provider reports its part of the provider's queue ([`Output::Queue`])
+//!   whenever it changes, and tells its waiting participants where they stand when the
+//!   caller feeds back [`Input::Standings`].
 //! - a removal or denial blocks that identity: credentials issued until then are refused
 //!   ([`crate::access`]), and a resume token reopens only the place it names, while it is
 //!   held;
@@ -25,15 +30,17 @@
 
 use crate::access::{Block, Credential, revokes};
 use crate::audit::{AuditActor, AuditEvent, AuditKind};
+use crate::consent::ConsentGiven;
 use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
 use crate::quality::{
     Observation, Precheck, Quality, Reason, StatsReport, StoredQuality, TooSoon, Tracker,
 };
+use crate::queue::{Knock, ProviderView, Standing, VisitQueue};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
 use crate::refusal::Refusal;
-use crate::{ConnId, ParticipantId};
+use crate::{ConnId, ParticipantId, ProviderId};
 use bedside_auth::{KeyId, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
@@ -43,6 +50,8 @@ use std::sync::Arc;
 pub const MAX_CHAT_CHARS: usize = 2000;
 /// Longest reason a doctor may give when denying, in characters.
 const MAX_REASON_CHARS: usize = 200;
+/// Longest message a provider may send to their waiting room, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1000;
 
 /// Who asks for a privileged action: a connected participant, or the clinic's backend
 /// (named by the API key it used, for the audit trail).
@@ -122,6 +131,26 @@ pub enum Input {
     End {
         by: Actor,
     },
+    /// A patient or guest agrees to the consent text they were shown.
+    Consent {
+        conn: ConnId,
+        version: String,
+    },
+    /// The visit moves to another provider's queue; nobody in it moves.
+    Transfer {
+        by: Actor,
+        provider: ProviderId,
+    },
+    /// Where the visit's waiting participants stand in the provider's queue, and how the
+    /// provider shows (from whoever lines the provider's queue up).
+    Standings {
+        provider: Option<ProviderView>,
+        standings: Vec<(ParticipantId, Standing)>,
+    },
+    /// The provider's words to this visit's waiting room.
+    ProviderMessage {
+        text: String,
+    },
     /// Time passed: expire grace periods and the visit itself where due.
     Tick,
 }
@@ -137,6 +166,8 @@ pub struct StoredParticipant {
     pub since: DateTime<Utc>,
     /// When their connection dropped; `None` while connected.
     pub dropped_at: Option<DateTime<Utc>>,
+    /// The consent they gave, where the visit asks for one.
+    pub consent: Option<ConsentGiven>,
 }
 
 /// A durable change to write.
@@ -155,6 +186,17 @@ pub enum Change {
     Participant(StoredParticipant),
     ParticipantGone {
         participant_id: ParticipantId,
+    },
+    /// The visit is now in this provider's queue.
+    Provider {
+        provider: ProviderId,
+    },
+    /// The provider was in this visit from `started_at` to `ended_at`: one consultation of
+    /// the history their patients' expected wait is estimated from.
+    Consultation {
+        provider: ProviderId,
+        started_at: DateTime<Utc>,
+        ended_at: DateTime<Utc>,
     },
     /// `identity` was removed or denied at `at`: credentials issued until then are refused.
     Blocked {
@@ -193,6 +235,9 @@ pub enum Output {
     Event(VisitEvent),
     /// A `stats` report's measurements, for operators' metrics across visits.
     Observed(Box<Observation>),
+    /// The visit's part of its provider's queue changed (reported only for visits that
+    /// have a provider).
+    Queue(VisitQueue),
 }
 
 #[derive(Debug, Clone)]
@@ -209,11 +254,19 @@ struct Participant {
     dropped_at: Option<DateTime<Utc>>,
     /// Their connection's class as last shown, and why.
     quality: Option<(Quality, Option<Reason>)>,
+    consent: Option<ConsentGiven>,
+    /// What their last `waiting` frame said.
+    standing: Standing,
 }
 
 impl Participant {
     fn admitted(&self) -> bool {
         self.state == ParticipantState::Admitted
+    }
+
+    /// In the waiting room: waiting, and past any consent the visit asks for.
+    fn knocking(&self, consent_required: bool) -> bool {
+        self.state == ParticipantState::Waiting && (!consent_required || self.consent.is_some())
     }
 
     /// The participant as `viewer_is_host` may see them: only doctors (and the clinic's
@@ -241,6 +294,7 @@ impl Participant {
             state: self.state,
             since: self.since,
             dropped_at: self.dropped_at,
+            consent: self.consent.clone(),
         }
     }
 
@@ -290,6 +344,10 @@ pub struct Visit {
     warned: bool,
     /// Call quality of everyone who reported any, kept after they leave.
     quality: Vec<StoredQuality>,
+    /// The part of the provider's queue last reported ([`Output::Queue`]).
+    reported: Option<VisitQueue>,
+    /// How the provider showed in the last [`Input::Standings`].
+    provider_view: Option<ProviderView>,
 }
 
 /// Default lead time of the expiry warning.
@@ -306,6 +364,8 @@ impl Visit {
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
+            reported: None,
+            provider_view: None,
         }
     }
 
@@ -334,6 +394,8 @@ impl Visit {
                     since: p.since,
                     dropped_at: Some(p.dropped_at.map_or(boot, |d| d.min(boot))),
                     quality: None,
+                    consent: p.consent,
+                    standing: Standing::default(),
                 })
                 .collect()
         };
@@ -345,6 +407,8 @@ impl Visit {
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
+            reported: None,
+            provider_view: None,
         }
     }
 
@@ -463,6 +527,21 @@ impl Visit {
         now: DateTime<Utc>,
         out: &mut Vec<Output>,
     ) -> Result<(), Refusal> {
+        // Signals change nothing a queue shows: the hot path skips the comparison.
+        let signal = matches!(input, Input::Signal { .. });
+        let result = self.apply(input, now, out);
+        if !signal {
+            self.report_queue(now, out);
+        }
+        result
+    }
+
+    fn apply(
+        &mut self,
+        input: Input,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
         // Deadlines that passed are acted on first, whether or not the caller fed a tick in
         // time: a visit loaded from storage long after a restart must not hand back an
         // admission whose grace period is over. Signals skip it: they are the hot path,
@@ -525,11 +604,222 @@ impl Visit {
                 self.end(reason, actor, now, out);
                 Ok(())
             }
+            Input::Consent { conn, version } => self.consent(conn, version, now, out),
+            Input::Transfer { by, provider } => self.transfer(by, provider, now, out),
+            Input::Standings {
+                provider,
+                standings,
+            } => {
+                self.standings(provider, standings, out);
+                Ok(())
+            }
+            Input::ProviderMessage { text } => self.provider_message(text, now, out),
             Input::Tick => {
                 self.tick(now, out);
                 Ok(())
             }
         }
+    }
+
+    fn consent_required(&self) -> bool {
+        self.record.consent.is_some()
+    }
+
+    /// This visit's part of its provider's queue now; `None` for a visit without a
+    /// provider.
+    pub fn queue_part(&self) -> Option<VisitQueue> {
+        let provider = self.record.provider.clone()?;
+        let required = self.consent_required();
+        let live = self.record.status != VisitStatus::Ended;
+        let mut knocks: Vec<Knock> = self
+            .participants
+            .iter()
+            .filter(|p| live && p.knocking(required))
+            .map(|p| Knock {
+                participant_id: p.id,
+                name: p.name.clone(),
+                role: p.role,
+                since: p.since,
+                consent: p.consent.clone(),
+            })
+            .collect();
+        knocks.sort_by_key(|k| (k.since, k.participant_id));
+        let busy_since = self
+            .participants
+            .iter()
+            .filter(|p| live && p.admitted() && p.role.is_host() && p.identity == provider.as_str())
+            .map(|p| p.since)
+            .min();
+        Some(VisitQueue {
+            visit: self.record.id,
+            tenant: self.record.tenant.clone(),
+            provider: Some(provider),
+            external_ref: self.record.external_ref.clone(),
+            knocks,
+            busy_since,
+        })
+    }
+
+    fn report_queue(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {
+        let part = self.queue_part();
+        if part.is_none() || part == self.reported {
+            return;
+        }
+        // The provider's consultation here ended (they left, the visit ended, or it moved
+        // to another provider's queue): one more for their history.
+        if let Some(VisitQueue {
+            provider: Some(provider),
+            busy_since: Some(started_at),
+            ..
+        }) = &self.reported
+            && part
+                .as_ref()
+                .is_none_or(|p| p.busy_since.is_none() || p.provider.as_ref() != Some(provider))
+        {
+            out.push(Output::Persist(Change::Consultation {
+                provider: provider.clone(),
+                started_at: *started_at,
+                ended_at: now,
+            }));
+        }
+        self.reported = part.clone();
+        out.extend(part.map(Output::Queue));
+    }
+
+    fn consent(
+        &mut self,
+        conn: ConnId,
+        version: String,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
+        let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
+        let asked = self.record.consent.as_ref().filter(|_| {
+            let p = &self.participants[i];
+            !p.role.is_host() && !p.admitted() && p.consent.is_none()
+        });
+        let text = asked.ok_or(Refusal::ConsentNotRequired)?;
+        if text.version() != version {
+            return Err(Refusal::WrongConsentVersion);
+        }
+        let (detail, sha256) = (text.audit_detail(), text.sha256());
+        let p = &mut self.participants[i];
+        p.consent = Some(ConsentGiven {
+            version: version.clone(),
+            at: now,
+        });
+        // Their knock is when they agreed: the queue is in order of knocks.
+        p.since = now;
+        out.push(Output::Persist(Change::Participant(p.stored())));
+        out.push(Output::Audit(
+            p.audit(AuditKind::Consented, now).detail(detail),
+        ));
+        out.push(Output::Event(VisitEvent {
+            participant: Some(p.who()),
+            fields: vec![("version", version), ("sha256", sha256)],
+            ..VisitEvent::new(EventKind::ParticipantConsented, now)
+        }));
+        out.push(p.event(EventKind::ParticipantWaiting, now));
+        self.send_waiting(i, out);
+        self.lobby_to_doctors(out);
+        Ok(())
+    }
+
+    fn transfer(
+        &mut self,
+        by: Actor,
+        provider: ProviderId,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
+        let actor = self.authorize(&by)?;
+        if self.record.status == VisitStatus::Ended {
+            return Err(Refusal::VisitEnded);
+        }
+        let previous = self.record.provider.replace(provider.clone());
+        // The old provider's presence no longer applies; the new one's follows.
+        self.provider_view = None;
+        for p in &mut self.participants {
+            p.standing = Standing::default();
+        }
+        out.push(Output::Persist(Change::Provider {
+            provider: provider.clone(),
+        }));
+        let mut audit = AuditEvent {
+            identity: Some(provider.to_string()),
+            ..AuditEvent::new(AuditKind::Transferred, now)
+        }
+        .actor(actor);
+        if let Some(previous) = &previous {
+            audit = audit.detail(previous.to_string());
+        }
+        out.push(Output::Audit(audit));
+        let mut fields = vec![("provider", provider.to_string())];
+        fields.extend(previous.map(|p| ("previous_provider", p.to_string())));
+        out.push(Output::Event(VisitEvent {
+            fields,
+            ..VisitEvent::new(EventKind::VisitTransferred, now)
+        }));
+        Ok(())
+    }
+
+    fn standings(
+        &mut self,
+        provider: Option<ProviderView>,
+        standings: Vec<(ParticipantId, Standing)>,
+        out: &mut Vec<Output>,
+    ) {
+        self.provider_view = provider;
+        let required = self.consent_required();
+        for (id, standing) in standings {
+            let Some(i) = self.by_id(id) else { continue };
+            if self.participants[i].knocking(required) && self.participants[i].standing != standing
+            {
+                self.participants[i].standing = standing;
+                self.send_waiting(i, out);
+            }
+        }
+    }
+
+    /// Tells participant `i` where they stand: their last standing, with the provider as
+    /// last seen.
+    fn send_waiting(&mut self, i: usize, out: &mut Vec<Output>) {
+        let p = &mut self.participants[i];
+        if self.record.provider.is_some() && p.standing.provider.is_none() {
+            p.standing.provider = self.provider_view.clone();
+        }
+        if let Some(conn) = p.conn {
+            out.push(Output::Send {
+                to: conn,
+                notice: Notice::Waiting(p.standing.clone()),
+            });
+        }
+    }
+
+    fn provider_message(
+        &mut self,
+        text: String,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > MAX_MESSAGE_CHARS {
+            return Err(Refusal::InvalidText);
+        }
+        let text: Arc<str> = text.into();
+        let required = self.consent_required();
+        for p in &self.participants {
+            if let (Some(conn), true) = (p.conn, p.knocking(required)) {
+                out.push(Output::Send {
+                    to: conn,
+                    notice: Notice::ProviderMessage {
+                        text: text.clone(),
+                        at: now,
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     fn by_conn(&self, conn: ConnId) -> Option<usize> {
@@ -556,9 +846,10 @@ impl Visit {
     }
 
     fn lobby(&self) -> Arc<[LobbyEntry]> {
+        let required = self.consent_required();
         self.participants
             .iter()
-            .filter(|p| p.state == ParticipantState::Waiting)
+            .filter(|p| p.knocking(required))
             .map(|p| LobbyEntry {
                 participant_id: p.id,
                 name: p.name.clone(),
@@ -566,6 +857,7 @@ impl Visit {
                 since: p.since,
                 connected: p.conn.is_some(),
                 precheck: self.tracker(p.id).and_then(|t| t.precheck().copied()),
+                consent: p.consent.clone(),
             })
             .collect()
     }
@@ -708,6 +1000,8 @@ impl Visit {
                     since: now,
                     dropped_at: None,
                     quality: None,
+                    consent: None,
+                    standing: Standing::default(),
                 });
                 if self.record.status == VisitStatus::Open {
                     self.record.status = VisitStatus::Active;
@@ -723,11 +1017,19 @@ impl Visit {
                         .audit(AuditKind::Joined, now)
                         .detail(via),
                 ));
+                // Someone asked for consent first knocks when they give it.
                 let kind = match state {
-                    ParticipantState::Waiting => EventKind::ParticipantWaiting,
-                    ParticipantState::Admitted => EventKind::ParticipantJoined,
+                    ParticipantState::Waiting
+                        if self.participants[i].knocking(self.consent_required()) =>
+                    {
+                        Some(EventKind::ParticipantWaiting)
+                    }
+                    ParticipantState::Waiting => None,
+                    ParticipantState::Admitted => Some(EventKind::ParticipantJoined),
                 };
-                out.push(self.participants[i].event(kind, now));
+                if let Some(kind) = kind {
+                    out.push(self.participants[i].event(kind, now));
+                }
                 self.check_started(now, out);
                 i
             }
@@ -769,11 +1071,18 @@ impl Visit {
                     participant: p.view(host),
                 });
             }
+        } else if !p.knocking(self.consent_required()) {
+            if let Some(consent) = &self.record.consent {
+                out.push(Output::Send {
+                    to: req.conn,
+                    notice: Notice::ConsentRequired {
+                        version: consent.version().into(),
+                        text: consent.text().into(),
+                    },
+                });
+            }
         } else {
-            out.push(Output::Send {
-                to: req.conn,
-                notice: Notice::Waiting,
-            });
+            self.send_waiting(i, out);
             self.lobby_to_doctors(out);
         }
         // Whoever arrives after the warning went out still hears it.
@@ -829,9 +1138,14 @@ impl Visit {
     ) -> Result<(), Refusal> {
         let actor = self.authorize(&Actor::Conn(conn))?;
         let i = self.by_id(target).ok_or(Refusal::UnknownParticipant)?;
+        let required = self.consent_required();
         let p = &mut self.participants[i];
         if p.admitted() {
             return Err(Refusal::NotWaiting);
+        }
+        // Not in the waiting room until they consent: no doctor can see them yet.
+        if !p.knocking(required) {
+            return Err(Refusal::UnknownParticipant);
         }
         p.state = ParticipantState::Admitted;
         p.since = now;

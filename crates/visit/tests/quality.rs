@@ -43,6 +43,8 @@ impl Sim {
             ended_at: None,
             max_participants: 4,
             metadata: None,
+            provider: None,
+            consent: None,
         };
         Self {
             visit: Visit::new(record, TimeDelta::seconds(30)),

@@ -50,6 +50,8 @@ fn record(max: u8) -> VisitRecord {
         ended_at: None,
         max_participants: max,
         metadata: None,
+        provider: None,
+        consent: None,
     }
 }
 
@@ -179,7 +181,9 @@ fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
         .iter()
         .map(|n| match n {
             Notice::Joined { .. } => "joined",
-            Notice::Waiting => "waiting",
+            Notice::Waiting(_) => "waiting",
+            Notice::ConsentRequired { .. } => "consent_required",
+            Notice::ProviderMessage { .. } => "provider_message",
             Notice::Lobby { .. } => "lobby",
             Notice::Admitted { .. } => "admitted",
             Notice::ParticipantJoined { .. } => "participant_joined",
@@ -920,6 +924,7 @@ fn after_a_restart_admissions_hold_for_one_grace_period() {
         state,
         since: t0(),
         dropped_at: None,
+        consent: None,
     };
     let pt = stored("pt-1", Role::Patient, ParticipantState::Admitted);
     let waiting = stored("pt-2", Role::Patient, ParticipantState::Waiting);
@@ -961,6 +966,7 @@ fn a_visit_first_touched_after_the_grace_period_readmits_no_one() {
         state: ParticipantState::Admitted,
         since: t0(),
         dropped_at: None,
+        consent: None,
     };
     let mut sim = Sim {
         visit: Visit::restore(r, vec![pt], boot, TimeDelta::seconds(GRACE)),
@@ -1322,6 +1328,7 @@ fn after_a_restart_a_resume_token_reopens_a_place_within_one_grace_period() {
         state: ParticipantState::Admitted,
         since: t0(),
         dropped_at: None,
+        consent: None,
     };
     let token = Credential::resume(pt.participant_id, t0().timestamp());
     let mut sim = Sim {

@@ -10,6 +10,7 @@ use crate::audit::AuditKind;
 use crate::audit_chain::StoredFields;
 use crate::record::{UnknownValue, VisitRecord};
 use bedside_auth::{Role, TenantId};
+use bedside_visit::{ConsentText, ProviderId};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use std::str::FromStr;
@@ -18,7 +19,8 @@ use std::str::FromStr;
 macro_rules! visit_columns {
     () => {
         "id, tenant, external_ref, status, ended_reason, created_at, not_before, \
-         expires_at, started_at, ended_at, max_participants, metadata"
+         expires_at, started_at, ended_at, max_participants, metadata, provider, \
+         consent_version, consent_text"
     };
 }
 pub(super) use visit_columns;
@@ -56,6 +58,16 @@ where
     R::Database: Dialect,
 {
     let metadata: Option<String> = row.col("metadata")?;
+    let corrupt = |e: &dyn std::fmt::Display| StorageError::Corrupt(e.to_string());
+    let consent = match (
+        row.col::<Option<String>>("consent_version")?,
+        row.col::<Option<String>>("consent_text")?,
+    ) {
+        (Some(version), Some(text)) => {
+            Some(ConsentText::new(version, text).map_err(|e| corrupt(&e))?)
+        }
+        _ => None,
+    };
     Ok(VisitRecord {
         id: parse(&row.col::<String>("id")?)?,
         tenant: TenantId::new(row.col::<String>("tenant")?)
@@ -80,6 +92,12 @@ where
             .map(|m| serde_json::from_str(&m))
             .transpose()
             .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        provider: row
+            .col::<Option<String>>("provider")?
+            .map(ProviderId::new)
+            .transpose()
+            .map_err(|e| corrupt(&e))?,
+        consent,
     })
 }
 

@@ -36,9 +36,9 @@ use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::StoredParticipant;
 use async_trait::async_trait;
 use bedside_auth::TenantId;
-use bedside_visit::Block;
 use bedside_visit::quality::StoredQuality;
-use chrono::{DateTime, Utc};
+use bedside_visit::{Block, ProviderId};
+use chrono::{DateTime, TimeDelta, Utc};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -157,6 +157,13 @@ pub trait Visits: Send + Sync {
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<VisitId>, StorageError>;
+    /// How long a provider's last `limit` consultations on this tenant ran, newest first.
+    async fn consultations(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        limit: u32,
+    ) -> Result<Vec<TimeDelta>, StorageError>;
 }
 
 /// The audit trail: each visit's entries, hash-chained (see [`crate::audit_chain`]).

@@ -14,7 +14,8 @@ use crate::visit::{Change, StoredParticipant};
 use async_trait::async_trait;
 use bedside_auth::TenantId;
 use bedside_visit::quality::StoredQuality;
-use chrono::{DateTime, Utc};
+use bedside_visit::{ConsentGiven, ProviderId};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Transaction;
 
 #[async_trait]
@@ -28,7 +29,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
         sqlx::query(concat!(
             "INSERT INTO visits (",
             visit_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .arg(v.id.to_string())
         .arg(v.tenant.as_str())
@@ -42,6 +43,13 @@ impl<D: Dialect> Visits for SqlStorage<D> {
         .arg(v.ended_at.map(micros))
         .arg(i64::from(v.max_participants))
         .arg(v.metadata.as_ref().map(|m| m.to_string()))
+        .arg(
+            v.provider
+                .as_ref()
+                .map(|p| D::text(p.as_str()).into_owned()),
+        )
+        .arg(v.consent.as_ref().map(|c| c.version().to_owned()))
+        .arg(v.consent.as_ref().map(|c| D::text(c.text()).into_owned()))
         .execute(D::on(&mut tx))
         .await?;
         // The new row is this transaction's until it commits: no other writer can touch
@@ -106,7 +114,8 @@ impl<D: Dialect> Visits for SqlStorage<D> {
 
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
         let rows = sqlx::query(
-            "SELECT participant_id, identity, role, name, state, since, dropped_at FROM participants \
+            "SELECT participant_id, identity, role, name, state, since, dropped_at, consent_version, \
+             consent_at FROM participants \
              WHERE visit_id = $1 ORDER BY since, participant_id",
         )
         .arg(id.to_string())
@@ -122,6 +131,13 @@ impl<D: Dialect> Visits for SqlStorage<D> {
                     state: parse(&r.col::<String>("state")?)?,
                     since: time(r.col("since")?)?,
                     dropped_at: opt_time(r.col("dropped_at")?)?,
+                    consent: match (
+                        r.col::<Option<String>>("consent_version")?,
+                        opt_time(r.col("consent_at")?)?,
+                    ) {
+                        (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
+                        _ => None,
+                    },
                 })
             })
             .collect()
@@ -183,6 +199,29 @@ impl<D: Dialect> Visits for SqlStorage<D> {
             .map(|r| parse(&r.col::<String>("id")?))
             .collect()
     }
+
+    async fn consultations(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        limit: u32,
+    ) -> Result<Vec<TimeDelta>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT started_at, ended_at FROM consultations WHERE tenant = $1 AND provider = $2 \
+             ORDER BY ended_at DESC LIMIT $3",
+        )
+        .arg(tenant.as_str())
+        .arg(D::text(provider.as_str()).into_owned())
+        .arg(i64::from(limit))
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (from, to): (i64, i64) = (r.col("started_at")?, r.col("ended_at")?);
+                Ok(TimeDelta::microseconds(to.saturating_sub(from).max(0)))
+            })
+            .collect()
+    }
 }
 
 /// Writes one change of a live visit.
@@ -225,11 +264,13 @@ pub(super) async fn apply_change<D: Dialect>(
         }
         Change::Participant(p) => {
             sqlx::query(
-                "INSERT INTO participants (visit_id, participant_id, identity, role, name, state, since, dropped_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                "INSERT INTO participants (visit_id, participant_id, identity, role, name, state, since, dropped_at, \
+                 consent_version, consent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (visit_id, participant_id) DO UPDATE SET identity = EXCLUDED.identity, \
                  role = EXCLUDED.role, name = EXCLUDED.name, state = EXCLUDED.state, \
-                 since = EXCLUDED.since, dropped_at = EXCLUDED.dropped_at",
+                 since = EXCLUDED.since, dropped_at = EXCLUDED.dropped_at, \
+                 consent_version = EXCLUDED.consent_version, consent_at = EXCLUDED.consent_at",
             )
             .arg(id.as_str())
             .arg(p.participant_id.to_string())
@@ -239,6 +280,31 @@ pub(super) async fn apply_change<D: Dialect>(
             .arg(p.state.as_str())
             .arg(micros(p.since))
             .arg(p.dropped_at.map(micros))
+            .arg(p.consent.as_ref().map(|c| c.version.clone()))
+            .arg(p.consent.as_ref().map(|c| micros(c.at)))
+            .execute(D::on(tx))
+            .await?;
+        }
+        Change::Provider { provider } => {
+            sqlx::query("UPDATE visits SET provider = $1 WHERE id = $2")
+                .arg(D::text(provider.as_str()).into_owned())
+                .arg(id.as_str())
+                .execute(D::on(tx))
+                .await?;
+        }
+        Change::Consultation {
+            provider,
+            started_at,
+            ended_at,
+        } => {
+            sqlx::query(
+                "INSERT INTO consultations (tenant, provider, visit_id, started_at, ended_at) \
+                 SELECT tenant, $1, id, $2, $3 FROM visits WHERE id = $4",
+            )
+            .arg(D::text(provider.as_str()).into_owned())
+            .arg(micros(*started_at))
+            .arg(micros(*ended_at))
+            .arg(id.as_str())
             .execute(D::on(tx))
             .await?;
         }

@@ -6,8 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::Role;
 use bedside_rooms::storage::AuditRecord;
 use bedside_visit::{
-    AuditKind, EndReason, MAX_PARTICIPANTS, ParticipantId, ParticipantState, ParticipantView,
-    VisitId, VisitRecord, VisitStatus,
+    AuditKind, ConsentText, EndReason, MAX_PARTICIPANTS, ParticipantId, ParticipantState,
+    ParticipantView, ProviderId, QueueEntry, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,54 @@ pub struct CreateVisit {
     /// A JSON object of at most 4 KiB (as JSON), returned as given; never logged.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The provider whose queue the visit is in: the clinic's opaque identity of a
+    /// clinician, 1-128 characters, no control characters.
+    #[schema(
+        value_type = Option<String>,
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub provider: Option<String>,
+    /// What patients and guests must agree to before they knock; default: the tenant's
+    /// configured consent (`clinic.consents`), if any.
+    pub consent: Option<ConsentInput>,
+}
+
+/// A consent text and its version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentInput {
+    /// 1-64 of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub version: String,
+    /// 1-8000 characters, not only spaces; no control characters but line breaks and tabs.
+    #[schema(
+        min_length = 1,
+        max_length = 8000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
+    pub text: String,
+}
+
+/// A consent as a visit shows it: with the SHA-256 of the text, as the audit trail
+/// records it for each patient's agreement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentBody {
+    pub version: String,
+    pub text: String,
+    /// Hex SHA-256 of the text's UTF-8 bytes.
+    pub sha256: String,
+}
+
+impl From<ConsentText> for ConsentBody {
+    fn from(c: ConsentText) -> Self {
+        Self {
+            sha256: c.sha256(),
+            version: c.version().to_owned(),
+            text: c.text().to_owned(),
+        }
+    }
 }
 
 /// A validated [`CreateVisit`].
@@ -69,6 +117,14 @@ pub struct NewVisit {
     pub expires_at: DateTime<Utc>,
     pub max_participants: u8,
     pub metadata: Option<serde_json::Value>,
+    pub provider: Option<ProviderId>,
+    pub consent: Option<ConsentText>,
+}
+
+/// A provider named in a request.
+pub fn provider_id(field: &'static str, p: String) -> Result<ProviderId, ApiError> {
+    ProviderId::new(p)
+        .map_err(|_| ApiError::invalid(field, "1-128 characters, no control characters"))
 }
 
 impl CreateVisit {
@@ -109,12 +165,23 @@ impl CreateVisit {
                 return Err(ApiError::invalid("metadata", "must be at most 4 KiB"));
             }
         }
+        let provider = self
+            .provider
+            .map(|p| provider_id("provider", p))
+            .transpose()?;
+        let consent = self
+            .consent
+            .map(|c| ConsentText::new(c.version, c.text))
+            .transpose()
+            .map_err(|e| ApiError::invalid("consent", e.to_string()))?;
         Ok(NewVisit {
             external_ref: self.external_ref,
             not_before,
             expires_at,
             max_participants,
             metadata: self.metadata,
+            provider,
+            consent,
         })
     }
 }
@@ -133,6 +200,11 @@ pub struct VisitBody {
     pub max_participants: u8,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The provider whose queue the visit is in.
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<ProviderId>,
+    /// What patients and guests agree to before they knock.
+    pub consent: Option<ConsentBody>,
     /// Admitted participants (single-visit reads only); `connected` is false while one is
     /// reconnecting.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +231,8 @@ impl VisitBody {
                 .or_else(|| (status == VisitStatus::Ended).then_some(r.expires_at)),
             max_participants: r.max_participants,
             metadata: r.metadata,
+            provider: r.provider,
+            consent: r.consent.map(ConsentBody::from),
             connected: None,
             waiting: None,
         }
@@ -240,6 +314,59 @@ pub fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, VisitId), ApiError>
         .and_then(DateTime::from_timestamp_micros)
         .ok_or_else(bad)?;
     Ok((at, id.parse().map_err(|_| bad())?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// The provider whose queue the visit moves to: 1-128 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub provider: String,
+}
+
+/// Only a JSON object: every field is optional, and serde would otherwise take an array.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(
+    try_from = "serde_json::Map<String, serde_json::Value>",
+    deny_unknown_fields
+)]
+pub struct MintProviderToken {
+    /// The provider's name as their waiting patients see it, at most 100 characters, no
+    /// control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub name: Option<String>,
+    /// Lifetime in seconds, 60 to 31 days; default 24 hours.
+    #[schema(minimum = 60, maximum = 2_678_400)]
+    pub ttl_seconds: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintProviderTokenFields {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "whole")]
+    ttl_seconds: Option<u32>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for MintProviderToken {
+    type Error = serde_json::Error;
+    fn try_from(fields: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        let f: MintProviderTokenFields = serde_json::from_value(fields.into())?;
+        Ok(Self {
+            name: f.name,
+            ttl_seconds: f.ttl_seconds,
+        })
+    }
+}
+
+/// A provider's queue: everyone waiting in their live visits, oldest knock first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueBody {
+    pub entries: Vec<QueueEntry>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -5,6 +5,7 @@ mod dto;
 mod events;
 mod extract;
 mod openapi;
+mod providers;
 mod tenant;
 mod visits;
 
@@ -23,7 +24,8 @@ use utoipa_axum::routes;
                        Authenticate with HTTP Basic: API key id and secret. The WebSocket protocol on /ws is described in docs/protocol.md."
     ),
     modifiers(&BasicAuth),
-    tags((name = "visits", description = "Visits of the calling tenant"), (name = "operations", description = "Health and metrics"))
+    tags((name = "visits", description = "Visits of the calling tenant"),
+         (name = "providers", description = "Providers' queues across the tenant's visits"), (name = "operations", description = "Health and metrics"))
 )]
 struct ApiDoc;
 
@@ -47,6 +49,9 @@ pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
         .routes(routes!(visits::mint_token))
         .routes(routes!(visits::end_visit))
         .routes(routes!(visits::remove_participant))
+        .routes(routes!(visits::transfer_visit))
+        .routes(routes!(providers::provider_queue))
+        .routes(routes!(providers::mint_provider_token))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
         .routes(routes!(visits::visit_quality))

@@ -80,7 +80,9 @@ fn visit_example() -> Value {
         "started_at": null,
         "ended_at": null,
         "max_participants": 2,
-        "metadata": {"room": "3B"}
+        "metadata": {"room": "3B"},
+        "provider": "dr-lee",
+        "consent": null
     })
 }
 
@@ -156,6 +158,23 @@ fn success_example(operation: &str) -> Option<Value> {
                     "turn": {"udp": true}, "at": "2026-11-22T10:00:41.000000Z"}
             }]
         }),
+        "transfer_visit" => {
+            let mut v = visit_example();
+            v["status"] = json!("active");
+            v["provider"] = json!("dr-kim");
+            v
+        }
+        "provider_queue" => json!({"entries": [{
+            "visit_id": VISIT_ID, "external_ref": "appt-1042", "position": 1,
+            "participant": {"participant_id": "p_9c8b7a6f5e4d3c2b", "name": "Sam",
+                            "role": "patient", "since": "2026-11-22T10:01:12.000000Z"},
+            "consent": {"version": "2026-11", "at": "2026-11-22T10:01:12.000000Z"}
+        }]}),
+        "mint_provider_token" => json!({
+            "token": "eyJhbGciOiJIUzI1NiIsImtpZCI6ImNsaW5pYy1hIiwidHlwIjoiSldUIn0.eyJpc3MiOiJjbGluaWMtYSJ9.c2lnbmF0dXJl",
+            "expires_at": "2026-11-23T08:00:00Z",
+            "join_url": "https://visits.example-clinic.org/#token=eyJhbGciOiJIUzI1NiIsImtpZCI6ImNsaW5pYy1hIiwidHlwIjoiSldUIn0.eyJpc3MiOiJjbGluaWMtYSJ9.c2lnbmF0dXJl"
+        }),
         "healthz" => json!({"status": "ok"}),
         "readyz" => json!({"status": "ready"}),
         _ => return None,
@@ -170,8 +189,12 @@ fn request_example(operation: &str) -> Option<Value> {
             "not_before": "2026-11-22T10:00:00Z",
             "expires_at": "2026-11-22T22:00:00Z",
             "max_participants": 2,
-            "metadata": {"room": "3B"}
+            "metadata": {"room": "3B"},
+            "provider": "dr-lee",
+            "consent": {"version": "2026-11", "text": "I agree to be seen by video."}
         }),
+        "transfer_visit" => json!({"provider": "dr-kim"}),
+        "mint_provider_token" => json!({"name": "Dr Lee", "ttl_seconds": 28800}),
         "mint_token" => json!({
             "role": "patient",
             "identity": "patient-7731",

@@ -2,7 +2,7 @@
 
 use super::dto::{
     CreateVisit, EventBody, EventList, ListParams, MintToken, QualityBody, TokenBody, TrailCheck,
-    VisitBody, VisitList, decode_cursor, encode_cursor,
+    Transfer, VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
 };
 use super::extract::{ApiJson, ApiQuery};
 use super::tenant::Tenant;
@@ -18,8 +18,8 @@ use bedside_visit::access::issued_at_after;
 use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
 
-const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
-const MAX_NAME_CHARS: usize = 100;
+pub(super) const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
+pub(super) const MAX_NAME_CHARS: usize = 100;
 
 /// A visit of the caller's tenant; any other visit does not exist as far as it can tell.
 async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
@@ -67,6 +67,10 @@ pub async fn create_visit(
         ended_at: None,
         max_participants: new.max_participants,
         metadata: new.metadata,
+        provider: new.provider,
+        consent: new
+            .consent
+            .or_else(|| state.consents.get(&tenant.id).cloned()),
     };
     let created =
         AuditEvent::new(AuditKind::Created, now).actor(AuditActor::Api(tenant.key.clone()));
@@ -270,6 +274,35 @@ pub async fn end_visit(
     super::caught_up(&state).await?;
     tracing::info!(visit = %id, "visit ended by api");
     Ok(Json(VisitBody::new(record, now)))
+}
+
+/// Move a visit to another provider's queue; whoever waits or is admitted stays in place.
+#[utoipa::path(
+    post, path = "/visits/{id}/transfer", tag = "visits",
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    request_body = Transfer,
+    responses(
+        (status = 200, description = "The visit, now in that provider's queue", body = VisitBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+        (status = 409, description = "The visit has ended", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn transfer_visit(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Transfer>,
+) -> Result<Json<VisitBody>, ApiError> {
+    let id: VisitId = id.parse().map_err(|_| ApiError::VisitNotFound)?;
+    let provider = provider_id("provider", body.provider)?;
+    state
+        .router
+        .transfer(&tenant.id, &tenant.key, id, provider)
+        .await?;
+    let record = owned_visit(&state, &tenant, &id.to_string()).await?;
+    tracing::info!(visit = %id, "visit transferred by api");
+    Ok(Json(VisitBody::new(record, Utc::now())))
 }
 
 /// Remove a participant (by identity) from a visit, and revoke that identity's links.

@@ -18,10 +18,13 @@ use anyhow::{Context, bail};
 use bedside_auth::{ApiKey, TenantId, TurnSecret};
 use bedside_cluster::{ClusterConfig, NodeId};
 use bedside_protocol::IceServer;
+use bedside_rooms::DeskSettings;
 use bedside_rooms::storage::Backend;
 use bedside_signaling::{SignalingConfig, TurnServers};
+use bedside_visit::{ConsentText, WaitModel};
 use chrono::TimeDelta;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -98,6 +101,46 @@ pub struct TurnConfig {
     pub embedded: Option<EmbeddedTurnConfig>,
 }
 
+/// The clinic's day: the expected wait's model, presence, tenants' default consents.
+#[derive(Debug, Clone)]
+pub struct ClinicConfig {
+    pub desk: DeskSettings,
+    pub consents: HashMap<TenantId, ConsentText>,
+}
+
+fn clinic(s: &raw::ClinicSettings) -> anyhow::Result<ClinicConfig> {
+    if s.history == 0 || s.history > 1000 {
+        bail!("clinic.history must be 1-1000");
+    }
+    if s.away_after_secs == 0 || s.away_after_secs > 86_400 {
+        bail!("clinic.away_after_secs must be 1-86400");
+    }
+    let default = match s.default_consultation_secs {
+        Some(0) => bail!("clinic.default_consultation_secs must be positive"),
+        Some(secs) => Some(TimeDelta::seconds(i64::try_from(secs.min(86_400))?)),
+        None => None,
+    };
+    let mut consents = HashMap::new();
+    for c in &s.consents {
+        let tenant = TenantId::new(c.tenant.clone())
+            .map_err(|e| anyhow::anyhow!("clinic.consents tenant: {e}"))?;
+        let text = ConsentText::new(c.version.clone(), c.text.clone())
+            .map_err(|e| anyhow::anyhow!("clinic.consents for {tenant}: {e}"))?;
+        consents.insert(tenant, text);
+    }
+    Ok(ClinicConfig {
+        desk: DeskSettings {
+            model: WaitModel {
+                default,
+                prior_weight: s.prior_weight,
+                history: s.history,
+            },
+            away_after: TimeDelta::seconds(i64::try_from(s.away_after_secs)?),
+        },
+        consents,
+    })
+}
+
 /// Everything `bedside` runs with, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -133,6 +176,7 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     pub trusted_proxies: Vec<IpNet>,
     pub drain: DrainConfig,
+    pub clinic: ClinicConfig,
     /// OTLP/HTTP collector for traces (`BEDSIDE_OTLP_ENDPOINT`); none: no traces sent.
     pub otlp_endpoint: Option<String>,
 }
@@ -332,6 +376,7 @@ impl TryFrom<Settings> for Config {
             allowed_origins,
             embed_origins,
             grace: TimeDelta::seconds(i64::try_from(s.grace_seconds)?),
+            clinic: clinic(&s.clinic)?,
             expiry_warning: TimeDelta::seconds(i64::try_from(s.expiry_warning_secs)?),
             max_connections: s.max_connections,
             ice_servers: s.ice_servers.clone(),

@@ -87,6 +87,44 @@ impl Default for WsSettings {
     }
 }
 
+/// A tenant's default consent text, as the config file writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSetting {
+    pub tenant: String,
+    pub version: String,
+    pub text: String,
+}
+
+/// The clinic's day: providers' queues, the expected wait, presence, consent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ClinicSettings {
+    /// A typical consultation, in seconds, while a provider has no history; none: no
+    /// expected wait until they have one.
+    pub default_consultation_secs: Option<u64>,
+    /// How many consultations the default counts as while a provider's history is short.
+    pub prior_weight: u32,
+    /// How many of a provider's most recent consultations the estimate looks at.
+    pub history: usize,
+    /// How long a provider's dashboard may be gone before they show as `away`.
+    pub away_after_secs: u64,
+    /// Per-tenant consent a visit asks for when it names none (config file only).
+    pub consents: Vec<ConsentSetting>,
+}
+
+impl Default for ClinicSettings {
+    fn default() -> Self {
+        Self {
+            default_consultation_secs: None,
+            prior_weight: 3,
+            history: 20,
+            away_after_secs: 120,
+            consents: Vec::new(),
+        }
+    }
+}
+
 /// A tenant's webhook, as the config file writes it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +333,7 @@ pub struct Settings {
     pub trusted_proxies: ListOrString<String>,
     pub cluster: ClusterSettings,
     pub drain: DrainSettings,
+    pub clinic: ClinicSettings,
     /// OpenTelemetry collector to send traces to over OTLP/HTTP, e.g. `http://collector:4318`;
     /// none: no traces leave the process.
     pub otlp_endpoint: Option<String>,
@@ -328,6 +367,7 @@ impl Default for Settings {
             trusted_proxies: ListOrString::None,
             cluster: ClusterSettings::default(),
             drain: DrainSettings::default(),
+            clinic: ClinicSettings::default(),
             otlp_endpoint: None,
         }
     }

@@ -279,3 +279,53 @@ fn embed_origins_are_exact_origins() {
         assert!(with(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_clinics_settings_are_checked() {
+    let c = check(Settings::default()).unwrap();
+    assert_eq!(
+        c.clinic.desk.model.default, None,
+        "no estimate without history"
+    );
+    assert_eq!(c.clinic.desk.away_after, TimeDelta::seconds(120));
+    assert!(c.clinic.consents.is_empty());
+    let with = |clinic: raw::ClinicSettings| {
+        check(Settings {
+            clinic,
+            ..Settings::default()
+        })
+    };
+    let c = with(raw::ClinicSettings {
+        default_consultation_secs: Some(900),
+        consents: vec![raw::ConsentSetting {
+            tenant: "clinic-a".into(),
+            version: "2026-11".into(),
+            text: "I agree.".into(),
+        }],
+        ..raw::ClinicSettings::default()
+    })
+    .unwrap();
+    assert_eq!(c.clinic.desk.model.default, Some(TimeDelta::minutes(15)));
+    let tenant = TenantId::new("clinic-a").unwrap();
+    assert_eq!(c.clinic.consents[&tenant].version(), "2026-11");
+    for bad in [
+        raw::ClinicSettings {
+            history: 0,
+            ..raw::ClinicSettings::default()
+        },
+        raw::ClinicSettings {
+            default_consultation_secs: Some(0),
+            ..raw::ClinicSettings::default()
+        },
+        raw::ClinicSettings {
+            consents: vec![raw::ConsentSetting {
+                tenant: "clinic-a".into(),
+                version: "v 1".into(),
+                text: "x".into(),
+            }],
+            ..raw::ClinicSettings::default()
+        },
+    ] {
+        assert!(with(bad).is_err());
+    }
+}

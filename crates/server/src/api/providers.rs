@@ -1,0 +1,102 @@
+//! `/v1/providers`: a provider's queue across the tenant's visits, and the tokens that open
+//! a provider's dashboard.
+
+use super::dto::{MintProviderToken, QueueBody, TokenBody, provider_id};
+use super::extract::ApiJson;
+use super::tenant::Tenant;
+use super::visits::{DEFAULT_TOKEN_TTL_SECS, MAX_NAME_CHARS};
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bedside_auth::{MAX_TOKEN_LIFETIME_SECS, ProviderClaims, ProviderRole};
+use chrono::{TimeDelta, Utc};
+
+/// A provider's queue: one entry per waiting participant of their live visits, oldest knock
+/// first.
+#[utoipa::path(
+    get, path = "/providers/{provider}/queue", tag = "providers",
+    params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
+        min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses(
+        (status = 200, description = "The queue; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn provider_queue(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(provider): Path<String>,
+) -> Result<Json<QueueBody>, ApiError> {
+    let provider = provider_id("provider", provider)?;
+    // What visits reported a moment ago has reached the desk (it reads its channel first).
+    Ok(Json(QueueBody {
+        entries: state.desk.queue(&tenant.id, &provider),
+    }))
+}
+
+/// Mint a provider token: it opens the provider's dashboard on `/ws`, never a visit.
+#[utoipa::path(
+    post, path = "/providers/{provider}/tokens", tag = "providers",
+    params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
+        min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    request_body = MintProviderToken,
+    responses(
+        (status = 201, description = "The provider token and the link carrying it", body = TokenBody),
+        (status = 422, description = "A field is out of range", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn mint_provider_token(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<MintProviderToken>,
+) -> Result<(StatusCode, Json<TokenBody>), ApiError> {
+    let provider = provider_id("provider", provider)?;
+    let name = body.name.unwrap_or_default();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "at most 100 characters, no control characters",
+        ));
+    }
+    let ttl = match body.ttl_seconds.map(i64::from) {
+        Some(ttl) if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&ttl) => {
+            return Err(ApiError::invalid(
+                "ttl_seconds",
+                "must be 60 seconds to 31 days",
+            ));
+        }
+        Some(ttl) => ttl,
+        None => DEFAULT_TOKEN_TTL_SECS,
+    };
+    let now = Utc::now();
+    let expires_at = now + TimeDelta::seconds(ttl);
+    let claims = ProviderClaims {
+        iss: tenant.key.as_str().to_owned(),
+        sub: provider.as_str().to_owned(),
+        provider: provider.as_str().to_owned(),
+        role: ProviderRole::Provider,
+        name,
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let token = state
+        .keys
+        .mint_provider(&tenant.key, &claims)
+        .map_err(|_| ApiError::Internal)?;
+    let join_url = format!("{}/#token={token}", state.public_url);
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenBody {
+            token,
+            expires_at: chrono::DateTime::from_timestamp(expires_at.timestamp(), 0)
+                .unwrap_or(expires_at),
+            join_url,
+        }),
+    ))
+}

@@ -11,6 +11,7 @@ import { CallView } from './views/call.js';
 import { showFinal } from './views/final.js';
 import { LobbyView } from './views/lobby.js';
 import { runPrecall } from './views/precall.js';
+import { showPrecheck } from './views/quality.js';
 import { showConnectionStatus } from './views/status.js';
 
 // Set once this tab has passed the pre-call check for a token: a reload (phones reload
@@ -48,6 +49,7 @@ async function run(token, claims) {
     showScreen('screen-waiting');
     announce('You are in the waiting room. Your doctor will let you in shortly.');
   });
+  visit.on('precheck', (result) => showPrecheck(result));
   visit.on('lobby', ({ waiting }) => (lobby ??= new LobbyView(visit, { panels: call.panels })).update(waiting));
   visit.on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
   visit.on('error', ({ code }) => {

@@ -12,6 +12,18 @@ export type ParticipantState = 'waiting' | 'admitted';
 export type LeaveReason = 'left' | 'removed' | 'timed_out';
 export type EndReason = 'ended_by_doctor' | 'ended_by_api' | 'expired';
 export type Quality = 'good' | 'fair' | 'poor';
+/** Why a connection is not good, or `relay` for a good one through TURN (docs/quality.md). */
+export type QualityReason = 'packet_loss' | 'latency' | 'jitter' | 'bandwidth' | 'relay';
+export type PrecheckNetwork = 'direct' | 'relay' | 'blocked';
+
+/** The pre-call check's result (`precheck` frame; in lobby entries with `at`). */
+export interface PrecheckResult {
+  camera: boolean;
+  microphone: boolean;
+  network: PrecheckNetwork;
+  /** Which configured TURN transports allocated a relay. */
+  turn?: { udp?: boolean; tcp?: boolean; tls?: boolean };
+}
 export type Presence = 'available' | 'busy' | 'away';
 
 export interface MediaState {
@@ -31,6 +43,7 @@ export interface Participant {
   /** false while the participant is reconnecting (within the grace period). */
   connected?: boolean;
   quality?: Quality;
+  quality_reason?: QualityReason;
 }
 
 /** A consent given before knocking (second-round contract). */
@@ -48,7 +61,7 @@ export interface LobbyEntry {
   since: string;
   connected?: boolean;
   consent?: ConsentRecord;
-  precheck?: Record<string, unknown>;
+  precheck?: PrecheckResult & { at: string };
 }
 
 export interface VisitSummary {
@@ -142,6 +155,13 @@ export interface VisitEndedFrame {
   reason: EndReason;
 }
 
+/** Our own connection's class changed. */
+export interface QualityFrame {
+  type: 'quality';
+  quality: Quality;
+  reason?: QualityReason;
+}
+
 export interface ErrorFrame {
   type: 'error';
   /** docs/protocol.md lists the codes (`not_admitted`, `invalid_chat`, `access_revoked`, ...). */
@@ -186,6 +206,7 @@ export interface FrameEvents {
   visit_expiring: VisitExpiringFrame;
   visit_ended: VisitEndedFrame;
   error: ErrorFrame;
+  quality: QualityFrame;
   provider_message: ProviderMessageFrame;
   consent_required: ConsentRequiredFrame;
   invite_link: InviteLinkFrame;
@@ -246,6 +267,8 @@ export interface VisitEvents extends FrameEvents {
   peer_state: PeerStateEvent;
   /** Our own media state changed (setMedia, setTrack, screen sharing started or stopped). */
   local_media: MediaState;
+  /** The network check ran (while waiting); sent to the server as `precheck`. */
+  precheck: PrecheckResult;
 }
 
 // ---------------------------------------------------------------- classes
@@ -266,6 +289,8 @@ export interface VisitOptions {
   url?: string;
   /** Camera and microphone to send; default: nothing (see and hear only). */
   stream?: MediaStream;
+  /** Run the network check while waiting and send it as `precheck`; default true. */
+  precheck?: boolean;
 }
 
 export interface SelfParticipant {
@@ -305,6 +330,10 @@ export declare class Visit extends Emitter {
   /** The waiting room from the last `lobby` frame (doctors). */
   readonly waiting: readonly LobbyEntry[];
   readonly iceServers: readonly RTCIceServer[];
+  /** Our own connection's class as the server last said it (during a call), or null. */
+  readonly quality: { quality: Quality; reason?: QualityReason } | null;
+  /** The network check's result once it ran, or null. */
+  readonly precheck: PrecheckResult | null;
 
   /** Ourselves, someone here, or someone who left (for a transcript), or null. */
   participant(id: string): Participant | SelfParticipant | null;

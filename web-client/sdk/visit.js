@@ -5,14 +5,22 @@
 // Every server frame is re-emitted as an event named by its `type`, with the frame as it
 // came as the detail, after the Visit has taken what it needs from it; `frame` carries
 // each of them too, so frames this version does not know reach the page unchanged. The
-// Visit's own events: `connection`, `ended`, `remote_stream`, `peer_state`, `local_media`
-// (see index.d.ts).
+// Visit's own events: `connection`, `ended`, `remote_stream`, `peer_state`, `local_media`,
+// `precheck` (see index.d.ts).
+//
+// Call quality (docs/quality.md): while admitted, each peer connection's statistics go to the
+// server in one `stats` frame every STATS_INTERVAL_MS; while waiting, the result of the
+// network check goes once as `precheck`, so the doctor knows before admitting.
 
 import { Emitter } from './emitter.js';
 import { openScreen } from './media.js';
 import { Mesh } from './mesh.js';
 import { Signaling } from './signaling.js';
+import { checkNetwork, readPeer } from './stats.js';
 import { readClaims } from './token.js';
+
+/** How often a `stats` frame goes out during a call (the server takes one per 4 s at most). */
+export const STATS_INTERVAL_MS = 5000;
 
 export class Visit extends Emitter {
   #signaling;
@@ -29,15 +37,23 @@ export class Visit extends Emitter {
   #stream;
   #screen = null;
   #wanted = { audio: true, video: true };
+  #statsTimer = 0;
+  #statsSnapshots = new Map();
+  #quality = null;
+  #precheck = null;
+  #precheckRun = null;
+  #checkNetwork;
 
   /**
    * @param {object} o
    * @param {string} o.token  the join token
    * @param {string} [o.url]  the `/ws` URL (default: this page's origin)
    * @param {MediaStream} [o.stream]  camera and microphone to send (default: nothing)
+   * @param {boolean} [o.precheck]  run the network check and report it while waiting (default: true)
    */
-  constructor({ token, url, stream } = {}) {
+  constructor({ token, url, stream, precheck = true } = {}) {
     super();
+    this.#checkNetwork = precheck ? checkNetwork : null;
     if (typeof token !== 'string' || token === '') throw new TypeError('Visit: a join token is required');
     this.#claims = readClaims(token);
     this.#stream = stream ?? new MediaStream();
@@ -103,6 +119,16 @@ export class Visit extends Emitter {
   /** The waiting room as the last `lobby` frame listed it (doctors only). */
   get waiting() {
     return this.#waiting;
+  }
+
+  /** Our own connection's class as the server last said it: {quality, reason?}, or null. */
+  get quality() {
+    return this.#quality;
+  }
+
+  /** The pre-call check's result once it ran: {camera, microphone, network, turn}, or null. */
+  get precheck() {
+    return this.#precheck;
   }
 
   /** The STUN/TURN servers the peer connections use. */
@@ -245,6 +271,8 @@ export class Visit extends Emitter {
         this.#participants.clear();
         this.#state = 'waiting';
         this.#setIceServers(frame.ice_servers);
+        this.#stopStats();
+        this.#runPrecheck();
         break;
       case 'admitted': {
         this.#setIceServers(frame.ice_servers);
@@ -257,8 +285,12 @@ export class Visit extends Emitter {
         // restart ICE where the media path broke meanwhile.
         this.#mesh.resync();
         this.#state = 'admitted';
+        this.#startStats();
         break;
       }
+      case 'quality':
+        this.#quality = { quality: frame.quality, ...(frame.reason ? { reason: frame.reason } : {}) };
+        break;
       case 'lobby':
         this.#waiting = frame.waiting ?? [];
         break;
@@ -297,7 +329,57 @@ export class Visit extends Emitter {
     this.#mesh.updateIceServers();
   }
 
+  // ---- call quality ----
+
+  #startStats() {
+    if (this.#statsTimer) return;
+    this.#statsTimer = setInterval(() => this.#sendStats(), STATS_INTERVAL_MS);
+  }
+
+  #stopStats() {
+    clearInterval(this.#statsTimer);
+    this.#statsTimer = 0;
+    this.#statsSnapshots.clear();
+  }
+
+  async #sendStats() {
+    const peers = [];
+    for (const id of this.#participants.keys()) {
+      const pc = this.peerConnection(id);
+      if (!pc || pc.connectionState === 'closed') continue;
+      try {
+        const { entry, snapshot } = await readPeer(pc, this.#statsSnapshots.get(pc));
+        this.#statsSnapshots.set(pc, snapshot);
+        peers.push(entry);
+      } catch {
+        // A connection closed while being read: it has nothing more to say.
+      }
+    }
+    // Connections that are gone are forgotten with their counters.
+    const live = new Set([...this.#participants.keys()].map((id) => this.peerConnection(id)));
+    for (const pc of this.#statsSnapshots.keys()) if (!live.has(pc)) this.#statsSnapshots.delete(pc);
+    if (peers.length && this.#state === 'admitted') this.send({ type: 'stats', peers: peers.slice(0, 7) });
+  }
+
+  /** Checks the network once per page (again only if it could not be sent). */
+  #runPrecheck() {
+    if (!this.#checkNetwork || this.#precheckRun) return;
+    this.#precheckRun = this.#checkNetwork(this.#iceServers)
+      .catch(() => ({ network: 'blocked', turn: {} }))
+      .then((net) => {
+        const result = {
+          camera: this.#stream.getVideoTracks().length > 0,
+          microphone: this.#stream.getAudioTracks().length > 0,
+          ...net,
+        };
+        this.#precheck = result;
+        this.emit('precheck', result);
+        if (this.#state === 'waiting' && !this.send({ type: 'precheck', ...result })) this.#precheckRun = null;
+      });
+  }
+
   #onEnded(detail) {
+    this.#stopStats();
     this.#state = 'ended';
     this.#mesh.closeAll();
     if (this.#screen) {

@@ -90,6 +90,10 @@ enum Command {
         /// How many visits are real WebRTC peers (ICE + DTLS over loopback, data channel).
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=200))]
         webrtc: u64,
+        /// Every participant also sends a call-quality `stats` frame this often, in seconds
+        /// (0: never), as the web client does every 5 s; Bedside only.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+        stats_every: u64,
     },
     /// Participants arrive at a target rate for a duration.
     JoinStorm {
@@ -212,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             sdp_bytes,
             candidates,
             webrtc,
+            stats_every,
         } => {
             raise_fd_limit();
             let opts = visits::Options {
@@ -223,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
                 sdp_bytes: sdp_bytes as usize,
                 candidates: candidates as usize,
                 webrtc: webrtc.min(visits) as usize,
+                stats_every: (stats_every > 0).then(|| Duration::from_secs(stats_every)),
                 sources,
                 server_pid: target.server_pid,
             };

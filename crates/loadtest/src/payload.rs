@@ -53,6 +53,18 @@ pub fn probe(seq: u64, pad: &str) -> String {
     format!(r#"{{"seq":{seq},"ts":{},"pad":"{pad}"}}"#, now_ns())
 }
 
+/// A `stats` frame as the web client sends it every 5 s during a call: one peer connection
+/// with every measurement (docs/protocol.md, "Call quality"), about 450 bytes.
+pub fn stats_report() -> String {
+    concat!(
+        r#"{"type":"stats","peers":[{"rtt_ms":42.5,"jitter_ms":3.1,"#,
+        r#""inbound":{"loss":0.002,"audio_kbps":31.8,"video_kbps":846.2,"fps":30,"width":640,"height":480},"#,
+        r#""outbound":{"loss":0,"audio_kbps":32.1,"video_kbps":901.7,"fps":30,"width":1280,"height":720,"limitation":"none"},"#,
+        r#""pair":{"local":"srflx","remote":"host","protocol":"udp"}}]}"#
+    )
+    .to_owned()
+}
+
 /// The fields of a received frame the load cares about.
 #[derive(Deserialize)]
 pub struct Frame<'a> {

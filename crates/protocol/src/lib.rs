@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use bedside_auth::Role;
+use bedside_visit::quality::{Precheck, Quality, Reason, ReportError, StatsReport};
 use bedside_visit::{
     Actor, ConnId, EndReason, Input, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId,
     ParticipantView, Presence, QueueEntry, Standing, Target, VisitId, VisitSummary,
@@ -43,6 +44,10 @@ pub enum ClientMsg {
         text: String,
     },
     Media(MediaState),
+    /// The sender's browser's statistics of its peer connections (docs/quality.md).
+    Stats(StatsReport),
+    /// The result of the sender's pre-call check.
+    Precheck(Precheck),
     Leave,
     EndVisit,
     Ping,
@@ -76,6 +81,9 @@ pub enum DecodeError {
     MissingField(&'static str),
     #[error("field {0} is invalid")]
     InvalidField(&'static str),
+    /// A `stats` or `precheck` frame whose values break a rule; the message names the field.
+    #[error("{0}")]
+    Report(ReportError),
 }
 
 /// The longest client text an `error` frame repeats: serde quotes the offending value
@@ -97,6 +105,7 @@ impl DecodeError {
             DecodeError::InvalidJson(_) => "invalid_json",
             DecodeError::UnknownType(_) => "unknown_type",
             DecodeError::MissingField(_) | DecodeError::InvalidField(_) => "invalid_message",
+            DecodeError::Report(e) => e.code(),
         }
     }
 }
@@ -220,6 +229,10 @@ impl ClientMsg {
                 video: e.video.ok_or(DecodeError::MissingField("video"))?,
                 screen: e.screen.unwrap_or(false),
             }),
+            // Read a second time, whole: rare frames (one per participant every few seconds),
+            // kept off the envelope that every signal goes through.
+            "stats" => ClientMsg::Stats(StatsReport::parse(text).map_err(DecodeError::Report)?),
+            "precheck" => ClientMsg::Precheck(Precheck::parse(text).map_err(DecodeError::Report)?),
             "consent" => ClientMsg::Consent {
                 version: e.version.ok_or(DecodeError::MissingField("version"))?,
             },
@@ -344,6 +357,12 @@ pub enum ServerMsg<'a> {
     VisitEnded {
         reason: EndReason,
     },
+    /// Your own connection's quality class changed.
+    Quality {
+        quality: Quality,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -396,6 +415,8 @@ pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
         },
         Ok(ClientMsg::Chat { text }) => Input::Chat { conn, text },
         Ok(ClientMsg::Media(media)) => Input::Media { conn, media },
+        Ok(ClientMsg::Stats(report)) => Input::Stats { conn, report },
+        Ok(ClientMsg::Precheck(precheck)) => Input::Precheck { conn, precheck },
         Ok(ClientMsg::Leave) => Input::Leave { conn },
         Ok(ClientMsg::EndVisit) => Input::End {
             by: Actor::Conn(conn),
@@ -472,6 +493,10 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             expires_at: *expires_at,
         },
         Notice::VisitEnded { reason } => ServerMsg::VisitEnded { reason: *reason },
+        Notice::Quality { quality, reason } => ServerMsg::Quality {
+            quality: *quality,
+            reason: *reason,
+        },
     };
     msg.to_json()
 }

@@ -14,6 +14,7 @@ use crate::error::RoomError;
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
 use bedside_auth::TenantId;
+use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
     Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
     ParticipantView, ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord,
@@ -83,8 +84,43 @@ impl VisitHandle {
 
 type Guard = ArcMutexGuard<RawMutex, Inner>;
 
+/// A visit as stored: its record, participants and their call quality.
+type Loaded = (
+    VisitRecord,
+    Vec<StoredParticipant>,
+    Vec<Block>,
+    Vec<StoredQuality>,
+);
+
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Call quality across visits, for operators (docs/operations.md lists the families).
+mod quality_metrics {
+    use bedside_visit::quality::Observation;
+
+    pub(super) fn record(o: &Observation) {
+        for rtt in &o.rtt_ms {
+            metrics::histogram!("bedside_call_rtt_seconds").record(rtt / 1000.0);
+        }
+        for jitter in &o.jitter_ms {
+            metrics::histogram!("bedside_call_jitter_seconds").record(jitter / 1000.0);
+        }
+        for loss in &o.loss {
+            metrics::histogram!("bedside_call_packet_loss_ratio").record(*loss);
+        }
+        // Whole seconds: reports come about every 5 s, so rounding each loses little.
+        let seconds = ((o.measured.num_milliseconds().max(0) + 500) / 1000) as u64;
+        metrics::counter!("bedside_call_measured_seconds_total").increment(seconds);
+        if o.relayed {
+            metrics::counter!("bedside_call_relay_seconds_total").increment(seconds);
+        }
+        if let Some(q) = o.became {
+            metrics::counter!("bedside_call_quality_changes_total", "quality" => q.as_str())
+                .increment(1);
+        }
+    }
+}
 
 pub struct Registry {
     visits: DashMap<VisitId, Arc<Mutex<Inner>>>,
@@ -181,7 +217,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, blocks) = match self.load(id).await {
+        let (record, stored, blocks, quality) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -197,6 +233,7 @@ impl Registry {
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_blocks(blocks)
+            .with_quality(quality, now)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
             id,
@@ -214,23 +251,22 @@ impl Registry {
             .clone())
     }
 
-    /// A visit as stored, its participants unless it has ended, and its blocks.
-    async fn load(
-        &self,
-        id: VisitId,
-    ) -> Result<(VisitRecord, Vec<StoredParticipant>, Vec<Block>), RoomError> {
+    /// A visit as stored, its blocks, and unless it has ended, its participants and their
+    /// call quality.
+    async fn load(&self, id: VisitId) -> Result<Loaded, RoomError> {
         let record = self
             .storage
             .visit(id)
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        let stored = match record.status {
-            VisitStatus::Ended => Vec::new(),
-            _ => self.storage.participants(id).await.map_err(unavailable)?,
-        };
         let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
-        Ok((record, stored, blocks))
+        if record.status == VisitStatus::Ended {
+            return Ok((record, Vec::new(), blocks, Vec::new()));
+        }
+        let stored = self.storage.participants(id).await.map_err(unavailable)?;
+        let quality = self.storage.quality(id).await.map_err(unavailable)?;
+        Ok((record, stored, blocks, quality))
     }
 
     /// Locks the live visit `id`, loading it if needed.
@@ -304,7 +340,7 @@ impl Registry {
                     }
                 }
                 Output::Persist(change) => {
-                    changed = true;
+                    changed |= change.precedes_notices();
                     writes.push(WriteOp::Change {
                         visit: inner.id,
                         change,
@@ -320,6 +356,7 @@ impl Registry {
                     tenant: inner.tenant.clone(),
                     event,
                 }),
+                Output::Observed(observation) => quality_metrics::record(&observation),
                 Output::Queue(part) => {
                     if let Some(desk) = &self.desk {
                         desk.report(part, now);
@@ -513,6 +550,14 @@ impl Registry {
             },
             now,
         )
+    }
+
+    /// Everyone's call quality so far, if the visit is live on this node and has not ended
+    /// (an ended visit's is all in storage).
+    pub fn quality(&self, id: VisitId) -> Option<Vec<ParticipantQuality>> {
+        let live = self.visits.get(&id).map(|v| v.clone())?;
+        let g = live.lock();
+        (!g.retired && g.visit.record().status != VisitStatus::Ended).then(|| g.visit.quality())
     }
 
     /// Moves a visit to another provider's queue on behalf of the tenant's backend.

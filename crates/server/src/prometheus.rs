@@ -63,6 +63,23 @@ const HISTOGRAMS: &[(&str, &[f64], &str)] = &[
         ],
         "From a visit event happening to its webhook delivery being confirmed by the receiver.",
     ),
+    (
+        "bedside_call_rtt_seconds",
+        &[
+            0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 2.0, 5.0,
+        ],
+        "Round-trip time of participants' peer connections as their browsers report it in stats frames (one observation per peer connection per report, about every 5 s), across visits.",
+    ),
+    (
+        "bedside_call_jitter_seconds",
+        &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5],
+        "Jitter of what participants' browsers receive, as reported in stats frames, across visits.",
+    ),
+    (
+        "bedside_call_packet_loss_ratio",
+        &[0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0],
+        "Packet loss (fraction of packets, the worse direction) of participants' peer connections, as reported in stats frames, across visits.",
+    ),
 ];
 
 /// Counters and gauges: name, HELP text.
@@ -94,6 +111,18 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "bedside_webhook_attempts_total",
         "Webhook delivery attempts, by outcome: delivered, retry, gave_up.",
+    ),
+    (
+        "bedside_call_measured_seconds_total",
+        "Call time covered by participants' stats reports (each report stands for the time since the previous one, at most 10 s).",
+    ),
+    (
+        "bedside_call_relay_seconds_total",
+        "Of that call time, how much media went through a TURN relay.",
+    ),
+    (
+        "bedside_call_quality_changes_total",
+        "Changes of a participant's quality class, by the class it became: good, fair, poor.",
     ),
     (
         "bedside_audit_verifications_total",

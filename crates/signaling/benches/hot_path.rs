@@ -87,6 +87,12 @@ impl Visits for OneVisit {
     async fn participants(&self, _: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
         Ok(Vec::new())
     }
+    async fn quality(
+        &self,
+        _: VisitId,
+    ) -> Result<Vec<bedside_visit::quality::StoredQuality>, StorageError> {
+        Ok(Vec::new())
+    }
     async fn apply(&self, _: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
         Ok(Vec::new())
     }

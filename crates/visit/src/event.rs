@@ -105,6 +105,9 @@ pub struct VisitEvent {
     pub reason: Option<&'static str>,
     /// `visit.ended`: seconds from `visit.started` to the end (0 if it never started).
     pub duration_seconds: Option<i64>,
+    /// `visit.ended`: each participant's call quality summary
+    /// ([`crate::quality::ParticipantQuality`]), as JSON.
+    pub quality: Option<serde_json::Value>,
     /// Further text fields of `data`, in order (a consent's version and hash, a transfer's
     /// providers).
     pub fields: Vec<(&'static str, String)>,
@@ -118,6 +121,7 @@ impl VisitEvent {
             participant: None,
             reason: None,
             duration_seconds: None,
+            quality: None,
             fields: Vec::new(),
         }
     }
@@ -135,6 +139,9 @@ impl VisitEvent {
         }
         if let Some(d) = self.duration_seconds {
             data.insert("duration_seconds".into(), d.into());
+        }
+        if let Some(q) = &self.quality {
+            data.insert("quality".into(), q.clone());
         }
         for (name, value) in &self.fields {
             data.insert((*name).into(), value.clone().into());

@@ -6,6 +6,8 @@
 //!   connections to close, changes to store, audit entries and events to record). Every rule
 //!   of the waiting room is tested with simulated time (`tests/scenarios.rs`).
 //! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
+//! - [`quality`]: call quality from the browsers' own statistics (checking reports,
+//!   classifying, summarizing), which the visit feeds.
 //! - [`access`]: which credentials a removal or denial takes back.
 //! - [`audit`] and [`event`]: the facts it records for the audit trail and the clinic's
 //!   systems; [`audit_chain`]: the pure half of the tamper-evident trail (encoding, hashing,
@@ -31,6 +33,7 @@ pub mod ids;
 pub mod notice;
 pub mod participant;
 pub mod presence;
+pub mod quality;
 pub mod queue;
 pub mod record;
 pub mod refusal;

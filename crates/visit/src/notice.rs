@@ -1,6 +1,7 @@
 //! What a visit tells a participant, and how it closes their connection. The signaling
 //! layer turns these into protocol frames.
 
+use crate::quality::{Quality, Reason};
 use crate::queue::Standing;
 use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
 use bedside_auth::Role;
@@ -93,6 +94,11 @@ pub enum Notice {
     },
     VisitEnded {
         reason: EndReason,
+    },
+    /// The class of your own connection changed (the others get `participant_updated`).
+    Quality {
+        quality: Quality,
+        reason: Option<Reason>,
     },
 }
 

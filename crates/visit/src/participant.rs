@@ -2,6 +2,7 @@
 
 use crate::ParticipantId;
 use crate::consent::ConsentGiven;
+use crate::quality::{PrecheckRecord, Quality, Reason};
 use crate::record::text_enum;
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
@@ -31,7 +32,8 @@ pub struct MediaState {
 
 /// The participant object of the protocol. `connected` is false while a participant who
 /// dropped is inside the grace period and may come back. `identity` is there only for
-/// doctors and the clinic's backend: the field is absent for everyone else.
+/// doctors and the clinic's backend: the field is absent for everyone else. `quality` is their
+/// connection's class once their browser reported one (docs/quality.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParticipantView {
@@ -43,6 +45,11 @@ pub struct ParticipantView {
     pub state: ParticipantState,
     pub media: MediaState,
     pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    /// Why `quality` is not good, or `relay` for a good connection through TURN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_reason: Option<Reason>,
 }
 
 /// One entry of the waiting list doctors see.
@@ -54,6 +61,9 @@ pub struct LobbyEntry {
     pub role: Role,
     pub since: DateTime<Utc>,
     pub connected: bool,
+    /// What their pre-call check found, once they sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
     /// Their consent, where the visit asks for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentGiven>,

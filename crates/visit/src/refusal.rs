@@ -35,6 +35,10 @@ pub enum Refusal {
     InvalidTarget,
     #[error("chat text must be 1 to {} characters", crate::visit::MAX_CHAT_CHARS)]
     InvalidChat,
+    #[error("send stats and precheck at most once every {} seconds", crate::quality::MIN_INTERVAL.num_seconds())]
+    TooFrequent,
+    #[error("precheck is for the waiting room; you are admitted")]
+    PrecheckNotWaiting,
     #[error("this visit is in another provider's queue")]
     NotYourVisit,
     #[error("no consent is asked of you")]
@@ -70,6 +74,8 @@ impl Refusal {
             Refusal::NotWaiting => "not_waiting",
             Refusal::InvalidTarget => "invalid_target",
             Refusal::InvalidChat => "invalid_chat",
+            Refusal::TooFrequent => "too_frequent",
+            Refusal::PrecheckNotWaiting => "not_waiting",
             Refusal::NotYourVisit => "not_your_visit",
             Refusal::ConsentNotRequired => "consent_not_required",
             Refusal::WrongConsentVersion => "wrong_consent_version",

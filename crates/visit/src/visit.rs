@@ -14,6 +14,10 @@
 //!   removed, they start in the waiting room again;
 //! - a new connection of the same identity replaces the old one (closed with 4009);
 //! - signals and chat flow only between admitted participants;
+//! - an admitted participant's browser reports its connections' statistics (`stats`), at
+//!   most once every 4 s; their quality class is shown to the others and to themselves when
+//!   it changes, and summarized for the clinic ([`crate::quality`]). A waiting participant
+//!   reports its pre-call check (`precheck`), which doctors see in the waiting list.
 //! - where the visit asks for consent, a patient or guest is in nobody's waiting room until
 //!   they agree to it (`consent_required`, then `consent`);
 //! - a visit with a provider reports its part of the provider's queue ([`Output::Queue`])
@@ -30,6 +34,9 @@ use crate::consent::ConsentGiven;
 use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+use crate::quality::{
+    Observation, Precheck, Quality, Reason, StatsReport, StoredQuality, TooSoon, Tracker,
+};
 use crate::queue::{Knock, ProviderView, Standing, VisitQueue};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
 use crate::refusal::Refusal;
@@ -111,6 +118,16 @@ pub enum Input {
         conn: ConnId,
         media: MediaState,
     },
+    /// The sender's browser's statistics of its peer connections (admitted only).
+    Stats {
+        conn: ConnId,
+        report: StatsReport,
+    },
+    /// The result of the sender's pre-call check (waiting only).
+    Precheck {
+        conn: ConnId,
+        precheck: Precheck,
+    },
     End {
         by: Actor,
     },
@@ -186,6 +203,19 @@ pub enum Change {
         identity: String,
         at: DateTime<Utc>,
     },
+    /// A participant's call quality so far. Boxed: it is the largest change by far, and
+    /// rare. Unlike the others, notices never wait for it to be stored (see
+    /// [`Change::precedes_notices`]).
+    Quality(Box<StoredQuality>),
+}
+
+impl Change {
+    /// Whether notices about this change must wait until it is stored (in a cluster, where
+    /// a node may die any moment). A quality summary is not worth holding a visit's
+    /// notices for: the next owner carries on from the last one stored.
+    pub fn precedes_notices(&self) -> bool {
+        !matches!(self, Change::Quality(_))
+    }
 }
 
 #[derive(Debug)]
@@ -203,6 +233,8 @@ pub enum Output {
     Audit(AuditEvent),
     /// For the clinic's systems (webhooks, `GET /v1/events`).
     Event(VisitEvent),
+    /// A `stats` report's measurements, for operators' metrics across visits.
+    Observed(Box<Observation>),
     /// The visit's part of its provider's queue changed (reported only for visits that
     /// have a provider).
     Queue(VisitQueue),
@@ -220,6 +252,8 @@ struct Participant {
     /// Waiting since, or admitted since.
     since: DateTime<Utc>,
     dropped_at: Option<DateTime<Utc>>,
+    /// Their connection's class as last shown, and why.
+    quality: Option<(Quality, Option<Reason>)>,
     consent: Option<ConsentGiven>,
     /// What their last `waiting` frame said.
     standing: Standing,
@@ -246,6 +280,8 @@ impl Participant {
             state: self.state,
             media: self.media,
             connected: self.conn.is_some(),
+            quality: self.quality.map(|(q, _)| q),
+            quality_reason: self.quality.and_then(|(_, r)| r),
         }
     }
 
@@ -306,6 +342,8 @@ pub struct Visit {
     /// How long before `expires_at` everyone is warned that the visit is about to end.
     warn_before: TimeDelta,
     warned: bool,
+    /// Call quality of everyone who reported any, kept after they leave.
+    quality: Vec<StoredQuality>,
     /// The part of the provider's queue last reported ([`Output::Queue`]).
     reported: Option<VisitQueue>,
     /// How the provider showed in the last [`Input::Standings`].
@@ -325,6 +363,7 @@ impl Visit {
             blocks: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
+            quality: Vec::new(),
             reported: None,
             provider_view: None,
         }
@@ -354,6 +393,7 @@ impl Visit {
                     conn: None,
                     since: p.since,
                     dropped_at: Some(p.dropped_at.map_or(boot, |d| d.min(boot))),
+                    quality: None,
                     consent: p.consent,
                     standing: Standing::default(),
                 })
@@ -366,9 +406,29 @@ impl Visit {
             blocks: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
+            quality: Vec::new(),
             reported: None,
             provider_view: None,
         }
+    }
+
+    /// Carries on with the call quality stored for this visit (read back at `now`).
+    pub fn with_quality(mut self, stored: Vec<StoredQuality>, now: DateTime<Utc>) -> Self {
+        self.quality = stored
+            .into_iter()
+            .map(|q| StoredQuality {
+                tracker: q.tracker.restored(now),
+                ..q
+            })
+            .collect();
+        for p in &mut self.participants {
+            p.quality = self
+                .quality
+                .iter()
+                .find(|q| q.participant_id == p.id)
+                .and_then(|q| q.tracker.current());
+        }
+        self
     }
 
     /// The visit's blocks, as stored: loaded with the visit, so every node that runs it and
@@ -378,6 +438,11 @@ impl Visit {
             self.note_block(block.identity, block.at);
         }
         self
+    }
+
+    /// Everyone's call quality so far, in the order they first reported.
+    pub fn quality(&self) -> Vec<crate::quality::ParticipantQuality> {
+        self.quality.iter().map(StoredQuality::summary).collect()
     }
 
     /// When `identity` was last blocked in this visit, if it was.
@@ -513,6 +578,8 @@ impl Visit {
             Input::Remove { by, target } => self.remove(by, target, now, out),
             Input::Signal { conn, to, data } => self.signal(conn, to, data, out),
             Input::Chat { conn, text } => self.chat(conn, text, now, out),
+            Input::Stats { conn, report } => self.stats(conn, &report, now, out),
+            Input::Precheck { conn, precheck } => self.precheck(conn, precheck, now, out),
             Input::Media { conn, media } => {
                 let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
                 self.participants[i].media = media;
@@ -789,6 +856,7 @@ impl Visit {
                 role: p.role,
                 since: p.since,
                 connected: p.conn.is_some(),
+                precheck: self.tracker(p.id).and_then(|t| t.precheck().copied()),
                 consent: p.consent.clone(),
             })
             .collect()
@@ -931,6 +999,7 @@ impl Visit {
                     conn: Some(req.conn),
                     since: now,
                     dropped_at: None,
+                    quality: None,
                     consent: None,
                     standing: Standing::default(),
                 });
@@ -1202,6 +1271,7 @@ impl Visit {
     /// Drops participant `i` and tells whoever could see them.
     fn remove_at(&mut self, i: usize, reason: LeaveReason, out: &mut Vec<Output>) {
         let p = self.participants.remove(i);
+        self.save_quality(Some(p.id), None, out);
         out.push(Output::Persist(Change::ParticipantGone {
             participant_id: p.id,
         }));
@@ -1292,6 +1362,7 @@ impl Visit {
                 });
             }
         }
+        self.save_quality(None, None, out);
         out.push(Output::Persist(Change::Status {
             status: VisitStatus::Ended,
             reason: Some(reason),
@@ -1306,11 +1377,127 @@ impl Visit {
             .record
             .started_at
             .map_or(0, |started| (now - started).num_seconds().max(0));
+        // Serializing plain data with string keys cannot fail.
+        let quality = serde_json::to_value(self.quality()).unwrap_or_default();
         out.push(Output::Event(VisitEvent {
             reason: Some(reason.as_str()),
             duration_seconds: Some(duration),
+            quality: Some(quality),
             ..VisitEvent::new(EventKind::VisitEnded, now)
         }));
+    }
+
+    fn tracker(&self, id: ParticipantId) -> Option<&Tracker> {
+        self.quality
+            .iter()
+            .find(|q| q.participant_id == id)
+            .map(|q| &q.tracker)
+    }
+
+    /// Participant `i`'s tracker, started on their first report.
+    fn tracker_of(&mut self, i: usize) -> &mut Tracker {
+        let p = &self.participants[i];
+        let at = match self.quality.iter().position(|q| q.participant_id == p.id) {
+            Some(at) => at,
+            None => {
+                self.quality.push(StoredQuality {
+                    participant_id: p.id,
+                    identity: p.identity.clone(),
+                    role: p.role,
+                    tracker: Tracker::new(),
+                });
+                self.quality.len() - 1
+            }
+        };
+        &mut self.quality[at].tracker
+    }
+
+    /// Writes trackers with something unsaved: `only` one participant's, or everyone's;
+    /// with `due_at`, only those due by then.
+    fn save_quality(
+        &mut self,
+        only: Option<ParticipantId>,
+        due_at: Option<DateTime<Utc>>,
+        out: &mut Vec<Output>,
+    ) {
+        let now = due_at.or(self.record.ended_at);
+        for q in &mut self.quality {
+            let wanted = only.is_none_or(|id| id == q.participant_id);
+            let due = match due_at {
+                Some(at) => q.tracker.due(at),
+                None => q.tracker.unsaved(),
+            };
+            if wanted && due {
+                if let Some(now) = now {
+                    q.tracker.saved(now);
+                } else {
+                    q.tracker
+                        .saved(q.tracker.summary().last_sample_at.unwrap_or_default());
+                }
+                out.push(Output::Persist(Change::Quality(Box::new(q.clone()))));
+            }
+        }
+    }
+
+    fn stats(
+        &mut self,
+        conn: ConnId,
+        report: &StatsReport,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
+        let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
+        if !self.participants[i].admitted() {
+            return Err(Refusal::NotAdmitted);
+        }
+        let recorded = self
+            .tracker_of(i)
+            .record(report, now)
+            .map_err(|TooSoon| Refusal::TooFrequent)?;
+        if let Some(change) = recorded.change {
+            let p = &mut self.participants[i];
+            p.quality = Some(change);
+            if let Some(own) = p.conn {
+                out.push(Output::Send {
+                    to: own,
+                    notice: Notice::Quality {
+                        quality: change.0,
+                        reason: change.1,
+                    },
+                });
+            }
+            let p = &self.participants[i];
+            self.to_admitted(Some(i), out, |host| Notice::ParticipantUpdated {
+                participant: p.view(host),
+            });
+        }
+        out.push(Output::Observed(Box::new(recorded.observation)));
+        let id = self.participants[i].id;
+        self.save_quality(Some(id), Some(now), out);
+        Ok(())
+    }
+
+    fn precheck(
+        &mut self,
+        conn: ConnId,
+        precheck: Precheck,
+        now: DateTime<Utc>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Refusal> {
+        let i = self.by_conn(conn).ok_or(Refusal::NotJoined)?;
+        if self.participants[i].admitted() {
+            return Err(Refusal::PrecheckNotWaiting);
+        }
+        let changed = self
+            .tracker_of(i)
+            .set_precheck(precheck, now)
+            .map_err(|TooSoon| Refusal::TooFrequent)?;
+        let id = self.participants[i].id;
+        self.save_quality(Some(id), Some(now), out);
+        if changed {
+            self.lobby_to_doctors(out);
+        }
+        Ok(())
     }
 
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Output>) {

@@ -194,6 +194,7 @@ fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
             Notice::Denied { .. } => "denied",
             Notice::VisitExpiring { .. } => "visit_expiring",
             Notice::VisitEnded { .. } => "visit_ended",
+            Notice::Quality { .. } => "quality",
         })
         .collect()
 }

@@ -85,6 +85,7 @@ function apiClient(base) {
     createVisit: (body = {}) => call('POST', '/v1/visits', body),
     getVisit: (id) => call('GET', `/v1/visits/${id}`),
     events: async (id) => (await call('GET', `/v1/visits/${id}/events`)).events,
+    quality: (id) => call('GET', `/v1/visits/${id}/quality`),
     token: async (visitId, body) => (await call('POST', `/v1/visits/${visitId}/tokens`, body)).token,
     removeParticipant: (visitId, identity) =>
       call('DELETE', `/v1/visits/${visitId}/participants/${encodeURIComponent(identity)}`),

@@ -66,11 +66,14 @@ const FIREFOX_PREFS = {
 
 /**
  * Starts a browser: 'chromium' (playwright-core) or 'firefox' (puppeteer-core, BiDi).
- * `cameras`: how many fake cameras Chromium offers (Firefox always has one).
+ * `cameras`: how many fake cameras Chromium offers (Firefox always has one); `secureOrigin`:
+ * an http:// origin Chromium should treat as secure (cameras work there), for a server
+ * that is not on loopback.
  */
-export async function launchBrowser(engine = 'chromium', { cameras = 1 } = {}) {
+export async function launchBrowser(engine = 'chromium', { cameras = 1, secureOrigin } = {}) {
   if (engine === 'chromium') {
     const args = CHROMIUM_FLAGS.map((flag) => (flag === '--use-fake-device-for-media-stream' && cameras > 1 ? `${flag}=device-count=${cameras}` : flag));
+    if (secureOrigin) args.push(`--unsafely-treat-insecure-origin-as-secure=${secureOrigin}`);
     const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args, timeout: 30_000 });
     return new Browser(engine, browser);
   }

@@ -9,6 +9,7 @@ import { Controls } from './controls.js';
 import { displayName } from './lobby.js';
 import { Panels } from './panels.js';
 import { makeMovable } from './pip.js';
+import { qualityBadge, showOwnQuality } from './quality.js';
 
 const LEFT_TEXT = { left: 'left the visit', removed: 'was removed from the visit', timed_out: 'lost connection and did not come back' };
 
@@ -34,7 +35,12 @@ export class CallView {
     visit.on('participant_left', ({ participant_id, reason }) => this.#left(participant_id, reason));
     visit.on('waiting', () => this.#clear());
     visit.on('ended', () => this.#clear());
+    visit.on('quality', (frame) => showOwnQuality(frame));
 
+    // A participant's note about their own weak connection, over the stage.
+    if (!$('#own-quality')) {
+      $('#stage').append(h('p', { id: 'own-quality', class: 'own-quality', role: 'status', hidden: true, text: 'Your connection is weak: try moving closer to your Wi-Fi.' }));
+    }
     const selfView = $('#self-view');
     makeMovable(selfView, $('#stage'));
     this.#attachSelf();
@@ -207,8 +213,11 @@ export class CallView {
     if (!media.audio) badges.push(['Muted', true]);
     if (!media.video && !media.screen) badges.push(['Camera off', false]);
     if (media.screen) badges.push(['Sharing screen', false]);
-    tile.badges.replaceChildren(...badges.map(([text, alert]) => h('span', { class: alert ? 'badge alert' : 'badge', text })));
-    tile.li.setAttribute('aria-label', [name, ...badges.map(([text]) => text)].join(', '));
+    // Doctors see everyone's connection quality (docs/quality.md).
+    const quality = this.#isDoctor ? qualityBadge(p) : null;
+    tile.badges.replaceChildren(...badges.map(([text, alert]) => h('span', { class: alert ? 'badge alert' : 'badge', text })), ...(quality ? [quality] : []));
+    tile.li.dataset.quality = (this.#isDoctor && p.quality) || '';
+    tile.li.setAttribute('aria-label', [name, ...badges.map(([text]) => text), ...(quality ? [quality.title] : [])].join(', '));
   }
 
   #removeTile(id) {

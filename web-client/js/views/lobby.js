@@ -5,6 +5,7 @@
 // moves to the next person's Admit button, or to the list's heading when no one is left.
 
 import { $, alertText, announce, focusOn, h } from '../dom.js';
+import { precheckLine } from './quality.js';
 
 export class LobbyView {
   #visit;
@@ -60,12 +61,13 @@ export class LobbyView {
       li: h('li', { dataset: { participant: id } }),
       name: h('span', { class: 'name' }),
       since: h('span', { class: 'since' }),
+      precheck: h('span', { class: 'precheck-slot' }),
       admit: h('button', { type: 'button', class: 'primary admit', text: 'Admit' }),
       deny: h('button', { type: 'button', class: 'deny', text: 'Deny' }),
     };
     row.admit.addEventListener('click', () => this.#act(row, () => this.#visit.admit(id)));
     row.deny.addEventListener('click', () => this.#act(row, () => this.#visit.deny(id)));
-    row.li.append(h('span', { class: 'who' }, row.name, row.since), row.admit, row.deny);
+    row.li.append(h('span', { class: 'who' }, row.name, row.since, row.precheck), row.admit, row.deny);
     return row;
   }
 
@@ -73,6 +75,8 @@ export class LobbyView {
     const name = displayName(entry);
     row.name.textContent = name + (entry.connected === false ? ' (connection lost)' : '');
     row.li.dataset.since = entry.since;
+    const precheck = precheckLine(entry.precheck);
+    row.precheck.replaceChildren(...(precheck ? [precheck] : []));
     row.admit.setAttribute('aria-label', `Admit ${name}`);
     row.deny.setAttribute('aria-label', `Deny ${name}`);
   }

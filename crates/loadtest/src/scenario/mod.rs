@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// One side of a conversation: its socket, its own id, and the id it signals to.
@@ -221,9 +221,21 @@ pub async fn relay(
     starts: usize,
     pad: Arc<String>,
     mut phase: Phase,
+    stats_every: Option<Duration>,
 ) -> (Stats, Option<Peer>) {
     let mut stats = Stats::default();
     let mut seq = 0u64;
+    // A browser's call-quality report every `stats_every` (docs/quality.md), off the relay
+    // path; the first one at a point of the interval picked by the participant id, so the
+    // reports of a thousand visits do not come in waves.
+    let mut report = stats_every.map(|every| {
+        let spread = me
+            .id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let offset = every.mul_f64(f64::from(spread % 1000) / 1000.0);
+        tokio::time::interval_at(tokio::time::Instant::now() + offset, every)
+    });
     for _ in 0..starts {
         seq += 1;
         if let Err(e) = me.ws.send(signal(&me.to, &payload::probe(seq, &pad))).await {
@@ -234,6 +246,16 @@ pub async fn relay(
     loop {
         let incoming = tokio::select! {
             _ = phase.stop.changed() => return (stats, Some(me)),
+            _ = async { report.as_mut()?.tick().await; Some(()) }, if report.is_some() => {
+                if let Err(e) = me.ws.send(payload::stats_report()).await {
+                    stats.error(format!("send: {e}"));
+                    return (stats, None);
+                }
+                if phase.measuring.load(Ordering::Relaxed) {
+                    stats.count("stats reports sent", 1);
+                }
+                continue;
+            }
             incoming = me.ws.next() => incoming,
         };
         let text = match incoming {

@@ -28,6 +28,8 @@ pub struct Options {
     pub candidates: usize,
     /// How many of the visits are real WebRTC peers instead of scripted ones.
     pub webrtc: usize,
+    /// Each participant also sends a `stats` report this often (Bedside only).
+    pub stats_every: Option<Duration>,
     pub sources: Sources,
     /// The server's pid, to report its CPU time and memory.
     pub server_pid: Option<u32>,
@@ -104,8 +106,14 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
             };
             let _ = go.wait_for(|g| *g).await;
             let (d, p) = tokio::join!(
-                relay(doctor, opts.window, pad.clone(), phase.clone()),
-                relay(patient, 0, pad, phase)
+                relay(
+                    doctor,
+                    opts.window,
+                    pad.clone(),
+                    phase.clone(),
+                    opts.stats_every
+                ),
+                relay(patient, 0, pad, phase, opts.stats_every)
             );
             stats.merge(d.0);
             stats.merge(p.0);
@@ -164,7 +172,8 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
         scenario: "visits".into(),
         target: target.name().into(),
         params: json!({"visits": opts.visits, "signal_bytes": opts.signal_bytes, "window": opts.window,
-                       "sdp_bytes": opts.sdp_bytes, "candidates": opts.candidates, "webrtc": opts.webrtc}),
+                       "sdp_bytes": opts.sdp_bytes, "candidates": opts.candidates, "webrtc": opts.webrtc,
+                       "stats_every_s": opts.stats_every.map(|d| d.as_secs())}),
         elapsed,
         stats,
         server,

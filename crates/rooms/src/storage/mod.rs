@@ -36,6 +36,7 @@ use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::StoredParticipant;
 use async_trait::async_trait;
 use bedside_auth::TenantId;
+use bedside_visit::quality::StoredQuality;
 use bedside_visit::{Block, ProviderId};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::borrow::Cow;
@@ -143,6 +144,8 @@ pub trait Visits: Send + Sync {
         query: &ListQuery,
     ) -> Result<Vec<VisitRecord>, StorageError>;
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError>;
+    /// The call quality of everyone in the visit who reported any, as last written.
+    async fn quality(&self, id: VisitId) -> Result<Vec<StoredQuality>, StorageError>;
     /// Applies changes in order, atomically: visits' changes, their audit rows and events.
     /// The groups of a visit whose [`WriteOp::Fence`] names an epoch other than the stored
     /// one are skipped; those visits are returned.

@@ -13,6 +13,7 @@ use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::{Change, StoredParticipant};
 use async_trait::async_trait;
 use bedside_auth::TenantId;
+use bedside_visit::quality::StoredQuality;
 use bedside_visit::{ConsentGiven, ProviderId};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Transaction;
@@ -137,6 +138,28 @@ impl<D: Dialect> Visits for SqlStorage<D> {
                         (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
                         _ => None,
                     },
+                })
+            })
+            .collect()
+    }
+
+    async fn quality(&self, id: VisitId) -> Result<Vec<StoredQuality>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT participant_id, identity, role, tracker FROM participant_quality \
+             WHERE visit_id = $1 ORDER BY participant_id",
+        )
+        .arg(id.to_string())
+        .fetch_all(self.db())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let tracker: String = r.col("tracker")?;
+                Ok(StoredQuality {
+                    participant_id: parse(&r.col::<String>("participant_id")?)?,
+                    identity: r.col("identity")?,
+                    role: role(&r.col::<String>("role")?)?,
+                    tracker: serde_json::from_str(&tracker)
+                        .map_err(|e| StorageError::Corrupt(format!("quality tracker: {e}")))?,
                 })
             })
             .collect()
@@ -282,6 +305,22 @@ pub(super) async fn apply_change<D: Dialect>(
             .arg(micros(*started_at))
             .arg(micros(*ended_at))
             .arg(id.as_str())
+            .execute(D::on(tx))
+            .await?;
+        }
+        Change::Quality(q) => {
+            let tracker = serde_json::to_string(&q.tracker)
+                .map_err(|e| StorageError::Corrupt(format!("quality tracker: {e}")))?;
+            sqlx::query(
+                "INSERT INTO participant_quality (visit_id, participant_id, identity, role, tracker) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (visit_id, participant_id) DO UPDATE SET tracker = EXCLUDED.tracker",
+            )
+            .arg(id.as_str())
+            .arg(q.participant_id.to_string())
+            .arg(&*D::text(&q.identity))
+            .arg(q.role.as_str())
+            .arg(tracker)
             .execute(D::on(tx))
             .await?;
         }

@@ -514,3 +514,11 @@ mod tests {
         }
     }
 }
+
+/// Each participant's call quality over a visit (docs/quality.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QualityBody {
+    pub visit_id: VisitId,
+    /// Everyone who reported statistics or a pre-call check, whether still there or not.
+    pub participants: Vec<bedside_visit::quality::ParticipantQuality>,
+}

@@ -54,6 +54,7 @@ pub fn router() -> (axum::Router<AppState>, serde_json::Value) {
         .routes(routes!(providers::mint_provider_token))
         .routes(routes!(visits::visit_events))
         .routes(routes!(visits::verify_events))
+        .routes(routes!(visits::visit_quality))
         .routes(routes!(events::list_events))
         .fallback(|| async { ApiError::RouteNotFound });
     let ops = OpenApiRouter::new()

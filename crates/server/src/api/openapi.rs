@@ -139,6 +139,25 @@ fn success_example(operation: &str) -> Option<Value> {
             }],
             "next_after": 42
         }),
+        "visit_quality" => json!({
+            "visit_id": VISIT_ID,
+            "participants": [{
+                "participant_id": "p_9c8b7a6f5e4d3c2b", "identity": "patient-7731", "role": "patient",
+                "quality": "good", "quality_reason": null, "worst_quality": "poor",
+                "samples": 180, "first_sample_at": "2026-11-22T10:01:20.000000Z",
+                "last_sample_at": "2026-11-22T10:16:15.000000Z", "measured_seconds": 900,
+                "seconds_by_quality": {"good": 840, "fair": 25, "poor": 35},
+                "relay_seconds": 0,
+                "rtt_ms": {"p50": 50.0, "p95": 150.0},
+                "jitter_ms": {"p50": 5.0, "p95": 20.0},
+                "packet_loss": {"mean": 0.0042, "p95": 0.02, "max": 0.1834},
+                "bitrate_kbps": {"inbound": 1210.5, "outbound": 1130.0},
+                "worst_window": {"start": "2026-11-22T10:09:40.000000Z", "end": "2026-11-22T10:10:10.000000Z",
+                    "quality": "poor", "reason": "packet_loss", "packet_loss": 0.1412, "rtt_ms": 88.0, "jitter_ms": 31.5},
+                "precheck": {"camera": true, "microphone": true, "network": "direct",
+                    "turn": {"udp": true}, "at": "2026-11-22T10:00:41.000000Z"}
+            }]
+        }),
         "transfer_visit" => {
             let mut v = visit_example();
             v["status"] = json!("active");
@@ -195,6 +214,7 @@ fn links(operation: &str) -> Vec<(&'static str, &'static str, Value)> {
             ("MintToken", "mint_token", by_body()),
             ("GetVisit", "get_visit", by_body()),
             ("VisitEvents", "visit_events", by_body()),
+            ("VisitQuality", "visit_quality", by_body()),
             ("EndVisit", "end_visit", by_body()),
         ],
         "mint_token" => vec![
@@ -213,6 +233,7 @@ fn links(operation: &str) -> Vec<(&'static str, &'static str, Value)> {
         "end_visit" => vec![
             ("GetVisit", "get_visit", by_body()),
             ("VisitEvents", "visit_events", by_body()),
+            ("VisitQuality", "visit_quality", by_body()),
         ],
         _ => Vec::new(),
     }

@@ -1,8 +1,8 @@
 //! `/v1/visits`: thin handlers over the registry and storage.
 
 use super::dto::{
-    CreateVisit, EventBody, EventList, ListParams, MintToken, TokenBody, TrailCheck, Transfer,
-    VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
+    CreateVisit, EventBody, EventList, ListParams, MintToken, QualityBody, TokenBody, TrailCheck,
+    Transfer, VisitBody, VisitList, decode_cursor, encode_cursor, provider_id,
 };
 use super::extract::{ApiJson, ApiQuery};
 use super::tenant::Tenant;
@@ -385,4 +385,40 @@ pub async fn verify_events(
     };
     metrics::counter!("bedside_audit_verifications_total", "result" => result).increment(1);
     Ok(Json(TrailCheck::from(report)))
+}
+
+/// Each participant's call quality so far: round trip, loss and jitter over the visit, time
+/// on a TURN relay, the worst class and the worst 30 seconds, and the pre-call check.
+#[utoipa::path(
+    get, path = "/visits/{id}/quality", tag = "visits",
+    params(("id" = uuid::Uuid, Path, description = "Visit id")),
+    responses(
+        (status = 200, description = "One summary per participant who reported statistics or a pre-call check", body = QualityBody),
+        (status = 404, description = "No visit of this tenant has that id", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn visit_quality(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<QualityBody>, ApiError> {
+    let record = owned_visit(&state, &tenant, &id).await?;
+    // A visit running here answers with what it holds now; storage has the rest (a live
+    // visit's summaries are written on every change of class and at least once a minute).
+    let participants = match state.registry.quality(record.id) {
+        Some(live) => live,
+        None => state
+            .registry
+            .storage()
+            .quality(record.id)
+            .await?
+            .iter()
+            .map(|q| q.summary())
+            .collect(),
+    };
+    Ok(Json(QualityBody {
+        visit_id: record.id,
+        participants,
+    }))
 }

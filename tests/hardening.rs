@@ -256,9 +256,24 @@ async fn an_admission_does_not_outlive_the_grace_period_after_a_restart() {
     let server = server.restart().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
+    // The place is gone, and the resume token with it (it names that place).
     let mut back = Client::connect(&server).await;
     back.send(bedside_tests::serde_json::json!({"type": "join", "resume_token": resume}))
         .await;
+    let refused = back.expect("error").await;
+    assert_eq!(refused["code"], "invalid_token", "{refused}");
+    assert_eq!(back.closed().await, 4001);
+
+    // With a link as well, the patient knocks again: waiting, not admitted.
+    let link = server
+        .api(CLINIC_A)
+        .mint(&pair.visit, "patient", "pt-1", "Pat One")
+        .await;
+    let mut back = Client::connect(&server).await;
+    back.send(
+        bedside_tests::serde_json::json!({"type": "join", "token": link, "resume_token": resume}),
+    )
+    .await;
     let joined = back.expect("joined").await;
     let placed = back.recv().await;
     assert_eq!(

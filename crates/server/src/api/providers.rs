@@ -4,13 +4,13 @@
 use super::dto::{MintProviderToken, QueueBody, TokenBody, provider_id};
 use super::extract::ApiJson;
 use super::tenant::Tenant;
-use super::visits::{DEFAULT_TOKEN_TTL_SECS, MAX_NAME_CHARS};
+use super::visits::{token_name, token_ttl};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bedside_auth::{MAX_TOKEN_LIFETIME_SECS, ProviderClaims, ProviderRole};
+use bedside_auth::{ProviderClaims, ProviderRole};
 use chrono::{TimeDelta, Utc};
 
 /// A provider's queue: one entry per waiting participant of their live visits, oldest knock
@@ -55,23 +55,8 @@ pub async fn mint_provider_token(
     ApiJson(body): ApiJson<MintProviderToken>,
 ) -> Result<(StatusCode, Json<TokenBody>), ApiError> {
     let provider = provider_id("provider", provider)?;
-    let name = body.name.unwrap_or_default();
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "at most 100 characters, no control characters",
-        ));
-    }
-    let ttl = match body.ttl_seconds.map(i64::from) {
-        Some(ttl) if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&ttl) => {
-            return Err(ApiError::invalid(
-                "ttl_seconds",
-                "must be 60 seconds to 31 days",
-            ));
-        }
-        Some(ttl) => ttl,
-        None => DEFAULT_TOKEN_TTL_SECS,
-    };
+    let name = token_name(body.name)?;
+    let ttl = token_ttl(body.ttl_seconds)?;
     let now = Utc::now();
     let expires_at = now + TimeDelta::seconds(ttl);
     let claims = ProviderClaims {

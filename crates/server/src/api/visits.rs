@@ -183,23 +183,8 @@ pub async fn mint_token(
         return Err(ApiError::VisitEnded);
     }
     check_identity(&body.identity).map_err(|m| ApiError::invalid("identity", m))?;
-    let name = body.name.unwrap_or_default();
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "at most 100 characters, no control characters",
-        ));
-    }
-    let ttl = match body.ttl_seconds.map(i64::from) {
-        Some(ttl) if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&ttl) => {
-            return Err(ApiError::invalid(
-                "ttl_seconds",
-                "must be 60 seconds to 31 days",
-            ));
-        }
-        Some(ttl) => ttl,
-        None => DEFAULT_TOKEN_TTL_SECS,
-    };
+    let name = token_name(body.name)?;
+    let ttl = token_ttl(body.ttl_seconds)?;
     // A token never outlives its visit.
     let expires_at = (now + TimeDelta::seconds(ttl)).min(record.expires_at);
     // An identity removed or denied in this visit gets a token issued after the block, so
@@ -421,4 +406,28 @@ pub async fn visit_quality(
         visit_id: record.id,
         participants,
     }))
+}
+
+/// A token's display name: optional, bounded, no control characters.
+pub(crate) fn token_name(name: Option<String>) -> Result<String, ApiError> {
+    let name = name.unwrap_or_default();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            "at most 100 characters, no control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// A token's lifetime in seconds: the default, or one asked for within the bounds.
+pub(crate) fn token_ttl(ttl_seconds: Option<u32>) -> Result<i64, ApiError> {
+    match ttl_seconds.map(i64::from) {
+        Some(ttl) if !(60..=MAX_TOKEN_LIFETIME_SECS).contains(&ttl) => Err(ApiError::invalid(
+            "ttl_seconds",
+            "must be 60 seconds to 31 days",
+        )),
+        Some(ttl) => Ok(ttl),
+        None => Ok(DEFAULT_TOKEN_TTL_SECS),
+    }
 }

@@ -86,6 +86,7 @@ for (const engine of ENGINES) {
       await provider.waitFor({ css: '#dashboard-who', text: 'Signed in as Dr Who.' });
       await provider.click({ css: 'input[name="presence"][value="available"]' });
       await provider.waitFor({ css: '#presence-shown', text: 'see you as available' });
+      await provider.waitFor({ css: '#presence-shown', text: 'see you as available' });
     });
 
     step('the first patient agrees to the consent and waits', async () => {
@@ -195,6 +196,20 @@ for (const engine of ENGINES) {
       assert.equal(focus.id, 'queue-title', 'focus lands on the queue');
       // The guest waits in the provider's visit, so in their queue, after the others.
       assert.deepEqual(await queueNames(provider), [...names.slice(1), 'Ana Interpreter']);
+      await provider.waitFor({ css: '#presence-shown', text: 'see you as available' });
+      // Keyboard only: from the heading into the first patient's row, each stop visible.
+      await provider.press('Tab');
+      let f = await provider.focused();
+      assert.deepEqual([f.name, f.visible, f.ring], [`See patient ${names[1]}`, true, true]);
+      await provider.press('Tab');
+      f = await provider.focused();
+      assert.deepEqual([f.name, f.visible, f.ring], [`Message to ${names[1]}`, true, true]);
+      // The status by arrow keys, as a radio group works.
+      await provider.evaluate(() => document.querySelector('input[name="presence"][value="available"]').focus());
+      await provider.press('ArrowRight');
+      await provider.waitFor({ css: '#presence-shown', text: 'see you as busy' });
+      await patients[2].waitFor({ css: '#waiting-provider', text: 'Dr Who is with another patient.' });
+      await provider.press('ArrowLeft');
       await provider.waitFor({ css: '#presence-shown', text: 'see you as available' });
     });
 

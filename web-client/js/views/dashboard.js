@@ -142,7 +142,8 @@ class QueueView {
         this.#rows.set(id, row);
         const next = entries.slice(i + 1).map((e) => this.#rows.get(e.participant.participant_id)).find((r) => r?.li.isConnected);
         list.insertBefore(row.li, next?.li ?? null);
-        announce(`${displayName(entry.participant)} is waiting.`);
+        // Not said over a call the provider is in: the queue is there when they come back.
+        if (!$('#screen-dashboard').hidden) announce(`${displayName(entry.participant)} is waiting.`);
       }
       this.#fill(row, entry);
     });

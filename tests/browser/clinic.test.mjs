@@ -6,7 +6,8 @@
 // then Admit) connects a call; the Invite button yields a link a guest opens and waits with;
 // "Back to queue" returns to the dashboard, whose socket stayed open; a transfer (REST) moves
 // a patient to another provider's dashboard (at a desk) without the keyboard user's focus
-// being dropped. axe (WCAG 2.1 A and AA) on the dashboard, the waiting screen and the invite
+// being dropped. axe (WCAG 2.1 A and AA) on the consent screen, the dashboard, the waiting
+// screen and the invite
 // dialog. Screenshots: tests/browser/artifacts/clinic-*.png.
 
 import assert from 'node:assert/strict';
@@ -97,7 +98,7 @@ for (const engine of ENGINES) {
       await p.waitFor({ role: 'heading', name: 'Before you join' });
       assert.match(await p.text('#consent-text'), /I agree to be seen by video\./);
       assert.equal(await p.text('#consent-version'), '2026-11');
-      assert.ok(await p.fitsWidth(), 'the consent screen fits 360 px');
+      await axeClean(p, 'the consent screen (360 px)');
       // Not in the queue before agreeing.
       assert.deepEqual(await server.api.queue('dr-who'), []);
       await p.click({ role: 'button', name: 'I agree' });

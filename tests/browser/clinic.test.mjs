@@ -7,8 +7,7 @@
 // "Back to queue" returns to the dashboard, whose socket stayed open; a transfer (REST) moves
 // a patient to another provider's dashboard (at a desk) without the keyboard user's focus
 // being dropped. axe (WCAG 2.1 A and AA) on the consent screen, the dashboard, the waiting
-// screen and the invite
-// dialog. Screenshots: tests/browser/artifacts/clinic-*.png.
+// screen and the invite dialog. Screenshots: tests/browser/artifacts/clinic-*.png.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

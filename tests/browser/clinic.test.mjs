@@ -105,6 +105,24 @@ for (const engine of ENGINES) {
       await p.waitFor({ css: '#waiting-position', text: 'You are next in line.' });
     });
 
+    step('someone who does not agree never knocks', async () => {
+      const token = await server.api.token(visits[0].id, { role: 'guest', identity: 'relative-1', name: 'Jo Rivera' });
+      const jo = await browser.person({ viewport: PHONE });
+      try {
+        await jo.goto(`${server.url}/#token=${token}`);
+        await jo.click({ role: 'button', name: 'Join the visit' });
+        await jo.waitFor({ role: 'heading', name: 'Before you join' });
+        await jo.click({ role: 'button', name: 'I do not agree' });
+        await jo.waitFor({ role: 'heading', name: 'You did not join the visit' });
+        assert.deepEqual((await server.api.queue('dr-who')).map((e) => e.participant.name), [names[0]]);
+        const events = await server.api.events(visits[0].id);
+        assert.ok(!events.some((e) => e.kind === 'consented' && e.identity === 'relative-1'), 'no consent recorded');
+        assert.deepEqual(await queueNames(provider), [names[0]]);
+      } finally {
+        await jo.close();
+      }
+    });
+
     step('two more patients knock, and the dashboard lists all three in knock order', async () => {
       for (const i of [1, 2]) {
         const p = await browser.person({ viewport: PHONE });

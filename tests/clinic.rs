@@ -748,3 +748,34 @@ async fn invites_count_against_the_frame_rate_limit() {
     let minted = invited_rows(&api, &id).await.len();
     assert!((1..=12).contains(&minted), "{minted} links minted");
 }
+
+/// The clinic takes a guest link back like any other: by the identity its `invited` row
+/// names, with `DELETE .../participants/{identity}`.
+#[tokio::test]
+async fn the_clinic_can_take_a_guest_link_from_the_call_back() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let id = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&id, "doctor", "dr-1", "Dr One").await).await;
+    doctor.expect("admitted").await;
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    let link = doctor.until("invite_link").await;
+    let token = link["token"].as_str().unwrap();
+    let invited = invited_rows(&api, &id).await;
+    let identity = invited[0]["identity"].as_str().unwrap();
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/visits/{id}/participants/{identity}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type": "join", "token": token})).await;
+    assert_eq!(c.expect("error").await["code"], "access_revoked");
+    assert_eq!(c.closed().await, 4003);
+}

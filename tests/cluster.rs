@@ -508,3 +508,62 @@ async fn a_removal_holds_on_every_node_and_after_a_takeover() {
     let (mut back, _) = Client::join_url(&c.nodes[1].ws_url(), &again).await;
     back.expect("waiting").await;
 }
+
+/// The doctor's socket is on one node, the visit runs on another: the owner mints the
+/// guest link (every node holds the same keys), records it in the visit's chain, and the
+/// link reaches the doctor through their node; the guest, on a third node, still waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_on_a_forwarding_node_gets_a_guest_link_from_the_owner() {
+    let c = Cluster::start(&[]).await;
+    let (visit, mut doctor, _patient) = pair_across(&c, 1, 0).await;
+    assert_eq!(
+        c.owner_of(&visit).await,
+        Some(1),
+        "the doctor's node owns it"
+    );
+    // Now the doctor's socket on node 0 (forwarding to node 1).
+    let api = c.nodes[0].api(CLINIC_A);
+    let token = api.mint(&visit, "doctor", "dr-2", "Dr Two").await;
+    let (mut doctor2, _) = Client::join_url(&c.nodes[0].ws_url(), &token).await;
+    doctor2.until("admitted").await;
+    doctor2
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    let link = doctor2.until("invite_link").await;
+    let guest_token = link["token"].as_str().expect("token");
+    assert!(link["join_url"].as_str().unwrap().ends_with(guest_token));
+    doctor2
+        .send(json!({"type": "invite", "role": "doctor", "name": "Ana"}))
+        .await;
+    assert_eq!(doctor2.until("error").await["code"], "invalid_role");
+
+    let (mut guest, _) = Client::join_url(&c.nodes[2].ws_url(), guest_token).await;
+    guest.expect("waiting").await;
+    // The doctor's lobby (earlier ones may still be on the way) shows the guest waiting.
+    loop {
+        let lobby = doctor.until("lobby").await;
+        let waiting = lobby["waiting"].as_array().unwrap();
+        if waiting
+            .iter()
+            .any(|w| w["participant_id"] == guest.participant_id.as_str())
+        {
+            break;
+        }
+    }
+    let claims = bedside_tests::claims_of(guest_token);
+    let events = c.nodes[2].api(CLINIC_A).events(&visit).await;
+    let invited: Vec<&Value> = events.iter().filter(|e| e["kind"] == "invited").collect();
+    assert_eq!(invited.len(), 1, "{events:?}");
+    assert_eq!(invited[0]["actor"], doctor2.participant_id.as_str());
+    assert_eq!(invited[0]["detail"], claims["jti"]);
+    let (status, verified) = c.nodes[2]
+        .api(CLINIC_A)
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/visits/{visit}/events/verify"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(verified["intact"], true, "{verified}");
+}

@@ -64,7 +64,7 @@ test('the SDK declarations (index.d.ts) name exactly what the module exports', a
   assert.deepEqual(declared, Object.keys(sdk).sort());
 
   // Each class's members, both ways: nothing declared that is missing, nothing public undeclared.
-  for (const name of ['Visit', 'Signaling', 'Emitter']) {
+  for (const name of ['Visit', 'Signaling', 'Emitter', 'Dashboard']) {
     const body = new RegExp(`^export declare class ${name}\\b[^{]*\\{([\\s\\S]*?)^\\}`, 'm').exec(dts)[1];
     const members = new Set([...body.matchAll(/^ {2}(?:readonly )?(\w+)[(<:?]/gm)].map((m) => m[1]).filter((m) => m !== 'constructor'));
     const proto = sdk[name].prototype;

@@ -186,6 +186,8 @@ impl VerifiedJoin {
 /// All configured keys, looked up by exact key id.
 pub struct KeyRing {
     entries: HashMap<KeyId, Entry>,
+    /// Key ids in the order they were configured (see [`KeyRing::signer_for`]).
+    order: Vec<KeyId>,
     /// Compared against when the id is unknown, so both paths cost the same.
     dummy_digest: [u8; 32],
 }
@@ -205,6 +207,7 @@ fn digest(secret: &str) -> [u8; 32] {
 impl KeyRing {
     pub fn new(keys: impl IntoIterator<Item = ApiKey>) -> Result<Self, KeyConfigError> {
         let mut entries = HashMap::new();
+        let mut order = Vec::new();
         for key in keys {
             let secret = key.secret.expose_secret().as_bytes();
             let entry = Entry {
@@ -218,9 +221,11 @@ impl KeyRing {
             if entries.insert(id.clone(), entry).is_some() {
                 return Err(KeyConfigError::Duplicate(id.0));
             }
+            order.push(id);
         }
         Ok(Self {
             entries,
+            order,
             dummy_digest: digest("bedside-no-such-key"),
         })
     }
@@ -231,6 +236,17 @@ impl KeyRing {
 
     pub fn keys(&self) -> impl Iterator<Item = &ApiKey> {
         self.entries.values().map(|e| &e.key)
+    }
+
+    /// The key Bedside signs with on a tenant's behalf when no API key asked (a doctor's
+    /// guest link from the call): the tenant's key configured last. During a rotation the
+    /// new key is added after the old one, so links minted then outlive the old key.
+    pub fn signer_for(&self, tenant: &TenantId) -> Option<&KeyId> {
+        self.order.iter().rev().find(|id| {
+            self.entries
+                .get(*id)
+                .is_some_and(|e| &e.key.tenant == tenant)
+        })
     }
 
     pub fn get(&self, id: &KeyId) -> Option<&ApiKey> {

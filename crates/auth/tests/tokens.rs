@@ -331,3 +331,20 @@ fn resume_tokens_round_trip_and_cannot_pass_for_join_tokens() {
         Err(TokenError::InvalidSignature)
     );
 }
+
+#[test]
+fn bedside_signs_for_a_tenant_with_its_key_configured_last() {
+    let ring = KeyRing::new([
+        ApiKey::for_tenant("north-2025", "0123456789abcdefgh", "north").unwrap(),
+        ApiKey::for_tenant("south", "0123456789abcdefgh", "south").unwrap(),
+        ApiKey::for_tenant("north-2026", "0123456789abcdefgh", "north").unwrap(),
+    ])
+    .unwrap();
+    let signer = |t: &str| {
+        ring.signer_for(&TenantId::new(t).unwrap())
+            .map(|k| k.as_str().to_owned())
+    };
+    assert_eq!(signer("north").as_deref(), Some("north-2026"));
+    assert_eq!(signer("south").as_deref(), Some("south"));
+    assert_eq!(signer("west"), None);
+}

@@ -68,6 +68,11 @@ pub enum ClientMsg {
     Take {
         visit_id: VisitId,
     },
+    /// A doctor asks for a guest link from the call.
+    Invite {
+        role: String,
+        name: String,
+    },
 }
 
 /// Why a client frame was not understood. The connection stays open.
@@ -133,6 +138,9 @@ struct Envelope<'a> {
     status: Option<Cow<'a, str>>,
     #[serde(borrow)]
     visit_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    name: Option<String>,
 }
 
 /// Deepest nesting a signal's `data` may have. SDP and ICE payloads are two or three
@@ -257,6 +265,13 @@ impl ClientMsg {
                     .parse()
                     .map_err(|_| DecodeError::InvalidField("visit_id"))?,
             },
+            "invite" => ClientMsg::Invite {
+                role: e
+                    .role
+                    .ok_or(DecodeError::MissingField("role"))?
+                    .into_owned(),
+                name: e.name.ok_or(DecodeError::MissingField("name"))?,
+            },
             "leave" => ClientMsg::Leave,
             "end_visit" => ClientMsg::EndVisit,
             "ping" => ClientMsg::Ping,
@@ -314,6 +329,13 @@ pub enum ServerMsg<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         presence: Option<Presence>,
         chosen: Presence,
+    },
+    /// The answer to a doctor's `invite`: a guest link for this visit.
+    InviteLink {
+        token: &'a str,
+        join_url: &'a str,
+        expires_at: DateTime<Utc>,
+        name: &'a str,
     },
     /// The answer to `take`.
     VisitToken {
@@ -422,6 +444,7 @@ pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
             by: Actor::Conn(conn),
         },
         Ok(ClientMsg::Consent { version }) => Input::Consent { conn, version },
+        Ok(ClientMsg::Invite { role, name }) => Input::Invite { conn, role, name },
         Ok(ClientMsg::Presence { .. } | ClientMsg::Notify { .. } | ClientMsg::Take { .. }) => {
             return Err(error_frame(
                 "not_provider",
@@ -496,6 +519,12 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
         Notice::Quality { quality, reason } => ServerMsg::Quality {
             quality: *quality,
             reason: *reason,
+        },
+        Notice::InviteLink(link) => ServerMsg::InviteLink {
+            token: &link.token,
+            join_url: &link.join_url,
+            expires_at: link.expires_at,
+            name: &link.name,
         },
     };
     msg.to_json()

@@ -19,6 +19,7 @@
 pub mod desk;
 pub mod error;
 pub mod ids;
+pub mod links;
 pub mod ownership;
 pub mod registry;
 pub mod router;
@@ -30,6 +31,7 @@ pub(crate) use bedside_visit::{VisitId, audit, audit_chain, event, record, visit
 pub use desk::{Board, Desk, DeskFeed, DeskSettings, ProviderKey};
 pub use error::RoomError;
 pub use ids::{NextConnId, RandomId};
+pub use links::{Link, LinkRequest, Links};
 pub use ownership::{Claim, Ownership};
 pub use registry::{Outbox, Outgoing, Registry, VisitHandle};
 pub use router::{LocalRouter, LocalSeat, RemoteSeat, Router, Seat};

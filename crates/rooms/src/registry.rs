@@ -11,14 +11,15 @@
 
 use crate::desk::DeskFeed;
 use crate::error::RoomError;
+use crate::links::{LinkRequest, Links};
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
-use bedside_auth::TenantId;
+use bedside_auth::{Role, TenantId};
 use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
-    Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
-    ParticipantView, ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord,
-    VisitStatus,
+    Actor, AuditActor, AuditEvent, AuditKind, Block, CloseCode, ConnId, Input, Invite, InviteLink,
+    JoinRequest, Notice, Output, ParticipantId, ParticipantView, ProviderId, Refusal,
+    StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -139,6 +140,8 @@ pub struct Registry {
     ownership: Option<Arc<dyn Ownership>>,
     /// Where visits' parts of their providers' queues go (the node's [`crate::desk`]).
     desk: Option<DeskFeed>,
+    /// Mints the guest links doctors ask for from the call (`invite`).
+    links: Option<Arc<Links>>,
 }
 
 fn unavailable(e: StorageError) -> RoomError {
@@ -163,7 +166,14 @@ impl Registry {
             boot,
             ownership: None,
             desk: None,
+            links: None,
         }
+    }
+
+    /// Mints the guest links doctors ask for from the call with these keys.
+    pub fn with_links(mut self, links: Arc<Links>) -> Self {
+        self.links = Some(links);
+        self
     }
 
     /// Reports every visit's part of its provider's queue to the node's desk.
@@ -362,6 +372,29 @@ impl Registry {
                         desk.report(part, now);
                     }
                 }
+                Output::Invite(invite) => {
+                    let Some(outbox) = inner.outboxes.get(&invite.conn) else {
+                        continue;
+                    };
+                    let conn = invite.conn;
+                    match self.invite(&inner.tenant, inner.id, invite, now) {
+                        Some((link, audit)) => {
+                            // The link goes out once its `invited` row is stored.
+                            changed = true;
+                            writes.push(WriteOp::Audit {
+                                visit: inner.id,
+                                tenant: inner.tenant.clone(),
+                                event: audit,
+                            });
+                            deliver(outbox, Outgoing::Notice(Box::new(link)));
+                        }
+                        None => {
+                            tracing::warn!(visit = %inner.id, %conn, "no key to sign a guest link with");
+                            let frame = r#"{"type":"error","code":"internal","message":"the link could not be signed"}"#;
+                            deliver(outbox, Outgoing::Frame(Box::new(frame.to_owned())));
+                        }
+                    }
+                }
             }
         }
         if !writes.is_empty() {
@@ -382,6 +415,50 @@ impl Registry {
         }
         self.retire_if_idle(g);
         result
+    }
+
+    /// Mints the guest link a visit agreed to (a fresh identity and token id), and the
+    /// `invited` row that records it; `None` without keys for the tenant.
+    fn invite(
+        &self,
+        tenant: &TenantId,
+        visit: VisitId,
+        invite: Invite,
+        now: DateTime<Utc>,
+    ) -> Option<(Notice, AuditEvent)> {
+        let links = self.links.as_ref()?;
+        let key = links.signer_for(tenant)?;
+        // Opaque, unique, and plainly not one of the clinic's own identities.
+        let identity = format!("invite:{}", uuid::Uuid::new_v4().simple());
+        let link = links
+            .mint(
+                &key,
+                LinkRequest {
+                    visit,
+                    identity: identity.clone(),
+                    role: Role::Guest,
+                    name: invite.name.clone(),
+                    issued_at: now.timestamp(),
+                    now,
+                    expires_at: invite.expires_at,
+                },
+            )
+            .ok()?;
+        tracing::info!(visit = %visit, participant = %invite.by, "guest link minted from the call");
+        let audit = AuditEvent {
+            identity: Some(identity),
+            role: Some(Role::Guest),
+            ..AuditEvent::new(AuditKind::Invited, now)
+                .actor(AuditActor::Participant(invite.by))
+                .detail(link.jti)
+        };
+        let notice = Notice::InviteLink(Box::new(InviteLink {
+            token: link.token,
+            join_url: link.join_url,
+            expires_at: invite.expires_at,
+            name: invite.name,
+        }));
+        Some((notice, audit))
     }
 
     /// Sends `items` now, or once storage has the change they report (`changed`) and

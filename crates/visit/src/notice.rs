@@ -100,6 +100,26 @@ pub enum Notice {
         quality: Quality,
         reason: Option<Reason>,
     },
+    /// The guest link a doctor asked for (`invite`), to that doctor only.
+    InviteLink(Box<InviteLink>),
+}
+
+/// A minted guest link. Its token never prints (`Debug` leaves it out).
+#[derive(Clone)]
+pub struct InviteLink {
+    pub token: String,
+    pub join_url: String,
+    pub expires_at: DateTime<Utc>,
+    /// The guest's display name, as the doctor gave it.
+    pub name: String,
+}
+
+impl std::fmt::Debug for InviteLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteLink")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// WebSocket close codes of the protocol.

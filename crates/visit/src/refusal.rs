@@ -50,6 +50,13 @@ pub enum Refusal {
         crate::visit::MAX_MESSAGE_CHARS
     )]
     InvalidText,
+    #[error("only guests can be invited from a call")]
+    InvalidRole,
+    #[error(
+        "the guest's name must be 1 to {} characters, no control characters",
+        crate::invite::MAX_GUEST_NAME_CHARS
+    )]
+    InvalidName,
     /// The identity was removed or denied after this credential was issued.
     #[error("access to this visit was revoked; ask the clinic for a new link")]
     AccessRevoked,
@@ -80,6 +87,8 @@ impl Refusal {
             Refusal::ConsentNotRequired => "consent_not_required",
             Refusal::WrongConsentVersion => "wrong_consent_version",
             Refusal::InvalidText => "invalid_text",
+            Refusal::InvalidRole => "invalid_role",
+            Refusal::InvalidName => "invalid_name",
             Refusal::AccessRevoked => "access_revoked",
             Refusal::PlaceGone => "invalid_token",
         }

@@ -40,7 +40,7 @@ use crate::quality::{
 use crate::queue::{Knock, ProviderView, Standing, VisitQueue};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
 use crate::refusal::Refusal;
-use crate::{ConnId, ParticipantId, ProviderId};
+use crate::{ConnId, Invite, ParticipantId, ProviderId};
 use bedside_auth::{KeyId, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
@@ -151,6 +151,12 @@ pub enum Input {
     ProviderMessage {
         text: String,
     },
+    /// A doctor asks for a guest link (`invite {role, name}`; see [`crate::invite`]).
+    Invite {
+        conn: ConnId,
+        role: String,
+        name: String,
+    },
     /// Time passed: expire grace periods and the visit itself where due.
     Tick,
 }
@@ -238,6 +244,9 @@ pub enum Output {
     /// The visit's part of its provider's queue changed (reported only for visits that
     /// have a provider).
     Queue(VisitQueue),
+    /// Mint this guest link, record it (`invited`) and send it to the asking doctor only:
+    /// the caller holds the keys and draws the link's identity and token id.
+    Invite(Invite),
 }
 
 #[derive(Debug, Clone)]
@@ -614,6 +623,25 @@ impl Visit {
                 Ok(())
             }
             Input::ProviderMessage { text } => self.provider_message(text, now, out),
+            Input::Invite { conn, role, name } => {
+                // An ended visit first: its doctor may already be out of it (expiry is acted
+                // on above), and "ended" is what they need to hear.
+                if self.record.status == VisitStatus::Ended {
+                    return Err(Refusal::VisitEnded);
+                }
+                let by = match self.authorize(&Actor::Conn(conn))? {
+                    AuditActor::Participant(id) => id,
+                    _ => return Err(Refusal::Forbidden),
+                };
+                let name = crate::invite::guest_name(&role, &name)?;
+                out.push(Output::Invite(Invite {
+                    conn,
+                    by,
+                    name,
+                    expires_at: crate::invite::expiry(now, self.record.expires_at),
+                }));
+                Ok(())
+            }
             Input::Tick => {
                 self.tick(now, out);
                 Ok(())

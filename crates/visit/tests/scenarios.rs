@@ -195,6 +195,7 @@ fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
             Notice::VisitExpiring { .. } => "visit_expiring",
             Notice::VisitEnded { .. } => "visit_ended",
             Notice::Quality { .. } => "quality",
+            Notice::InviteLink(_) => "invite_link",
         })
         .collect()
 }

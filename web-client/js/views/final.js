@@ -15,6 +15,7 @@ const TEXT = {
   not_started: ['This visit has not started yet', 'Open the link again closer to the time of your appointment.'],
   replaced: ['The visit continues in another window', 'You opened this visit in another tab or device, so this page stopped.'],
   error: ['Something went wrong', 'Reload the page to try again.'],
+  declined: ['You did not join the visit', 'You did not agree, so you were not put in the waiting room. Contact your clinic if you have questions.'],
 };
 
 const ENDED_BY = {

@@ -20,8 +20,9 @@ export function showConnectionStatus(visit) {
         lost = false;
         return set('connected', 'Connected');
       case 'reconnecting':
-        // Only a connection we had can be lost (not a first attempt that failed).
-        if (!lost && visit.self) {
+        // Only a connection we had can be lost (not a first attempt that failed): a visit
+        // knows itself once joined, a provider's dashboard its provider.
+        if (!lost && (visit.self ?? visit.provider)) {
           announce('Connection lost. Reconnecting…');
           lost = true;
         }

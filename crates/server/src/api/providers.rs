@@ -74,7 +74,7 @@ pub async fn mint_provider_token(
         .keys
         .mint_provider(&tenant.key, &claims)
         .map_err(|_| ApiError::Internal)?;
-    let join_url = format!("{}/#token={token}", state.public_url);
+    let join_url = state.links.url(&token);
     Ok((
         StatusCode::CREATED,
         Json(TokenBody {

@@ -453,7 +453,7 @@ impl Registry {
             g.held.clear();
             if !g.retired {
                 for (_, outbox) in g.outboxes.drain() {
-                    outbox.push(Outgoing::Close(CloseCode::GoingAway));
+                    outbox.push(Outgoing::Close(CloseCode::Moved));
                 }
                 tracing::info!(visit = %id, "visit handed over to another node");
                 self.retire(&mut g);

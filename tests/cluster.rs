@@ -680,3 +680,50 @@ async fn a_join_no_node_can_serve_in_time_is_told_why_then_closed_with_try_again
     let (mut patient, _) = Client::join_url(&c.nodes[2].ws_url(), &link).await;
     patient.expect("waiting").await;
 }
+
+/// Issue 14 item 4 across nodes: a single-use link used on one node is refused on every
+/// other (their joins go to the visit's owner, which knows), and after the owner dies
+/// (the next owner loads the used links with the visit); the resume token still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_link_used_on_one_node_is_refused_on_the_others_and_after_a_takeover() {
+    let mut c = Cluster::start(&[]).await;
+    let api = c.nodes[1].api(CLINIC_A);
+    let visit = api.visit().await;
+    let doctor_link = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
+    let (status, minted) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/visits/{visit}/tokens"),
+            Some(json!({"role": "patient", "identity": "pt-1", "single_use": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let link = minted["token"].as_str().expect("token").to_owned();
+    let (mut doctor, _) = Client::join_url(&c.nodes[0].ws_url(), &doctor_link).await;
+    doctor.expect("admitted").await;
+    assert_eq!(c.owner_of(&visit).await, Some(0));
+    let (mut patient, _) = Client::join_url(&c.nodes[1].ws_url(), &link).await;
+    patient.expect("waiting").await;
+    let used = ("token_used".to_owned(), 4001);
+    let join = json!({"type": "join", "token": link});
+    for node in &c.nodes {
+        assert_eq!(answered_refusal(&node.ws_url(), join.clone()).await, used);
+    }
+    doctor.until("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    assert_eq!(
+        answered_refusal(&c.nodes[2].ws_url(), join.clone()).await,
+        used
+    );
+
+    c.nodes[0].kill9().await;
+    assert_eq!(patient.closed().await, 1001);
+    let _back = Client::resume(&c.nodes[2].ws_url(), &patient).await;
+    assert_ne!(c.owner_of(&visit).await, Some(0));
+    for node in &c.nodes[1..] {
+        assert_eq!(answered_refusal(&node.ws_url(), join.clone()).await, used);
+    }
+}

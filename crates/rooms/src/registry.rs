@@ -88,9 +88,12 @@ type Guard = ArcMutexGuard<RawMutex, Inner>;
 type Loaded = (
     VisitRecord,
     Vec<StoredParticipant>,
-    Vec<Block>,
+    Access,
     Vec<StoredQuality>,
 );
+
+/// What a visit remembers about access: its blocks, and its used single-use links.
+type Access = (Vec<Block>, Vec<String>);
 
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -217,7 +220,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, blocks, quality) = match self.load(id).await {
+        let (record, stored, (blocks, used_links), quality) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -233,6 +236,7 @@ impl Registry {
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_blocks(blocks)
+            .with_used_links(used_links)
             .with_quality(quality, now)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
@@ -260,7 +264,10 @@ impl Registry {
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
+        let blocks = (
+            self.storage.blocks(id).await.map_err(unavailable)?,
+            self.storage.used_links(id).await.map_err(unavailable)?,
+        );
         if record.status == VisitStatus::Ended {
             return Ok((record, Vec::new(), blocks, Vec::new()));
         }

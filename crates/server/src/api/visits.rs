@@ -207,7 +207,7 @@ pub async fn mint_token(
     };
     let token = state
         .keys
-        .mint_join(&tenant.key, &claims)
+        .mint_join_with(&tenant.key, &claims, body.single_use)
         .map_err(|_| ApiError::Internal)?;
     let issued = AuditEvent {
         identity: Some(body.identity),

@@ -218,6 +218,18 @@ impl Forwarding {
             )),
             Ok(Ok(Err(e))) => {
                 self.seats.remove(&session);
+                // Given up on here (the owner changed, or the seat was reset), not refused
+                // there: the owner may still carry the join out, and must undo it. A Leave
+                // for a join the owner answered finds nothing.
+                if e == RoomError::Unavailable {
+                    self.bus.send(
+                        &owner,
+                        &Wire::Leave {
+                            from: self.node.clone(),
+                            session,
+                        },
+                    );
+                }
                 Err(e)
             }
             // No answer in time (the owner died or is stuck), or the seat was reset.

@@ -129,6 +129,19 @@ impl Redis {
         (!value.is_empty()).then_some(value)
     }
 
+    /// Runs a command through `redis-cli` (to play a node the tests do not start); its
+    /// output, trimmed.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(self.listen_args(false))
+            .arg("--raw")
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Kills it: everything it held is gone.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

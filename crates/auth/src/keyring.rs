@@ -170,6 +170,19 @@ struct Entry {
 pub struct VerifiedJoin {
     pub tenant: TenantId,
     pub claims: JoinClaims,
+    /// The token carries `single_use: true`: it admits one person once (docs/protocol.md,
+    /// "Single-use links"). A claim of its own beside [`JoinClaims`], so that code building
+    /// ordinary join tokens need not name it.
+    pub single_use: bool,
+}
+
+/// A join token's payload as signed and read: the claims, and `single_use` when set.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JoinPayload<C> {
+    #[serde(flatten)]
+    claims: C,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    single_use: bool,
 }
 
 impl VerifiedJoin {
@@ -268,12 +281,25 @@ impl KeyRing {
 
     /// Signs join claims with the given key (`kid` = key id, `iss` forced to match).
     pub fn mint_join(&self, key: &KeyId, claims: &JoinClaims) -> Result<String, TokenError> {
+        self.mint_join_with(key, claims, false)
+    }
+
+    /// [`KeyRing::mint_join`], for a link that admits one person once when `single_use`.
+    pub fn mint_join_with(
+        &self,
+        key: &KeyId,
+        claims: &JoinClaims,
+        single_use: bool,
+    ) -> Result<String, TokenError> {
         let entry = self.entries.get(key).ok_or(TokenError::Signing)?;
         let mut header = Header::new(entry.algorithm);
         header.kid = Some(key.0.clone());
-        let claims = JoinClaims {
-            iss: key.0.clone(),
-            ..claims.clone()
+        let claims = JoinPayload {
+            claims: JoinClaims {
+                iss: key.0.clone(),
+                ..claims.clone()
+            },
+            single_use,
         };
         jsonwebtoken::encode(&header, &claims, &entry.encoding).map_err(|_| TokenError::Signing)
     }
@@ -315,8 +341,10 @@ impl KeyRing {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenError::InvalidSignature)?;
         let entry = self.entries.get(kid).ok_or(TokenError::InvalidSignature)?;
-        let mut claims: JoinClaims =
-            decode_verified(token, &entry.decoding, entry.algorithm, None)?;
+        let JoinPayload::<JoinClaims> {
+            mut claims,
+            single_use,
+        } = decode_verified(token, &entry.decoding, entry.algorithm, None)?;
         if claims.iss != kid {
             return Err(TokenError::InvalidClaims(
                 "iss must equal the kid header".into(),
@@ -327,6 +355,7 @@ impl KeyRing {
         Ok(VerifiedJoin {
             tenant: entry.key.tenant.clone(),
             claims,
+            single_use,
         })
     }
 }

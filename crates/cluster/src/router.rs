@@ -150,22 +150,36 @@ impl ClusterRouter {
         &self.node
     }
 
-    /// How long a join or API action may wait for a dead owner's lease to lapse.
-    fn owner_wait(&self) -> Duration {
-        self.leases.ttl() * 2 + Duration::from_secs(1)
+    /// How long a join or API action may wait for a visit's owner: a dead owner's
+    /// liveness lapses at most one lease after the join arrives (it renewed last at most
+    /// then); the node that takes the visit over may first wait for its own renewal (a
+    /// third of a lease) and then loads the visit; a second lease covers that, and a second
+    /// more a slow database. 7 s with the default 3 s lease (docs/operations.md).
+    pub fn owner_wait(&self) -> Duration {
+        owner_wait(self.leases.ttl())
+    }
+
+    /// When an action starting now must have found its owner.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.owner_wait()
     }
 
     /// Does `here` unless another node owns the visit, in which case `there` asks the
     /// owner. A visit whose owner just died (its lease not yet lapsed) or that nobody owns
-    /// for a moment is looked for again until [`Self::owner_wait`] has passed.
-    async fn on_owner<T, H, HF, O, OF>(&self, here: H, there: O) -> Result<T, RoomError>
+    /// for a moment is looked for again until `deadline` ([`Self::owner_wait`] from the
+    /// start); `there` is given it too, so no single attempt outlasts it.
+    async fn on_owner<T, H, HF, O, OF>(
+        &self,
+        deadline: tokio::time::Instant,
+        here: H,
+        there: O,
+    ) -> Result<T, RoomError>
     where
         H: Fn() -> HF,
         HF: Future<Output = Result<T, RoomError>>,
         O: Fn() -> OF,
         OF: Future<Output = Result<T, RoomError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.owner_wait();
         loop {
             match here().await {
                 Err(RoomError::Elsewhere) => {}
@@ -303,6 +317,11 @@ impl ClusterRouter {
     }
 }
 
+/// See [`ClusterRouter::owner_wait`].
+fn owner_wait(lease_ttl: Duration) -> Duration {
+    lease_ttl * 2 + Duration::from_secs(1)
+}
+
 /// Does an API request for a visit this node owns; answers once it is written.
 async fn act_here(registry: &Registry, op: ApiOp) -> Result<ApiDone, RoomError> {
     let now = Utc::now();
@@ -395,8 +414,12 @@ impl Router for ClusterRouter {
             let seat = LocalSeat::new(self.registry.clone(), handle, conn);
             Ok((Seat::Local(seat), participant))
         };
-        let there = || self.forwarding.join(visit, tenant, &req, outbox.clone());
-        self.on_owner(here, there).await
+        let deadline = self.deadline();
+        let there = || {
+            self.forwarding
+                .join(visit, tenant, &req, outbox.clone(), deadline)
+        };
+        self.on_owner(deadline, here, there).await
     }
 
     async fn end(
@@ -423,7 +446,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await?;
+        self.on_owner(self.deadline(), here, there).await?;
         confirm_ended(&self.registry, tenant, visit).await
     }
 
@@ -452,7 +475,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await
+        self.on_owner(self.deadline(), here, there).await
     }
 
     async fn transfer(
@@ -482,7 +505,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await
+        self.on_owner(self.deadline(), here, there).await
     }
 
     async fn participants(&self, visit: VisitId) -> Vec<ParticipantView> {

@@ -28,6 +28,8 @@ pub struct LinkRequest {
     pub now: DateTime<Utc>,
     /// Already capped at the visit's end.
     pub expires_at: DateTime<Utc>,
+    /// The link admits one person once (`POST /v1/visits/{id}/tokens {single_use: true}`).
+    pub single_use: bool,
 }
 
 /// A minted link.
@@ -62,7 +64,7 @@ impl Links {
             exp: req.expires_at.timestamp(),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        let token = self.keys.mint_join(key, &claims)?;
+        let token = self.keys.mint_join_with(key, &claims, req.single_use)?;
         Ok(Link {
             join_url: self.url(&token),
             token,

@@ -89,9 +89,12 @@ type Guard = ArcMutexGuard<RawMutex, Inner>;
 type Loaded = (
     VisitRecord,
     Vec<StoredParticipant>,
-    Vec<Block>,
+    Access,
     Vec<StoredQuality>,
 );
+
+/// What a visit remembers about access: its blocks, and its used single-use links.
+type Access = (Vec<Block>, Vec<String>);
 
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -227,7 +230,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, blocks, quality) = match self.load(id).await {
+        let (record, stored, (blocks, used_links), quality) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -243,6 +246,7 @@ impl Registry {
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_blocks(blocks)
+            .with_used_links(used_links)
             .with_quality(quality, now)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
@@ -270,7 +274,10 @@ impl Registry {
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
+        let blocks = (
+            self.storage.blocks(id).await.map_err(unavailable)?,
+            self.storage.used_links(id).await.map_err(unavailable)?,
+        );
         if record.status == VisitStatus::Ended {
             return Ok((record, Vec::new(), blocks, Vec::new()));
         }
@@ -441,6 +448,8 @@ impl Registry {
                     issued_at: now.timestamp(),
                     now,
                     expires_at: invite.expires_at,
+                    // The guest still waits for the doctor, who sees who knocks.
+                    single_use: false,
                 },
             )
             .ok()?;
@@ -530,7 +539,7 @@ impl Registry {
             g.held.clear();
             if !g.retired {
                 for (_, outbox) in g.outboxes.drain() {
-                    outbox.push(Outgoing::Close(CloseCode::GoingAway));
+                    outbox.push(Outgoing::Close(CloseCode::Moved));
                 }
                 tracing::info!(visit = %id, "visit handed over to another node");
                 self.retire(&mut g);

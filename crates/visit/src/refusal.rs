@@ -63,6 +63,9 @@ pub enum Refusal {
     /// A resume token whose place is no longer held (left, or timed out).
     #[error("this resume token's place in the visit is gone; join with a link")]
     PlaceGone,
+    /// A single-use link that already let someone in.
+    #[error("this link has already been used; ask the clinic for a new one")]
+    TokenUsed,
 }
 
 impl Refusal {
@@ -91,13 +94,14 @@ impl Refusal {
             Refusal::InvalidName => "invalid_name",
             Refusal::AccessRevoked => "access_revoked",
             Refusal::PlaceGone => "invalid_token",
+            Refusal::TokenUsed => "token_used",
         }
     }
 
     /// For a refused join, how the connection is closed; other refusals keep it open.
     pub fn join_close_code(self) -> CloseCode {
         match self {
-            Refusal::PlaceGone => CloseCode::BadToken,
+            Refusal::PlaceGone | Refusal::TokenUsed => CloseCode::BadToken,
             Refusal::VisitNotFound | Refusal::VisitEnded => CloseCode::VisitGone,
             _ => CloseCode::NotAllowed,
         }

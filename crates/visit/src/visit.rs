@@ -209,6 +209,12 @@ pub enum Change {
         identity: String,
         at: DateTime<Utc>,
     },
+    /// The single-use link `jti` let someone in at `at`: it lets nobody else in. Written
+    /// with the join's audit row (which names the same `jti`), in one transaction.
+    LinkUsed {
+        jti: String,
+        at: DateTime<Utc>,
+    },
     /// A participant's call quality so far. Boxed: it is the largest change by far, and
     /// rare. Unlike the others, notices never wait for it to be stored (see
     /// [`Change::precedes_notices`]).
@@ -348,6 +354,8 @@ pub struct Visit {
     participants: Vec<Participant>,
     /// Identities removed or denied, with the latest block of each.
     blocks: Vec<Block>,
+    /// The `jti`s of single-use links that let someone in (see [`Visit::with_used_links`]).
+    used_links: Vec<String>,
     /// How long before `expires_at` everyone is warned that the visit is about to end.
     warn_before: TimeDelta,
     warned: bool,
@@ -370,6 +378,7 @@ impl Visit {
             grace,
             participants: Vec::new(),
             blocks: Vec::new(),
+            used_links: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
@@ -413,6 +422,7 @@ impl Visit {
             grace,
             participants,
             blocks: Vec::new(),
+            used_links: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
@@ -446,6 +456,13 @@ impl Visit {
         for block in blocks {
             self.note_block(block.identity, block.at);
         }
+        self
+    }
+
+    /// The single-use links already used in this visit, as stored: loaded with the visit,
+    /// so every node that runs it and every restart refuses them.
+    pub fn with_used_links(mut self, jtis: Vec<String>) -> Self {
+        self.used_links = jtis;
         self
     }
 
@@ -960,6 +977,15 @@ impl Visit {
         {
             return Err(Refusal::AccessRevoked);
         }
+        // A single-use link lets one person in once: from the join it was first used for
+        // (knocking counts, so a leaked copy cannot take the waiting holder's place).
+        let once = req.credential.single_use_jti().map(str::to_owned);
+        if once
+            .as_ref()
+            .is_some_and(|jti| self.used_links.contains(jti))
+        {
+            return Err(Refusal::TokenUsed);
+        }
         let existing = self
             .participants
             .iter()
@@ -1062,6 +1088,10 @@ impl Visit {
                 i
             }
         };
+        if let Some(jti) = once {
+            self.used_links.push(jti.clone());
+            out.push(Output::Persist(Change::LinkUsed { jti, at: now }));
+        }
         let p = &self.participants[i];
         out.push(Output::Persist(Change::Participant(p.stored())));
         out.push(Output::Send {

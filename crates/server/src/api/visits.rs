@@ -207,6 +207,7 @@ pub async fn mint_token(
                 issued_at: issued_at_after(blocked, now),
                 now,
                 expires_at,
+                single_use: body.single_use,
             },
         )
         .map_err(|_| ApiError::Internal)?;

@@ -35,7 +35,9 @@ test('close codes: final ones name what happened, the others mean reconnect', ()
   // A removal or denial blocks the identity: its old links are refused for good.
   assert.deepEqual(finalOutcome(4003, { error: 'access_revoked' }), { outcome: 'revoked' });
   assert.deepEqual(finalOutcome(4001, { error: 'access_revoked' }), { outcome: 'revoked' });
-  for (const code of [1001, 1006, 1011, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
+  // A single-use link already used by someone else.
+  assert.deepEqual(finalOutcome(4001, { error: 'token_used' }), { outcome: 'link_used' });
+  for (const code of [1001, 1006, 1011, 1013, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
 });
 
 test('waiting times and names read well', () => {

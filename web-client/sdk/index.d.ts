@@ -284,6 +284,7 @@ export type Outcome =
   | 'not_found'
   | 'link_invalid'
   | 'link_expired'
+  | 'link_used'
   | 'visit_full'
   | 'not_started'
   | 'replaced'

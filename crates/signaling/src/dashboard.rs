@@ -189,6 +189,19 @@ async fn take(
     id: VisitId,
 ) -> Result<String, String> {
     let record = own_visit(clinic, key, id).await?;
+    // A provider removed or denied in this visit does not let themselves back in: the token
+    // minted here would be issued after the block and so pass it. Only the clinic lets a
+    // blocked identity back (a link it mints).
+    match clinic
+        .registry
+        .storage()
+        .blocked_at(id, key.1.as_str())
+        .await
+    {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err(refusal(Refusal::AccessRevoked)),
+        Err(_) => return Err(error_frame("unavailable", "try again")),
+    }
     let now = Utc::now();
     let expires_at = (now + TimeDelta::hours(TAKE_TOKEN_HOURS)).min(record.expires_at);
     let claims = JoinClaims {

@@ -30,10 +30,14 @@ pub async fn provider_queue(
     Path(provider): Path<String>,
 ) -> Result<Json<QueueBody>, ApiError> {
     let provider = provider_id("provider", provider)?;
-    // What visits reported a moment ago has reached the desk (it reads its channel first).
-    Ok(Json(QueueBody {
-        entries: state.desk.queue(&tenant.id, &provider),
-    }))
+    // On one node, what visits reported a moment ago has reached the desk (it reads its
+    // channel first); in a cluster the board holds every node's parts.
+    let entries = state
+        .desk
+        .queue_everywhere(&tenant.id, &provider)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(QueueBody { entries }))
 }
 
 /// Mint a provider token: it opens the provider's dashboard on `/ws`, never a visit.

@@ -509,25 +509,38 @@ async fn a_removal_holds_on_every_node_and_after_a_takeover() {
     back.expect("waiting").await;
 }
 
-/// Skips frames until a `waiting` frame that satisfies `pred`.
+/// Skips frames until a `waiting` frame that satisfies `pred` (within [`STEP`]: standings
+/// are sent again as they change, so a wrong one must not keep the test waiting forever).
 async fn waiting_until(c: &mut Client, pred: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let v = c.until("waiting").await;
-        if pred(&v) {
-            return v;
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(STEP, async {
+        loop {
+            let v = c.until("waiting").await;
+            if pred(&v) {
+                return v;
+            }
+            last = v;
         }
-    }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no such waiting frame; the last was {last}"))
 }
 
-/// Skips `queue` frames until one whose entries satisfy `pred`.
+/// Skips `queue` frames until one whose entries satisfy `pred` (within [`STEP`]).
 async fn queue_where(c: &mut Client, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    loop {
-        let q = c.until("queue").await;
-        let entries = q["entries"].as_array().expect("entries").clone();
-        if pred(&entries) {
-            return entries;
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(STEP, async {
+        loop {
+            let q = c.until("queue").await;
+            let entries = q["entries"].as_array().expect("entries").clone();
+            if pred(&entries) {
+                return entries;
+            }
+            last = q;
         }
-    }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no such queue frame; the last was {last}"))
 }
 
 /// The visits of a queue's entries, in order.

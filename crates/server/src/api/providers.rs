@@ -20,7 +20,8 @@ use chrono::{TimeDelta, Utc};
     params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
         min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     responses(
-        (status = 200, description = "The queue; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+        (status = 200, description = "The queue, across every node's visits; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+        (status = 503, description = "In a cluster, Redis cannot be read now: retry", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]

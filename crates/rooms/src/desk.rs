@@ -748,3 +748,261 @@ impl Desk {
         let _ = self.feed.0.send(Update::Poke(key.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bedside_auth::Role;
+    use bedside_visit::ParticipantId;
+    use bedside_visit::queue::Knock;
+
+    /// A board of node `a` that only records what the desk asks of it.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl QueueBoard for Recorder {
+        fn node(&self) -> Option<&str> {
+            Some("a")
+        }
+        fn follow(&self, key: &ProviderKey) {
+            self.0.lock().push(format!("follow {}", key.1));
+        }
+        fn publish_part(&self, _: &ProviderKey, visit: VisitId, part: Option<&VisitQueue>) {
+            self.0.lock().push(format!(
+                "part {visit} {}",
+                part.map_or(0, |p| p.knocks.len())
+            ));
+        }
+        fn publish_desk(&self, _: &ProviderKey, state: &DeskState, fresh: bool) {
+            self.0
+                .lock()
+                .push(format!("desk {} {fresh}", state.desk.connected));
+        }
+    }
+
+    fn desk() -> (Arc<Desk>, Arc<Recorder>) {
+        let desk = Desk::new(DeskSettings {
+            model: WaitModel::default(),
+            away_after: TimeDelta::seconds(120),
+        });
+        let board = Arc::new(Recorder::default());
+        desk.with_board(board.clone());
+        (desk, board)
+    }
+
+    fn key() -> ProviderKey {
+        (
+            TenantId::new("clinic-a").unwrap(),
+            ProviderId::new("dr-lee").unwrap(),
+        )
+    }
+
+    fn visit(n: u128) -> VisitId {
+        VisitId::from_uuid(uuid::Uuid::from_u128(n))
+    }
+
+    /// Visit `n`'s part with one knock at minute `min`.
+    fn part(n: u128, min: i64) -> VisitQueue {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap() + TimeDelta::minutes(min);
+        VisitQueue {
+            visit: visit(n),
+            tenant: key().0,
+            provider: Some(key().1),
+            external_ref: None,
+            knocks: vec![Knock {
+                participant_id: ParticipantId::from_bits(n as u64),
+                name: format!("p{n}"),
+                role: Role::Patient,
+                since: at,
+                consent: None,
+                precheck: None,
+            }],
+            busy_since: None,
+        }
+    }
+
+    fn remote(n: u128, min: i64, node: &str) -> Update {
+        Update::Remote {
+            key: key(),
+            visit: visit(n),
+            node: node.into(),
+            part: Some(part(n, min)),
+        }
+    }
+
+    fn queued(desk: &Desk) -> Vec<VisitId> {
+        desk.queue(&key().0, &key().1)
+            .iter()
+            .map(|e| e.visit_id)
+            .collect()
+    }
+
+    #[test]
+    fn other_nodes_parts_line_up_with_this_nodes_and_a_dead_nodes_drop_out() {
+        let (desk, board) = desk();
+        let dirty = &mut HashSet::new();
+        desk.apply(Update::Part(part(1, 5)), dirty);
+        assert_eq!(
+            *board.0.lock(),
+            [format!("part {} 1", visit(1)), "follow dr-lee".into()]
+        );
+        // The board's snapshot, then changes: one queue, oldest knock first.
+        desk.apply(
+            Update::Snapshot {
+                key: key(),
+                parts: Some(vec![NodePart {
+                    node: "b".into(),
+                    part: part(2, 1),
+                }]),
+                desk: None,
+            },
+            dirty,
+        );
+        desk.apply(remote(3, 9, "c"), dirty);
+        assert_eq!(queued(&desk), [visit(2), visit(1), visit(3)]);
+        assert_eq!(desk.visits_of(&key().0, &key().1).len(), 3);
+        // What this node publishes itself comes back and is not counted twice.
+        desk.apply(remote(1, 5, "a"), dirty);
+        assert_eq!(queued(&desk).len(), 3);
+        desk.apply(Update::NodeGone("b".into()), dirty);
+        assert_eq!(queued(&desk), [visit(1), visit(3)]);
+        // Another provider's followers are not told of a provider nobody here needs.
+        let other = (key().0, ProviderId::new("dr-kim").unwrap());
+        desk.apply(
+            Update::Remote {
+                key: other.clone(),
+                visit: visit(9),
+                node: "b".into(),
+                part: Some(part(9, 0)),
+            },
+            dirty,
+        );
+        assert!(desk.queue(&other.0, &other.1).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_never_undoes_what_a_message_told_meanwhile() {
+        let (desk, _) = desk();
+        let dirty = &mut HashSet::new();
+        desk.apply(Update::Part(part(1, 5)), dirty);
+        // While the snapshot is read: visit 2 moves on, visit 3 leaves the queue.
+        desk.apply(remote(2, 7, "b"), dirty);
+        desk.apply(remote(3, 8, "b"), dirty);
+        desk.apply(
+            Update::Remote {
+                key: key(),
+                visit: visit(3),
+                node: "b".into(),
+                part: None,
+            },
+            dirty,
+        );
+        let stale = |n, min| NodePart {
+            node: "b".into(),
+            part: part(n, min),
+        };
+        desk.apply(
+            Update::Snapshot {
+                key: key(),
+                parts: Some(vec![stale(2, 0), stale(3, 0), stale(4, 6)]),
+                desk: None,
+            },
+            dirty,
+        );
+        let q = desk.queue(&key().0, &key().1);
+        let order: Vec<VisitId> = q.iter().map(|e| e.visit_id).collect();
+        assert_eq!(order, [visit(1), visit(4), visit(2)]);
+    }
+
+    #[test]
+    fn only_the_node_that_published_an_entry_takes_it_back() {
+        let (desk, _) = desk();
+        let dirty = &mut HashSet::new();
+        desk.apply(Update::Part(part(1, 5)), dirty);
+        desk.apply(
+            Update::Snapshot {
+                key: key(),
+                parts: Some(Vec::new()),
+                desk: None,
+            },
+            dirty,
+        );
+        // Node c took visit 2 over from b; b's late withdrawal changes nothing.
+        desk.apply(remote(2, 1, "c"), dirty);
+        desk.apply(
+            Update::Remote {
+                key: key(),
+                visit: visit(2),
+                node: "b".into(),
+                part: None,
+            },
+            dirty,
+        );
+        assert_eq!(queued(&desk), [visit(2), visit(1)]);
+    }
+
+    fn connect_elsewhere(node: &str, session: u64, fresh: bool) -> Update {
+        Update::RemoteDesk {
+            key: key(),
+            state: DeskState {
+                node: node.into(),
+                session,
+                desk: presence::Desk {
+                    name: None,
+                    chosen: Presence::Away,
+                    connected: true,
+                    since: Utc::now(),
+                },
+            },
+            fresh,
+        }
+    }
+
+    fn holder(desk: &Desk) -> Option<(Option<String>, u64)> {
+        desk.providers
+            .lock()
+            .get(&key())
+            .and_then(|s| s.holder.clone())
+    }
+
+    #[test]
+    fn dashboards_replace_each_other_in_the_order_redis_saw_them_connect() {
+        let (desk, board) = desk();
+        let dirty = &mut HashSet::new();
+        let (session, rx) = desk.connect(&key(), Some("Dr Lee".into()), Utc::now());
+        assert!(board.0.lock().contains(&"desk true true".to_owned()));
+        // A connect on node b heard before ours came back through Redis was earlier.
+        desk.apply(connect_elsewhere("b", 7, true), dirty);
+        assert_eq!(holder(&desk), Some((None, session)));
+        // Ours comes back: from now on, a connect elsewhere is a newer one and takes over.
+        desk.apply(connect_elsewhere("a", session, true), dirty);
+        // A change from a dashboard that does not hold the desk is ignored.
+        desk.apply(connect_elsewhere("b", 7, false), dirty);
+        assert_eq!(holder(&desk), Some((None, session)));
+        desk.apply(connect_elsewhere("b", 8, true), dirty);
+        assert_eq!(holder(&desk), Some((Some("b".into()), 8)));
+        // The replaced dashboard's departure changes nothing and is not published.
+        let published = board.0.lock().len();
+        desk.disconnect(&key(), session, Utc::now());
+        desk.choose(&key(), session, Presence::Busy);
+        assert_eq!(board.0.lock().len(), published);
+        let shown = desk
+            .providers
+            .lock()
+            .get(&key())
+            .and_then(|s| s.desk.clone());
+        assert_eq!(
+            shown.map(|d| (d.connected, d.chosen)),
+            Some((true, Presence::Away))
+        );
+        drop(rx);
+        // Its node dies: the provider is gone from now (and `away` after a while).
+        desk.apply(Update::NodeGone("b".into()), dirty);
+        let shown = desk
+            .providers
+            .lock()
+            .get(&key())
+            .and_then(|s| s.desk.clone());
+        assert_eq!(shown.map(|d| d.connected), Some(false));
+    }
+}

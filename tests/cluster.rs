@@ -683,7 +683,12 @@ async fn a_providers_queue_spans_visits_run_by_different_nodes() {
         "You are next."
     );
     for p in &mut patients[..2] {
-        p.silent(Duration::from_millis(300)).await;
+        // Their standings may still be re-sent meanwhile; the message is not.
+        let heard = tokio::time::timeout(Duration::from_millis(500), p.until("provider_message"));
+        assert!(
+            heard.await.is_err(),
+            "a message for visit 3 reached another visit"
+        );
     }
 
     // A second dashboard on node 2 replaces the first, on node 1.

@@ -696,19 +696,44 @@ async fn a_providers_queue_spans_visits_run_by_different_nodes() {
     assert_eq!(desk.closed().await, 4009);
     let entries = queue_where(&mut desk2, |e| e.len() == 3).await;
     assert_eq!(visits_of(&entries), visits);
-    // The replaced dashboard's departure does not make the provider look gone.
+    // The new dashboard sets the presence patients see (the replaced one's departure does
+    // not count).
     desk2
-        .send(json!({"type": "presence", "status": "busy"}))
+        .send(json!({"type": "presence", "status": "away"}))
         .await;
-    waiting_until(&mut patients[0], |v| v["provider"]["presence"] == "busy").await;
+    waiting_until(&mut patients[0], |v| v["provider"]["presence"] == "away").await;
+
+    // "See patient" from the dashboard on node 2: the visit runs on node 1. Patients whose
+    // visits run on nodes 2 and 3 move up and see the provider busy.
+    desk2
+        .send(json!({"type": "take", "visit_id": visits[0]}))
+        .await;
+    let taken = desk2.until("visit_token").await;
+    let (mut doctor, _) = Client::join_url(
+        &c.nodes[1].ws_url(),
+        taken["token"].as_str().expect("token"),
+    )
+    .await;
+    doctor.expect("admitted").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patients[0].participant_id}))
+        .await;
+    patients[0].until("admitted").await;
+    for (n, p) in patients.iter_mut().enumerate().skip(1) {
+        waiting_until(p, |v| {
+            v["position"] == n as u64 && v["provider"]["presence"] == "busy"
+        })
+        .await;
+    }
+    let waiting = visits[1..].to_vec();
+    queue_where(&mut desk2, |e| visits_of(e) == waiting).await;
 
     // Node 3 dies with its visit (and patient 2): its entry goes, everywhere...
     c.nodes[2].kill9().await;
     assert_eq!(patients[2].closed().await, 1006);
-    let two = visits[..2].to_vec();
-    let entries = queue_where(&mut desk2, |e| visits_of(e) == two).await;
-    assert_eq!(entries.len(), 2);
-    rest_queue(&c, 0, "dr-lee", &two).await;
+    let one = vec![visits[1].clone()];
+    queue_where(&mut desk2, |e| visits_of(e) == one).await;
+    rest_queue(&c, 0, "dr-lee", &one).await;
     // ...and comes back once, in its place, when the patient's resumption has another
     // node take the visit over.
     let deadline = Instant::now() + STEP;
@@ -728,14 +753,16 @@ async fn a_providers_queue_spans_visits_run_by_different_nodes() {
             }
         }
     };
-    waiting_until(&mut back, |v| v["position"] == 3).await;
+    waiting_until(&mut back, |v| v["position"] == 2).await;
     let owner = c.owner_of(&visits[2]).await.expect("taken over");
     assert_ne!(owner, 2);
-    let entries = queue_where(&mut desk2, |e| e.len() == 3).await;
-    assert_eq!(visits_of(&entries), visits, "not duplicated, same place");
+    let entries = queue_where(&mut desk2, |e| e.len() == 2).await;
+    assert_eq!(visits_of(&entries), waiting, "not duplicated, same place");
     for node in 0..2 {
-        rest_queue(&c, node, "dr-lee", &visits).await;
+        rest_queue(&c, node, "dr-lee", &waiting).await;
     }
+    // Redis holds one entry per visit (the first: the provider is in it), none of them
+    // the dead node's.
     // Redis holds one entry per visit, none of them the dead node's.
     let stored = c.redis.hash("bedside:queue:clinic-a:dr-lee").await;
     assert_eq!(stored.len(), 3, "{stored:?}");

@@ -779,3 +779,96 @@ async fn the_clinic_can_take_a_guest_link_from_the_call_back() {
     assert_eq!(c.expect("error").await["code"], "access_revoked");
     assert_eq!(c.closed().await, 4003);
 }
+
+/// Skips `queue` frames until one whose entries satisfy `pred`.
+async fn queue_where(c: &mut Client, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    loop {
+        let q = c.until("queue").await;
+        let entries = q["entries"].as_array().expect("entries").clone();
+        if pred(&entries) {
+            return entries;
+        }
+    }
+}
+
+#[tokio::test]
+async fn queue_entries_carry_the_patients_pre_call_check() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let v = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let id = v["id"].as_str().unwrap();
+    let (mut desk, _) =
+        Client::join(&server, &provider_token(&api, "dr-lee", "Dr Lee").await).await;
+    let (mut p, _) = Client::join(&server, &api.mint(id, "patient", "pt-1", "Sam").await).await;
+    waiting_until(&mut p, at(1)).await;
+    // Before the check, no `precheck` field at all.
+    let entries = queue_where(&mut desk, |e| e.len() == 1).await;
+    assert!(entries[0].get("precheck").is_none(), "{entries:?}");
+    assert!(queue(&api, "dr-lee").await[0].get("precheck").is_none());
+
+    p.send(
+        json!({"type": "precheck", "camera": false, "microphone": true, "network": "relay",
+                  "turn": {"udp": false, "tls": true}}),
+    )
+    .await;
+    let entries = queue_where(&mut desk, |e| e.len() == 1 && e[0]["precheck"].is_object()).await;
+    // The same representation as doctors' `lobby` entries.
+    let check = &entries[0]["precheck"];
+    assert_eq!(check["camera"], false);
+    assert_eq!(check["microphone"], true);
+    assert_eq!(check["network"], "relay");
+    assert_eq!(check["turn"], json!({"udp": false, "tls": true}));
+    assert!(check["at"].is_string());
+    let rest = queue(&api, "dr-lee").await;
+    assert_eq!(&rest[0]["precheck"], check);
+    // A bad check changes nothing.
+    p.send(json!({"type": "precheck", "camera": "yes", "microphone": true, "network": "direct"}))
+        .await;
+    assert_eq!(p.until("error").await["code"], "invalid_precheck");
+    assert_eq!(&queue(&api, "dr-lee").await[0]["precheck"], check);
+}
+
+#[tokio::test]
+async fn take_is_refused_where_the_providers_identity_is_blocked() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let blocked = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let blocked = blocked["id"].as_str().unwrap().to_owned();
+    let open = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let open = open["id"].as_str().unwrap().to_owned();
+    // Dr Lee was in the visit once, and the clinic removed them.
+    let (mut lee, _) = Client::join(
+        &server,
+        &api.mint(&blocked, "doctor", "dr-lee", "Dr Lee").await,
+    )
+    .await;
+    lee.expect("admitted").await;
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/visits/{blocked}/participants/dr-lee"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(lee.closed().await, 4003);
+
+    let (mut desk, _) =
+        Client::join(&server, &provider_token(&api, "dr-lee", "Dr Lee").await).await;
+    desk.send(json!({"type": "take", "visit_id": blocked}))
+        .await;
+    let refused = desk.until("error").await;
+    assert_eq!(refused["code"], "access_revoked", "{refused}");
+    // Nothing was recorded, and the dashboard stays open: another visit can be taken.
+    let trail = api.events(&blocked).await;
+    assert!(!trail.iter().any(|e| e["kind"] == "taken"), "{trail:?}");
+    desk.send(json!({"type": "take", "visit_id": open})).await;
+    assert_eq!(desk.until("visit_token").await["visit_id"], open.as_str());
+    // The clinic lets Dr Lee back with a link of its own; `take` still does not.
+    let back = api.mint(&blocked, "doctor", "dr-lee", "Dr Lee").await;
+    let (mut lee, _) = Client::join(&server, &back).await;
+    lee.expect("admitted").await;
+    desk.send(json!({"type": "take", "visit_id": blocked}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "access_revoked");
+}

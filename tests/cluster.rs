@@ -786,3 +786,266 @@ async fn a_single_use_link_used_on_one_node_is_refused_on_the_others_and_after_a
         assert_eq!(answered_refusal(&node.ws_url(), join.clone()).await, used);
     }
 }
+
+/// Skips frames until a `waiting` frame that satisfies `pred` (within [`STEP`]: standings
+/// are sent again as they change, so a wrong one must not keep the test waiting forever).
+async fn waiting_until(c: &mut Client, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(STEP, async {
+        loop {
+            let v = c.until("waiting").await;
+            if pred(&v) {
+                return v;
+            }
+            last = v;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no such waiting frame; the last was {last}"))
+}
+
+/// Skips `queue` frames until one whose entries satisfy `pred` (within [`STEP`]).
+async fn queue_where(c: &mut Client, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut last = Value::Null;
+    let found = tokio::time::timeout(STEP, async {
+        loop {
+            let q = c.until("queue").await;
+            let entries = q["entries"].as_array().expect("entries").clone();
+            if pred(&entries) {
+                return entries;
+            }
+            last = q;
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no such queue frame; the last was {last}"))
+}
+
+/// The visits of a queue's entries, in order.
+fn visits_of(entries: &[Value]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e["visit_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `GET /v1/providers/{provider}/queue` on `node` until its visits are `expected`.
+async fn rest_queue(c: &Cluster, node: usize, provider: &str, expected: &[String]) -> Vec<Value> {
+    let api = c.nodes[node].api(CLINIC_A);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (status, body) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/providers/{provider}/queue"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let entries = body["entries"].as_array().expect("entries").clone();
+        if visits_of(&entries) == expected {
+            return entries;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node{} shows {body}, not {expected:?}",
+            node + 1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn provider_token(api: &bedside_tests::Api, provider: &str, name: &str) -> String {
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/providers/{provider}/tokens"),
+            Some(json!({"name": name})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Issue 14: a provider's queue across nodes. Three patients wait in three visits, each run
+/// by another node; the provider's dashboard, the REST API and each patient's standing
+/// agree on one queue wherever they are; presence and messages cross the nodes; a second
+/// dashboard elsewhere replaces the first; a node's death takes its entries out, and its
+/// visits' takeover brings them back once, in their place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_queue_spans_visits_run_by_different_nodes() {
+    let mut c = Cluster::start(&[("BEDSIDE_CLINIC__DEFAULT_CONSULTATION_SECS", "600")]).await;
+    let api = c.nodes[0].api(CLINIC_A);
+    let mut visits = Vec::new();
+    let mut patients = Vec::new();
+    for n in 0..3 {
+        let v = api
+            .create_visit(json!({"provider": "dr-lee", "external_ref": format!("appt-{n}")}))
+            .await;
+        let id = v["id"].as_str().expect("id").to_owned();
+        let token = api
+            .mint(&id, "patient", &format!("pt-{n}"), &format!("Patient {n}"))
+            .await;
+        // Joining node n first, the patient makes node n run the visit.
+        let (mut p, _) = Client::join_url(&c.nodes[n].ws_url(), &token).await;
+        let standing = waiting_until(&mut p, |v| v["position"] == n as u64 + 1).await;
+        // Each visit ahead, whichever node runs it, counts one typical consultation.
+        assert_eq!(standing["expected_wait_secs"], 600 * n as u64, "{standing}");
+        assert_eq!(c.owner_of(&id).await, Some(n));
+        visits.push(id);
+        patients.push(p);
+    }
+    // Patient 2's pre-call check, on node 3, shows on a dashboard on node 1.
+    patients[2]
+        .send(json!({"type": "precheck", "camera": true, "microphone": true, "network": "direct"}))
+        .await;
+
+    let lee = provider_token(&api, "dr-lee", "Dr Lee").await;
+    let (mut desk, _) = Client::join_url(&c.nodes[0].ws_url(), &lee).await;
+    let entries = queue_where(&mut desk, |e| {
+        e.len() == 3 && e[2]["precheck"]["network"] == "direct"
+    })
+    .await;
+    assert_eq!(visits_of(&entries), visits, "knock order across nodes");
+    for (n, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["position"], n as u64 + 1);
+        assert_eq!(entry["external_ref"], format!("appt-{n}"));
+        assert_eq!(entry["participant"]["name"], format!("Patient {n}"));
+        assert_eq!(
+            entry["participant"]["participant_id"],
+            patients[n].participant_id.as_str()
+        );
+    }
+    for node in 0..3 {
+        let rest = rest_queue(&c, node, "dr-lee", &visits).await;
+        assert_eq!(rest[2]["precheck"]["network"], "direct");
+        assert_eq!(
+            rest.iter()
+                .map(|e| e["position"].clone())
+                .collect::<Vec<_>>(),
+            [json!(1), json!(2), json!(3)]
+        );
+    }
+    // Another clinic's dr-lee has nobody waiting, on any node.
+    let (status, other) = c.nodes[2]
+        .api(bedside_tests::CLINIC_B)
+        .call(reqwest::Method::GET, "/v1/providers/dr-lee/queue", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(other["entries"], json!([]));
+
+    // Presence chosen on node 1 reaches the waiting rooms on every node, with the name.
+    desk.send(json!({"type": "presence", "status": "away"}))
+        .await;
+    for p in &mut patients {
+        let w = waiting_until(p, |v| v["provider"]["presence"] == "away").await;
+        assert_eq!(w["provider"]["name"], "Dr Lee");
+    }
+    desk.send(json!({"type": "presence", "status": "available"}))
+        .await;
+    for p in &mut patients {
+        waiting_until(p, |v| v["provider"]["presence"] == "available").await;
+    }
+
+    // Messages to every visit, and to one run by another node.
+    desk.send(json!({"type": "notify", "text": "Running ten minutes late."}))
+        .await;
+    for p in &mut patients {
+        let m = p.until("provider_message").await;
+        assert_eq!(m["text"], "Running ten minutes late.");
+    }
+    desk.send(json!({"type": "notify", "visit_id": visits[2], "text": "You are next."}))
+        .await;
+    assert_eq!(
+        patients[2].until("provider_message").await["text"],
+        "You are next."
+    );
+    for p in &mut patients[..2] {
+        // Their standings may still be re-sent meanwhile; the message is not.
+        let heard = tokio::time::timeout(Duration::from_millis(500), p.until("provider_message"));
+        assert!(
+            heard.await.is_err(),
+            "a message for visit 3 reached another visit"
+        );
+    }
+
+    // A second dashboard on node 2 replaces the first, on node 1.
+    let (mut desk2, _) = Client::join_url(&c.nodes[1].ws_url(), &lee).await;
+    assert_eq!(desk.closed().await, 4009);
+    let entries = queue_where(&mut desk2, |e| e.len() == 3).await;
+    assert_eq!(visits_of(&entries), visits);
+    // The new dashboard sets the presence patients see (the replaced one's departure does
+    // not count).
+    desk2
+        .send(json!({"type": "presence", "status": "away"}))
+        .await;
+    waiting_until(&mut patients[0], |v| v["provider"]["presence"] == "away").await;
+
+    // "See patient" from the dashboard on node 2: the visit runs on node 1. Patients whose
+    // visits run on nodes 2 and 3 move up and see the provider busy.
+    desk2
+        .send(json!({"type": "take", "visit_id": visits[0]}))
+        .await;
+    let taken = desk2.until("visit_token").await;
+    let (mut doctor, _) = Client::join_url(
+        &c.nodes[1].ws_url(),
+        taken["token"].as_str().expect("token"),
+    )
+    .await;
+    doctor.expect("admitted").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patients[0].participant_id}))
+        .await;
+    patients[0].until("admitted").await;
+    for (n, p) in patients.iter_mut().enumerate().skip(1) {
+        waiting_until(p, |v| {
+            v["position"] == n as u64 && v["provider"]["presence"] == "busy"
+        })
+        .await;
+    }
+    let waiting = visits[1..].to_vec();
+    queue_where(&mut desk2, |e| visits_of(e) == waiting).await;
+
+    // Node 3 dies with its visit (and patient 2): its entry goes, everywhere...
+    c.nodes[2].kill9().await;
+    assert_eq!(patients[2].closed().await, 1006);
+    let one = vec![visits[1].clone()];
+    queue_where(&mut desk2, |e| visits_of(e) == one).await;
+    rest_queue(&c, 0, "dr-lee", &one).await;
+    // ...and comes back once, in its place, when the patient's resumption has another
+    // node take the visit over.
+    let deadline = Instant::now() + STEP;
+    let mut back = loop {
+        let resume = json!({"type": "join", "resume_token": patients[2].resume_token});
+        match Client::try_join(&c.lb.ws_url(), resume).await {
+            Ok((back, joined)) => {
+                assert_eq!(
+                    joined["participant_id"],
+                    patients[2].participant_id.as_str()
+                );
+                break back;
+            }
+            Err(why) => {
+                assert!(Instant::now() < deadline, "could not rejoin: {why}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    waiting_until(&mut back, |v| v["position"] == 2).await;
+    let owner = c.owner_of(&visits[2]).await.expect("taken over");
+    assert_ne!(owner, 2);
+    let entries = queue_where(&mut desk2, |e| e.len() == 2).await;
+    assert_eq!(visits_of(&entries), waiting, "not duplicated, same place");
+    for node in 0..2 {
+        rest_queue(&c, node, "dr-lee", &waiting).await;
+    }
+    // Redis holds one entry per visit (the first: the provider is in it), none of them
+    // the dead node's.
+    // Redis holds one entry per visit, none of them the dead node's.
+    let stored = c.redis.hash("bedside:queue:clinic-a:dr-lee").await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(
+        stored.iter().all(|(_, v)| !v.contains("\"node\":\"node3")),
+        "{stored:?}"
+    );
+}

@@ -267,3 +267,22 @@ impl Cluster {
             .map(|i| i - 1)
     }
 }
+
+impl Redis {
+    /// A hash's fields and values, through `redis-cli`.
+    pub async fn hash(&self, key: &str) -> Vec<(String, String)> {
+        let out = Command::new("redis-cli")
+            .args(self.listen_args(false))
+            .args(["--raw", "HGETALL", key])
+            .output()
+            .await
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_owned(), c[1].to_owned()))
+            .collect()
+    }
+}

@@ -6,6 +6,7 @@
 //! another node took), drops sessions with nodes that died, and resets cross-node sessions
 //! when messages may have been lost.
 
+use crate::board::RedisBoard;
 use crate::bus::{self, ApiDone, ApiOp, Bus, Wire};
 use crate::forward::Forwarding;
 use crate::lease::Leases;
@@ -14,7 +15,7 @@ use crate::owner::Owned;
 use async_trait::async_trait;
 use bedside_auth::{KeyId, TenantId};
 use bedside_rooms::storage::{Fencing, StorageWriter};
-use bedside_rooms::{LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
+use bedside_rooms::{DeskFeed, LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
 use bedside_visit::{
     Actor, ConnId, JoinRequest, ParticipantId, ParticipantView, ProviderId, Refusal, VisitId,
     VisitRecord, VisitStatus,
@@ -118,13 +119,24 @@ pub struct ClusterRouter {
     /// which wait for its leases to be released instead.
     draining: AtomicBool,
     failed: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Providers' queues shared with the other nodes (the desk's board).
+    board: Arc<RedisBoard>,
 }
 
 impl ClusterRouter {
-    pub fn new(connections: Connections, registry: Arc<Registry>) -> Arc<Self> {
+    /// The router; `desk` is where the board it shares providers' queues through (see
+    /// [`ClusterRouter::board`]) reports what other nodes publish.
+    pub fn new(connections: Connections, registry: Arc<Registry>, desk: DeskFeed) -> Arc<Self> {
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let (bus, publisher) = Bus::new(connections.manager.clone(), failed_tx);
         tokio::spawn(publisher);
+        let (board, worker) = RedisBoard::new(
+            connections.node.clone(),
+            connections.manager.clone(),
+            desk,
+            registry.clone(),
+        );
+        tokio::spawn(worker);
         let leases = connections.leases;
         let forwarding = Arc::new(Forwarding::new(
             connections.node.clone(),
@@ -143,11 +155,17 @@ impl ClusterRouter {
             client: connections.client,
             draining: AtomicBool::new(false),
             failed: parking_lot::Mutex::new(Some(failed_rx)),
+            board,
         })
     }
 
     pub fn node(&self) -> &NodeId {
         &self.node
+    }
+
+    /// Where the node's desk shares providers' queues with the other nodes.
+    pub fn board(&self) -> Arc<RedisBoard> {
+        self.board.clone()
     }
 
     /// How long a join or API action may wait for a visit's owner: a dead owner's
@@ -294,6 +312,7 @@ impl ClusterRouter {
         self.bus.mend();
         self.forwarding.unseat(None);
         self.owned.drop_sessions(None);
+        self.board.resync();
     }
 
     /// Ends sessions with nodes that stopped renewing their liveness (killed, lost).
@@ -544,11 +563,12 @@ impl Router for ClusterRouter {
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let listener = {
-            let (a, b) = (self.clone(), self.clone());
+            let (a, b, board) = (self.clone(), self.clone(), self.board.clone());
             tokio::spawn(bus::listen(
                 self.client.clone(),
                 self.node.clone(),
                 move |wire| a.deliver(wire),
+                move |msg| board.heard(msg),
                 move || b.reset(),
                 self.leases.ttl(),
                 shutdown.clone(),

@@ -538,6 +538,12 @@ impl Registry {
             // tells these participants how things stand when they reconnect.
             g.held.clear();
             if !g.retired {
+                // Its part of its provider's queue is the new owner's to report now.
+                if let (Some(desk), Some(mut part)) = (&self.desk, g.visit.queue_part()) {
+                    part.knocks.clear();
+                    part.busy_since = None;
+                    desk.report(part, Utc::now());
+                }
                 for (_, outbox) in g.outboxes.drain() {
                     outbox.push(Outgoing::Close(CloseCode::Moved));
                 }
@@ -676,6 +682,15 @@ impl Registry {
             return Ok(());
         }
         self.run(&mut g, input, now)
+    }
+
+    /// Whether `id` runs here, is `tenant`'s, and is in `provider`'s queue.
+    pub fn provider_is(&self, id: VisitId, tenant: &TenantId, provider: &ProviderId) -> bool {
+        let Some(live) = self.visits.get(&id).map(|v| v.clone()) else {
+            return false;
+        };
+        let g = live.lock();
+        !g.retired && &g.tenant == tenant && g.visit.record().provider.as_ref() == Some(provider)
     }
 
     /// Who is in the visit right now, if it is live on this node.

@@ -113,7 +113,10 @@ impl Application {
                 let connections = bedside_cluster::Connections::new(cluster, storage, writer)
                     .context("setting up redis")?;
                 let registry = Arc::new(registry.with_ownership(connections.leases.clone()));
-                let router = ClusterRouter::new(connections, registry.clone());
+                let router = ClusterRouter::new(connections, registry.clone(), desk.feed());
+                // Providers' queues span the nodes: the desk shares them where the router
+                // routes visits.
+                desk.with_board(router.board());
                 (registry, router)
             }
             None => {

@@ -686,6 +686,7 @@ impl Visit {
                 role: p.role,
                 since: p.since,
                 consent: p.consent.clone(),
+                precheck: self.tracker(p.id).and_then(|t| t.precheck().copied()),
             })
             .collect();
         knocks.sort_by_key(|k| (k.since, k.participant_id));

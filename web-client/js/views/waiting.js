@@ -30,6 +30,14 @@ export function showStanding({ position, expected_wait_secs, provider } = {}) {
   setLine('#waiting-provider', presence ? `${provider.name?.trim() || 'Your doctor'} ${presence}.` : null);
 }
 
+/** The standing lines shown now, in order (what the arrival announcement says). */
+export function standingLines() {
+  return ['#waiting-position', '#waiting-eta', '#waiting-provider']
+    .map((selector) => $(selector))
+    .filter((line) => line && !line.hidden && line.textContent)
+    .map((line) => line.textContent);
+}
+
 function setLine(selector, text) {
   const line = $(selector);
   if (!line) return;
@@ -45,7 +53,9 @@ function setLine(selector, text) {
 export function showProviderMessage({ text, at }) {
   const when = new Date(at);
   const time = Number.isNaN(when.getTime()) ? '' : when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  $('#provider-messages-box').hidden = false;
+  // The log itself is rendered from the start (empty), so its first message is read out;
+  // only its heading waits for something to head.
+  $('#provider-messages-title').hidden = false;
   $('#provider-messages').append(h('li', {}, time ? h('time', { datetime: at, text: time }) : null, text));
 }
 

@@ -62,7 +62,7 @@ async function run(token, claims) {
 /** A visit the provider's dashboard took: camera on for it, back to the queue after. */
 async function fromDashboard(token, { onEnded }) {
   const { stream } = await openLocalMedia();
-  startVisit(token, {
+  const { visit } = startVisit(token, {
     isDoctor: true,
     stream,
     backToQueue: true,
@@ -71,6 +71,8 @@ async function fromDashboard(token, { onEnded }) {
       onEnded(detail);
     },
   });
+  // The header says how the visit's connection stands while it runs, then the dashboard's.
+  showConnectionStatus(visit);
 }
 
 function startVisit(token, { isDoctor, stream, backToQueue = false, onDecline = () => {}, onEnded }) {

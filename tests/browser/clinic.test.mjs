@@ -156,7 +156,8 @@ for (const engine of ENGINES) {
 
     step('a message to one patient and one to everyone reach the right waiting screens', async () => {
       await provider.fill({ role: 'textbox', name: `Message to ${names[1]}` }, 'Your results are in, see you soon.');
-      await provider.click({ css: `#queue-list > li[data-visit="${visits[1].id}"] button[type="submit"]` });
+      // The box is the visit's (a message reaches everyone waiting in it), and says to whom.
+      await provider.click({ role: 'button', name: `Send message to ${names[1]}`, exact: true });
       await patients[1].waitFor({ css: '#provider-messages li', text: 'Your results are in' });
       // By keyboard: type and press Enter.
       await provider.fill({ role: 'textbox', name: 'Message to everyone waiting' }, 'Running ten minutes late.');

@@ -21,6 +21,8 @@ const SHOWN = {
   away: 'Waiting patients see you as away.',
 };
 
+const LIST = new Intl.ListFormat('en', { style: 'long', type: 'conjunction' });
+
 const TAKE_ERRORS = {
   not_your_visit: 'That patient is now in another provider’s queue.',
   visit_ended: 'That visit has ended.',
@@ -151,6 +153,7 @@ class QueueView {
       const next = list.children[Math.min(focusedIndex, list.children.length - 1)];
       focusOn(next?.querySelector('button.see') ?? $('#queue-title'));
     }
+    this.#labelMessageBoxes();
     $('#queue-empty').hidden = entries.length > 0;
     $('#queue-title').textContent = entries.length ? `Queue (${entries.length})` : 'Queue';
     this.#tick();
@@ -173,13 +176,15 @@ class QueueView {
       send: h('button', { type: 'submit', text: 'Send' }),
     };
     const form = h('form', { class: 'message-form' }, row.label, h('div', { class: 'message-row' }, row.input, row.send));
+    row.form = form;
+    row.names = '';
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const text = row.input.value.trim();
       if (!text) return;
       if (this.#board.notify(text, row.visitId)) {
         row.input.value = '';
-        announce(`Message sent to ${row.name.textContent}.`);
+        announce(`Message sent to ${row.names}.`);
       } else {
         alertText('Not connected. Try again in a moment.');
       }
@@ -214,7 +219,31 @@ class QueueView {
     const precheck = precheckLine(entry.precheck);
     row.precheck.replaceChildren(...(precheck ? [precheck] : []));
     row.see.setAttribute('aria-label', `See patient ${name}`);
-    row.label.textContent = `Message to ${name}`;
+  }
+
+  /**
+   * A message goes to a visit (`notify {visit_id}`), so to everyone waiting in it: one box
+   * per visit, on its first row, named after all of them; the visit's other rows have none.
+   */
+  #labelMessageBoxes() {
+    const byVisit = new Map();
+    for (const li of $('#queue-list').children) {
+      const row = this.#rows.get(li.dataset.participant);
+      if (!row) continue;
+      if (!byVisit.has(row.visitId)) byVisit.set(row.visitId, []);
+      byVisit.get(row.visitId).push(row);
+    }
+    for (const rows of byVisit.values()) {
+      const names = LIST.format(rows.map((r) => r.name.textContent));
+      rows.forEach((r, i) => {
+        r.form.hidden = i > 0;
+        r.names = names;
+      });
+      const [first] = rows;
+      const text = rows.length > 1 ? `Message to ${names} (everyone waiting in this visit)` : `Message to ${names}`;
+      if (first.label.textContent !== text) first.label.textContent = text;
+      first.send.setAttribute('aria-label', `Send message to ${names}`);
+    }
   }
 
   /** The answer to a `take` came (a token or a refusal): the buttons work again. */

@@ -21,6 +21,9 @@ const SHOWN = {
   away: 'Waiting patients see you as away.',
 };
 
+/** How long "See patient" waits for the answer to its `take` before it works again. */
+const TAKE_TIMEOUT_MS = 15_000;
+
 const LIST = new Intl.ListFormat('en', { style: 'long', type: 'conjunction' });
 
 const TAKE_ERRORS = {
@@ -64,6 +67,10 @@ export function runDashboard(token, { startVisit }) {
         announce(detail.outcome === 'left' ? 'Back to your queue.' : 'The visit is over. Back to your queue.');
       },
     });
+  });
+  // Connected (again): whatever `take` was under way when the connection went got no answer.
+  board.on('connection', ({ state }) => {
+    if (state === 'connected' && !inVisit) queue.settle();
   });
   board.on('error', ({ code }) => {
     queue.settle();
@@ -119,6 +126,7 @@ class QueueView {
   #onSee;
   #rows = new Map();
   #timer;
+  #settleTimer;
 
   constructor(board, { onSee }) {
     this.#board = board;
@@ -191,8 +199,15 @@ class QueueView {
     });
     row.see.addEventListener('click', () => {
       if (row.see.getAttribute('aria-disabled') === 'true') return;
-      if (this.#onSee(row.visitId)) row.see.setAttribute('aria-disabled', 'true');
-      else alertText('Not connected, or already in a visit. Try again in a moment.');
+      if (this.#onSee(row.visitId)) {
+        row.see.setAttribute('aria-disabled', 'true');
+        // A `take` lost with the connection gets no answer: the buttons work again after a
+        // while (a reconnect settles them sooner).
+        clearTimeout(this.#settleTimer);
+        this.#settleTimer = setTimeout(() => this.settle(), TAKE_TIMEOUT_MS);
+      } else {
+        alertText('Not connected, or already in a visit. Try again in a moment.');
+      }
     });
     row.li.append(
       h('div', { class: 'who' }, row.position, ' ', row.name, row.since, row.consent, row.precheck),
@@ -248,6 +263,7 @@ class QueueView {
 
   /** The answer to a `take` came (a token or a refusal): the buttons work again. */
   settle() {
+    clearTimeout(this.#settleTimer);
     for (const row of this.#rows.values()) row.see.removeAttribute('aria-disabled');
   }
 
@@ -261,5 +277,6 @@ class QueueView {
 
   stop() {
     clearInterval(this.#timer);
+    clearTimeout(this.#settleTimer);
   }
 }

@@ -3,7 +3,15 @@
 // messages; and before it, the consent the visit asks for. Each standing line is rewritten
 // only when its words change, so the live region says what changed and nothing else.
 
-import { $, announce, h, showScreen } from '../dom.js';
+import { $, alertText, announce, h, showScreen } from '../dom.js';
+
+const CONSENT_ERRORS = {
+  wrong_consent_version: 'The consent text has changed since this page showed it. Reload the page to read the current text.',
+  consent_not_required: 'Your consent is not needed: you have already agreed, or this visit does not ask for it.',
+};
+
+/** Visits whose answers to `consent` are listened to already (askConsent runs per ask). */
+const answered = new WeakSet();
 
 const PRESENCE_TEXT = {
   available: 'is available',
@@ -68,8 +76,22 @@ export function askConsent(visit, { version, text }, { onDecline }) {
   $('#consent-version').textContent = version;
   const accept = $('#consent-accept');
   const decline = $('#consent-decline');
+  // Waits for the answer (`waiting`, or an `error`) so a second press sends nothing twice;
+  // aria-disabled rather than disabled, so focus stays on the button.
+  accept.removeAttribute('aria-disabled');
+  if (!answered.has(visit)) {
+    answered.add(visit);
+    const settle = () => $('#consent-accept').removeAttribute('aria-disabled');
+    visit.on('waiting', settle);
+    visit.on('error', ({ code }) => {
+      settle();
+      if (CONSENT_ERRORS[code]) alertText(CONSENT_ERRORS[code]);
+    });
+  }
   accept.onclick = () => {
-    if (!visit.consent(version)) announce('Not connected. Try again in a moment.');
+    if (accept.getAttribute('aria-disabled') === 'true') return;
+    if (visit.consent(version)) accept.setAttribute('aria-disabled', 'true');
+    else announce('Not connected. Try again in a moment.');
   };
   decline.onclick = () => {
     onDecline();

@@ -21,6 +21,9 @@ const SHOWN = {
   away: 'Waiting patients see you as away.',
 };
 
+/** How long the presence radios rest on a choice before it is sent. */
+const PRESENCE_SETTLE_MS = 400;
+
 /** How long "See patient" waits for the answer to its `take` before it works again. */
 const TAKE_TIMEOUT_MS = 15_000;
 
@@ -83,11 +86,20 @@ export function runDashboard(token, { startVisit }) {
     else showFinal(detail);
   });
 
+  // Arrow keys move the choice one radio at a time: the status is sent once the choice
+  // rests, not once per radio passed over.
+  let presenceTimer;
   for (const radio of document.querySelectorAll('input[name="presence"]')) {
     radio.addEventListener('change', () => {
       if (!radio.checked) return;
-      if (board.setPresence(radio.value)) announce(`Status set to ${radio.value}.`);
-      else alertText('Not connected. Try again in a moment.');
+      clearTimeout(presenceTimer);
+      const chosen = radio.value;
+      presencePending = true;
+      presenceTimer = setTimeout(() => {
+        presencePending = false;
+        if (board.setPresence(chosen)) announce(`Status set to ${chosen}.`);
+        else alertText('Not connected. Try again in a moment.');
+      }, PRESENCE_SETTLE_MS);
     });
   }
   $('#notify-all').addEventListener('submit', (event) => {
@@ -112,8 +124,13 @@ export function runDashboard(token, { startVisit }) {
   return board;
 }
 
+/** A choice the provider is still making (not sent yet): the radios are theirs meanwhile. */
+let presencePending = false;
+
 function showPresence({ presence, chosen }) {
-  for (const radio of document.querySelectorAll('input[name="presence"]')) radio.checked = radio.value === chosen;
+  if (!presencePending) {
+    for (const radio of document.querySelectorAll('input[name="presence"]')) radio.checked = radio.value === chosen;
+  }
   const shown = presence ?? chosen;
   const line = $('#presence-shown');
   const text = SHOWN[shown] ?? '';

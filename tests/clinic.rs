@@ -661,7 +661,7 @@ async fn an_invite_is_refused_unless_an_admitted_doctor_asks_for_a_named_guest()
         (json!({"type": "invite", "name": "Ana"}), "invalid_message"),
         (
             json!({"type": "invite", "role": "guest", "name": 7}),
-            "invalid_json",
+            "invalid_message",
         ),
     ];
     for (frame, code) in cases {

@@ -16,7 +16,7 @@ import { LobbyView } from './views/lobby.js';
 import { runPrecall } from './views/precall.js';
 import { showPrecheck } from './views/quality.js';
 import { showConnectionStatus } from './views/status.js';
-import { askConsent, showProviderMessage, showStanding } from './views/waiting.js';
+import { askConsent, showProviderMessage, showStanding, standingLines } from './views/waiting.js';
 
 // Set once this tab has passed the pre-call check for a token: a reload (phones reload
 // background tabs on their own) then goes straight back into the visit.
@@ -62,7 +62,7 @@ async function run(token, claims) {
 /** A visit the provider's dashboard took: camera on for it, back to the queue after. */
 async function fromDashboard(token, { onEnded }) {
   const { stream } = await openLocalMedia();
-  startVisit(token, {
+  const { visit } = startVisit(token, {
     isDoctor: true,
     stream,
     backToQueue: true,
@@ -71,6 +71,8 @@ async function fromDashboard(token, { onEnded }) {
       onEnded(detail);
     },
   });
+  // The header says how the visit's connection stands while it runs, then the dashboard's.
+  showConnectionStatus(visit);
 }
 
 function startVisit(token, { isDoctor, stream, backToQueue = false, onDecline = () => {}, onEnded }) {
@@ -94,7 +96,9 @@ function startVisit(token, { isDoctor, stream, backToQueue = false, onDecline = 
     if (!$('#screen-waiting').hidden) return;
     $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;
     showScreen('screen-waiting');
-    announce('You are in the waiting room. Your doctor will let you in shortly.');
+    // The standing lines were filled while the screen was hidden, which nobody hears: the
+    // arrival says them.
+    announce(['You are in the waiting room. Your doctor will let you in shortly.', ...standingLines()].join(' '));
   });
   visit.on('provider_message', (frame) => showProviderMessage(frame));
   visit.on('precheck', (result) => showPrecheck(result));

@@ -113,6 +113,10 @@ pub struct ApiKey {
     pub id: KeyId,
     pub tenant: TenantId,
     secret: SecretString,
+    /// Whether Bedside may sign its own links with it ([`KeyRing::signer_for`]). Off for a
+    /// key that is being rolled out: until every node knows it, a link signed with it would
+    /// be refused by the nodes that do not.
+    pub sign_links: bool,
 }
 
 impl ApiKey {
@@ -130,7 +134,14 @@ impl ApiKey {
             id,
             tenant: TenantId::new(tenant)?,
             secret: SecretString::from(secret),
+            sign_links: true,
         })
+    }
+
+    /// The same key, which Bedside may (`true`) or may not sign its own links with.
+    pub fn with_sign_links(mut self, sign_links: bool) -> Self {
+        self.sign_links = sign_links;
+        self
     }
 
     /// Parses `id:secret`.
@@ -152,6 +163,7 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("id", &self.id)
             .field("tenant", &self.tenant)
+            .field("sign_links", &self.sign_links)
             .finish_non_exhaustive()
     }
 }
@@ -252,13 +264,16 @@ impl KeyRing {
     }
 
     /// The key Bedside signs with on a tenant's behalf when no API key asked (a doctor's
-    /// guest link from the call): the tenant's key configured last. During a rotation the
-    /// new key is added after the old one, so links minted then outlive the old key.
+    /// guest link from the call): the tenant's key configured last among those that may
+    /// sign links. A rotation takes two rolls (docs/operations.md): the new key is added
+    /// after the old one with `sign_links = false`, so every node can verify it before any
+    /// node signs with it; the second roll lets it sign, and links minted then outlive the
+    /// old key.
     pub fn signer_for(&self, tenant: &TenantId) -> Option<&KeyId> {
         self.order.iter().rev().find(|id| {
             self.entries
                 .get(*id)
-                .is_some_and(|e| &e.key.tenant == tenant)
+                .is_some_and(|e| &e.key.tenant == tenant && e.key.sign_links)
         })
     }
 

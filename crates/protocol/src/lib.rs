@@ -138,9 +138,18 @@ struct Envelope<'a> {
     status: Option<Cow<'a, str>>,
     #[serde(borrow)]
     visit_id: Option<Cow<'a, str>>,
+    // Read as raw JSON and typed only for `invite`: other frames (a join, a chat...) that
+    // happen to carry a `role` or `name` of another type are not refused for it.
     #[serde(borrow)]
-    role: Option<Cow<'a, str>>,
-    name: Option<String>,
+    role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+}
+
+/// A string field read from raw JSON; another type is `invalid_message`.
+fn string_field(raw: Option<&RawValue>, field: &'static str) -> Result<String, DecodeError> {
+    let raw = raw.ok_or(DecodeError::MissingField(field))?;
+    serde_json::from_str(raw.get()).map_err(|_| DecodeError::InvalidField(field))
 }
 
 /// Deepest nesting a signal's `data` may have. SDP and ICE payloads are two or three
@@ -266,11 +275,8 @@ impl ClientMsg {
                     .map_err(|_| DecodeError::InvalidField("visit_id"))?,
             },
             "invite" => ClientMsg::Invite {
-                role: e
-                    .role
-                    .ok_or(DecodeError::MissingField("role"))?
-                    .into_owned(),
-                name: e.name.ok_or(DecodeError::MissingField("name"))?,
+                role: string_field(e.role, "role")?,
+                name: string_field(e.name, "name")?,
             },
             "leave" => ClientMsg::Leave,
             "end_visit" => ClientMsg::EndVisit,

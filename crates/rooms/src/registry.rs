@@ -344,6 +344,8 @@ impl Registry {
         }
         let mut writes = Vec::new();
         let mut changed = false;
+        // Guest links on one node, held until their rows are stored.
+        let mut links = Vec::new();
         for output in out.drain(..) {
             match output {
                 Output::Send { to, notice } => {
@@ -386,14 +388,21 @@ impl Registry {
                     let conn = invite.conn;
                     match self.invite(&inner.tenant, inner.id, invite, now) {
                         Some((link, audit)) => {
-                            // The link goes out once its `invited` row is stored.
+                            // The link goes out once its `invited` row is stored, on one
+                            // node too (as the API's links): a link nobody can trace is
+                            // never handed out.
                             changed = true;
                             writes.push(WriteOp::Audit {
                                 visit: inner.id,
                                 tenant: inner.tenant.clone(),
                                 event: audit,
                             });
-                            deliver(outbox, Outgoing::Notice(Box::new(link)));
+                            let link = Outgoing::Notice(Box::new(link));
+                            if durable_first {
+                                deliver(outbox, link);
+                            } else {
+                                links.push((outbox.clone(), link));
+                            }
                         }
                         None => {
                             tracing::warn!(visit = %inner.id, %conn, "no key to sign a guest link with");
@@ -419,6 +428,8 @@ impl Registry {
         }
         if durable_first {
             self.hold(g, deliveries, changed);
+        } else if !links.is_empty() {
+            self.hold(g, links, true);
         }
         self.retire_if_idle(g);
         result

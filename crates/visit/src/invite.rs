@@ -15,7 +15,8 @@ pub const MAX_GUEST_NAME_CHARS: usize = 100;
 pub const INVITE_TTL: TimeDelta = TimeDelta::hours(2);
 
 /// A guest link the visit agreed to hand out; the caller mints it and records `invited`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` leaves the name out (names never reach the logs).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Invite {
     /// The asking doctor's connection: the link goes there only.
     pub conn: ConnId,
@@ -25,6 +26,16 @@ pub struct Invite {
     pub name: String,
     /// When the link stops working: [`INVITE_TTL`] from now, or the visit's end if sooner.
     pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Invite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invite")
+            .field("conn", &self.conn)
+            .field("by", &self.by)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The guest's name from an `invite` frame's `role` and `name`, or why it cannot be minted.
@@ -44,8 +55,11 @@ pub fn guest_name(role: &str, name: &str) -> Result<String, Refusal> {
 }
 
 /// When a link minted at `now` for a visit ending at `visit_expires_at` expires.
+/// Whole seconds, as the token's `exp` has it, so `invite_link.expires_at` says exactly when
+/// the link stops working.
 pub fn expiry(now: DateTime<Utc>, visit_expires_at: DateTime<Utc>) -> DateTime<Utc> {
-    (now + INVITE_TTL).min(visit_expires_at)
+    let at = (now + INVITE_TTL).min(visit_expires_at);
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 
 #[cfg(test)]
@@ -79,5 +93,23 @@ mod tests {
             expiry(now, now + TimeDelta::minutes(30)),
             now + TimeDelta::minutes(30)
         );
+        // The token's `exp` is whole seconds; the link's `expires_at` says the same.
+        let late = now + TimeDelta::milliseconds(750);
+        assert_eq!(expiry(late, late + TimeDelta::hours(12)), now + INVITE_TTL);
+        assert_eq!(
+            expiry(late, now + TimeDelta::milliseconds(1500)),
+            now + TimeDelta::seconds(1)
+        );
+    }
+
+    #[test]
+    fn an_invite_prints_without_its_name() {
+        let invite = Invite {
+            conn: ConnId::from_raw(7),
+            by: ParticipantId::from_bits(9),
+            name: "Wilhelmina".into(),
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        };
+        assert!(!format!("{invite:?}").contains("Wilhelmina"));
     }
 }

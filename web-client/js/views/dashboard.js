@@ -21,6 +21,14 @@ const SHOWN = {
   away: 'Waiting patients see you as away.',
 };
 
+/** How long the presence radios rest on a choice before it is sent. */
+const PRESENCE_SETTLE_MS = 400;
+
+/** How long "See patient" waits for the answer to its `take` before it works again. */
+const TAKE_TIMEOUT_MS = 15_000;
+
+const LIST = new Intl.ListFormat('en', { style: 'long', type: 'conjunction' });
+
 const TAKE_ERRORS = {
   not_your_visit: 'That patient is now in another provider’s queue.',
   visit_ended: 'That visit has ended.',
@@ -63,6 +71,10 @@ export function runDashboard(token, { startVisit }) {
       },
     });
   });
+  // Connected (again): whatever `take` was under way when the connection went got no answer.
+  board.on('connection', ({ state }) => {
+    if (state === 'connected' && !inVisit) queue.settle();
+  });
   board.on('error', ({ code }) => {
     queue.settle();
     if (TAKE_ERRORS[code]) alertText(TAKE_ERRORS[code]);
@@ -74,11 +86,20 @@ export function runDashboard(token, { startVisit }) {
     else showFinal(detail);
   });
 
+  // Arrow keys move the choice one radio at a time: the status is sent once the choice
+  // rests, not once per radio passed over.
+  let presenceTimer;
   for (const radio of document.querySelectorAll('input[name="presence"]')) {
     radio.addEventListener('change', () => {
       if (!radio.checked) return;
-      if (board.setPresence(radio.value)) announce(`Status set to ${radio.value}.`);
-      else alertText('Not connected. Try again in a moment.');
+      clearTimeout(presenceTimer);
+      const chosen = radio.value;
+      presencePending = true;
+      presenceTimer = setTimeout(() => {
+        presencePending = false;
+        if (board.setPresence(chosen)) announce(`Status set to ${chosen}.`);
+        else alertText('Not connected. Try again in a moment.');
+      }, PRESENCE_SETTLE_MS);
     });
   }
   $('#notify-all').addEventListener('submit', (event) => {
@@ -103,8 +124,13 @@ export function runDashboard(token, { startVisit }) {
   return board;
 }
 
+/** A choice the provider is still making (not sent yet): the radios are theirs meanwhile. */
+let presencePending = false;
+
 function showPresence({ presence, chosen }) {
-  for (const radio of document.querySelectorAll('input[name="presence"]')) radio.checked = radio.value === chosen;
+  if (!presencePending) {
+    for (const radio of document.querySelectorAll('input[name="presence"]')) radio.checked = radio.value === chosen;
+  }
   const shown = presence ?? chosen;
   const line = $('#presence-shown');
   const text = SHOWN[shown] ?? '';
@@ -117,6 +143,7 @@ class QueueView {
   #onSee;
   #rows = new Map();
   #timer;
+  #settleTimer;
 
   constructor(board, { onSee }) {
     this.#board = board;
@@ -151,6 +178,7 @@ class QueueView {
       const next = list.children[Math.min(focusedIndex, list.children.length - 1)];
       focusOn(next?.querySelector('button.see') ?? $('#queue-title'));
     }
+    this.#labelMessageBoxes();
     $('#queue-empty').hidden = entries.length > 0;
     $('#queue-title').textContent = entries.length ? `Queue (${entries.length})` : 'Queue';
     this.#tick();
@@ -173,21 +201,30 @@ class QueueView {
       send: h('button', { type: 'submit', text: 'Send' }),
     };
     const form = h('form', { class: 'message-form' }, row.label, h('div', { class: 'message-row' }, row.input, row.send));
+    row.form = form;
+    row.names = '';
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const text = row.input.value.trim();
       if (!text) return;
       if (this.#board.notify(text, row.visitId)) {
         row.input.value = '';
-        announce(`Message sent to ${row.name.textContent}.`);
+        announce(`Message sent to ${row.names}.`);
       } else {
         alertText('Not connected. Try again in a moment.');
       }
     });
     row.see.addEventListener('click', () => {
       if (row.see.getAttribute('aria-disabled') === 'true') return;
-      if (this.#onSee(row.visitId)) row.see.setAttribute('aria-disabled', 'true');
-      else alertText('Not connected, or already in a visit. Try again in a moment.');
+      if (this.#onSee(row.visitId)) {
+        row.see.setAttribute('aria-disabled', 'true');
+        // A `take` lost with the connection gets no answer: the buttons work again after a
+        // while (a reconnect settles them sooner).
+        clearTimeout(this.#settleTimer);
+        this.#settleTimer = setTimeout(() => this.settle(), TAKE_TIMEOUT_MS);
+      } else {
+        alertText('Not connected, or already in a visit. Try again in a moment.');
+      }
     });
     row.li.append(
       h('div', { class: 'who' }, row.position, ' ', row.name, row.since, row.consent, row.precheck),
@@ -214,11 +251,36 @@ class QueueView {
     const precheck = precheckLine(entry.precheck);
     row.precheck.replaceChildren(...(precheck ? [precheck] : []));
     row.see.setAttribute('aria-label', `See patient ${name}`);
-    row.label.textContent = `Message to ${name}`;
+  }
+
+  /**
+   * A message goes to a visit (`notify {visit_id}`), so to everyone waiting in it: one box
+   * per visit, on its first row, named after all of them; the visit's other rows have none.
+   */
+  #labelMessageBoxes() {
+    const byVisit = new Map();
+    for (const li of $('#queue-list').children) {
+      const row = this.#rows.get(li.dataset.participant);
+      if (!row) continue;
+      if (!byVisit.has(row.visitId)) byVisit.set(row.visitId, []);
+      byVisit.get(row.visitId).push(row);
+    }
+    for (const rows of byVisit.values()) {
+      const names = LIST.format(rows.map((r) => r.name.textContent));
+      rows.forEach((r, i) => {
+        r.form.hidden = i > 0;
+        r.names = names;
+      });
+      const [first] = rows;
+      const text = rows.length > 1 ? `Message to ${names} (everyone waiting in this visit)` : `Message to ${names}`;
+      if (first.label.textContent !== text) first.label.textContent = text;
+      first.send.setAttribute('aria-label', `Send message to ${names}`);
+    }
   }
 
   /** The answer to a `take` came (a token or a refusal): the buttons work again. */
   settle() {
+    clearTimeout(this.#settleTimer);
     for (const row of this.#rows.values()) row.see.removeAttribute('aria-disabled');
   }
 
@@ -232,5 +294,6 @@ class QueueView {
 
   stop() {
     clearInterval(this.#timer);
+    clearTimeout(this.#settleTimer);
   }
 }

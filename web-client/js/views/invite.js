@@ -13,7 +13,8 @@ let current = null;
 
 export class InviteView {
   #visit;
-  #pending = false;
+  /** The name asked for, until its link or a refusal comes; null when nothing is asked. */
+  #pending = null;
 
   constructor(visit) {
     this.#visit = visit;
@@ -24,9 +25,10 @@ export class InviteView {
     button.addEventListener('click', () => this.open());
     visit.on('invite_link', (link) => this.#show(link));
     visit.on('error', ({ code }) => {
-      if (!this.#pending || !(code in ERRORS || code === 'invalid_role' || code === 'internal')) return;
-      this.#pending = false;
-      this.#error(ERRORS[code] ?? 'The link could not be made. Try again.');
+      if (this.#pending === null || !(code in ERRORS || code === 'invalid_role' || code === 'internal')) return;
+      this.#pending = null;
+      // Only a bad name is the name box's fault.
+      this.#error(ERRORS[code] ?? 'The link could not be made. Try again.', { invalid: code === 'invalid_name' });
     });
     visit.on('ended', () => {
       const dialog = $('#invite-dialog');
@@ -48,15 +50,22 @@ export class InviteView {
 
   submit() {
     const name = $('#invite-name').value.trim();
-    if (!name) return this.#error(ERRORS.invalid_name);
+    if (!name) return this.#error(ERRORS.invalid_name, { invalid: true });
     if (!this.#visit.invite(name)) return this.#error('Not connected. Try again in a moment.');
-    this.#pending = true;
+    this.#pending = name;
     $('#invite-error').hidden = true;
   }
 
+  /** The dialog was closed: an answer still to come is for nobody. */
+  cancel() {
+    this.#pending = null;
+  }
+
   #show({ join_url, expires_at, name }) {
-    if (!this.#pending) return;
-    this.#pending = false;
+    // Only the answer to what this dialog asked (an earlier request's link, answered after
+    // a Cancel and a new name, is not shown under the new name).
+    if (this.#pending === null || name?.trim() !== this.#pending) return;
+    this.#pending = null;
     $('#invite-form').hidden = true;
     $('#invite-result').hidden = false;
     $('#invite-for').textContent = name;
@@ -67,11 +76,12 @@ export class InviteView {
     announce(`Link for ${name} ready.`);
   }
 
-  #error(text) {
+  #error(text, { invalid = false } = {}) {
     const box = $('#invite-error');
     box.textContent = text;
     box.hidden = false;
-    $('#invite-name').setAttribute('aria-invalid', 'true');
+    if (invalid) $('#invite-name').setAttribute('aria-invalid', 'true');
+    else $('#invite-name').removeAttribute('aria-invalid');
     alertText(text);
     focusOn($('#invite-name'));
   }
@@ -104,6 +114,7 @@ function wireDialog() {
   });
   // Focus returns to the Invite button when the dialog closes.
   dialog.addEventListener('close', () => {
+    current?.cancel();
     const button = $('#btn-invite');
     if (button && !button.hidden && !$('#screen-call').hidden) button.focus();
   });

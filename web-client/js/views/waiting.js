@@ -3,7 +3,15 @@
 // messages; and before it, the consent the visit asks for. Each standing line is rewritten
 // only when its words change, so the live region says what changed and nothing else.
 
-import { $, announce, h, showScreen } from '../dom.js';
+import { $, alertText, announce, h, showScreen } from '../dom.js';
+
+const CONSENT_ERRORS = {
+  wrong_consent_version: 'The consent text has changed since this page showed it. Reload the page to read the current text.',
+  consent_not_required: 'Your consent is not needed: you have already agreed, or this visit does not ask for it.',
+};
+
+/** Visits whose answers to `consent` are listened to already (askConsent runs per ask). */
+const answered = new WeakSet();
 
 const PRESENCE_TEXT = {
   available: 'is available',
@@ -30,6 +38,14 @@ export function showStanding({ position, expected_wait_secs, provider } = {}) {
   setLine('#waiting-provider', presence ? `${provider.name?.trim() || 'Your doctor'} ${presence}.` : null);
 }
 
+/** The standing lines shown now, in order (what the arrival announcement says). */
+export function standingLines() {
+  return ['#waiting-position', '#waiting-eta', '#waiting-provider']
+    .map((selector) => $(selector))
+    .filter((line) => line && !line.hidden && line.textContent)
+    .map((line) => line.textContent);
+}
+
 function setLine(selector, text) {
   const line = $(selector);
   if (!line) return;
@@ -45,7 +61,9 @@ function setLine(selector, text) {
 export function showProviderMessage({ text, at }) {
   const when = new Date(at);
   const time = Number.isNaN(when.getTime()) ? '' : when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-  $('#provider-messages-box').hidden = false;
+  // The log itself is rendered from the start (empty), so its first message is read out;
+  // only its heading waits for something to head.
+  $('#provider-messages-title').hidden = false;
   $('#provider-messages').append(h('li', {}, time ? h('time', { datetime: at, text: time }) : null, text));
 }
 
@@ -58,8 +76,22 @@ export function askConsent(visit, { version, text }, { onDecline }) {
   $('#consent-version').textContent = version;
   const accept = $('#consent-accept');
   const decline = $('#consent-decline');
+  // Waits for the answer (`waiting`, or an `error`) so a second press sends nothing twice;
+  // aria-disabled rather than disabled, so focus stays on the button.
+  accept.removeAttribute('aria-disabled');
+  if (!answered.has(visit)) {
+    answered.add(visit);
+    const settle = () => $('#consent-accept').removeAttribute('aria-disabled');
+    visit.on('waiting', settle);
+    visit.on('error', ({ code }) => {
+      settle();
+      if (CONSENT_ERRORS[code]) alertText(CONSENT_ERRORS[code]);
+    });
+  }
   accept.onclick = () => {
-    if (!visit.consent(version)) announce('Not connected. Try again in a moment.');
+    if (accept.getAttribute('aria-disabled') === 'true') return;
+    if (visit.consent(version)) accept.setAttribute('aria-disabled', 'true');
+    else announce('Not connected. Try again in a moment.');
   };
   decline.onclick = () => {
     onDecline();

@@ -139,6 +139,18 @@ for (const engine of ENGINES) {
       assert.equal(await provider.text('#queue-title'), 'Queue (3)');
     });
 
+    step("each patient's pre-call check shows in their row, in words, as the server has it", async () => {
+      // The patients' pages send `precheck` once they wait; the provider's queue carries it.
+      const networks = () => provider.evaluate(() => [...document.querySelectorAll('#queue-list > li')].map((li) => li.querySelector('.precheck')?.dataset.network ?? null));
+      await eventually('three pre-call results on the dashboard', async () => (await networks()).every((n) => n), { timeout: 30_000 });
+      const rest = await server.api.queue('dr-who');
+      assert.deepEqual(await networks(), rest.map((e) => e.precheck?.network ?? null));
+      const first = await provider.text({ css: '#queue-list > li', text: names[0] });
+      // Text, not colour alone: the devices and the network are named.
+      assert.match(first, /✓ camera, ✓ microphone\. /);
+      assert.ok(rest.every((e) => e.precheck.camera === true && e.precheck.microphone === true), JSON.stringify(rest));
+    });
+
     step('each waiting screen says the place, the expected wait and the provider, once each', async () => {
       const third = patients[2];
       await third.waitFor({ css: '#waiting-eta', text: 'Expected wait: about' });

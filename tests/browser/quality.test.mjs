@@ -55,6 +55,9 @@ for (const engine of ENGINES) {
       const doctor = await doctorBrowser.person({ viewport: DESKTOP });
       const patient = await patientBrowser.person({ viewport: DESKTOP });
       await doctor.goto(`${server.url}/#token=${doctorToken}`);
+      // A browser launched just now (the degraded call starts two) may take a while to open
+      // its fake camera before the pre-call check offers to start: a startup wait only.
+      await doctor.waitFor({ role: 'button', name: 'Start the visit' }, { timeout: 45_000 });
       await doctor.click({ role: 'button', name: 'Start the visit' });
       await doctor.waitFor({ css: '#lobby', text: 'No one is waiting.' });
       await patient.goto(`${server.url}/#token=${patientToken}`);

@@ -26,6 +26,12 @@ pub trait Ownership: Send + Sync + 'static {
     /// been able to renew them for longer than they last (it was paused, say): it must
     /// not act until it knows whether it still owns its visits.
     fn fresh(&self) -> bool;
+    /// Waits (a bounded time) for this node to vouch for its claims again; whether it
+    /// does. Inputs that arrive while a renewal is late (a busy or starved machine) wait
+    /// for it instead of being refused: slower, never acted on without a fresh claim.
+    async fn vouched(&self) -> bool {
+        self.fresh()
+    }
     /// `visit` left memory; once the writer has passed `position`, its state is all in
     /// storage and the claim can go.
     fn release(&self, visit: VisitId, position: u64);

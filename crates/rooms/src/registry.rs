@@ -172,6 +172,20 @@ impl Registry {
         self
     }
 
+    /// Whether this node may act on its visits right now (always, on one node): see
+    /// [`Ownership::fresh`].
+    pub fn fresh(&self) -> bool {
+        self.ownership.as_ref().is_none_or(|o| o.fresh())
+    }
+
+    /// Waits, a bounded time, until [`Registry::fresh`]; whether it is.
+    pub async fn vouched(&self) -> bool {
+        match &self.ownership {
+            Some(o) if !o.fresh() => o.vouched().await,
+            _ => true,
+        }
+    }
+
     /// Runs this registry as one node of a cluster: visits are claimed before they are
     /// loaded, and every write is fenced with the claim's epoch.
     pub fn with_ownership(mut self, ownership: Arc<dyn Ownership>) -> Self {

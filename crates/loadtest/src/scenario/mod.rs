@@ -157,6 +157,12 @@ pub async fn pair(
     }
 }
 
+/// Holds a set-up pair until `go`, both sides answering the server's pings meanwhile.
+pub async fn hold(doctor: &mut Peer, patient: &mut Peer, go: &watch::Receiver<bool>) {
+    let (mut a, mut b) = (go.clone(), go.clone());
+    tokio::join!(doctor.ws.hold_until(&mut a), patient.ws.hold_until(&mut b));
+}
+
 /// The frame that relays `data` to `to`.
 pub fn signal(to: &str, data: &str) -> String {
     format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#)

@@ -521,11 +521,17 @@ impl Ownership for Leases {
         now < self.valid_until.load(Ordering::Acquire)
     }
 
+    fn fresh_for(&self, margin: Duration) -> bool {
+        let now = self.base.elapsed() + margin;
+        let now = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        now < self.valid_until.load(Ordering::Acquire)
+    }
+
     async fn vouched(&self) -> bool {
         // Polled: only inputs that arrive while a renewal is late get here, and the
         // renewal that vouches again may come from either renewal path.
         let deadline = tokio::time::Instant::now() + self.ttl;
-        while !self.fresh() {
+        while !self.fresh_for(bedside_rooms::FRESH_MARGIN) {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }

@@ -31,5 +31,5 @@ pub use desk::{Board, Desk, DeskFeed, DeskSettings, ProviderKey};
 pub use error::RoomError;
 pub use ids::{NextConnId, RandomId};
 pub use ownership::{Claim, Ownership};
-pub use registry::{Outbox, Outgoing, Registry, VisitHandle};
+pub use registry::{FRESH_MARGIN, Outbox, Outgoing, Registry, VisitHandle};
 pub use router::{LocalRouter, LocalSeat, RemoteSeat, Router, Seat};

@@ -92,6 +92,11 @@ type Loaded = (
     Vec<StoredQuality>,
 );
 
+/// How long an input checked with [`Registry::fresh`] may take to reach the visit's rules.
+/// Renewals normally leave well over a second of trust, so only a late one makes inputs
+/// wait; a thread preempted this long between the check and the rules is what it covers.
+pub const FRESH_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -172,16 +177,19 @@ impl Registry {
         self
     }
 
-    /// Whether this node may act on its visits right now (always, on one node): see
-    /// [`Ownership::fresh`].
+    /// Whether an input handled now will find this node able to act on its visits (always,
+    /// on one node): its claims stay fresh for [`FRESH_MARGIN`] more. See
+    /// [`Ownership::fresh_for`].
     pub fn fresh(&self) -> bool {
-        self.ownership.as_ref().is_none_or(|o| o.fresh())
+        self.ownership
+            .as_ref()
+            .is_none_or(|o| o.fresh_for(FRESH_MARGIN))
     }
 
     /// Waits, a bounded time, until [`Registry::fresh`]; whether it is.
     pub async fn vouched(&self) -> bool {
         match &self.ownership {
-            Some(o) if !o.fresh() => o.vouched().await,
+            Some(o) if !o.fresh_for(FRESH_MARGIN) => o.vouched().await,
             _ => true,
         }
     }

@@ -399,3 +399,130 @@ async fn each_tenant_numbers_its_own_events_without_gaps() {
         );
     }
 }
+
+/// Mints a link for `identity` in `visit` with `single_use` as given.
+async fn mint_single_use(server: &TestServer, visit: &str, identity: &str) -> String {
+    let (status, body) = server
+        .api(CLINIC_A)
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{visit}/tokens"),
+            Some(
+                json!({"role": "patient", "identity": identity, "name": "Pat", "single_use": true}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+const USED: (&str, u16) = ("token_used", 4001);
+
+fn used(got: (String, u16)) {
+    assert_eq!((got.0.as_str(), got.1), USED);
+}
+
+/// Issue 14 item 4 (docs/security.md, "Single-use links"): a single-use link lets one
+/// person in once. Its first join uses it up (knocking counts: a leaked copy cannot take
+/// the waiting holder's place); every later join with it is refused with `token_used` and
+/// close 4001, before and after the admission and after a restart; the person it let in
+/// comes back with their resume token. An ordinary link of the same visit is not affected.
+#[tokio::test]
+async fn a_single_use_link_lets_one_person_in_once_and_their_resume_token_still_works() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let doctor_link = api.mint(&visit, "doctor", "dr-1", "Dr One").await;
+    let link = mint_single_use(&server, &visit, "pt-1").await;
+    assert_eq!(claims_of(&link)["single_use"], true);
+    let jti = claims_of(&link)["jti"].as_str().expect("jti").to_owned();
+    let (mut doctor, _) = Client::join(&server, &doctor_link).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+
+    let (mut patient, _) = Client::join(&server, &link).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+    // While the holder waits, the link is spent: a second join does not replace them.
+    let url = server.ws_url();
+    used(refusal(&url, with_token(&link)).await);
+    patient.alive().await;
+    doctor.silent(Duration::from_millis(300)).await;
+
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    used(refusal(&url, with_token(&link)).await);
+
+    // The holder's connection drops: the resume token brings them back, admitted, with or
+    // without the spent link beside it.
+    let token = patient.resume_token.clone();
+    let pid = patient.participant_id.clone();
+    patient.drop_abruptly();
+    let (mut back, joined) = Client::try_join(&url, with_resume(&token))
+        .await
+        .expect("resumed");
+    assert_eq!(joined["participant_id"], pid.as_str());
+    back.expect("admitted").await;
+    let token = back.resume_token.clone();
+    back.drop_abruptly();
+    let (mut back, joined) = Client::try_join(
+        &url,
+        json!({"type": "join", "token": link, "resume_token": token}),
+    )
+    .await
+    .expect("resumed beside the spent link");
+    assert_eq!(joined["participant_id"], pid.as_str());
+    back.expect("admitted").await;
+    let token = back.resume_token.clone();
+
+    // An ordinary link of the same visit still works twice.
+    let plain = api.mint(&visit, "guest", "gu-1", "Guest").await;
+    for _ in 0..2 {
+        let (mut guest, _) = Client::join(&server, &plain).await;
+        guest.expect("waiting").await;
+        guest.close().await;
+    }
+
+    // After a restart, the link stays spent and the resume token still works.
+    drop(back);
+    let server = server.restart().await;
+    let url = server.ws_url();
+    used(refusal(&url, with_token(&link)).await);
+    let (_back, joined) = Client::try_join(&url, with_resume(&token))
+        .await
+        .expect("resumed after the restart");
+    assert_eq!(joined["participant_id"], pid.as_str());
+
+    // The trail: the one join the link was used for names it; nothing else does.
+    let events = server.api(CLINIC_A).events(&visit).await;
+    let with_link: Vec<&str> = events
+        .iter()
+        .filter(|e| e["detail"] == jti.as_str())
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(with_link, ["token_issued", "joined"], "{events:?}");
+}
+
+/// `single_use` must be a boolean: anything else is refused and mints nothing.
+#[tokio::test]
+async fn single_use_must_be_a_boolean() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/v1/visits/{visit}/tokens"),
+            Some(json!({"role": "patient", "identity": "pt-1", "single_use": "yes"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    let events = api.events(&visit).await;
+    assert!(
+        events.iter().all(|e| e["kind"] != "token_issued"),
+        "{events:?}"
+    );
+}

@@ -523,3 +523,352 @@ async fn a_providers_dashboard_runs_the_day() {
     assert_eq!(c.expect("error").await["code"], "token_expired");
     assert_eq!(c.closed().await, 4001);
 }
+
+/// The `invited` rows of a visit's trail.
+async fn invited_rows(api: &bedside_tests::Api, visit: &str) -> Vec<Value> {
+    api.events(visit)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "invited")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_doctor_invites_a_guest_from_the_call_and_the_guest_still_waits() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let id = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&id, "doctor", "dr-1", "Dr One").await).await;
+    doctor.expect("admitted").await;
+    doctor.expect("lobby").await;
+
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "  Ana (interpreter) "}))
+        .await;
+    let link = doctor.until("invite_link").await;
+    let token = link["token"].as_str().expect("token");
+    assert_eq!(link["join_url"], format!("{}/#token={token}", server.base));
+    assert_eq!(link["name"], "Ana (interpreter)");
+    let claims = bedside_tests::claims_of(token);
+    assert_eq!(claims["role"], "guest");
+    assert_eq!(claims["visit"], id.as_str());
+    assert_eq!(claims["name"], "Ana (interpreter)");
+    assert_eq!(claims["iss"], CLINIC_A.0, "signed with the tenant's key");
+    let identity = claims["sub"].as_str().expect("sub");
+    assert!(identity.starts_with("invite:"), "{identity}");
+    // INVITE_TTL: two hours, the visit lasting twelve.
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["nbf"].as_i64().unwrap();
+    assert_eq!(lifetime, 2 * 3600);
+    let expires_at = chrono::DateTime::parse_from_rfc3339(link["expires_at"].as_str().unwrap())
+        .expect("expires_at");
+    assert_eq!(expires_at.timestamp(), claims["exp"].as_i64().unwrap());
+
+    // The guest knocks like anyone: the doctor admits them.
+    let (mut guest, joined) = Client::join(&server, token).await;
+    assert_eq!(joined["role"], "guest");
+    guest.expect("waiting").await;
+    let lobby = doctor.until("lobby").await;
+    assert_eq!(
+        lobby["waiting"][0]["participant_id"],
+        guest.participant_id.as_str()
+    );
+    assert_eq!(lobby["waiting"][0]["name"], "Ana (interpreter)");
+    doctor
+        .send(json!({"type": "admit", "participant_id": guest.participant_id}))
+        .await;
+    guest.until("admitted").await;
+
+    // Recorded in the chain: who asked, for which identity, and the token's id, which the
+    // guest's `joined` row carries too. Never the token or the name.
+    let events = api.events(&id).await;
+    let invited = invited_rows(&api, &id).await;
+    assert_eq!(invited.len(), 1, "{events:?}");
+    assert_eq!(invited[0]["actor"], doctor.participant_id.as_str());
+    assert_eq!(invited[0]["identity"], identity);
+    assert_eq!(invited[0]["role"], "guest");
+    assert_eq!(invited[0]["detail"], claims["jti"]);
+    let joined_row = events
+        .iter()
+        .find(|e| e["kind"] == "joined" && e["identity"] == identity)
+        .expect("the guest's joined row");
+    assert_eq!(joined_row["detail"], claims["jti"]);
+    let trail = serde_json::to_string(&events).unwrap();
+    assert!(!trail.contains(token) && !trail.contains("Ana"), "{trail}");
+    let (status, verified) = api
+        .call(Method::GET, &format!("/v1/visits/{id}/events/verify"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verified["intact"], true, "{verified}");
+    // Nothing of it in the logs either.
+    let logs = server.logs();
+    assert!(
+        !logs.contains(token) && !logs.contains("Ana"),
+        "a token or name was logged"
+    );
+}
+
+#[tokio::test]
+async fn an_invite_is_refused_unless_an_admitted_doctor_asks_for_a_named_guest() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let id = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&id, "doctor", "dr-1", "Dr One").await).await;
+    doctor.expect("admitted").await;
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(&id, "patient", "pt-1", "Sam").await).await;
+    patient.expect("waiting").await;
+
+    patient
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    assert_eq!(patient.until("error").await["code"], "forbidden");
+    let long = "x".repeat(101);
+    let cases = [
+        (
+            json!({"type": "invite", "role": "doctor", "name": "Ana"}),
+            "invalid_role",
+        ),
+        (
+            json!({"type": "invite", "role": "patient", "name": "Ana"}),
+            "invalid_role",
+        ),
+        (
+            json!({"type": "invite", "role": "admin", "name": "Ana"}),
+            "invalid_role",
+        ),
+        (
+            json!({"type": "invite", "role": "guest", "name": ""}),
+            "invalid_name",
+        ),
+        (
+            json!({"type": "invite", "role": "guest", "name": "   "}),
+            "invalid_name",
+        ),
+        (
+            json!({"type": "invite", "role": "guest", "name": "Ana\nBob"}),
+            "invalid_name",
+        ),
+        (
+            json!({"type": "invite", "role": "guest", "name": long}),
+            "invalid_name",
+        ),
+        (
+            json!({"type": "invite", "role": "guest"}),
+            "invalid_message",
+        ),
+        (json!({"type": "invite", "name": "Ana"}), "invalid_message"),
+        (
+            json!({"type": "invite", "role": "guest", "name": 7}),
+            "invalid_message",
+        ),
+    ];
+    for (frame, code) in cases {
+        doctor.send(frame.clone()).await;
+        assert_eq!(doctor.until("error").await["code"], code, "{frame}");
+    }
+    // Nothing was minted or recorded, and the doctor is still in the visit.
+    assert!(invited_rows(&api, &id).await.is_empty());
+    doctor.alive().await;
+
+    // A provider's dashboard is in no visit.
+    let provider = provider_token(&api, "dr-who", "Dr Who").await;
+    let (mut board, _) = Client::join(&server, &provider).await;
+    board
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    assert_eq!(board.until("error").await["code"], "not_in_visit");
+}
+
+#[tokio::test]
+async fn an_ended_visit_hands_out_no_guest_link() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let expires = chrono::Utc::now() + chrono::TimeDelta::seconds(3);
+    let visit = api
+        .create_visit(json!({"expires_at": expires.to_rfc3339()}))
+        .await;
+    let id = visit["id"].as_str().unwrap();
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(id, "doctor", "dr-1", "Dr One").await).await;
+    doctor.expect("admitted").await;
+    // Half a second before the end, the link lives only until the visit's end.
+    let before = expires - chrono::TimeDelta::milliseconds(1500) - chrono::Utc::now();
+    tokio::time::sleep(before.to_std().unwrap_or_default()).await;
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    let link = doctor.until("invite_link").await;
+    let claims = bedside_tests::claims_of(link["token"].as_str().unwrap());
+    assert_eq!(claims["exp"].as_i64().unwrap(), expires.timestamp());
+    // Past the end: either the refusal (`visit_ended`) or the end itself arrives first; a
+    // link never does.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    loop {
+        let frame = match tokio::time::timeout(bedside_tests::STEP, doctor.recv_text()).await {
+            Ok(text) => serde_json::from_str::<Value>(&text).unwrap(),
+            Err(_) => panic!("neither a refusal nor the end arrived"),
+        };
+        assert_ne!(frame["type"], "invite_link", "{frame}");
+        if frame["type"] == "error" {
+            assert_eq!(frame["code"], "visit_ended");
+            break;
+        }
+        if frame["type"] == "visit_ended" {
+            assert_eq!(doctor.closed().await, 4004);
+            break;
+        }
+    }
+    assert_eq!(invited_rows(&api, id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn invites_count_against_the_frame_rate_limit() {
+    let server = TestServer::start_with(&[
+        ("BEDSIDE_WS__RATE_PER_SECOND", "5"),
+        ("BEDSIDE_WS__RATE_BURST", "10"),
+    ])
+    .await;
+    let api = server.api(CLINIC_A);
+    let id = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&id, "doctor", "dr-1", "Dr One").await).await;
+    let frame = json!({"type": "invite", "role": "guest", "name": "Ana"}).to_string();
+    for _ in 0..40 {
+        // The server may close before the last ones are written.
+        let _ = doctor
+            .send_message(tokio_tungstenite::tungstenite::Message::text(frame.clone()))
+            .await;
+    }
+    assert_eq!(doctor.closed().await, 4008);
+    let minted = invited_rows(&api, &id).await.len();
+    assert!((1..=12).contains(&minted), "{minted} links minted");
+}
+
+/// The clinic takes a guest link back like any other: by the identity its `invited` row
+/// names, with `DELETE .../participants/{identity}`.
+#[tokio::test]
+async fn the_clinic_can_take_a_guest_link_from_the_call_back() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let id = api.visit().await;
+    let (mut doctor, _) =
+        Client::join(&server, &api.mint(&id, "doctor", "dr-1", "Dr One").await).await;
+    doctor.expect("admitted").await;
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "Ana"}))
+        .await;
+    let link = doctor.until("invite_link").await;
+    let token = link["token"].as_str().unwrap();
+    let invited = invited_rows(&api, &id).await;
+    let identity = invited[0]["identity"].as_str().unwrap();
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/visits/{id}/participants/{identity}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut c = Client::connect(&server).await;
+    c.send(json!({"type": "join", "token": token})).await;
+    assert_eq!(c.expect("error").await["code"], "access_revoked");
+    assert_eq!(c.closed().await, 4003);
+}
+
+/// Skips `queue` frames until one whose entries satisfy `pred`.
+async fn queue_where(c: &mut Client, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    loop {
+        let q = c.until("queue").await;
+        let entries = q["entries"].as_array().expect("entries").clone();
+        if pred(&entries) {
+            return entries;
+        }
+    }
+}
+
+#[tokio::test]
+async fn queue_entries_carry_the_patients_pre_call_check() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let v = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let id = v["id"].as_str().unwrap();
+    let (mut desk, _) =
+        Client::join(&server, &provider_token(&api, "dr-lee", "Dr Lee").await).await;
+    let (mut p, _) = Client::join(&server, &api.mint(id, "patient", "pt-1", "Sam").await).await;
+    waiting_until(&mut p, at(1)).await;
+    // Before the check, no `precheck` field at all.
+    let entries = queue_where(&mut desk, |e| e.len() == 1).await;
+    assert!(entries[0].get("precheck").is_none(), "{entries:?}");
+    assert!(queue(&api, "dr-lee").await[0].get("precheck").is_none());
+
+    p.send(
+        json!({"type": "precheck", "camera": false, "microphone": true, "network": "relay",
+                  "turn": {"udp": false, "tls": true}}),
+    )
+    .await;
+    let entries = queue_where(&mut desk, |e| e.len() == 1 && e[0]["precheck"].is_object()).await;
+    // The same representation as doctors' `lobby` entries.
+    let check = &entries[0]["precheck"];
+    assert_eq!(check["camera"], false);
+    assert_eq!(check["microphone"], true);
+    assert_eq!(check["network"], "relay");
+    assert_eq!(check["turn"], json!({"udp": false, "tls": true}));
+    assert!(check["at"].is_string());
+    let rest = queue(&api, "dr-lee").await;
+    assert_eq!(&rest[0]["precheck"], check);
+    // A bad check changes nothing.
+    p.send(json!({"type": "precheck", "camera": "yes", "microphone": true, "network": "direct"}))
+        .await;
+    assert_eq!(p.until("error").await["code"], "invalid_precheck");
+    assert_eq!(&queue(&api, "dr-lee").await[0]["precheck"], check);
+}
+
+#[tokio::test]
+async fn take_is_refused_where_the_providers_identity_is_blocked() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let blocked = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let blocked = blocked["id"].as_str().unwrap().to_owned();
+    let open = api.create_visit(json!({"provider": "dr-lee"})).await;
+    let open = open["id"].as_str().unwrap().to_owned();
+    // Dr Lee was in the visit once, and the clinic removed them.
+    let (mut lee, _) = Client::join(
+        &server,
+        &api.mint(&blocked, "doctor", "dr-lee", "Dr Lee").await,
+    )
+    .await;
+    lee.expect("admitted").await;
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/visits/{blocked}/participants/dr-lee"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(lee.closed().await, 4003);
+
+    let (mut desk, _) =
+        Client::join(&server, &provider_token(&api, "dr-lee", "Dr Lee").await).await;
+    desk.send(json!({"type": "take", "visit_id": blocked}))
+        .await;
+    let refused = desk.until("error").await;
+    assert_eq!(refused["code"], "access_revoked", "{refused}");
+    // Nothing was recorded, and the dashboard stays open: another visit can be taken.
+    let trail = api.events(&blocked).await;
+    assert!(!trail.iter().any(|e| e["kind"] == "taken"), "{trail:?}");
+    desk.send(json!({"type": "take", "visit_id": open})).await;
+    assert_eq!(desk.until("visit_token").await["visit_id"], open.as_str());
+    // The clinic lets Dr Lee back with a link of its own; `take` still does not.
+    let back = api.mint(&blocked, "doctor", "dr-lee", "Dr Lee").await;
+    let (mut lee, _) = Client::join(&server, &back).await;
+    lee.expect("admitted").await;
+    desk.send(json!({"type": "take", "visit_id": blocked}))
+        .await;
+    assert_eq!(desk.until("error").await["code"], "access_revoked");
+}

@@ -71,6 +71,19 @@ async fn a_whole_visit_logged_at(level: &str) -> String {
         .await;
     patient.expect("chat").await;
     doctor.expect("chat").await;
+    // A guest link from the call: the name the doctor types and the token minted for it
+    // (and the fresh identity it carries) stay out of the logs; the guest joins with it.
+    doctor
+        .send(json!({"type": "invite", "role": "guest", "name": "Wilhelmina GUESTNAME-MARKER"}))
+        .await;
+    let link = doctor.until("invite_link").await;
+    let guest_token = link["token"].as_str().unwrap().to_owned();
+    let guest_identity = bedside_tests::claims_of(&guest_token)["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut guest, _) = Client::join(&server, &guest_token).await;
+    guest.expect("waiting").await;
     // Failures are logged too; they must not echo what was sent.
     let mut bad = Client::connect(&server).await;
     bad.send(json!({"type": "join", "token": "BADTOKEN-MARKER.x.y"}))
@@ -106,9 +119,11 @@ async fn a_whole_visit_logged_at(level: &str) -> String {
         doctor_token.as_str(),
         patient_token.as_str(),
         resume.as_str(),
+        guest_token.as_str(),
         "SDP-MARKER",
         "CANDIDATE-MARKER",
         "CHAT-MARKER",
+        "GUESTNAME-MARKER",
         "Zelda",
         "Ygritte",
     ] {
@@ -140,6 +155,9 @@ async fn a_whole_visit_logged_at(level: &str) -> String {
         "198.51.100.7",
         "203.0.113.9",
         "CHAT-MARKER",
+        "GUESTNAME-MARKER",
+        guest_token.as_str(),
+        guest_identity.as_str(),
         "BADTOKEN-MARKER",
         "EXTREF-MARKER",
         "MRN-MARKER",

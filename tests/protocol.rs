@@ -337,6 +337,49 @@ async fn bad_frames_get_errors_and_the_connection_stays_open() {
     patient.expect("admitted").await;
 }
 
+/// Unknown fields are ignored whatever their type: `role` and `name` mean something only
+/// to `invite` (where another type is `invalid_message`), so a join or a chat that carries
+/// them as numbers or objects is not refused for it.
+#[tokio::test]
+async fn role_and_name_of_any_type_are_ignored_outside_invite() {
+    let server = TestServer::start().await;
+    let api = server.api(CLINIC_A);
+    let visit = api.visit().await;
+    let token = api.mint(&visit, "doctor", "dr", "Dr").await;
+    let (mut doctor, _) = Client::try_join(
+        &server.ws_url(),
+        json!({"type": "join", "token": token, "role": 7, "name": {"first": "Ana"}}),
+    )
+    .await
+    .expect("a join with odd extra fields is a join");
+    doctor.expect("admitted").await;
+    let token = api.mint(&visit, "patient", "pt", "Pat").await;
+    let (mut patient, _) = Client::join(&server, &token).await;
+    patient.expect("waiting").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    patient.expect("admitted").await;
+    doctor
+        .send(json!({"type": "chat", "text": "hello", "role": ["x"], "name": false}))
+        .await;
+    assert_eq!(patient.until("chat").await["text"], "hello");
+    for (frame, code) in [
+        (
+            json!({"type": "invite", "role": "guest", "name": 7}),
+            "invalid_message",
+        ),
+        (
+            json!({"type": "invite", "role": {"guest": true}, "name": "Ana"}),
+            "invalid_message",
+        ),
+    ] {
+        doctor.send(frame.clone()).await;
+        assert_eq!(doctor.until("error").await["code"], code, "{frame}");
+    }
+    doctor.alive().await;
+}
+
 #[tokio::test]
 async fn a_socket_that_never_joins_is_closed_with_4008() {
     let server = TestServer::start().await;

@@ -669,3 +669,62 @@ async fn the_embedded_server_refuses_a_denied_identitys_credentials() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 13 (optional part): a removal closes the relays the removed identity already
+/// holds on the embedded server, not just its next Allocate. With a quota of one, the new
+/// link the clinic mints afterwards can allocate only once the old relay is gone.
+#[tokio::test]
+async fn a_removal_closes_the_relays_the_identity_already_holds() {
+    let (server, turn, visit, mut doctor) = visit_with_doctor("1").await;
+    let api = server.api(CLINIC_A);
+    let (mut patient, _) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt-1", "Pat").await).await;
+    patient.expect("waiting").await;
+    doctor.expect("lobby").await;
+    doctor
+        .send(json!({"type": "admit", "participant_id": patient.participant_id}))
+        .await;
+    let admitted = patient.expect("admitted").await;
+    let (_, username, credential) = turn_entry(&admitted);
+    let mut relay = Probe::new(turn).await;
+    relay.allocate(&username, &credential).await.unwrap();
+    // Wait out the second it was issued in: the block must be later than the credential.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/visits/{visit}/participants/pt-1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(patient.closed().await, 4003);
+
+    // Let back in with a new link: its probe credential is the same person's, so the quota
+    // of one is free only once the old relay was closed.
+    let (mut back, _) =
+        Client::join(&server, &api.mint(&visit, "patient", "pt-1", "Pat").await).await;
+    let waiting = back.expect("waiting").await;
+    let (_, probe_user, probe_pass) = turn_entry(&waiting);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = Probe::new(turn)
+            .await
+            .allocate(&probe_user, &probe_pass)
+            .await;
+        if got.is_ok() {
+            break;
+        }
+        assert_eq!(got, Err(486), "only the quota may refuse it");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked identity's relay was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        server
+            .logs()
+            .contains("TURN relays of a revoked identity closed")
+    );
+}

@@ -212,6 +212,18 @@ for (const engine of ENGINES) {
         await server.api.removeParticipant(fresh, 'pt-revoked');
         await final('final-revoked', revoked, 'This link is no longer valid');
 
+        // A single-use link: its holder reloads the page and keeps their place (the resume
+        // token outlives the reload; a new join with the link would be refused), and anyone
+        // opening it afterwards is told it was used.
+        const once = await server.api.token(fresh, { role: 'patient', identity: 'pt-once', name: 'Una Once', single_use: true });
+        const holder = await person(viewport);
+        await arrive(holder, once, 'Join the visit');
+        await holder.waitFor({ role: 'heading', name: 'Your doctor will let you in shortly' });
+        // A tab that passed the pre-call check goes straight back in after a reload.
+        await holder.goto(`${server.url}/`);
+        await holder.waitFor({ role: 'heading', name: 'Your doctor will let you in shortly' });
+        await final('final-link-used', once, 'This link has already been used');
+
         if (engine === 'chromium') {
           // A close that means a client error comes from a stand-in for /ws. Playwright can
           // stand in for a WebSocket; puppeteer cannot, so this one is Chromium only.

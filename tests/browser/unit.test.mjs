@@ -35,7 +35,9 @@ test('close codes: final ones name what happened, the others mean reconnect', ()
   // A removal or denial blocks the identity: its old links are refused for good.
   assert.deepEqual(finalOutcome(4003, { error: 'access_revoked' }), { outcome: 'revoked' });
   assert.deepEqual(finalOutcome(4001, { error: 'access_revoked' }), { outcome: 'revoked' });
-  for (const code of [1001, 1006, 1011, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
+  // A single-use link already used by someone else.
+  assert.deepEqual(finalOutcome(4001, { error: 'token_used' }), { outcome: 'link_used' });
+  for (const code of [1001, 1006, 1011, 1013, 4008]) assert.equal(finalOutcome(code), null, `${code} reconnects`);
 });
 
 test('waiting times and names read well', () => {
@@ -64,7 +66,7 @@ test('the SDK declarations (index.d.ts) name exactly what the module exports', a
   assert.deepEqual(declared, Object.keys(sdk).sort());
 
   // Each class's members, both ways: nothing declared that is missing, nothing public undeclared.
-  for (const name of ['Visit', 'Signaling', 'Emitter']) {
+  for (const name of ['Visit', 'Signaling', 'Emitter', 'Dashboard']) {
     const body = new RegExp(`^export declare class ${name}\\b[^{]*\\{([\\s\\S]*?)^\\}`, 'm').exec(dts)[1];
     const members = new Set([...body.matchAll(/^ {2}(?:readonly )?(\w+)[(<:?]/gm)].map((m) => m[1]).filter((m) => m !== 'constructor'));
     const proto = sdk[name].prototype;

@@ -154,6 +154,19 @@ impl Redis {
         assert!(status.success());
     }
 
+    /// Runs a command through `redis-cli` (to play a node the tests do not start); its
+    /// output, trimmed.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(self.listen_args(false))
+            .arg("--raw")
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Kills it: everything it held is gone.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -277,5 +290,24 @@ impl Cluster {
             .parse::<usize>()
             .ok()
             .map(|i| i - 1)
+    }
+}
+
+impl Redis {
+    /// A hash's fields and values, through `redis-cli`.
+    pub async fn hash(&self, key: &str) -> Vec<(String, String)> {
+        let out = Command::new("redis-cli")
+            .args(self.listen_args(false))
+            .args(["--raw", "HGETALL", key])
+            .output()
+            .await
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_owned(), c[1].to_owned()))
+            .collect()
     }
 }

@@ -612,6 +612,23 @@ impl Client {
         }
     }
 
+    /// Reads until the server closes; the close code and its reason (1006 and no reason if
+    /// it just dropped).
+    pub async fn close_frame(&mut self) -> (u16, String) {
+        loop {
+            match tokio::time::timeout(STEP, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(_)) | None) => return (1006, String::new()),
+                Err(_) => panic!("the server did not close the connection"),
+            }
+        }
+    }
+
     /// Asserts that nothing arrives for `wait`.
     pub async fn silent(&mut self, wait: Duration) {
         match tokio::time::timeout(wait, self.ws.next()).await {

@@ -1,22 +1,32 @@
 // Entry point: reads the join link, runs the pre-call check, then joins the visit through
-// the SDK (../sdk/) and moves between the screens (waiting room, call, final) as its events
-// say. Doctors and patients run the same flow; the token's role decides what the call
-// screen offers (waiting list, screen share, remove, end visit).
+// the SDK (../sdk/) and moves between the screens (consent, waiting room, call, final) as
+// its events say. Doctors and patients run the same flow; the token's role decides what the
+// call screen offers (waiting list, invite, screen share, remove, end visit). A provider
+// token opens the provider's dashboard instead, which joins visits in this same tab.
 
 import { Visit, openLocalMedia, readClaims, stopStream, takeToken } from '../sdk/index.js';
 import { $, announce, showScreen, trackInputKind } from './dom.js';
 import { reportToEmbedder } from './embed.js';
 import { keepCallAwake } from './views/awake.js';
 import { CallView } from './views/call.js';
+import { runDashboard } from './views/dashboard.js';
 import { showFinal } from './views/final.js';
+import { InviteView } from './views/invite.js';
 import { LobbyView } from './views/lobby.js';
 import { runPrecall } from './views/precall.js';
 import { showPrecheck } from './views/quality.js';
 import { showConnectionStatus } from './views/status.js';
+import { askConsent, showProviderMessage, showStanding, standingLines } from './views/waiting.js';
 
 // Set once this tab has passed the pre-call check for a token: a reload (phones reload
 // background tabs on their own) then goes straight back into the visit.
 const CHECKED_KEY = 'bedside.checked';
+
+// The call screen as the page was loaded, for each visit the dashboard opens: a fresh copy
+// carries no listener of the visit before.
+const pristineCall = $('#screen-call').cloneNode(true);
+const pristineEnd = $('#end-dialog').cloneNode(true);
+let calls = 0;
 
 trackInputKind();
 const token = takeToken();
@@ -24,8 +34,9 @@ if (!token) {
   showScreen('screen-landing');
 } else {
   const claims = readClaims(token);
-  if (claims && claims.role !== 'provider') run(token, claims);
-  else showFinal({ outcome: 'link_invalid' });
+  if (!claims) showFinal({ outcome: 'link_invalid' });
+  else if (claims.role === 'provider') runDashboard(token, { startVisit: (t, o) => fromDashboard(t, o) });
+  else run(token, claims);
 }
 
 async function run(token, claims) {
@@ -33,22 +44,63 @@ async function run(token, claims) {
   const checked = Boolean(claims.jti) && sessionGet(CHECKED_KEY) === claims.jti;
   const stream = checked ? (await openLocalMedia()).stream : await runPrecall({ isDoctor });
   sessionSet(CHECKED_KEY, claims.jti);
-
-  const visit = new Visit({ token, stream });
-  const call = new CallView({ visit, isDoctor });
-  let lobby = null;
+  let declined = false;
+  const { visit, call } = startVisit(token, {
+    isDoctor,
+    stream,
+    onDecline: () => (declined = true),
+    onEnded: (detail) => {
+      stopStream(stream);
+      if (declined) showFinal({ outcome: 'declined' });
+      else showFinal(detail, { onRejoin: () => location.reload(), endedByMe: call.endedByMe });
+    },
+  });
   showConnectionStatus(visit);
+  $('#waiting-leave').addEventListener('click', () => visit.leave());
+}
+
+/** A visit the provider's dashboard took: camera on for it, back to the queue after. */
+async function fromDashboard(token, { onEnded }) {
+  const { stream } = await openLocalMedia();
+  const { visit } = startVisit(token, {
+    isDoctor: true,
+    stream,
+    backToQueue: true,
+    onEnded: (detail) => {
+      stopStream(stream);
+      onEnded(detail);
+    },
+  });
+  // The header says how the visit's connection stands while it runs, then the dashboard's.
+  showConnectionStatus(visit);
+}
+
+function startVisit(token, { isDoctor, stream, backToQueue = false, onDecline = () => {}, onEnded }) {
+  // A second visit in this tab gets a call screen of its own.
+  if (calls++ > 0) {
+    $('#screen-call').replaceWith(pristineCall.cloneNode(true));
+    $('#end-dialog').replaceWith(pristineEnd.cloneNode(true));
+  }
+  const visit = new Visit({ token, stream });
+  const call = new CallView({ visit, isDoctor, backToQueue });
+  if (isDoctor) new InviteView(visit);
+  let lobby = null;
   keepCallAwake(visit);
   reportToEmbedder(visit);
 
-  visit.on('waiting', () => {
+  visit.on('consent_required', (frame) => askConsent(visit, frame, { onDecline }));
+  visit.on('waiting', (frame) => {
+    showStanding(frame);
     // Said once on arrival (later `waiting` frames only update the place in the queue); also
     // reached after a reconnect that came too late to keep our place in the call.
     if (!$('#screen-waiting').hidden) return;
     $('#waiting-video').srcObject = stream.getVideoTracks().length ? stream : null;
     showScreen('screen-waiting');
-    announce('You are in the waiting room. Your doctor will let you in shortly.');
+    // The standing lines were filled while the screen was hidden, which nobody hears: the
+    // arrival says them.
+    announce(['You are in the waiting room. Your doctor will let you in shortly.', ...standingLines()].join(' '));
   });
+  visit.on('provider_message', (frame) => showProviderMessage(frame));
   visit.on('precheck', (result) => showPrecheck(result));
   visit.on('lobby', ({ waiting }) => (lobby ??= new LobbyView(visit, { panels: call.panels })).update(waiting));
   visit.on('visit_expiring', ({ expires_at }) => showExpiry(expires_at));
@@ -60,14 +112,13 @@ async function run(token, claims) {
     $('#expiry-notice').hidden = true;
     $('#end-dialog').close();
     lobby?.stop();
-    stopStream(stream);
-    showFinal(detail, { onRejoin: () => location.reload(), endedByMe: call.endedByMe });
+    call.dispose();
+    onEnded(detail);
   });
-
-  $('#waiting-leave').addEventListener('click', () => visit.leave());
   // No `leave` on pagehide: a reload (phones do it on their own) must find its place in
   // the visit again, which the server keeps for the grace period of a dropped connection.
   visit.join();
+  return { visit, call };
 }
 
 function sessionGet(key) {

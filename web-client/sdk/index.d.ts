@@ -183,12 +183,62 @@ export interface ConsentRequiredFrame {
   text: string;
 }
 
-/** The answer to a doctor's `invite` (second-round contract). */
+/** The answer to a doctor's `invite`: a guest link for the visit (docs/protocol.md, "Invites from the call"). */
 export interface InviteLinkFrame {
   type: 'invite_link';
   token: string;
   join_url: string;
   expires_at: string;
+  /** The guest's name as it will show. */
+  name: string;
+}
+
+/** One waiting participant in a provider's queue (`queue` frames, `GET /v1/providers/{provider}/queue`). */
+export interface QueueEntry {
+  visit_id: string;
+  external_ref?: string | null;
+  participant: { participant_id: string; name?: string; role: Role; since: string };
+  /** From 1, across the provider's whole queue. */
+  position: number;
+  consent?: ConsentRecord;
+  precheck?: PrecheckResult & { at: string };
+}
+
+/** A provider's dashboard: the first frame. */
+export interface DashboardJoinedFrame {
+  type: 'joined';
+  role: 'provider';
+  provider: string;
+  name?: string;
+}
+
+/** The provider's queue, on join and on every change. */
+export interface QueueFrame {
+  type: 'queue';
+  entries: QueueEntry[];
+  /** How the provider shows to waiting patients. */
+  presence?: Presence;
+  /** What the provider chose. */
+  chosen: Presence;
+}
+
+/** The answer to `take`: a doctor token for that visit. */
+export interface VisitTokenFrame {
+  type: 'visit_token';
+  visit_id: string;
+  token: string;
+  expires_at: string;
+}
+
+/** The frames of a provider's dashboard, by type. */
+export interface DashboardEvents {
+  joined: DashboardJoinedFrame;
+  queue: QueueFrame;
+  visit_token: VisitTokenFrame;
+  error: ErrorFrame;
+  frame: ServerFrame;
+  connection: ConnectionEvent;
+  ended: EndedEvent;
 }
 
 /** The server frames the SDK knows, by type. */
@@ -234,6 +284,7 @@ export type Outcome =
   | 'not_found'
   | 'link_invalid'
   | 'link_expired'
+  | 'link_used'
   | 'visit_full'
   | 'not_started'
   | 'replaced'
@@ -348,6 +399,10 @@ export declare class Visit extends Emitter {
   deny(participantId: string, reason?: string): boolean;
   remove(participantId: string): boolean;
   endVisit(): boolean;
+  /** Doctors: asks for a guest link for this visit (`invite_link` answers). */
+  invite(name: string): boolean;
+  /** Agrees to the consent text of `consent_required` (its `version`). */
+  consent(version: string): boolean;
 
   readonly localStream: MediaStream;
   /** What the others are told about our microphone, camera and screen. */
@@ -359,6 +414,36 @@ export declare class Visit extends Emitter {
   /** Sends a screen, window or tab instead of the camera; false if the person cancelled. */
   shareScreen(): Promise<boolean>;
   stopScreenShare(): void;
+}
+
+export interface DashboardOptions {
+  /** A provider token (`POST /v1/providers/{provider}/tokens`). */
+  token: string;
+  url?: string;
+}
+
+/** A provider's dashboard socket: the queue, presence, messages to waiting rooms, `take`. */
+export declare class Dashboard extends Emitter {
+  constructor(options: DashboardOptions);
+  on<K extends keyof DashboardEvents>(type: K, listener: (detail: DashboardEvents[K]) => void): () => void;
+  on(type: string, listener: (detail: ServerFrame) => void): () => void;
+  once<K extends keyof DashboardEvents>(type: K): Promise<DashboardEvents[K]>;
+  once(type: string): Promise<ServerFrame>;
+  /** Connects; reconnects by itself until `ended`. */
+  join(): this;
+  leave(): void;
+  readonly connected: boolean;
+  readonly provider: string | null;
+  readonly name: string | null;
+  /** The queue from the last `queue` frame, oldest knock first. */
+  readonly entries: readonly QueueEntry[];
+  readonly presence: Presence | null;
+  readonly chosen: Presence | null;
+  send(frame: { type: string; [field: string]: unknown }): boolean;
+  setPresence(status: Presence): boolean;
+  /** To the waiting patients of one visit, or of all the provider's visits. */
+  notify(text: string, visitId?: string): boolean;
+  take(visitId: string): boolean;
 }
 
 export interface SignalingOptions {

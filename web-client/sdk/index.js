@@ -3,6 +3,7 @@
 // docs/sdk.md.
 
 export { Visit } from './visit.js';
+export { Dashboard } from './dashboard.js';
 export { Emitter } from './emitter.js';
 export { Signaling, finalOutcome } from './signaling.js';
 export { backoffDelay } from './backoff.js';

@@ -36,6 +36,7 @@ export function finalOutcome(code, { error, denied, ended } = {}) {
     case 1000:
       return { outcome: 'left' };
     case 4001:
+      if (error === 'token_used') return { outcome: 'link_used' };
       return { outcome: error === 'token_expired' ? 'link_expired' : 'link_invalid' };
     case 4003:
       if (denied === 'removed') return { outcome: 'removed' };
@@ -54,6 +55,29 @@ export function finalOutcome(code, { error, denied, ended } = {}) {
       return { outcome: 'error' };
     default:
       return null; // 1001, 1006, 4008, ...: worth another try.
+  }
+}
+
+// The resume token outlives a reload of the tab (sessionStorage, like the join token), so a
+// reload takes the same place back instead of joining anew, which a single-use link refuses.
+// It is kept only for the join token it came with.
+const RESUME_KEY = 'bedside.resume';
+
+function loadResume(token) {
+  try {
+    const saved = JSON.parse(globalThis.sessionStorage?.getItem(RESUME_KEY) ?? 'null');
+    return saved && saved.token === token && typeof saved.resume === 'string' ? saved.resume : null;
+  } catch {
+    return null;
+  }
+}
+
+function saveResume(token, resume) {
+  try {
+    if (typeof resume === 'string') globalThis.sessionStorage?.setItem(RESUME_KEY, JSON.stringify({ token, resume }));
+    else globalThis.sessionStorage?.removeItem(RESUME_KEY);
+  } catch {
+    // Storage can be disabled (private modes): the resume token then lives in memory only.
   }
 }
 
@@ -86,6 +110,7 @@ export class Signaling extends Emitter {
     super();
     this.#url = url;
     this.#token = token;
+    this.#resumeToken = loadResume(token);
     /** Our participant id, from the last `joined`. */
     this.participantId = null;
   }
@@ -162,6 +187,7 @@ export class Signaling extends Emitter {
         this.#joined = true;
         this.#attempt = 0;
         this.#resumeToken = frame.resume_token;
+        saveResume(this.#token, frame.resume_token);
         this.participantId = frame.participant_id;
         this.#startHeartbeat(ws);
         this.emit('connection', { state: 'connected', attempt: 0 });
@@ -237,6 +263,8 @@ export class Signaling extends Emitter {
   #finish(detail) {
     if (this.#final) return;
     this.#final = true;
+    // The place is gone with the visit (left, ended, refused): nothing to resume after a reload.
+    saveResume(this.#token, null);
     clearTimeout(this.#retryTimer);
     globalThis.removeEventListener?.('online', this.#online);
     const ws = this.#ws;

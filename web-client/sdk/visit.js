@@ -177,6 +177,16 @@ export class Visit extends Emitter {
     return this.send({ type: 'end_visit' });
   }
 
+  /** Doctors: asks for a guest link for this visit; the answer is an `invite_link` event. */
+  invite(name) {
+    return this.send({ type: 'invite', role: 'guest', name });
+  }
+
+  /** Agrees to the consent text of `consent_required` (its `version`); then we wait. */
+  consent(version) {
+    return this.send({ type: 'consent', version });
+  }
+
   // ---- our own media ----
 
   /** The local stream (camera and microphone) this page sends. */

@@ -113,6 +113,10 @@ pub struct ApiKey {
     pub id: KeyId,
     pub tenant: TenantId,
     secret: SecretString,
+    /// Whether Bedside may sign its own links with it ([`KeyRing::signer_for`]). Off for a
+    /// key that is being rolled out: until every node knows it, a link signed with it would
+    /// be refused by the nodes that do not.
+    pub sign_links: bool,
 }
 
 impl ApiKey {
@@ -130,7 +134,14 @@ impl ApiKey {
             id,
             tenant: TenantId::new(tenant)?,
             secret: SecretString::from(secret),
+            sign_links: true,
         })
+    }
+
+    /// The same key, which Bedside may (`true`) or may not sign its own links with.
+    pub fn with_sign_links(mut self, sign_links: bool) -> Self {
+        self.sign_links = sign_links;
+        self
     }
 
     /// Parses `id:secret`.
@@ -152,6 +163,7 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("id", &self.id)
             .field("tenant", &self.tenant)
+            .field("sign_links", &self.sign_links)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +182,19 @@ struct Entry {
 pub struct VerifiedJoin {
     pub tenant: TenantId,
     pub claims: JoinClaims,
+    /// The token carries `single_use: true`: it admits one person once (docs/protocol.md,
+    /// "Single-use links"). A claim of its own beside [`JoinClaims`], so that code building
+    /// ordinary join tokens need not name it.
+    pub single_use: bool,
+}
+
+/// A join token's payload as signed and read: the claims, and `single_use` when set.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JoinPayload<C> {
+    #[serde(flatten)]
+    claims: C,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    single_use: bool,
 }
 
 impl VerifiedJoin {
@@ -186,6 +211,8 @@ impl VerifiedJoin {
 /// All configured keys, looked up by exact key id.
 pub struct KeyRing {
     entries: HashMap<KeyId, Entry>,
+    /// Key ids in the order they were configured (see [`KeyRing::signer_for`]).
+    order: Vec<KeyId>,
     /// Compared against when the id is unknown, so both paths cost the same.
     dummy_digest: [u8; 32],
 }
@@ -205,6 +232,7 @@ fn digest(secret: &str) -> [u8; 32] {
 impl KeyRing {
     pub fn new(keys: impl IntoIterator<Item = ApiKey>) -> Result<Self, KeyConfigError> {
         let mut entries = HashMap::new();
+        let mut order = Vec::new();
         for key in keys {
             let secret = key.secret.expose_secret().as_bytes();
             let entry = Entry {
@@ -218,9 +246,11 @@ impl KeyRing {
             if entries.insert(id.clone(), entry).is_some() {
                 return Err(KeyConfigError::Duplicate(id.0));
             }
+            order.push(id);
         }
         Ok(Self {
             entries,
+            order,
             dummy_digest: digest("bedside-no-such-key"),
         })
     }
@@ -231,6 +261,20 @@ impl KeyRing {
 
     pub fn keys(&self) -> impl Iterator<Item = &ApiKey> {
         self.entries.values().map(|e| &e.key)
+    }
+
+    /// The key Bedside signs with on a tenant's behalf when no API key asked (a doctor's
+    /// guest link from the call): the tenant's key configured last among those that may
+    /// sign links. A rotation takes two rolls (docs/operations.md): the new key is added
+    /// after the old one with `sign_links = false`, so every node can verify it before any
+    /// node signs with it; the second roll lets it sign, and links minted then outlive the
+    /// old key.
+    pub fn signer_for(&self, tenant: &TenantId) -> Option<&KeyId> {
+        self.order.iter().rev().find(|id| {
+            self.entries
+                .get(*id)
+                .is_some_and(|e| &e.key.tenant == tenant && e.key.sign_links)
+        })
     }
 
     pub fn get(&self, id: &KeyId) -> Option<&ApiKey> {
@@ -252,12 +296,25 @@ impl KeyRing {
 
     /// Signs join claims with the given key (`kid` = key id, `iss` forced to match).
     pub fn mint_join(&self, key: &KeyId, claims: &JoinClaims) -> Result<String, TokenError> {
+        self.mint_join_with(key, claims, false)
+    }
+
+    /// [`KeyRing::mint_join`], for a link that admits one person once when `single_use`.
+    pub fn mint_join_with(
+        &self,
+        key: &KeyId,
+        claims: &JoinClaims,
+        single_use: bool,
+    ) -> Result<String, TokenError> {
         let entry = self.entries.get(key).ok_or(TokenError::Signing)?;
         let mut header = Header::new(entry.algorithm);
         header.kid = Some(key.0.clone());
-        let claims = JoinClaims {
-            iss: key.0.clone(),
-            ..claims.clone()
+        let claims = JoinPayload {
+            claims: JoinClaims {
+                iss: key.0.clone(),
+                ..claims.clone()
+            },
+            single_use,
         };
         jsonwebtoken::encode(&header, &claims, &entry.encoding).map_err(|_| TokenError::Signing)
     }
@@ -299,8 +356,10 @@ impl KeyRing {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenError::InvalidSignature)?;
         let entry = self.entries.get(kid).ok_or(TokenError::InvalidSignature)?;
-        let mut claims: JoinClaims =
-            decode_verified(token, &entry.decoding, entry.algorithm, None)?;
+        let JoinPayload::<JoinClaims> {
+            mut claims,
+            single_use,
+        } = decode_verified(token, &entry.decoding, entry.algorithm, None)?;
         if claims.iss != kid {
             return Err(TokenError::InvalidClaims(
                 "iss must equal the kid header".into(),
@@ -311,6 +370,7 @@ impl KeyRing {
         Ok(VerifiedJoin {
             tenant: entry.key.tenant.clone(),
             claims,
+            single_use,
         })
     }
 }

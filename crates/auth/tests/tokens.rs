@@ -331,3 +331,59 @@ fn resume_tokens_round_trip_and_cannot_pass_for_join_tokens() {
         Err(TokenError::InvalidSignature)
     );
 }
+
+#[test]
+fn bedside_signs_for_a_tenant_with_its_key_configured_last() {
+    let ring = KeyRing::new([
+        ApiKey::for_tenant("north-2025", "0123456789abcdefgh", "north").unwrap(),
+        ApiKey::for_tenant("south", "0123456789abcdefgh", "south").unwrap(),
+        ApiKey::for_tenant("north-2026", "0123456789abcdefgh", "north").unwrap(),
+    ])
+    .unwrap();
+    let signer = |t: &str| {
+        ring.signer_for(&TenantId::new(t).unwrap())
+            .map(|k| k.as_str().to_owned())
+    };
+    assert_eq!(signer("north").as_deref(), Some("north-2026"));
+    assert_eq!(signer("south").as_deref(), Some("south"));
+    assert_eq!(signer("west"), None);
+}
+
+/// A key still rolling out (`sign_links = false`) is known to verify tokens but never signs
+/// Bedside's own links: nodes not yet restarted could not check them. With only such keys,
+/// a tenant has no signer.
+#[test]
+fn bedside_never_signs_with_a_key_that_may_not_sign_links() {
+    let ring = KeyRing::new([
+        ApiKey::for_tenant("north-2025", "0123456789abcdefgh", "north").unwrap(),
+        ApiKey::for_tenant("north-2026", "0123456789abcdefgh", "north")
+            .unwrap()
+            .with_sign_links(false),
+        ApiKey::for_tenant("south", "0123456789abcdefgh", "south")
+            .unwrap()
+            .with_sign_links(false),
+    ])
+    .unwrap();
+    let signer = |t: &str| {
+        ring.signer_for(&TenantId::new(t).unwrap())
+            .map(|k| k.as_str().to_owned())
+    };
+    assert_eq!(signer("north").as_deref(), Some("north-2025"));
+    assert_eq!(signer("south"), None);
+    // It still verifies what the clinic signs with it.
+    let now = chrono::Utc::now();
+    let key = KeyId::new("north-2026").unwrap();
+    let claims = JoinClaims {
+        iss: "north-2026".into(),
+        sub: "pt".into(),
+        visit: "v_0000000000000001".into(),
+        role: Role::Patient,
+        name: "Pat".into(),
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: now.timestamp() + 60,
+        jti: "j".into(),
+    };
+    let token = ring.mint_join(&key, &claims).unwrap();
+    assert!(ring.verify_join(&token, now).is_ok());
+}

@@ -278,11 +278,14 @@ async fn publish(
 /// Listens on this node's channel until `shutdown`, reconnecting as needed. Each message
 /// goes to `deliver`; `reset` is called whenever messages may have been missed. The node
 /// sends itself a [`Wire::Heartbeat`] regularly: a subscription that delivers nothing for
-/// `silence` (a connection that died without closing) is replaced.
+/// `silence` (a connection that died without closing) is replaced. Messages on the
+/// channel all nodes share for providers' queues (`crate::board`) go to `board`, as they
+/// came.
 pub async fn listen(
     client: redis::Client,
     node: NodeId,
     deliver: impl Fn(Wire),
+    board: impl Fn(&[u8]),
     reset: impl Fn(),
     silence: Duration,
     shutdown: CancellationToken,
@@ -293,6 +296,7 @@ pub async fn listen(
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&name).await?;
+            pubsub.subscribe(crate::board::CHANNEL).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let mut pubsub = match tokio::time::timeout(Duration::from_secs(2), subscribed).await {
@@ -325,6 +329,10 @@ pub async fn listen(
             };
             let Some(msg) = msg else { break };
             heard = tokio::time::Instant::now();
+            if msg.get_channel_name() == crate::board::CHANNEL {
+                board(msg.get_payload_bytes());
+                continue;
+            }
             match decode(msg.get_payload_bytes()) {
                 Ok(wire) => deliver(wire),
                 Err(e) => tracing::warn!(error = %e, "unreadable cluster message"),

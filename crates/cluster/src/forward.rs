@@ -86,7 +86,11 @@ impl Forwarding {
     }
 
     /// Tells the participants seated with `owner` (it died), or with every owner (`None`),
-    /// to reconnect: they will find the visit's new owner.
+    /// to reconnect: they will find the visit's new owner. A join still waiting for that
+    /// owner's answer is not closed but told to look again ([`RoomError::Unavailable`]):
+    /// its connection has not been answered yet, and the router goes on to claim the
+    /// visit or find its new owner, so the client gets `joined` without reconnecting.
+    /// (Closing it here once queued a bare close ahead of a `joined` the client never saw.)
     pub fn unseat(&self, owner: Option<&NodeId>) {
         let sessions: Vec<SessionId> = self
             .seats
@@ -95,22 +99,33 @@ impl Forwarding {
             .map(|e| *e.key())
             .collect();
         for session in sessions {
-            if let Some((_, entry)) = self.seats.remove(&session) {
-                entry.outbox.push(Outgoing::Close(CloseCode::GoingAway));
+            if let Some((_, mut entry)) = self.seats.remove(&session) {
+                match entry.pending.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Err(RoomError::Unavailable));
+                    }
+                    None => entry.outbox.push(Outgoing::Close(CloseCode::Moved)),
+                }
             }
         }
     }
 
     /// Sends `item` to every seated participant (heartbeats, shutdown).
     pub fn to_every_seat(&self, item: impl Fn() -> Outgoing) {
-        for entry in self.seats.iter() {
+        for entry in self.seats.iter().filter(|e| e.pending.is_none()) {
             entry.outbox.push(item());
         }
     }
 
-    /// The outbox of every seated participant.
+    /// The outbox of every seated participant. Not of joins still waiting for their
+    /// owner's answer: nothing goes to a connection before its `joined` (a shutdown
+    /// reaches those through the connection task itself).
     pub fn outboxes(&self) -> Vec<Arc<dyn Outbox>> {
-        self.seats.iter().map(|e| e.outbox.clone()).collect()
+        self.seats
+            .iter()
+            .filter(|e| e.pending.is_none())
+            .map(|e| e.outbox.clone())
+            .collect()
     }
 
     pub fn seats(&self) -> usize {
@@ -144,13 +159,14 @@ impl Forwarding {
 impl Forwarding {
     /// Seats a participant with the node that owns `visit`. The owner's notices for it
     /// arrive in `outbox`, as they would from a local visit. [`RoomError::Elsewhere`] means
-    /// nobody owns it right now: claim it here.
+    /// nobody owns it right now: claim it here. Waits no later than `deadline`.
     pub async fn join(
         &self,
         visit: VisitId,
         tenant: &TenantId,
         req: &JoinRequest,
         outbox: Arc<dyn Outbox>,
+        deadline: tokio::time::Instant,
     ) -> Result<(Seat, ParticipantId), RoomError> {
         let owner = match self.leases.owner(visit).await? {
             Some(owner) if owner != self.node => owner,
@@ -183,8 +199,11 @@ impl Forwarding {
             },
         );
         // A join may make the owner load the visit (and wait for a previous owner's
-        // changes): it gets a lease's length, which is also when a dead owner's lease lapses.
-        let answer = tokio::time::timeout(self.leases.ttl(), self.answer(visit, &owner, rx)).await;
+        // changes). A live owner is waited for until the deadline: giving up earlier and
+        // asking again would leave it a join it may still carry out, written in the audit
+        // trail for nobody. A dead one is noticed within a look (`answer`), or by
+        // `unseat`, and the router goes on at once.
+        let answer = tokio::time::timeout_at(deadline, self.answer(visit, &owner, rx)).await;
         match answer {
             Ok(Ok(Ok(seated))) => Ok((
                 Seat::Remote(Box::new(ForwardedSeat {
@@ -199,6 +218,18 @@ impl Forwarding {
             )),
             Ok(Ok(Err(e))) => {
                 self.seats.remove(&session);
+                // Given up on here (the owner changed, or the seat was reset), not refused
+                // there: the owner may still carry the join out, and must undo it. A Leave
+                // for a join the owner answered finds nothing.
+                if e == RoomError::Unavailable {
+                    self.bus.send(
+                        &owner,
+                        &Wire::Leave {
+                            from: self.node.clone(),
+                            session,
+                        },
+                    );
+                }
                 Err(e)
             }
             // No answer in time (the owner died or is stuck), or the seat was reset.

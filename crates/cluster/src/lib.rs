@@ -9,6 +9,8 @@
 //!   of visits); taking a visit over raises its epoch in the database, and writes carrying
 //!   an older epoch are refused there. The registry asks the leases before it loads a visit.
 //! - [`bus`]: nodes talk over Redis pub/sub, one channel per node.
+//! - [`board`]: providers' queues shared between nodes (the desk's `QueueBoard`): each
+//!   node's visits' parts in per-provider Redis hashes, changes over pub/sub.
 //! - [`forward`]: a participant connected here, in a visit another node owns, is seated
 //!   with the owner; its frames are published there and the owner's notices come back.
 //! - [`owner`]: the other half: remote participants of visits this node owns.
@@ -19,6 +21,7 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod board;
 pub mod bus;
 pub mod forward;
 pub mod lease;

@@ -307,7 +307,7 @@ impl Owned {
         for key in keys {
             // A join under way finds its slot gone and undoes itself.
             if let Some((_, Slot::Joined(session))) = self.sessions.remove(&key) {
-                session.outbox.push(Outgoing::Close(CloseCode::GoingAway));
+                session.outbox.push(Outgoing::Close(CloseCode::Moved));
                 self.registry
                     .disconnect(&session.visit, session.conn, Utc::now());
             }

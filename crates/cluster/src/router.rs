@@ -6,6 +6,7 @@
 //! another node took), drops sessions with nodes that died, and resets cross-node sessions
 //! when messages may have been lost.
 
+use crate::board::RedisBoard;
 use crate::bus::{self, ApiDone, ApiOp, Bus, Wire};
 use crate::forward::Forwarding;
 use crate::lease::Leases;
@@ -14,7 +15,7 @@ use crate::owner::Owned;
 use async_trait::async_trait;
 use bedside_auth::{KeyId, TenantId};
 use bedside_rooms::storage::{Fencing, StorageWriter};
-use bedside_rooms::{LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
+use bedside_rooms::{DeskFeed, LocalSeat, NextConnId, Outbox, Registry, RoomError, Router, Seat};
 use bedside_visit::{
     Actor, ConnId, JoinRequest, ParticipantId, ParticipantView, ProviderId, Refusal, VisitId,
     VisitRecord, VisitStatus,
@@ -118,13 +119,24 @@ pub struct ClusterRouter {
     /// which wait for its leases to be released instead.
     draining: AtomicBool,
     failed: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    /// Providers' queues shared with the other nodes (the desk's board).
+    board: Arc<RedisBoard>,
 }
 
 impl ClusterRouter {
-    pub fn new(connections: Connections, registry: Arc<Registry>) -> Arc<Self> {
+    /// The router; `desk` is where the board it shares providers' queues through (see
+    /// [`ClusterRouter::board`]) reports what other nodes publish.
+    pub fn new(connections: Connections, registry: Arc<Registry>, desk: DeskFeed) -> Arc<Self> {
         let (failed_tx, failed_rx) = mpsc::unbounded_channel();
         let (bus, publisher) = Bus::new(connections.manager.clone(), failed_tx);
         tokio::spawn(publisher);
+        let (board, worker) = RedisBoard::new(
+            connections.node.clone(),
+            connections.manager.clone(),
+            desk,
+            registry.clone(),
+        );
+        tokio::spawn(worker);
         let leases = connections.leases;
         let forwarding = Arc::new(Forwarding::new(
             connections.node.clone(),
@@ -143,6 +155,7 @@ impl ClusterRouter {
             client: connections.client,
             draining: AtomicBool::new(false),
             failed: parking_lot::Mutex::new(Some(failed_rx)),
+            board,
         })
     }
 
@@ -150,22 +163,41 @@ impl ClusterRouter {
         &self.node
     }
 
-    /// How long a join or API action may wait for a dead owner's lease to lapse.
-    fn owner_wait(&self) -> Duration {
-        self.leases.ttl() * 2 + Duration::from_secs(1)
+    /// Where the node's desk shares providers' queues with the other nodes.
+    pub fn board(&self) -> Arc<RedisBoard> {
+        self.board.clone()
+    }
+
+    /// How long a join or API action may wait for a visit's owner: a dead owner's
+    /// liveness lapses at most one lease after the join arrives (it renewed last at most
+    /// then); the node that takes the visit over may first wait for its own renewal (a
+    /// third of a lease) and then loads the visit; a second lease covers that, and a second
+    /// more a slow database. 7 s with the default 3 s lease (docs/operations.md).
+    pub fn owner_wait(&self) -> Duration {
+        owner_wait(self.leases.ttl())
+    }
+
+    /// When an action starting now must have found its owner.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.owner_wait()
     }
 
     /// Does `here` unless another node owns the visit, in which case `there` asks the
     /// owner. A visit whose owner just died (its lease not yet lapsed) or that nobody owns
-    /// for a moment is looked for again until [`Self::owner_wait`] has passed.
-    async fn on_owner<T, H, HF, O, OF>(&self, here: H, there: O) -> Result<T, RoomError>
+    /// for a moment is looked for again until `deadline` ([`Self::owner_wait`] from the
+    /// start); `there` is given it too, so no single attempt outlasts it.
+    async fn on_owner<T, H, HF, O, OF>(
+        &self,
+        deadline: tokio::time::Instant,
+        here: H,
+        there: O,
+    ) -> Result<T, RoomError>
     where
         H: Fn() -> HF,
         HF: Future<Output = Result<T, RoomError>>,
         O: Fn() -> OF,
         OF: Future<Output = Result<T, RoomError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.owner_wait();
         loop {
             match here().await {
                 Err(RoomError::Elsewhere) => {}
@@ -280,6 +312,7 @@ impl ClusterRouter {
         self.bus.mend();
         self.forwarding.unseat(None);
         self.owned.drop_sessions(None);
+        self.board.resync();
     }
 
     /// Renews this node's liveness every sixth of a lease, until `shutdown`. Claims are
@@ -322,6 +355,11 @@ impl ClusterRouter {
             }
         }
     }
+}
+
+/// See [`ClusterRouter::owner_wait`].
+fn owner_wait(lease_ttl: Duration) -> Duration {
+    lease_ttl * 2 + Duration::from_secs(1)
 }
 
 /// Does an API request for a visit this node owns; answers once it is written.
@@ -416,8 +454,12 @@ impl Router for ClusterRouter {
             let seat = LocalSeat::new(self.registry.clone(), handle, conn);
             Ok((Seat::Local(seat), participant))
         };
-        let there = || self.forwarding.join(visit, tenant, &req, outbox.clone());
-        self.on_owner(here, there).await
+        let deadline = self.deadline();
+        let there = || {
+            self.forwarding
+                .join(visit, tenant, &req, outbox.clone(), deadline)
+        };
+        self.on_owner(deadline, here, there).await
     }
 
     async fn end(
@@ -444,7 +486,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await?;
+        self.on_owner(self.deadline(), here, there).await?;
         confirm_ended(&self.registry, tenant, visit).await
     }
 
@@ -473,7 +515,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await
+        self.on_owner(self.deadline(), here, there).await
     }
 
     async fn transfer(
@@ -503,7 +545,7 @@ impl Router for ClusterRouter {
             .await
             .map(drop)
         };
-        self.on_owner(here, there).await
+        self.on_owner(self.deadline(), here, there).await
     }
 
     async fn participants(&self, visit: VisitId) -> Vec<ParticipantView> {
@@ -542,11 +584,12 @@ impl Router for ClusterRouter {
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
         let listener = {
-            let (a, b) = (self.clone(), self.clone());
+            let (a, b, board) = (self.clone(), self.clone(), self.board.clone());
             tokio::spawn(bus::listen(
                 self.client.clone(),
                 self.node.clone(),
                 move |wire| a.deliver(wire),
+                move |msg| board.heard(msg),
                 move || b.reset(),
                 self.leases.ttl(),
                 shutdown.clone(),

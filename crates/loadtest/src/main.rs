@@ -94,6 +94,14 @@ enum Command {
         /// (0: never), as the web client does every 5 s; Bedside only.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
         stats_every: u64,
+        /// Beside the visits, this many patients wait in one provider's queue with the
+        /// provider's dashboard open (0: none); Bedside only.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        queue_patients: u64,
+        /// How often the queue changes (the longest waiting patient leaves, a new one
+        /// knocks), in milliseconds.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        queue_every_ms: u64,
     },
     /// Participants arrive at a target rate for a duration.
     JoinStorm {
@@ -217,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
             candidates,
             webrtc,
             stats_every,
+            queue_patients,
+            queue_every_ms,
         } => {
             raise_fd_limit();
             let opts = visits::Options {
@@ -229,6 +239,8 @@ async fn main() -> anyhow::Result<()> {
                 candidates: candidates as usize,
                 webrtc: webrtc.min(visits) as usize,
                 stats_every: (stats_every > 0).then(|| Duration::from_secs(stats_every)),
+                queue_patients: queue_patients as usize,
+                queue_every: Duration::from_millis(queue_every_ms),
                 sources,
                 server_pid: target.server_pid,
             };

@@ -97,6 +97,14 @@ impl Target {
     /// Creates a visit over the REST API; returns its id. Transport errors (a port still in
     /// TIME_WAIT after a previous run, say) are retried a few times.
     pub async fn create_visit(&self, max_participants: usize) -> anyhow::Result<String> {
+        self.create_visit_with(
+            json!({"max_participants": max_participants, "external_ref": "loadtest"}),
+        )
+        .await
+    }
+
+    /// Creates a visit with the given body (`POST /v1/visits`); its id.
+    pub async fn create_visit_with(&self, body: Value) -> anyhow::Result<String> {
         let Target::Bedside {
             http,
             key_id,
@@ -119,7 +127,7 @@ impl Target {
                         STANDARD.encode(format!("{key_id}:{key_secret}"))
                     ),
                 )
-                .json(&json!({"max_participants": max_participants, "external_ref": "loadtest"}))
+                .json(&body)
                 .send()
                 .await;
             match sent {
@@ -150,6 +158,27 @@ impl Target {
         let now = chrono::Utc::now().timestamp();
         let claims = json!({"iss": key_id, "sub": identity, "visit": visit, "role": role, "name": identity,
                             "iat": now, "nbf": now, "exp": now + 6 * 3600, "jti": uuid::Uuid::new_v4().to_string()});
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(key_id.clone());
+        Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key_secret.as_bytes()),
+        )?)
+    }
+
+    /// A provider token for `provider`'s dashboard, minted with the tenant's secret.
+    pub fn provider_token(&self, provider: &str) -> anyhow::Result<String> {
+        let Target::Bedside {
+            key_id, key_secret, ..
+        } = self
+        else {
+            bail!("the baseline has no providers");
+        };
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss": key_id, "sub": provider, "provider": provider, "role": "provider",
+                            "name": provider, "iat": now, "nbf": now, "exp": now + 6 * 3600,
+                            "jti": uuid::Uuid::new_v4().to_string()});
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(key_id.clone());
         Ok(jsonwebtoken::encode(

@@ -68,6 +68,11 @@ pub enum ClientMsg {
     Take {
         visit_id: VisitId,
     },
+    /// A doctor asks for a guest link from the call.
+    Invite {
+        role: String,
+        name: String,
+    },
 }
 
 /// Why a client frame was not understood. The connection stays open.
@@ -133,6 +138,18 @@ struct Envelope<'a> {
     status: Option<Cow<'a, str>>,
     #[serde(borrow)]
     visit_id: Option<Cow<'a, str>>,
+    // Read as raw JSON and typed only for `invite`: other frames (a join, a chat...) that
+    // happen to carry a `role` or `name` of another type are not refused for it.
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+}
+
+/// A string field read from raw JSON; another type is `invalid_message`.
+fn string_field(raw: Option<&RawValue>, field: &'static str) -> Result<String, DecodeError> {
+    let raw = raw.ok_or(DecodeError::MissingField(field))?;
+    serde_json::from_str(raw.get()).map_err(|_| DecodeError::InvalidField(field))
 }
 
 /// Deepest nesting a signal's `data` may have. SDP and ICE payloads are two or three
@@ -257,6 +274,10 @@ impl ClientMsg {
                     .parse()
                     .map_err(|_| DecodeError::InvalidField("visit_id"))?,
             },
+            "invite" => ClientMsg::Invite {
+                role: string_field(e.role, "role")?,
+                name: string_field(e.name, "name")?,
+            },
             "leave" => ClientMsg::Leave,
             "end_visit" => ClientMsg::EndVisit,
             "ping" => ClientMsg::Ping,
@@ -314,6 +335,13 @@ pub enum ServerMsg<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         presence: Option<Presence>,
         chosen: Presence,
+    },
+    /// The answer to a doctor's `invite`: a guest link for this visit.
+    InviteLink {
+        token: &'a str,
+        join_url: &'a str,
+        expires_at: DateTime<Utc>,
+        name: &'a str,
     },
     /// The answer to `take`.
     VisitToken {
@@ -422,6 +450,7 @@ pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
             by: Actor::Conn(conn),
         },
         Ok(ClientMsg::Consent { version }) => Input::Consent { conn, version },
+        Ok(ClientMsg::Invite { role, name }) => Input::Invite { conn, role, name },
         Ok(ClientMsg::Presence { .. } | ClientMsg::Notify { .. } | ClientMsg::Take { .. }) => {
             return Err(error_frame(
                 "not_provider",
@@ -496,6 +525,12 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
         Notice::Quality { quality, reason } => ServerMsg::Quality {
             quality: *quality,
             reason: *reason,
+        },
+        Notice::InviteLink(link) => ServerMsg::InviteLink {
+            token: &link.token,
+            join_url: &link.join_url,
+            expires_at: link.expires_at,
+            name: &link.name,
         },
     };
     msg.to_json()

@@ -27,11 +27,12 @@ impl RoomError {
         }
     }
 
-    /// For a refused join, how the connection is closed.
+    /// For a refused join, how the connection is closed. Not 1001 for `unavailable`: the
+    /// server is not going away, the visit (or storage) is only out of reach for now.
     pub fn join_close_code(self) -> CloseCode {
         match self {
             RoomError::Refused(refusal) => refusal.join_close_code(),
-            RoomError::Unavailable | RoomError::Elsewhere => CloseCode::GoingAway,
+            RoomError::Unavailable | RoomError::Elsewhere => CloseCode::TryAgainLater,
         }
     }
 }

@@ -11,14 +11,15 @@
 
 use crate::desk::DeskFeed;
 use crate::error::RoomError;
+use crate::links::{LinkRequest, Links};
 use crate::ownership::{Claim, Ownership};
 use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
-use bedside_auth::TenantId;
+use bedside_auth::{Role, TenantId};
 use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
-    Actor, Block, CloseCode, ConnId, Input, JoinRequest, Notice, Output, ParticipantId,
-    ParticipantView, ProviderId, Refusal, StoredParticipant, Target, Visit, VisitId, VisitRecord,
-    VisitStatus,
+    Actor, AuditActor, AuditEvent, AuditKind, Block, CloseCode, ConnId, Input, Invite, InviteLink,
+    JoinRequest, Notice, Output, ParticipantId, ParticipantView, ProviderId, Refusal,
+    StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
@@ -88,7 +89,7 @@ type Guard = ArcMutexGuard<RawMutex, Inner>;
 type Loaded = (
     VisitRecord,
     Vec<StoredParticipant>,
-    Vec<Block>,
+    Access,
     Vec<StoredQuality>,
 );
 
@@ -96,6 +97,9 @@ type Loaded = (
 /// Renewals normally leave well over a second of trust, so only a late one makes inputs
 /// wait; a thread preempted this long between the check and the rules is what it covers.
 pub const FRESH_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What a visit remembers about access: its blocks, and its used single-use links.
+type Access = (Vec<Block>, Vec<String>);
 
 /// Longest a reload waits for a retired visit's queued changes to reach storage.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -144,6 +148,8 @@ pub struct Registry {
     ownership: Option<Arc<dyn Ownership>>,
     /// Where visits' parts of their providers' queues go (the node's [`crate::desk`]).
     desk: Option<DeskFeed>,
+    /// Mints the guest links doctors ask for from the call (`invite`).
+    links: Option<Arc<Links>>,
 }
 
 fn unavailable(e: StorageError) -> RoomError {
@@ -168,7 +174,14 @@ impl Registry {
             boot,
             ownership: None,
             desk: None,
+            links: None,
         }
+    }
+
+    /// Mints the guest links doctors ask for from the call with these keys.
+    pub fn with_links(mut self, links: Arc<Links>) -> Self {
+        self.links = Some(links);
+        self
     }
 
     /// Reports every visit's part of its provider's queue to the node's desk.
@@ -239,7 +252,7 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, blocks, quality) = match self.load(id).await {
+        let (record, stored, (blocks, used_links), quality) = match self.load(id).await {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -255,6 +268,7 @@ impl Registry {
         let dropped_at = if epoch.is_some() { now } else { self.boot };
         let visit = Visit::restore(record, stored, dropped_at, self.grace)
             .with_blocks(blocks)
+            .with_used_links(used_links)
             .with_quality(quality, now)
             .with_expiry_warning(self.expiry_warning);
         let inner = Inner {
@@ -282,7 +296,10 @@ impl Registry {
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        let blocks = self.storage.blocks(id).await.map_err(unavailable)?;
+        let blocks = (
+            self.storage.blocks(id).await.map_err(unavailable)?,
+            self.storage.used_links(id).await.map_err(unavailable)?,
+        );
         if record.status == VisitStatus::Ended {
             return Ok((record, Vec::new(), blocks, Vec::new()));
         }
@@ -349,6 +366,8 @@ impl Registry {
         }
         let mut writes = Vec::new();
         let mut changed = false;
+        // Guest links on one node, held until their rows are stored.
+        let mut links = Vec::new();
         for output in out.drain(..) {
             match output {
                 Output::Send { to, notice } => {
@@ -384,6 +403,36 @@ impl Registry {
                         desk.report(part, now);
                     }
                 }
+                Output::Invite(invite) => {
+                    let Some(outbox) = inner.outboxes.get(&invite.conn) else {
+                        continue;
+                    };
+                    let conn = invite.conn;
+                    match self.invite(&inner.tenant, inner.id, invite, now) {
+                        Some((link, audit)) => {
+                            // The link goes out once its `invited` row is stored, on one
+                            // node too (as the API's links): a link nobody can trace is
+                            // never handed out.
+                            changed = true;
+                            writes.push(WriteOp::Audit {
+                                visit: inner.id,
+                                tenant: inner.tenant.clone(),
+                                event: audit,
+                            });
+                            let link = Outgoing::Notice(Box::new(link));
+                            if durable_first {
+                                deliver(outbox, link);
+                            } else {
+                                links.push((outbox.clone(), link));
+                            }
+                        }
+                        None => {
+                            tracing::warn!(visit = %inner.id, %conn, "no key to sign a guest link with");
+                            let frame = r#"{"type":"error","code":"internal","message":"the link could not be signed"}"#;
+                            deliver(outbox, Outgoing::Frame(Box::new(frame.to_owned())));
+                        }
+                    }
+                }
             }
         }
         if !writes.is_empty() {
@@ -401,9 +450,57 @@ impl Registry {
         }
         if durable_first {
             self.hold(g, deliveries, changed);
+        } else if !links.is_empty() {
+            self.hold(g, links, true);
         }
         self.retire_if_idle(g);
         result
+    }
+
+    /// Mints the guest link a visit agreed to (a fresh identity and token id), and the
+    /// `invited` row that records it; `None` without keys for the tenant.
+    fn invite(
+        &self,
+        tenant: &TenantId,
+        visit: VisitId,
+        invite: Invite,
+        now: DateTime<Utc>,
+    ) -> Option<(Notice, AuditEvent)> {
+        let links = self.links.as_ref()?;
+        let key = links.signer_for(tenant)?;
+        // Opaque, unique, and plainly not one of the clinic's own identities.
+        let identity = format!("invite:{}", uuid::Uuid::new_v4().simple());
+        let link = links
+            .mint(
+                &key,
+                LinkRequest {
+                    visit,
+                    identity: identity.clone(),
+                    role: Role::Guest,
+                    name: invite.name.clone(),
+                    issued_at: now.timestamp(),
+                    now,
+                    expires_at: invite.expires_at,
+                    // The guest still waits for the doctor, who sees who knocks.
+                    single_use: false,
+                },
+            )
+            .ok()?;
+        tracing::info!(visit = %visit, participant = %invite.by, "guest link minted from the call");
+        let audit = AuditEvent {
+            identity: Some(identity),
+            role: Some(Role::Guest),
+            ..AuditEvent::new(AuditKind::Invited, now)
+                .actor(AuditActor::Participant(invite.by))
+                .detail(link.jti)
+        };
+        let notice = Notice::InviteLink(Box::new(InviteLink {
+            token: link.token,
+            join_url: link.join_url,
+            expires_at: invite.expires_at,
+            name: invite.name,
+        }));
+        Some((notice, audit))
     }
 
     /// Sends `items` now, or once storage has the change they report (`changed`) and
@@ -474,8 +571,14 @@ impl Registry {
             // tells these participants how things stand when they reconnect.
             g.held.clear();
             if !g.retired {
+                // Its part of its provider's queue is the new owner's to report now.
+                if let (Some(desk), Some(mut part)) = (&self.desk, g.visit.queue_part()) {
+                    part.knocks.clear();
+                    part.busy_since = None;
+                    desk.report(part, Utc::now());
+                }
                 for (_, outbox) in g.outboxes.drain() {
-                    outbox.push(Outgoing::Close(CloseCode::GoingAway));
+                    outbox.push(Outgoing::Close(CloseCode::Moved));
                 }
                 tracing::info!(visit = %id, "visit handed over to another node");
                 self.retire(&mut g);
@@ -612,6 +715,15 @@ impl Registry {
             return Ok(());
         }
         self.run(&mut g, input, now)
+    }
+
+    /// Whether `id` runs here, is `tenant`'s, and is in `provider`'s queue.
+    pub fn provider_is(&self, id: VisitId, tenant: &TenantId, provider: &ProviderId) -> bool {
+        let Some(live) = self.visits.get(&id).map(|v| v.clone()) else {
+            return false;
+        };
+        let g = live.lock();
+        !g.retired && &g.tenant == tenant && g.visit.record().provider.as_ref() == Some(provider)
     }
 
     /// Who is in the visit right now, if it is live on this node.

@@ -981,3 +981,131 @@ async fn events_stored_before_tenant_numbering_keep_their_seq() {
         [1, 3, 4]
     );
 }
+
+/// Storage whose writes wait until the test opens the gate: what a participant is told
+/// before then was told before it was stored.
+struct Gated {
+    inner: Arc<dyn Storage>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl storage::Visits for Gated {
+    async fn insert_visit(
+        &self,
+        visit: &VisitRecord,
+        created: &AuditEvent,
+    ) -> Result<(), storage::StorageError> {
+        self.inner.insert_visit(visit, created).await
+    }
+    async fn visit(&self, id: VisitId) -> Result<Option<VisitRecord>, storage::StorageError> {
+        self.inner.visit(id).await
+    }
+    async fn list_visits(
+        &self,
+        tenant: &TenantId,
+        query: &ListQuery,
+    ) -> Result<Vec<VisitRecord>, storage::StorageError> {
+        self.inner.list_visits(tenant, query).await
+    }
+    async fn participants(
+        &self,
+        id: VisitId,
+    ) -> Result<Vec<bedside_visit::StoredParticipant>, storage::StorageError> {
+        self.inner.participants(id).await
+    }
+    async fn quality(
+        &self,
+        id: VisitId,
+    ) -> Result<Vec<bedside_visit::quality::StoredQuality>, storage::StorageError> {
+        self.inner.quality(id).await
+    }
+    async fn apply(&self, ops: &[storage::WriteOp]) -> Result<Vec<VisitId>, storage::StorageError> {
+        let _ = self.open.clone().wait_for(|open| *open).await;
+        self.inner.apply(ops).await
+    }
+    async fn count_by_status(&self) -> Result<Vec<(VisitStatus, u64)>, storage::StorageError> {
+        self.inner.count_by_status().await
+    }
+    async fn due_for_expiry(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<VisitId>, storage::StorageError> {
+        self.inner.due_for_expiry(now, limit).await
+    }
+    async fn consultations(
+        &self,
+        tenant: &TenantId,
+        provider: &bedside_visit::ProviderId,
+        limit: u32,
+    ) -> Result<Vec<TimeDelta>, storage::StorageError> {
+        self.inner.consultations(tenant, provider, limit).await
+    }
+}
+
+/// On one node too, a guest link from the call is handed out only once its `invited` row
+/// is stored (as the API's links are): never a link the trail cannot account for.
+#[tokio::test]
+async fn a_guest_link_from_the_call_waits_for_its_invited_row_on_one_node() {
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let v = record("clinic-a", now);
+    db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+        .await
+        .unwrap();
+    let (gate, open_rx) = tokio::sync::watch::channel(false);
+    let gated: Arc<dyn storage::Visits> = Arc::new(Gated {
+        inner: db.clone(),
+        open: open_rx,
+    });
+    let (writer, _task) = StorageWriter::spawn(gated);
+    let keys = bedside_auth::KeyRing::new([bedside_auth::ApiKey::for_tenant(
+        "key-a",
+        "0123456789abcdef0123456789abcdef",
+        "clinic-a",
+    )
+    .unwrap()])
+    .unwrap();
+    let links = bedside_rooms::Links::new(Arc::new(keys), "https://bedside.test".into());
+    let registry = Registry::new(db.clone(), writer.clone(), TimeDelta::seconds(30), now)
+        .with_links(Arc::new(links));
+    let outbox = Arc::new(Recorder::default());
+    let doc = join("dr-1", Role::Doctor);
+    let conn = doc.conn;
+    let (handle, _) = registry
+        .join(v.id, &tenant("clinic-a"), doc, outbox.clone(), now)
+        .await
+        .unwrap();
+    let told = outbox.kinds();
+    assert_eq!(&told[..2], ["Joined", "Admitted"], "one node: at once");
+    registry
+        .handle(
+            &handle,
+            Input::Invite {
+                conn,
+                role: "guest".into(),
+                name: "Sam".into(),
+            },
+            now,
+        )
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(outbox.kinds(), told, "no link while its row is unwritten");
+    gate.send_replace(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while outbox.kinds().len() == told.len() {
+        assert!(std::time::Instant::now() < deadline, "link never released");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        outbox.kinds().last().map(String::as_str),
+        Some("InviteLink")
+    );
+    let trail = db.audit_trail(v.id).await.unwrap();
+    assert!(
+        trail.iter().any(|r| r.event.kind == AuditKind::Invited),
+        "the row came first"
+    );
+}

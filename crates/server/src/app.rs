@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bedside_auth::{ApiKey, KeyRing, ResumeKey};
 use bedside_cluster::ClusterRouter;
 use bedside_rooms::storage::{self, Storage, StorageWriter};
-use bedside_rooms::{Desk, LocalRouter, Outgoing, Registry, Router};
+use bedside_rooms::{Desk, Links, LocalRouter, Outgoing, Registry, Router};
 use bedside_signaling::Signaling;
 use bedside_visit::CloseCode;
 use chrono::Utc;
@@ -93,18 +93,30 @@ impl Application {
         let keys = Arc::new(KeyRing::new(keys)?);
         let resume = ResumeKey::new(&storage.secret("resume_key", &random_secret(32)).await?);
 
+        // Bound first: links carry the public URL, which defaults to the bound address.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let bound = listener.local_addr()?;
+        let public_url = config.public_url(bound);
+        let links = Arc::new(Links::new(keys.clone(), public_url.as_str().into()));
+
         let (writer, writer_task) = StorageWriter::spawn(storage.clone());
         let desk = Desk::new(config.clinic.desk);
         let registry = Registry::new(storage.clone(), writer.clone(), config.grace, Utc::now())
             .with_expiry_warning(config.expiry_warning)
-            .with_desk(desk.feed());
+            .with_desk(desk.feed())
+            .with_links(links.clone());
         // One node, or one of several: the rest of the server only sees the router.
         let (registry, router): (Arc<Registry>, Arc<dyn Router>) = match &config.cluster {
             Some(cluster) => {
                 let connections = bedside_cluster::Connections::new(cluster, storage, writer)
                     .context("setting up redis")?;
                 let registry = Arc::new(registry.with_ownership(connections.leases.clone()));
-                let router = ClusterRouter::new(connections, registry.clone());
+                let router = ClusterRouter::new(connections, registry.clone(), desk.feed());
+                // Providers' queues span the nodes: the desk shares them where the router
+                // routes visits.
+                desk.with_board(router.board());
                 (registry, router)
             }
             None => {
@@ -113,11 +125,6 @@ impl Application {
             }
         };
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let bound = listener.local_addr()?;
-        let public_url = config.public_url(bound);
         let allowed_origins = config.allowed_origins(&public_url);
         let embedded = config.turn.as_ref().and_then(|t| t.embedded.clone());
         let turn = match embedded {
@@ -150,6 +157,7 @@ impl Application {
             router,
             registry,
             desk,
+            links,
             consents: Arc::new(config.clinic.consents.clone()),
             signaling,
             public_url: public_url.into(),

@@ -3,7 +3,7 @@
 use crate::client_ip::ClientIp;
 use crate::limits::Limits;
 use bedside_auth::{KeyRing, TenantId};
-use bedside_rooms::{Desk, Registry, Router};
+use bedside_rooms::{Desk, Links, Registry, Router};
 use bedside_signaling::Signaling;
 use bedside_visit::ConsentText;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -20,6 +20,8 @@ pub struct AppState {
     pub router: Arc<dyn Router>,
     /// The visits this node runs (their deadlines are this node's to keep), and storage.
     pub registry: Arc<Registry>,
+    /// Mints visit links (join tokens and the URLs carrying them).
+    pub links: Arc<Links>,
     /// Providers' queues and dashboards on this node.
     pub desk: Arc<Desk>,
     /// Tenants' default consent texts (`clinic.consents`).

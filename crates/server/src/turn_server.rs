@@ -10,7 +10,8 @@
 //! - a quota of live allocations per subject (one person in one visit, however often they
 //!   rejoin and whatever credential they use), answered with 486;
 //! - a removed or denied identity's credentials (issued no later than the block) refused
-//!   with 403 when they ask for an allocation;
+//!   with 403 when they ask for an allocation, and the relays they already hold closed
+//!   within a second or two of the block being stored (whichever node stored it);
 //! - peer addresses in private, loopback, link-local and other non-global ranges refused
 //!   with 403 unless `allow_private_peers` is set, so the relay cannot be turned against
 //!   the clinic's own network. Checked on CreatePermission and ChannelBind (the only ways
@@ -21,7 +22,8 @@
 use async_trait::async_trait;
 use bedside_auth::{MAX_TURN_CREDENTIAL_SECS, TurnSecret, subject_of};
 use bedside_rooms::storage::AccessBlocks;
-use chrono::Utc;
+use bedside_visit::{Block, VisitId};
+use chrono::{DateTime, Utc};
 use std::any::Any;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,10 +75,19 @@ pub enum TurnServerError {
     Start(#[from] turn::Error),
 }
 
+/// How often the server looks for new blocks, to close the relays their identities hold.
+const REVOKED_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How far back each look reads blocks: a block's row lands a moment after its time (the
+/// owner's writer batches), on any node; one stored later than this is left to the 403
+/// its identity's next Allocate gets.
+const REVOKED_WINDOW_SECS: i64 = 300;
+
 /// A running embedded TURN server.
 pub struct EmbeddedTurn {
     server: Arc<Server>,
     local_addr: SocketAddr,
+    /// Closes relays of identities blocked after they allocated them.
+    closer: tokio::task::JoinHandle<()>,
 }
 
 impl EmbeddedTurn {
@@ -110,8 +121,9 @@ impl EmbeddedTurn {
             rules: rules.clone(),
             server: server_slot.clone(),
             secret: config.secret.clone(),
-            blocks,
+            blocks: blocks.clone(),
         };
+        let secret = config.secret.clone();
         let server = Arc::new(
             Server::new(ServerConfig {
                 conn_configs: vec![ConnConfig {
@@ -133,6 +145,7 @@ impl EmbeddedTurn {
             .await?,
         );
         let _ = server_slot.set(Arc::downgrade(&server));
+        let closer = tokio::spawn(close_revoked(Arc::downgrade(&server), blocks, secret));
         tracing::info!(
             listen = %local_addr,
             relay_address = %config.relay_address,
@@ -140,7 +153,11 @@ impl EmbeddedTurn {
             allow_private_peers = config.allow_private_peers,
             "embedded TURN server listening (udp)"
         );
-        Ok(Self { server, local_addr })
+        Ok(Self {
+            server,
+            local_addr,
+            closer,
+        })
     }
 
     /// The UDP address it serves on (the real port when `listen` asked for port 0).
@@ -150,6 +167,7 @@ impl EmbeddedTurn {
 
     /// Closes every allocation and stops serving.
     pub async fn stop(self) {
+        self.closer.abort();
         if let Err(e) = self.server.close().await {
             tracing::warn!(error = %e, "closing the TURN server");
         }
@@ -346,10 +364,69 @@ impl Guard {
             tracing::warn!("TURN: access blocks could not be read");
             return false;
         };
-        blocks.iter().any(|(visit, block)| {
-            block.at.timestamp() >= issued
-                && self.secret.subject(&visit.to_string(), &block.identity) == subject
-        })
+        blocks
+            .iter()
+            .any(|(visit, block)| revokes(&self.secret, *visit, block, subject, issued))
+    }
+}
+
+/// Whether `block` (in `visit`) revokes a TURN credential of `subject` issued at `issued`
+/// (unix seconds): the subject is that identity's in that visit, and the credential was
+/// issued no later than the block.
+fn revokes(secret: &TurnSecret, visit: VisitId, block: &Block, subject: &str, issued: i64) -> bool {
+    block.at.timestamp() >= issued && secret.subject(&visit.to_string(), &block.identity) == subject
+}
+
+/// Closes the relays held with credentials a block revoked, once a second, until the
+/// server is gone. New blocks are read from storage (any node may have written them):
+/// one indexed query a second, and a look at the allocations only when there is a new one.
+async fn close_revoked(server: Weak<Server>, blocks: Arc<dyn AccessBlocks>, secret: TurnSecret) {
+    let mut seen: std::collections::HashSet<(VisitId, String, DateTime<Utc>)> =
+        std::collections::HashSet::new();
+    let mut look = tokio::time::interval(REVOKED_LOOK);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        look.tick().await;
+        let since = Utc::now() - chrono::TimeDelta::seconds(REVOKED_WINDOW_SECS);
+        seen.retain(|(_, _, at)| *at >= since);
+        let Ok(found) = blocks.blocks_since(since).await else {
+            continue;
+        };
+        let fresh: Vec<(VisitId, Block)> = found
+            .into_iter()
+            .filter(|(visit, block)| seen.insert((*visit, block.identity.clone(), block.at)))
+            .collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        let Ok(live) = server.get_allocations_info(None).await else {
+            continue;
+        };
+        let doomed: std::collections::HashSet<String> = live
+            .values()
+            .filter(|info| {
+                subject_of(&info.username).is_some_and(|(subject, issued)| {
+                    fresh
+                        .iter()
+                        .any(|(visit, block)| revokes(&secret, *visit, block, subject, issued))
+                })
+            })
+            .map(|info| info.username.clone())
+            .collect();
+        for username in doomed {
+            if let Some((subject, _)) = subject_of(&username) {
+                tracing::info!(
+                    participant = subject,
+                    "TURN relays of a revoked identity closed"
+                );
+            }
+            if let Err(e) = server.delete_allocations_by_username(username).await {
+                tracing::warn!(error = %e, "closing a revoked identity's TURN relays");
+            }
+        }
     }
 }
 

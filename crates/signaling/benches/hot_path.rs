@@ -193,6 +193,9 @@ impl AccessBlocks for OneVisit {
     ) -> Result<Vec<(VisitId, Block)>, StorageError> {
         Ok(Vec::new())
     }
+    async fn used_links(&self, _: VisitId) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]

@@ -219,7 +219,7 @@ impl Connection {
                 identity: c.sub,
                 role: c.role,
                 name: c.name,
-                credential: Credential::token(c.jti, c.iat),
+                credential: Credential::token(c.jti, c.iat).single_use(v.single_use),
             })
         });
         let mut valid = Vec::new();

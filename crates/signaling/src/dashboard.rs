@@ -1,7 +1,8 @@
 //! A provider's dashboard: the connection a provider token opens (docs/protocol.md, "The
 //! provider's dashboard"). It is no participant of any visit: it watches the provider's
-//! board on the node's desk (`queue`), sets their presence, sends their messages to waiting
-//! rooms (`notify`) and hands out doctor tokens for their visits (`take`).
+//! board on the node's desk (`queue`: in a cluster the desk shares it with the other
+//! nodes), sets their presence, sends their messages to waiting rooms (`notify`, passed on
+//! to the nodes that run the visits) and hands out doctor tokens for their visits (`take`).
 //!
 //! A child of `connection`: it borrows the connection's socket, limits and writers.
 
@@ -135,14 +136,16 @@ impl Connection {
                     None => clinic.desk.visits_of(&key.0, &key.1),
                 };
                 let now = Utc::now();
-                for visit in visits {
+                for visit in &visits {
                     let input = Input::ProviderMessage {
                         text: trimmed.to_owned(),
                     };
-                    if let Err(e) = clinic.registry.feed_live(visit, input, now) {
+                    if let Err(e) = clinic.registry.feed_live(*visit, input, now) {
                         tracing::debug!(visit = %visit, error = %e, "provider message not delivered");
                     }
                 }
+                // In a cluster, the nodes that run the others tell their waiting rooms.
+                clinic.desk.notify_elsewhere(key, &visits, trimmed);
                 return Ok(None);
             }
             ClientMsg::Take { visit_id } => {
@@ -189,6 +192,19 @@ async fn take(
     id: VisitId,
 ) -> Result<String, String> {
     let record = own_visit(clinic, key, id).await?;
+    // A provider removed or denied in this visit does not let themselves back in: the token
+    // minted here would be issued after the block and so pass it. Only the clinic lets a
+    // blocked identity back (a link it mints).
+    match clinic
+        .registry
+        .storage()
+        .blocked_at(id, key.1.as_str())
+        .await
+    {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err(refusal(Refusal::AccessRevoked)),
+        Err(_) => return Err(error_frame("unavailable", "try again")),
+    }
     let now = Utc::now();
     let expires_at = (now + TimeDelta::hours(TAKE_TOKEN_HOURS)).min(record.expires_at);
     let claims = JoinClaims {

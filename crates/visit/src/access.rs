@@ -20,6 +20,9 @@ pub enum Credential {
     Token {
         jti: String,
         issued_at: DateTime<Utc>,
+        /// A single-use link: it admits one person once (see [`Credential::single_use`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        single_use: bool,
     },
     /// A resume token Bedside handed out in `joined`: the place it reopens, and when it was
     /// issued.
@@ -35,6 +38,33 @@ impl Credential {
         Credential::Token {
             jti: jti.into(),
             issued_at: from_seconds(iat),
+            single_use: false,
+        }
+    }
+
+    /// Marks a join token as a single-use link, as its `single_use` claim says.
+    pub fn single_use(self, once: bool) -> Self {
+        match self {
+            Credential::Token { jti, issued_at, .. } => Credential::Token {
+                jti,
+                issued_at,
+                single_use: once,
+            },
+            resume => resume,
+        }
+    }
+
+    /// The `jti` of a single-use link, which a visit remembers once it let someone in with
+    /// it: the link then lets nobody else in (the one it let in comes back with their
+    /// resume token).
+    pub fn single_use_jti(&self) -> Option<&str> {
+        match self {
+            Credential::Token {
+                jti,
+                single_use: true,
+                ..
+            } => Some(jti),
+            _ => None,
         }
     }
 

@@ -15,7 +15,8 @@
 //! - The clinic's day: [`queue`] (a provider's queue across visits, positions),
 //!   [`estimate`] (the expected wait), [`presence`] (available, busy, away), [`consent`]
 //!   (what is agreed to before the knock). The visit's own part of them (the consent gate,
-//!   transfer, invites, single-use links) is in [`visit`].
+//!   transfer, invites, single-use links) is in [`visit`]; what an invite from the call may
+//!   ask is in [`invite`].
 //!
 //! This crate depends on no IO crate (`cargo tree -p bedside-visit` shows only plain data
 //! crates), and its clippy.toml forbids clock reads. `docs/architecture.md` shows where it
@@ -30,6 +31,7 @@ pub mod consent;
 pub mod estimate;
 pub mod event;
 pub mod ids;
+pub mod invite;
 pub mod notice;
 pub mod participant;
 pub mod presence;
@@ -46,7 +48,8 @@ pub use consent::{ConsentGiven, ConsentText};
 pub use estimate::WaitModel;
 pub use event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 pub use ids::{ConnId, ParticipantId, ProviderId, VisitId};
-pub use notice::{CloseCode, LeaveReason, Notice, VisitSummary};
+pub use invite::Invite;
+pub use notice::{CloseCode, InviteLink, LeaveReason, Notice, VisitSummary};
 pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
 pub use presence::Presence;
 pub use queue::{QueueEntry, Standing, VisitQueue};

@@ -100,6 +100,26 @@ pub enum Notice {
         quality: Quality,
         reason: Option<Reason>,
     },
+    /// The guest link a doctor asked for (`invite`), to that doctor only.
+    InviteLink(Box<InviteLink>),
+}
+
+/// A minted guest link. Its token never prints (`Debug` leaves it out).
+#[derive(Clone)]
+pub struct InviteLink {
+    pub token: String,
+    pub join_url: String,
+    pub expires_at: DateTime<Utc>,
+    /// The guest's display name, as the doctor gave it.
+    pub name: String,
+}
+
+impl std::fmt::Debug for InviteLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteLink")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// WebSocket close codes of the protocol.
@@ -107,12 +127,21 @@ pub enum Notice {
 #[repr(u16)]
 pub enum CloseCode {
     Normal = 1000,
+    /// This server is going away (restart, shutdown, drain).
     GoingAway = 1001,
+    /// Sent as 1001 too, with a reason that says what happened: the visit is run by
+    /// another node of the cluster than the one this connection reached it through (its
+    /// owner died or lost it, or the link to the owner was reset); this server stays.
+    /// Its own value only because every variant needs one; it never goes on the wire.
+    Moved = 1,
     /// A frame broke RFC 6455 (unmasked, reserved bits set, unknown opcode, ...).
     ProtocolError = 1002,
     /// A text frame (or close reason) that is not UTF-8.
     InvalidPayload = 1007,
     TooBig = 1009,
+    /// Try again later (RFC 6455 registry): a temporary condition, such as a visit whose
+    /// owner died and that no node could take over yet.
+    TryAgainLater = 1013,
     BadToken = 4001,
     NotAllowed = 4003,
     VisitGone = 4004,
@@ -122,7 +151,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     pub fn as_u16(self) -> u16 {
-        self as u16
+        match self {
+            CloseCode::Moved => CloseCode::GoingAway as u16,
+            code => code as u16,
+        }
     }
 
     /// The close frame's reason text for closes the visit asks for.
@@ -130,9 +162,11 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "left",
             CloseCode::GoingAway => "server restarting",
+            CloseCode::Moved => "the visit runs on another node; reconnect",
             CloseCode::ProtocolError => "protocol violation",
             CloseCode::InvalidPayload => "invalid UTF-8",
             CloseCode::TooBig => "message too large",
+            CloseCode::TryAgainLater => "temporarily unavailable, try again",
             CloseCode::BadToken => "invalid token",
             CloseCode::NotAllowed => "not allowed",
             CloseCode::VisitGone => "visit ended",

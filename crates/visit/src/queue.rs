@@ -8,6 +8,7 @@
 use crate::consent::ConsentGiven;
 use crate::estimate::{WaitModel, shown_secs};
 use crate::presence::Presence;
+use crate::quality::PrecheckRecord;
 use crate::{ParticipantId, ProviderId, VisitId};
 use bedside_auth::{Role, TenantId};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -24,6 +25,9 @@ pub struct Knock {
     /// When they entered the waiting room (their knock).
     pub since: DateTime<Utc>,
     pub consent: Option<ConsentGiven>,
+    /// Their pre-call check, once they sent one (as doctors' `lobby` entries show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
 }
 
 /// One visit's part of its provider's queue, as the visit reports it.
@@ -70,6 +74,9 @@ pub struct QueueEntry {
     pub position: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentGiven>,
+    /// What their pre-call check found, once they sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
 }
 
 /// A provider's queue from the parts their visits reported: oldest knock first (ties by
@@ -90,6 +97,7 @@ pub fn line_up<'a>(parts: impl IntoIterator<Item = &'a VisitQueue>) -> Vec<Queue
                 },
                 position: 0,
                 consent: k.consent.clone(),
+                precheck: k.precheck,
             })
         })
         .collect();
@@ -211,6 +219,7 @@ mod tests {
                     role: Role::Patient,
                     since: at(min),
                     consent: None,
+                    precheck: None,
                 })
                 .collect(),
             busy_since: None,

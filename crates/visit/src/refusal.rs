@@ -50,12 +50,22 @@ pub enum Refusal {
         crate::visit::MAX_MESSAGE_CHARS
     )]
     InvalidText,
+    #[error("only guests can be invited from a call")]
+    InvalidRole,
+    #[error(
+        "the guest's name must be 1 to {} characters, no control characters",
+        crate::invite::MAX_GUEST_NAME_CHARS
+    )]
+    InvalidName,
     /// The identity was removed or denied after this credential was issued.
     #[error("access to this visit was revoked; ask the clinic for a new link")]
     AccessRevoked,
     /// A resume token whose place is no longer held (left, or timed out).
     #[error("this resume token's place in the visit is gone; join with a link")]
     PlaceGone,
+    /// A single-use link that already let someone in.
+    #[error("this link has already been used; ask the clinic for a new one")]
+    TokenUsed,
 }
 
 impl Refusal {
@@ -80,15 +90,18 @@ impl Refusal {
             Refusal::ConsentNotRequired => "consent_not_required",
             Refusal::WrongConsentVersion => "wrong_consent_version",
             Refusal::InvalidText => "invalid_text",
+            Refusal::InvalidRole => "invalid_role",
+            Refusal::InvalidName => "invalid_name",
             Refusal::AccessRevoked => "access_revoked",
             Refusal::PlaceGone => "invalid_token",
+            Refusal::TokenUsed => "token_used",
         }
     }
 
     /// For a refused join, how the connection is closed; other refusals keep it open.
     pub fn join_close_code(self) -> CloseCode {
         match self {
-            Refusal::PlaceGone => CloseCode::BadToken,
+            Refusal::PlaceGone | Refusal::TokenUsed => CloseCode::BadToken,
             Refusal::VisitNotFound | Refusal::VisitEnded => CloseCode::VisitGone,
             _ => CloseCode::NotAllowed,
         }

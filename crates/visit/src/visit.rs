@@ -40,7 +40,7 @@ use crate::quality::{
 use crate::queue::{Knock, ProviderView, Standing, VisitQueue};
 use crate::record::{EndReason, VisitRecord, VisitStatus};
 use crate::refusal::Refusal;
-use crate::{ConnId, ParticipantId, ProviderId};
+use crate::{ConnId, Invite, ParticipantId, ProviderId};
 use bedside_auth::{KeyId, Role};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::value::RawValue;
@@ -151,6 +151,12 @@ pub enum Input {
     ProviderMessage {
         text: String,
     },
+    /// A doctor asks for a guest link (`invite {role, name}`; see [`crate::invite`]).
+    Invite {
+        conn: ConnId,
+        role: String,
+        name: String,
+    },
     /// Time passed: expire grace periods and the visit itself where due.
     Tick,
 }
@@ -203,6 +209,12 @@ pub enum Change {
         identity: String,
         at: DateTime<Utc>,
     },
+    /// The single-use link `jti` let someone in at `at`: it lets nobody else in. Written
+    /// with the join's audit row (which names the same `jti`), in one transaction.
+    LinkUsed {
+        jti: String,
+        at: DateTime<Utc>,
+    },
     /// A participant's call quality so far. Boxed: it is the largest change by far, and
     /// rare. Unlike the others, notices never wait for it to be stored (see
     /// [`Change::precedes_notices`]).
@@ -238,6 +250,9 @@ pub enum Output {
     /// The visit's part of its provider's queue changed (reported only for visits that
     /// have a provider).
     Queue(VisitQueue),
+    /// Mint this guest link, record it (`invited`) and send it to the asking doctor only:
+    /// the caller holds the keys and draws the link's identity and token id.
+    Invite(Invite),
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +354,8 @@ pub struct Visit {
     participants: Vec<Participant>,
     /// Identities removed or denied, with the latest block of each.
     blocks: Vec<Block>,
+    /// The `jti`s of single-use links that let someone in (see [`Visit::with_used_links`]).
+    used_links: Vec<String>,
     /// How long before `expires_at` everyone is warned that the visit is about to end.
     warn_before: TimeDelta,
     warned: bool,
@@ -361,6 +378,7 @@ impl Visit {
             grace,
             participants: Vec::new(),
             blocks: Vec::new(),
+            used_links: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
@@ -404,6 +422,7 @@ impl Visit {
             grace,
             participants,
             blocks: Vec::new(),
+            used_links: Vec::new(),
             warn_before: TimeDelta::minutes(EXPIRY_WARNING_MINUTES),
             warned: false,
             quality: Vec::new(),
@@ -437,6 +456,13 @@ impl Visit {
         for block in blocks {
             self.note_block(block.identity, block.at);
         }
+        self
+    }
+
+    /// The single-use links already used in this visit, as stored: loaded with the visit,
+    /// so every node that runs it and every restart refuses them.
+    pub fn with_used_links(mut self, jtis: Vec<String>) -> Self {
+        self.used_links = jtis;
         self
     }
 
@@ -614,6 +640,25 @@ impl Visit {
                 Ok(())
             }
             Input::ProviderMessage { text } => self.provider_message(text, now, out),
+            Input::Invite { conn, role, name } => {
+                // An ended visit first: its doctor may already be out of it (expiry is acted
+                // on above), and "ended" is what they need to hear.
+                if self.record.status == VisitStatus::Ended {
+                    return Err(Refusal::VisitEnded);
+                }
+                let by = match self.authorize(&Actor::Conn(conn))? {
+                    AuditActor::Participant(id) => id,
+                    _ => return Err(Refusal::Forbidden),
+                };
+                let name = crate::invite::guest_name(&role, &name)?;
+                out.push(Output::Invite(Invite {
+                    conn,
+                    by,
+                    name,
+                    expires_at: crate::invite::expiry(now, self.record.expires_at),
+                }));
+                Ok(())
+            }
             Input::Tick => {
                 self.tick(now, out);
                 Ok(())
@@ -641,6 +686,7 @@ impl Visit {
                 role: p.role,
                 since: p.since,
                 consent: p.consent.clone(),
+                precheck: self.tracker(p.id).and_then(|t| t.precheck().copied()),
             })
             .collect();
         knocks.sort_by_key(|k| (k.since, k.participant_id));
@@ -932,6 +978,15 @@ impl Visit {
         {
             return Err(Refusal::AccessRevoked);
         }
+        // A single-use link lets one person in once: from the join it was first used for
+        // (knocking counts, so a leaked copy cannot take the waiting holder's place).
+        let once = req.credential.single_use_jti().map(str::to_owned);
+        if once
+            .as_ref()
+            .is_some_and(|jti| self.used_links.contains(jti))
+        {
+            return Err(Refusal::TokenUsed);
+        }
         let existing = self
             .participants
             .iter()
@@ -1034,6 +1089,10 @@ impl Visit {
                 i
             }
         };
+        if let Some(jti) = once {
+            self.used_links.push(jti.clone());
+            out.push(Output::Persist(Change::LinkUsed { jti, at: now }));
+        }
         let p = &self.participants[i];
         out.push(Output::Persist(Change::Participant(p.stored())));
         out.push(Output::Send {

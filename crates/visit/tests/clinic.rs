@@ -534,3 +534,91 @@ fn a_providers_morning_in_simulated_time() {
         "(20·5 + 3·15) / 23 = 6.3 min"
     );
 }
+
+fn invites(out: &[Output]) -> Vec<&bedside_visit::Invite> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Invite(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_admitted_doctor_gets_a_guest_link_nobody_else_does() {
+    let mut sim = Sim::new(record(Some("dr-who"), None));
+    let (doctor, _) = sim.join("doc-1", Role::Doctor);
+    let (patient, _) = sim.join("pat-1", Role::Patient);
+    sim.now += TimeDelta::minutes(5);
+    let out = sim.ok(Input::Invite {
+        conn: doctor.conn,
+        role: "guest".into(),
+        name: "  Ana, interpreter ".into(),
+    });
+    let minted = invites(&out);
+    assert_eq!(minted.len(), 1);
+    assert_eq!(minted[0].conn, doctor.conn);
+    assert_eq!(minted[0].by, doctor.id);
+    assert_eq!(minted[0].name, "Ana, interpreter");
+    assert_eq!(
+        minted[0].expires_at,
+        sim.now + bedside_visit::invite::INVITE_TTL
+    );
+    // Nobody is told anything and nothing changes: the guest is not in the visit until
+    // they join with the link, and then they wait like anyone.
+    assert!(notices(&out, patient.conn).is_empty());
+    assert!(events(&out).is_empty());
+
+    // A waiting patient, or a bad role or name, gets no link.
+    let cases = [
+        (patient.conn, "guest", "Ana", Refusal::Forbidden),
+        (doctor.conn, "doctor", "Ana", Refusal::InvalidRole),
+        (doctor.conn, "patient", "Ana", Refusal::InvalidRole),
+        (doctor.conn, "guest", "", Refusal::InvalidName),
+        (doctor.conn, "guest", "A\nB", Refusal::InvalidName),
+        (doctor.conn, "guest", &"x".repeat(101), Refusal::InvalidName),
+    ];
+    for (conn, role, name, refusal) in cases {
+        let (r, out) = sim.step(Input::Invite {
+            conn,
+            role: role.into(),
+            name: name.into(),
+        });
+        assert_eq!(r, Err(refusal), "{role} {name:?}");
+        assert!(invites(&out).is_empty());
+    }
+    // Admitted, the patient is still no doctor.
+    sim.ok(Input::Admit {
+        conn: doctor.conn,
+        target: patient.id,
+    });
+    let (r, _) = sim.step(Input::Invite {
+        conn: patient.conn,
+        role: "guest".into(),
+        name: "Ana".into(),
+    });
+    assert_eq!(r, Err(Refusal::Forbidden));
+}
+
+#[test]
+fn a_guest_link_ends_with_its_visit_and_an_ended_visit_gives_none() {
+    let mut sim = Sim::new(record(None, None));
+    let (doctor, _) = sim.join("doc-1", Role::Doctor);
+    // Half an hour before the visit's end: the link lives half an hour, not two hours.
+    sim.now = t0() + TimeDelta::hours(8) - TimeDelta::minutes(30);
+    let out = sim.ok(Input::Invite {
+        conn: doctor.conn,
+        role: "guest".into(),
+        name: "Ana".into(),
+    });
+    assert_eq!(invites(&out)[0].expires_at, t0() + TimeDelta::hours(8));
+    // Past the visit's end: ended, whatever the doctor's connection still thinks.
+    sim.now = t0() + TimeDelta::hours(8) + TimeDelta::seconds(1);
+    let (r, out) = sim.step(Input::Invite {
+        conn: doctor.conn,
+        role: "guest".into(),
+        name: "Ana".into(),
+    });
+    assert_eq!(r, Err(Refusal::VisitEnded));
+    assert!(invites(&out).is_empty());
+}

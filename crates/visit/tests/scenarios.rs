@@ -195,6 +195,7 @@ fn kinds(notices: &[&Notice]) -> Vec<&'static str> {
             Notice::VisitExpiring { .. } => "visit_expiring",
             Notice::VisitEnded { .. } => "visit_ended",
             Notice::Quality { .. } => "quality",
+            Notice::InviteLink(_) => "invite_link",
         })
         .collect()
 }
@@ -1430,4 +1431,76 @@ fn joins_name_the_credential_they_used() {
         _ => None,
     });
     assert_eq!(joined.as_deref(), Some("5f0c-jti"));
+}
+
+// Single-use links (docs/security.md, "Single-use links").
+
+/// The `LinkUsed` changes among `out`.
+fn links_used(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Persist(Change::LinkUsed { jti, .. }) => Some(jti.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_single_use_link_lets_one_person_in_once_and_their_resume_token_still_works() {
+    let mut sim = Sim::new();
+    let doc = sim.join("dr-1", Role::Doctor);
+    let once = Credential::token("once-1", sim.now.timestamp()).single_use(true);
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, once.clone());
+    let conn = req.conn;
+    let out = sim.ok(Input::Join(req));
+    // Spent with the join that knocked, in the same group as its audit row.
+    assert_eq!(links_used(&out), ["once-1"]);
+    assert!(audits(&out).contains(&AuditKind::Joined));
+    let pt = match notices(&out, conn).first() {
+        Some(Notice::Joined { participant_id, .. }) => Who {
+            conn,
+            id: *participant_id,
+        },
+        other => panic!("expected joined, got {other:?}"),
+    };
+    // A second join with it while the holder waits: refused, and the holder stays.
+    sim.advance(1);
+    let again = sim.request_with(conn_id(), "pt-1", Role::Patient, once.clone());
+    let (e, out) = sim.err(Input::Join(again));
+    assert_eq!(
+        (e.code(), e.join_close_code()),
+        ("token_used", CloseCode::BadToken)
+    );
+    assert!(audits(&out).is_empty(), "{out:?}");
+    sim.admit(doc, pt);
+    let again = sim.request_with(conn_id(), "pt-2", Role::Patient, once.clone());
+    assert_eq!(sim.err(Input::Join(again)).0, Refusal::TokenUsed);
+    // Their connection drops; their resume token brings them back, admitted.
+    sim.ok(Input::Disconnected { conn: pt.conn });
+    let back = sim.request_with(conn_id(), "pt-1", Role::Patient, resume(&sim, pt));
+    let out = sim.ok(Input::Join(back));
+    assert!(links_used(&out).is_empty());
+    // An ordinary link is used as often as it is good.
+    let plain = Credential::token("plain", sim.now.timestamp());
+    for _ in 0..2 {
+        let req = sim.request_with(conn_id(), "gu-1", Role::Guest, plain.clone());
+        let out = sim.ok(Input::Join(req));
+        assert!(links_used(&out).is_empty());
+    }
+}
+
+#[test]
+fn used_links_come_back_with_the_visit() {
+    let mut sim = Sim {
+        visit: Visit::new(record(4), TimeDelta::seconds(GRACE))
+            .with_used_links(vec!["once-1".into()]),
+        now: t0(),
+    };
+    let once = Credential::token("once-1", sim.now.timestamp()).single_use(true);
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, once);
+    assert_eq!(sim.err(Input::Join(req)).0, Refusal::TokenUsed);
+    // The same jti on a link that is not single-use is not refused: the claim decides.
+    let plain = Credential::token("once-1", sim.now.timestamp());
+    let req = sim.request_with(conn_id(), "pt-1", Role::Patient, plain);
+    sim.ok(Input::Join(req));
 }

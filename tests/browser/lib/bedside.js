@@ -87,6 +87,10 @@ function apiClient(base) {
     events: async (id) => (await call('GET', `/v1/visits/${id}/events`)).events,
     quality: (id) => call('GET', `/v1/visits/${id}/quality`),
     token: async (visitId, body) => (await call('POST', `/v1/visits/${visitId}/tokens`, body)).token,
+    /** `{token, expires_at, join_url}` of a provider token (the dashboard's link). */
+    providerToken: (provider, body = {}) => call('POST', `/v1/providers/${encodeURIComponent(provider)}/tokens`, body),
+    transfer: (visitId, provider) => call('POST', `/v1/visits/${visitId}/transfer`, { provider }),
+    queue: async (provider) => (await call('GET', `/v1/providers/${encodeURIComponent(provider)}/queue`)).entries,
     removeParticipant: (visitId, identity) =>
       call('DELETE', `/v1/visits/${visitId}/participants/${encodeURIComponent(identity)}`),
   };

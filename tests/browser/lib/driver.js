@@ -141,18 +141,27 @@ function instrument() {
   };
   document.addEventListener('securitypolicyviolation', (e) => violations.push(`${e.violatedDirective} ${e.blockedURI}`));
   // Everything said through a live region, in order, to check what is announced and how often.
+  // Only what changes in a region that is rendered, and was already rendered before the change
+  // (as of the previous batch of mutations): a screen reader says nothing of changes inside a
+  // hidden region, nor of a region shown together with its content.
   const spoken = [];
-  // Observing the document itself catches everything, even before <html> is parsed.
+  let rendered = new WeakSet();
+  const isRendered = (el) => (el.checkVisibility ? el.checkVisibility() : el.getClientRects().length > 0);
+  // Observing the document itself catches everything, even before <html> is parsed. Showing
+  // and hiding (attributes) are observed too, so the snapshot is taken as things appear.
   new MutationObserver((records) => {
     for (const r of records) {
+      if (r.type !== 'childList') continue;
       const region = r.target.closest?.('[aria-live]');
       if (!region || region.getAttribute('aria-live') === 'off') continue;
+      if (!rendered.has(region) || !isRendered(region)) continue;
       for (const node of r.addedNodes) {
         const text = (node.textContent ?? '').replace(/\s+/g, ' ').trim();
         if (text) spoken.push({ live: region.getAttribute('aria-live'), text });
       }
     }
-  }).observe(document, { childList: true, subtree: true });
+    rendered = new WeakSet([...document.querySelectorAll('[aria-live]')].filter(isRendered));
+  }).observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ['hidden', 'class', 'style', 'open'] });
   window.__test = { pcs, violations, spoken };
 }
 

@@ -3,6 +3,7 @@
 // `@ts-expect-error` (a mistake the declarations are there to catch).
 
 import {
+  Dashboard,
   Visit,
   Signaling,
   backoffDelay,
@@ -91,4 +92,26 @@ export async function lowerLevel(token: string): Promise<void> {
   signaling.start();
   const { cameras } = await listDevices();
   console.info(cameras.length, backoffDelay(3, { random: () => 0.5 }), classifyMediaError(new Error('x')));
+}
+
+// A provider's dashboard: the queue, presence, messages, and seeing a patient.
+export function providerPage(token: string): Dashboard {
+  const board = new Dashboard({ token });
+  board.on('queue', ({ entries, presence, chosen }) => {
+    for (const e of entries) console.info(e.position, e.participant.name ?? '', e.consent?.version, e.precheck?.network);
+    console.info(presence ?? chosen);
+  });
+  board.on('visit_token', async ({ token: doctorToken, visit_id }) => {
+    const visit = new Visit({ token: doctorToken });
+    visit.on('invite_link', ({ join_url, expires_at, name }) => console.info(join_url, expires_at, name));
+    visit.join();
+    visit.invite('Ana (interpreter)');
+    console.info(visit_id);
+  });
+  board.setPresence('busy');
+  // @ts-expect-error: presence is one of three
+  board.setPresence('lunch');
+  board.notify('Running ten minutes late');
+  board.take('0b6f0e1a-6a38-4d4f-9c54-8f1c2f3a4b5c');
+  return board.join();
 }

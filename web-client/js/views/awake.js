@@ -27,9 +27,14 @@ export function keepCallAwake(visit) {
     lock = null;
   };
 
+  // The page's listeners go with the visit: a dashboard runs several visits in one page.
+  const gone = new AbortController();
   visit.on('admitted', acquire);
   visit.on('waiting', release);
-  visit.on('ended', release);
+  visit.on('ended', () => {
+    release();
+    gone.abort();
+  });
 
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'hidden') {
@@ -47,9 +52,9 @@ export function keepCallAwake(visit) {
     if (!inCall()) return;
     $('#background-notice').hidden = false;
     announce('While this page was in the background, your camera or sound may have paused.');
-  });
+  }, { signal: gone.signal });
   $('#background-dismiss').addEventListener('click', () => {
     $('#background-notice').hidden = true;
     focusOn($('#call-title'));
-  });
+  }, { signal: gone.signal });
 }

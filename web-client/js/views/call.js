@@ -20,10 +20,12 @@ export class CallView {
   // Whether each participant's signaling was up when last drawn, to announce changes.
   #connected = new Map();
 
-  constructor({ visit, isDoctor }) {
+  constructor({ visit, isDoctor, backToQueue = false }) {
     this.#visit = visit;
     this.#isDoctor = isDoctor;
     this.panels = new Panels({ isDoctor });
+    // From the provider's dashboard, leaving the call goes back to the queue.
+    if (backToQueue) $('#btn-leave .label').textContent = 'Back to queue';
     this.chat = new ChatView(visit, { nameOf: (id) => this.#nameOf(id), panels: this.panels });
     this.controls = new Controls({ visit, isDoctor, onMediaChange: () => this.#renderSelf() });
 
@@ -46,6 +48,11 @@ export class CallView {
     this.#attachSelf();
     this.#renderSelf();
     this.#renderStage();
+  }
+
+  /** The visit is over for this page: stop following the window. */
+  dispose() {
+    this.panels.dispose();
   }
 
   /** Whether this page ended the visit (its final screen then says so). */

@@ -8,6 +8,7 @@ const TEXT = {
   not_found: ['This visit is not available', 'The visit has ended or the link is wrong. Contact your clinic if you need help.'],
   link_invalid: ['This link does not work', 'The link is not valid. Ask your clinic to send you a new one.'],
   link_expired: ['This link has expired', 'Ask your clinic to send you a new link.'],
+  link_used: ['This link has already been used', 'Each of these links lets one person in once. Ask your clinic for a new one.'],
   revoked: ['This link is no longer valid', 'Ask the clinic for a new one.'],
   denied: ['You were not let in', 'The doctor did not admit you to this visit. Contact your clinic if you think this is a mistake.'],
   removed: ['You were removed from the visit', 'The doctor removed you from this visit. Contact your clinic if you need help.'],
@@ -15,6 +16,7 @@ const TEXT = {
   not_started: ['This visit has not started yet', 'Open the link again closer to the time of your appointment.'],
   replaced: ['The visit continues in another window', 'You opened this visit in another tab or device, so this page stopped.'],
   error: ['Something went wrong', 'Reload the page to try again.'],
+  declined: ['You did not join the visit', 'You did not agree, so you were not put in the waiting room. Contact your clinic if you have questions.'],
 };
 
 const ENDED_BY = {

@@ -12,11 +12,12 @@ export class Panels {
   #wide = matchMedia(WIDE);
   #enabled;
   #listeners = new Set();
+  #onWidth = () => this.layout();
 
   constructor({ isDoctor }) {
     this.#enabled = { chat: true, lobby: isDoctor };
     $('#btn-lobby').hidden = !isDoctor;
-    this.#wide.addEventListener('change', () => this.layout());
+    this.#wide.addEventListener('change', this.#onWidth);
     for (const name of ['chat', 'lobby']) {
       this.#toggle(name).addEventListener('click', () => (this.#open === name ? this.close() : this.open(name)));
     }
@@ -28,6 +29,12 @@ export class Panels {
       }
     });
     this.layout();
+  }
+
+  /** Stops following the window's width (the visit is over; a new call screen may follow). */
+  dispose() {
+    this.#wide.removeEventListener('change', this.#onWidth);
+    this.#listeners.clear();
   }
 
   /** Whether the side panel shows everything (no sheets). */

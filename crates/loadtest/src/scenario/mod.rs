@@ -5,6 +5,7 @@ pub mod churn;
 pub mod idle;
 pub mod isolation;
 pub mod join_storm;
+pub mod queue;
 pub mod reconnect_storm;
 pub mod visits;
 

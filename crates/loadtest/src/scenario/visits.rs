@@ -30,6 +30,11 @@ pub struct Options {
     pub webrtc: usize,
     /// Each participant also sends a `stats` report this often (Bedside only).
     pub stats_every: Option<Duration>,
+    /// Beside the visits, this many patients wait in one provider's queue, with the
+    /// provider's dashboard open, and the queue changes every `queue_every` (Bedside only;
+    /// see [`super::queue`]).
+    pub queue_patients: usize,
+    pub queue_every: Duration,
     pub sources: Sources,
     /// The server's pid, to report its CPU time and memory.
     pub server_pid: Option<u32>,
@@ -127,6 +132,18 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     while ready.load(Ordering::Relaxed) < opts.visits {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let queue = match (&target, opts.queue_patients) {
+        (Target::Bedside { .. }, n) if n > 0 => {
+            bar.set_message("queueing");
+            let load = super::queue::set_up(&target, n, &opts.sources, measuring.clone()).await?;
+            let phase = Phase {
+                measuring: measuring.clone(),
+                stop: stop_rx.clone(),
+            };
+            Some(tokio::spawn(load.churn(opts.queue_every, phase)))
+        }
+        _ => None,
+    };
     bar.set_position(0);
     bar.set_length(opts.duration.as_secs().max(1));
     bar.set_message("relaying");
@@ -156,6 +173,12 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     bar.finish_and_clear();
 
     let mut stats = Stats::default();
+    if let Some(queue) = queue {
+        match queue.await {
+            Ok(s) => stats.merge(s),
+            Err(e) => stats.error(format!("queue task: {e}")),
+        }
+    }
     for task in tasks {
         match task.await {
             Ok(s) => stats.merge(s),
@@ -173,7 +196,9 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
         target: target.name().into(),
         params: json!({"visits": opts.visits, "signal_bytes": opts.signal_bytes, "window": opts.window,
                        "sdp_bytes": opts.sdp_bytes, "candidates": opts.candidates, "webrtc": opts.webrtc,
-                       "stats_every_s": opts.stats_every.map(|d| d.as_secs())}),
+                       "stats_every_s": opts.stats_every.map(|d| d.as_secs()),
+                       "queue_patients": opts.queue_patients,
+                       "queue_every_ms": opts.queue_every.as_millis() as u64}),
         elapsed,
         stats,
         server,

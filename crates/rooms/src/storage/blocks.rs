@@ -1,5 +1,6 @@
 //! Access blocks in either database: which identities were removed or denied in a visit,
-//! and when (crates/visit/src/access.rs has the rules). Written by live visits through the
+//! and when (crates/visit/src/access.rs has the rules); and which single-use links were
+//! used. Written by live visits through the
 //! writer ([`apply_block`], in the same transaction as the removal and its audit row), read
 //! with the visit, by the API when it mints a token, and by the embedded TURN server.
 
@@ -69,6 +70,34 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
             })
             .collect()
     }
+
+    async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query("SELECT jti FROM used_links WHERE visit_id = $1 ORDER BY used_at")
+            .arg(visit.to_string())
+            .fetch_all(self.db())
+            .await?;
+        rows.iter().map(|r| Ok(r.col("jti")?)).collect()
+    }
+}
+
+/// Records that a single-use link let someone in. Once: a second use was refused by the
+/// visit, and a write repeated after a failed batch finds the row there.
+pub(super) async fn apply_link_used<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    visit: VisitId,
+    jti: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO used_links (jti, visit_id, used_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .arg(&*D::text(jti))
+    .arg(visit.to_string())
+    .arg(micros(at))
+    .execute(D::on(tx))
+    .await?;
+    Ok(())
 }
 
 /// Stores a block, keeping the later one if the identity was blocked before.

@@ -243,6 +243,9 @@ pub trait AccessBlocks: Send + Sync {
         &self,
         since: DateTime<Utc>,
     ) -> Result<Vec<(VisitId, Block)>, StorageError>;
+    /// The `jti`s of the visit's single-use links that let someone in (`Change::LinkUsed`):
+    /// loaded with the visit.
+    async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError>;
 }
 
 /// Everything the server keeps, in one database.

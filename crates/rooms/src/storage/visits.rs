@@ -327,6 +327,9 @@ pub(super) async fn apply_change<D: Dialect>(
         Change::Blocked { identity, at } => {
             super::blocks::apply_block(tx, visit, identity, *at).await?;
         }
+        Change::LinkUsed { jti, at } => {
+            super::blocks::apply_link_used(tx, visit, jti, *at).await?;
+        }
         Change::ParticipantGone { participant_id } => {
             sqlx::query("DELETE FROM participants WHERE visit_id = $1 AND participant_id = $2")
                 .arg(id.as_str())

@@ -388,6 +388,11 @@ pub struct MintToken {
     #[schema(minimum = 60, maximum = 2_678_400)]
     #[serde(default, deserialize_with = "whole")]
     pub ttl_seconds: Option<u32>,
+    /// A link that lets one person in once: the first join with it (knocking counts) uses
+    /// it up, and any later join with it is refused (`token_used`, close 4001); the person
+    /// it let in comes back with their `resume_token`. Default false.
+    #[serde(default)]
+    pub single_use: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -168,7 +168,9 @@ fn success_example(operation: &str) -> Option<Value> {
             "visit_id": VISIT_ID, "external_ref": "appt-1042", "position": 1,
             "participant": {"participant_id": "p_9c8b7a6f5e4d3c2b", "name": "Sam",
                             "role": "patient", "since": "2026-11-22T10:01:12.000000Z"},
-            "consent": {"version": "2026-11", "at": "2026-11-22T10:01:12.000000Z"}
+            "consent": {"version": "2026-11", "at": "2026-11-22T10:01:12.000000Z"},
+            "precheck": {"camera": true, "microphone": true, "network": "relay",
+                         "turn": {"udp": false, "tls": true}, "at": "2026-11-22T10:01:30.000000Z"}
         }]}),
         "mint_provider_token" => json!({
             "token": "eyJhbGciOiJIUzI1NiIsImtpZCI6ImNsaW5pYy1hIiwidHlwIjoiSldUIn0.eyJpc3MiOiJjbGluaWMtYSJ9.c2lnbmF0dXJl",

@@ -20,7 +20,8 @@ use chrono::{TimeDelta, Utc};
     params(("provider" = String, Path, description = "The provider's identity: 1-128 characters, no control characters",
         min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     responses(
-        (status = 200, description = "The queue; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+        (status = 200, description = "The queue, across every node's visits; empty for a provider with nobody waiting (or unknown)", body = QueueBody),
+        (status = 503, description = "In a cluster, Redis cannot be read now: retry", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -30,10 +31,14 @@ pub async fn provider_queue(
     Path(provider): Path<String>,
 ) -> Result<Json<QueueBody>, ApiError> {
     let provider = provider_id("provider", provider)?;
-    // What visits reported a moment ago has reached the desk (it reads its channel first).
-    Ok(Json(QueueBody {
-        entries: state.desk.queue(&tenant.id, &provider),
-    }))
+    // On one node, what visits reported a moment ago has reached the desk (it reads its
+    // channel first); in a cluster the board holds every node's parts.
+    let entries = state
+        .desk
+        .queue_everywhere(&tenant.id, &provider)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Json(QueueBody { entries }))
 }
 
 /// Mint a provider token: it opens the provider's dashboard on `/ws`, never a visit.
@@ -74,7 +79,7 @@ pub async fn mint_provider_token(
         .keys
         .mint_provider(&tenant.key, &claims)
         .map_err(|_| ApiError::Internal)?;
-    let join_url = format!("{}/#token={token}", state.public_url);
+    let join_url = state.links.url(&token);
     Ok((
         StatusCode::CREATED,
         Json(TokenBody {

@@ -11,9 +11,9 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use bedside_auth::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity};
-use bedside_rooms::RandomId;
+use bedside_auth::{MAX_TOKEN_LIFETIME_SECS, check_identity};
 use bedside_rooms::storage::ListQuery;
+use bedside_rooms::{LinkRequest, RandomId};
 use bedside_visit::access::issued_at_after;
 use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, VisitStatus};
 use chrono::{SubsecRound, TimeDelta, Utc};
@@ -194,27 +194,29 @@ pub async fn mint_token(
         .storage()
         .blocked_at(record.id, &body.identity)
         .await?;
-    let claims = JoinClaims {
-        iss: tenant.key.as_str().to_owned(),
-        sub: body.identity.clone(),
-        visit: record.id.to_string(),
-        role: body.role,
-        name,
-        iat: issued_at_after(blocked, now),
-        nbf: now.timestamp(),
-        exp: expires_at.timestamp(),
-        jti: uuid::Uuid::new_v4().to_string(),
-    };
-    let token = state
-        .keys
-        .mint_join(&tenant.key, &claims)
+    // The same path as a doctor's guest link from the call (`bedside_rooms::Links`).
+    let link = state
+        .links
+        .mint(
+            &tenant.key,
+            LinkRequest {
+                visit: record.id,
+                identity: body.identity.clone(),
+                role: body.role,
+                name,
+                issued_at: issued_at_after(blocked, now),
+                now,
+                expires_at,
+                single_use: body.single_use,
+            },
+        )
         .map_err(|_| ApiError::Internal)?;
     let issued = AuditEvent {
         identity: Some(body.identity),
         role: Some(body.role),
         ..AuditEvent::new(AuditKind::TokenIssued, now)
             .actor(AuditActor::Api(tenant.key.clone()))
-            .detail(claims.jti.clone())
+            .detail(link.jti.clone())
     };
     state
         .registry
@@ -223,10 +225,10 @@ pub async fn mint_token(
         .await?;
     // The join with this token continues this request's trace (by the token's id only).
     bedside_signaling::trace_links::remember(
-        bedside_signaling::trace_links::Key::Token(claims.jti.clone()),
+        bedside_signaling::trace_links::Key::Token(link.jti),
         &tracing::Span::current(),
     );
-    let join_url = format!("{}/#token={token}", state.public_url);
+    let (token, join_url) = (link.token, link.join_url);
     Ok((
         StatusCode::CREATED,
         Json(TokenBody {

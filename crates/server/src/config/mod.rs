@@ -434,6 +434,7 @@ fn api_keys(s: &Settings) -> anyhow::Result<Vec<ApiKey>> {
             id: id.into(),
             secret: Secret::new(secret),
             tenant: None,
+            sign_links: true,
         })
     })?;
     settings
@@ -444,6 +445,7 @@ fn api_keys(s: &Settings) -> anyhow::Result<Vec<ApiKey>> {
                 k.secret.expose(),
                 k.tenant.as_deref().unwrap_or(&k.id),
             )
+            .map(|key| key.with_sign_links(k.sign_links))
             .map_err(anyhow::Error::from)
         })
         .collect()

@@ -49,6 +49,14 @@ pub struct KeySetting {
     pub secret: Secret,
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Whether Bedside may sign its own links (guest links from the call) with this key;
+    /// `false` while a new key rolls out (see docs/operations.md).
+    #[serde(default = "yes")]
+    pub sign_links: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// WebSocket limits and timings.

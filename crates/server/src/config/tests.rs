@@ -329,3 +329,49 @@ fn the_clinics_settings_are_checked() {
         assert!(with(bad).is_err());
     }
 }
+
+#[test]
+fn a_key_may_be_configured_to_verify_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bedside.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[api_keys]]
+        id = "north-2026"
+        secret = "0123456789abcdef"
+        tenant = "north"
+
+        [[api_keys]]
+        id = "north-2027"
+        secret = "fedcba9876543210"
+        tenant = "north"
+        sign_links = false
+        "#,
+    )
+    .unwrap();
+    let c = Config::load(Some(&file)).unwrap();
+    assert!(c.api_keys[0].sign_links, "signs by default");
+    assert!(!c.api_keys[1].sign_links);
+    let ring = bedside_auth::KeyRing::new(c.api_keys.clone()).unwrap();
+    let north = bedside_auth::TenantId::new("north").unwrap();
+    assert_eq!(ring.signer_for(&north).unwrap().as_str(), "north-2026");
+    // The plain form signs with every key; a misspelled setting stops the start.
+    let plain = check(Settings {
+        api_keys: ListOrString::Text("clinic-a:0123456789abcdef".into()),
+        ..Settings::default()
+    })
+    .unwrap();
+    assert!(plain.api_keys[0].sign_links);
+    std::fs::write(
+        &file,
+        r#"
+        [[api_keys]]
+        id = "north-2027"
+        secret = "fedcba9876543210"
+        sign = false
+        "#,
+    )
+    .unwrap();
+    assert!(Config::load(Some(&file)).is_err());
+}

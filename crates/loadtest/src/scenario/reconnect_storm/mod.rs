@@ -8,7 +8,7 @@
 //!
 //! This module holds what both share: coming back with a resume token. A failed attempt
 //! that the protocol documents as "try again" (connect refused or reset while the server
-//! starts, `503`/`429` at the upgrade, an `unavailable` error or a 1001 close during `join`)
+//! starts, `503`/`429` at the upgrade, an `unavailable` error, a 1001 or 1013 close during `join`)
 //! is retried with backoff and counted as a retry, not an error.
 
 pub mod client_drop;
@@ -142,15 +142,19 @@ async fn frame(ws: &mut Ws) -> Result<Value, Attempt> {
         Ok(Ok(Incoming::Closed(1001))) => {
             return Err(Attempt::Retry("retry: closed 1001 (server going away)"));
         }
+        Ok(Ok(Incoming::Closed(1013))) => {
+            return Err(Attempt::Retry("retry: closed 1013 (try again later)"));
+        }
         Ok(Ok(Incoming::Closed(code))) => return Err(Attempt::Fatal(format!("closed {code}"))),
         Ok(Ok(Incoming::Text(text))) => text,
     };
     let v: Value = serde_json::from_str(&incoming)
         .map_err(|e| Attempt::Fatal(format!("unparsable frame: {e}")))?;
     if v["type"] == "error" {
-        // `unavailable` is followed by a 1001: storage is having trouble, come back later.
+        // `unavailable` is followed by a 1013: storage is having trouble, or the visit's
+        // owner is being replaced; come back later.
         return Err(if v["code"] == "unavailable" {
-            Attempt::Retry("retry: error unavailable (then 1001)")
+            Attempt::Retry("retry: error unavailable (then 1013)")
         } else {
             Attempt::Fatal(format!("error {}", v["code"]))
         });

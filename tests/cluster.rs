@@ -236,6 +236,49 @@ async fn a_paused_owner_cannot_act_on_a_visit_another_node_took_over() {
     assert_eq!(c.owner_of(&visit).await, Some(2));
 }
 
+/// A busy machine: the owner's lease renewal comes late (here the node is frozen for longer
+/// than it trusts a renewal, two thirds of the 3 s lease, and wakes up to a Redis that is
+/// still stalled, so its renewal takes a while more), and it may not act on the visit until
+/// a renewal confirms it still owns it. Frames that arrive meanwhile wait for that renewal
+/// instead of being refused: signaling gets slower, in order, and drops nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_arrive_while_a_renewal_is_late_wait_for_it_instead_of_being_refused() {
+    let c = Cluster::start(&[]).await;
+    let (visit, mut doctor, mut patient) = pair_across(&c, 0, 0).await;
+    assert_eq!(c.owner_of(&visit).await, Some(0));
+    c.nodes[0].pause().await;
+    c.redis.pause().await;
+    for i in 0..5 {
+        doctor
+            .send(json!({"type": "signal", "to": patient.participant_id, "data": {"nonce": format!("late-{i}")}}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(2250)).await;
+    c.nodes[0].resume().await;
+    // The node reads the frames at once; its renewal waits for Redis.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.redis.resume().await;
+    for i in 0..5 {
+        // Bounded: the server's pings would otherwise keep a wait for a lost signal going.
+        let got = tokio::time::timeout(STEP, patient.until("signal"))
+            .await
+            .expect("a signal sent while the renewal was late never arrived");
+        assert_eq!(got["data"]["nonce"], format!("late-{i}"));
+        assert_eq!(got["from"], doctor.participant_id.as_str());
+    }
+    // No `unavailable` (nor any other error) for the frames that waited.
+    let quiet = Instant::now() + Duration::from_millis(500);
+    while let Ok(text) = tokio::time::timeout_at(quiet.into(), doctor.recv_text()).await {
+        assert!(!text.contains("\"type\":\"error\""), "refused: {text}");
+    }
+    signal(&mut patient, &mut doctor, "after").await;
+    assert_eq!(c.owner_of(&visit).await, Some(0), "still the owner");
+    assert!(
+        c.nodes[0].logs().contains("a lease renewal came late"),
+        "the late renewal is logged"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nonce_reaches_its_own_peer_across_1000_visits_spread_over_three_nodes() {
     let c = Cluster::start(&[]).await;
@@ -259,6 +302,26 @@ async fn every_nonce_reaches_its_own_peer_across_1000_visits_spread_over_three_n
         "isolation over 3 nodes took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    for (i, node) in c.nodes.iter().enumerate() {
+        let logs = node.logs();
+        let count = |needle: &str| logs.matches(needle).count();
+        eprintln!(
+            "DIAG node{}: no-sign-of-life {}, slow-reader {}, nothing-heard {}, node-gone {}, lapsed {}, renew-failed {}, redis-unavailable {}, renewal-late {}, WARN {}",
+            i + 1,
+            count("no sign of life"),
+            count("outbound queue full"),
+            count("nothing heard from redis"),
+            count("node is gone"),
+            count("liveness had lapsed"),
+            count("renewing leases failed"),
+            count("redis unavailable"),
+            count("lease renewal came late"),
+            count("WARN"),
+        );
+        for line in logs.lines().filter(|l| l.contains("WARN")).take(15) {
+            eprintln!("  {line}");
+        }
+    }
     let t = outcome.tally;
     assert_eq!(outcome.pairs, 1000);
     assert_eq!(t.sent, 1000 * 2 * 10);

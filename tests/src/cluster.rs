@@ -129,6 +129,31 @@ impl Redis {
         (!value.is_empty()).then_some(value)
     }
 
+    /// SIGSTOP: Redis is frozen with its connections open (a stalled Redis); commands wait.
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("redis running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+    }
+
     /// Runs a command through `redis-cli` (to play a node the tests do not start); its
     /// output, trimmed.
     pub async fn cli(&self, args: &[&str]) -> String {

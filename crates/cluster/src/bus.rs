@@ -316,13 +316,16 @@ pub async fn listen(
         let mut messages = pubsub.on_message();
         let mut heard = tokio::time::Instant::now();
         loop {
+            // In this order: after a stall (a starved runtime), messages already waiting
+            // count as heard before the silence deadline is looked at.
             let msg = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
+                msg = messages.next() => msg,
                 _ = tokio::time::sleep_until(heard + silence) => {
                     tracing::warn!("nothing heard from redis for a while; listening again");
                     break;
                 }
-                msg = messages.next() => msg,
             };
             let Some(msg) = msg else { break };
             heard = tokio::time::Instant::now();

@@ -170,6 +170,8 @@ pub struct Leases {
 }
 
 const STRIPES: usize = 64;
+/// How often an input waiting for a late renewal looks again.
+const VOUCH_POLL: Duration = Duration::from_millis(10);
 
 fn unavailable(e: RedisError) -> RoomError {
     tracing::warn!(error = %e, "redis unavailable");
@@ -288,7 +290,6 @@ impl Leases {
             Ok(()) => {
                 self.reached(true);
                 vouch = Some(start);
-                self.sweep().await;
             }
             Err(e) => {
                 if self.reachable() {
@@ -347,8 +348,9 @@ impl Leases {
     }
 
     /// Clears a bounded slice of a dead node's leftover leases (their visits were never
-    /// opened again): Redis does not keep them forever.
-    async fn sweep(&self) {
+    /// opened again): Redis does not keep them forever. Done after a renewal has vouched,
+    /// so that it never delays one.
+    pub async fn sweep(&self) {
         let result: Result<i64, _> = SWEEP
             .key(NODES_KEY)
             .arg(SWEEP_SLICE)
@@ -362,6 +364,16 @@ impl Leases {
     /// After a [`Renewal`] whose lost visits the node has stopped acting for.
     pub fn vouch(&self, renewal: &Renewal) {
         if let Some(start) = renewal.vouch {
+            // Said when it happens: inputs waited (they were not refused) meanwhile, and an
+            // operator seeing this often has a node starved of CPU or a slow Redis.
+            let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let until = self.valid_until.load(Ordering::Acquire);
+            if until > 0 && now > until {
+                tracing::warn!(
+                    unconfirmed_ms = now - until,
+                    "a lease renewal came late: inputs waited for it"
+                );
+            }
             self.vouch_from(start);
         }
     }
@@ -507,6 +519,25 @@ impl Ownership for Leases {
     fn fresh(&self) -> bool {
         let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         now < self.valid_until.load(Ordering::Acquire)
+    }
+
+    fn fresh_for(&self, margin: Duration) -> bool {
+        let now = self.base.elapsed() + margin;
+        let now = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+        now < self.valid_until.load(Ordering::Acquire)
+    }
+
+    async fn vouched(&self) -> bool {
+        // Polled: only inputs that arrive while a renewal is late get here, and the
+        // renewal that vouches again may come from either renewal path.
+        let deadline = tokio::time::Instant::now() + self.ttl;
+        while !self.fresh_for(bedside_rooms::FRESH_MARGIN) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(VOUCH_POLL).await;
+        }
+        true
     }
 
     fn release(&self, visit: VisitId, position: u64) {

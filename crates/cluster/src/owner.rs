@@ -6,11 +6,15 @@ use crate::bus::{Bus, Item, Seated, Wire};
 use crate::node::{NodeId, SessionId};
 use bedside_auth::TenantId;
 use bedside_protocol::{JoinedExtras, encode, error_frame, input_of};
+use bedside_rooms::RoomError;
 use bedside_rooms::{Outbox, Outgoing, Registry, VisitHandle};
 use bedside_visit::{CloseCode, ConnId, JoinRequest, Notice, VisitId};
 use chrono::Utc;
 use dashmap::DashMap;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 type Key = (NodeId, SessionId);
 
@@ -80,6 +84,21 @@ pub struct Owned {
     registry: Arc<Registry>,
     bus: Bus,
     sessions: DashMap<Key, Slot>,
+    /// Frames and leaves from other nodes that came while this node could not vouch for
+    /// its claims (a lease renewal running late on a busy machine), in arrival order:
+    /// handled once it can, instead of refused. Bounded by [`WAITING_MAX`].
+    waiting: Mutex<VecDeque<Waiting>>,
+    /// Set while a task works through `waiting`: what arrives meanwhile queues behind it.
+    draining: AtomicBool,
+}
+
+/// Most frames from other nodes held while a renewal is late; past that they are refused
+/// (`unavailable`), as they all were before they could wait.
+const WAITING_MAX: usize = 10_000;
+
+enum Waiting {
+    Frame(Key, String),
+    Leave(Key),
 }
 
 impl Owned {
@@ -88,6 +107,54 @@ impl Owned {
             registry,
             bus,
             sessions: DashMap::new(),
+            waiting: Mutex::new(VecDeque::new()),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether what arrives now must queue: a renewal is late, or earlier arrivals still
+    /// wait. Frames and leaves come from one listener, in order, so this keeps their order.
+    fn must_wait(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || !self.registry.fresh()
+    }
+
+    /// Queues `item` behind whatever waits, and starts the task that handles the queue
+    /// once the node vouches for its claims again. Past [`WAITING_MAX`] a frame is refused.
+    fn wait(self: &Arc<Self>, item: Waiting) {
+        let mut waiting = self.waiting.lock();
+        if waiting.len() >= WAITING_MAX {
+            drop(waiting);
+            match item {
+                Waiting::Frame(key, frame) => self.refuse(&key, &frame, RoomError::Unavailable),
+                Waiting::Leave(key) => self.leave_now(&key),
+            }
+            return;
+        }
+        waiting.push_back(item);
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            let this = self.clone();
+            tokio::spawn(async move { this.drain().await });
+        }
+    }
+
+    async fn drain(&self) {
+        loop {
+            // Bounded: if the claims stay in doubt, frames are refused as before.
+            self.registry.vouched().await;
+            let batch = {
+                let mut waiting = self.waiting.lock();
+                if waiting.is_empty() {
+                    self.draining.store(false, Ordering::Release);
+                    return;
+                }
+                std::mem::take(&mut *waiting)
+            };
+            for item in batch {
+                match item {
+                    Waiting::Frame(key, frame) => self.frame_now(&key, &frame),
+                    Waiting::Leave(key) => self.leave_now(&key),
+                }
+            }
         }
     }
 
@@ -154,7 +221,15 @@ impl Owned {
         self.bus.send(&from, &Wire::JoinResult { session, result });
     }
 
-    pub fn frame(&self, key: &Key, frame: &str) {
+    pub fn frame(self: &Arc<Self>, key: &Key, frame: &str) {
+        if self.must_wait() {
+            self.wait(Waiting::Frame(key.clone(), frame.to_owned()));
+        } else {
+            self.frame_now(key, frame);
+        }
+    }
+
+    fn frame_now(&self, key: &Key, frame: &str) {
         let Some(slot) = self.sessions.get(key) else {
             return;
         };
@@ -171,7 +246,31 @@ impl Owned {
         }
     }
 
-    pub fn leave(&self, key: &Key) {
+    /// Answers a frame that cannot wait with `error`.
+    fn refuse(&self, key: &Key, frame: &str, error: RoomError) {
+        let Some(slot) = self.sessions.get(key) else {
+            return;
+        };
+        let Slot::Joined(session) = &*slot else {
+            return;
+        };
+        if input_of(frame, session.conn).is_err() {
+            return;
+        }
+        metrics::counter!("bedside_errors_total", "code" => error.code()).increment(1);
+        let frame = error_frame(error.code(), &error.to_string());
+        session.outbox.push(Outgoing::Frame(Box::new(frame)));
+    }
+
+    pub fn leave(self: &Arc<Self>, key: &Key) {
+        if self.must_wait() {
+            self.wait(Waiting::Leave(key.clone()));
+        } else {
+            self.leave_now(key);
+        }
+    }
+
+    fn leave_now(&self, key: &Key) {
         // A join still under way is marked: it undoes itself when it finishes.
         if let Some(mut slot) = self.sessions.get_mut(key)
             && matches!(*slot, Slot::Joining)

@@ -315,6 +315,27 @@ impl ClusterRouter {
         self.board.resync();
     }
 
+    /// Renews this node's liveness every sixth of a lease, until `shutdown`. Claims are
+    /// trusted for two thirds of a lease from a renewal's start, so a renewal may come up
+    /// to half a lease late (a starved runtime, a slow Redis) before inputs have to wait.
+    async fn renew(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut renew = tokio::time::interval(self.leases.ttl() / 6);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = renew.tick() => {}
+            }
+            self.bus.send(&self.node, &Wire::Heartbeat);
+            let renewal = self.leases.renew().await;
+            for visit in &renewal.gone {
+                self.registry.evict(*visit);
+            }
+            self.leases.vouch(&renewal);
+            self.leases.sweep().await;
+        }
+    }
+
     /// Ends sessions with nodes that stopped renewing their liveness (killed, lost).
     /// One look (one MGET) covers both sides: owners this node's participants are seated
     /// with, and nodes whose participants sit in visits this node owns.
@@ -574,8 +595,9 @@ impl Router for ClusterRouter {
                 shutdown.clone(),
             ))
         };
-        let mut renew = tokio::time::interval(self.leases.ttl() / 3);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Renewals run in a task of their own: nothing else this loop awaits (a slow
+        // look at other nodes, an eviction) may hold one up on a busy machine.
+        let renewals = tokio::spawn(self.clone().renew(shutdown.clone()));
         // Peers are looked at more often than leases are renewed: a dead node's
         // participants here are sent on to its visits' next owner soon after its liveness
         // lapses (one MGET per look).
@@ -584,14 +606,6 @@ impl Router for ClusterRouter {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = renew.tick() => {
-                    self.bus.send(&self.node, &Wire::Heartbeat);
-                    let renewal = self.leases.renew().await;
-                    for visit in &renewal.gone {
-                        self.registry.evict(*visit);
-                    }
-                    self.leases.vouch(&renewal);
-                }
                 _ = peers.tick() => self.check_peers().await,
                 Some(visit) = fenced.recv() => {
                     self.registry.evict(visit);
@@ -606,6 +620,9 @@ impl Router for ClusterRouter {
         }
         if let Err(e) = listener.await {
             tracing::error!(error = %e, "the cluster listener failed");
+        }
+        if let Err(e) = renewals.await {
+            tracing::error!(error = %e, "lease renewals failed");
         }
     }
 

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
@@ -15,6 +16,9 @@ pub const STEP: Duration = Duration::from_secs(30);
 
 pub struct Ws {
     inner: WebSocketStream<TcpStream>,
+    /// Text frames read while [`Ws::hold_until`] kept the connection answering pings:
+    /// [`Ws::next`] returns these first.
+    early: VecDeque<String>,
 }
 
 /// What closed a connection, if it closed.
@@ -47,15 +51,26 @@ impl Ws {
         let (inner, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .map_err(|e| anyhow::anyhow!("websocket handshake: {e}"))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            early: VecDeque::new(),
+        })
     }
 
     pub async fn send(&mut self, text: String) -> anyhow::Result<()> {
         self.inner.send(Message::text(text)).await.context("send")
     }
 
-    /// Next text frame or the close; pings and pongs are skipped.
+    /// Next text frame or the close; pings and pongs are skipped (reading is what answers
+    /// the server's pings).
     pub async fn next(&mut self) -> anyhow::Result<Incoming> {
+        if let Some(text) = self.early.pop_front() {
+            return Ok(Incoming::Text(text));
+        }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> anyhow::Result<Incoming> {
         loop {
             match self.inner.next().await {
                 Some(Ok(Message::Text(t))) => return Ok(Incoming::Text(t.as_str().to_owned())),
@@ -65,6 +80,27 @@ impl Ws {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("read: {e}"),
                 None => return Ok(Incoming::Closed(1006)),
+            }
+        }
+    }
+
+    /// Keeps reading until `go` turns true, as a browser keeps answering pings while its
+    /// user waits: a connection left unread answers none, and the server rightly drops it as
+    /// dead after its idle timeout (18 s), which a large setup on a busy machine outlasts.
+    /// Text frames read meanwhile are kept for [`Ws::next`]; a close is kept too.
+    pub async fn hold_until(&mut self, go: &mut tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let incoming = tokio::select! {
+                _ = go.wait_for(|g| *g) => return,
+                incoming = self.read() => incoming,
+            };
+            match incoming {
+                Ok(Incoming::Text(text)) => self.early.push_back(text),
+                // Closed or failed: the scenario finds out on its next read.
+                _ => {
+                    let _ = go.wait_for(|g| *g).await;
+                    return;
+                }
             }
         }
     }

@@ -111,6 +111,13 @@ enum Command {
         rate: u32,
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
         duration: u64,
+        /// During the storm, this many patients wait in one provider's queue with the
+        /// provider's dashboard open (0: none).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+        queue_patients: u64,
+        /// How often the queue changes during the storm, in milliseconds.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+        queue_every_ms: u64,
     },
     /// Every connection drops at once and comes back with its resume token.
     ReconnectStorm {
@@ -250,6 +257,8 @@ async fn main() -> anyhow::Result<()> {
             target,
             rate,
             duration,
+            queue_patients,
+            queue_every_ms,
         } => {
             raise_fd_limit();
             let opts = join_storm::Options {
@@ -257,6 +266,8 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs(duration),
                 sources,
                 server_pid: target.server_pid,
+                queue_patients: queue_patients as usize,
+                queue_every: Duration::from_millis(queue_every_ms),
             };
             join_storm::run(target.target()?, opts).await?
         }

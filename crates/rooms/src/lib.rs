@@ -37,5 +37,5 @@ pub use error::RoomError;
 pub use ids::{NextConnId, RandomId};
 pub use links::{Link, LinkRequest, Links};
 pub use ownership::{Claim, Ownership};
-pub use registry::{Outbox, Outgoing, Registry, VisitHandle};
+pub use registry::{FRESH_MARGIN, Outbox, Outgoing, Registry, VisitHandle};
 pub use router::{LocalRouter, LocalSeat, RemoteSeat, Router, Seat};

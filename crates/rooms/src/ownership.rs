@@ -26,6 +26,19 @@ pub trait Ownership: Send + Sync + 'static {
     /// been able to renew them for longer than they last (it was paused, say): it must
     /// not act until it knows whether it still owns its visits.
     fn fresh(&self) -> bool;
+    /// Whether the claims can be trusted for `margin` more: an input checked with this
+    /// before it is handled does not reach the visit just as they lapse (a thread preempted
+    /// in between on a starved machine).
+    fn fresh_for(&self, margin: std::time::Duration) -> bool {
+        let _ = margin;
+        self.fresh()
+    }
+    /// Waits (a bounded time) until [`Ownership::fresh_for`] a short margin; whether it
+    /// does. Inputs that arrive while a renewal is late (a busy or starved machine) wait
+    /// for it instead of being refused: slower, never acted on without a fresh claim.
+    async fn vouched(&self) -> bool {
+        self.fresh()
+    }
     /// `visit` left memory; once the writer has passed `position`, its state is all in
     /// storage and the claim can go.
     fn release(&self, visit: VisitId, position: u64);

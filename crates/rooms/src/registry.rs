@@ -93,6 +93,11 @@ type Loaded = (
     Vec<StoredQuality>,
 );
 
+/// How long an input checked with [`Registry::fresh`] may take to reach the visit's rules.
+/// Renewals normally leave well over a second of trust, so only a late one makes inputs
+/// wait; a thread preempted this long between the check and the rules is what it covers.
+pub const FRESH_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a visit remembers about access: its blocks, and its used single-use links.
 type Access = (Vec<Block>, Vec<String>);
 
@@ -183,6 +188,23 @@ impl Registry {
     pub fn with_desk(mut self, feed: DeskFeed) -> Self {
         self.desk = Some(feed);
         self
+    }
+
+    /// Whether an input handled now will find this node able to act on its visits (always,
+    /// on one node): its claims stay fresh for [`FRESH_MARGIN`] more. See
+    /// [`Ownership::fresh_for`].
+    pub fn fresh(&self) -> bool {
+        self.ownership
+            .as_ref()
+            .is_none_or(|o| o.fresh_for(FRESH_MARGIN))
+    }
+
+    /// Waits, a bounded time, until [`Registry::fresh`]; whether it is.
+    pub async fn vouched(&self) -> bool {
+        match &self.ownership {
+            Some(o) if !o.fresh_for(FRESH_MARGIN) => o.vouched().await,
+            _ => true,
+        }
     }
 
     /// Runs this registry as one node of a cluster: visits are claimed before they are

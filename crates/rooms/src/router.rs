@@ -67,6 +67,24 @@ impl Seat {
         }
     }
 
+    /// Whether an input sent now is acted on at once: false while this node cannot vouch
+    /// for its claim on the visit (a lease renewal is late). A remote seat's owner sees to
+    /// that itself.
+    pub fn fresh(&self) -> bool {
+        match self {
+            Seat::Local(seat) => seat.registry.fresh(),
+            Seat::Remote(_) => true,
+        }
+    }
+
+    /// Waits, a bounded time, until [`Seat::fresh`]: a frame read while a renewal is late
+    /// is handled once the claim is confirmed rather than refused.
+    pub async fn vouched(&self) {
+        if let Seat::Local(seat) = self {
+            seat.registry.vouched().await;
+        }
+    }
+
     /// The connection is gone: its place enters the grace period.
     pub fn leave(&self, now: DateTime<Utc>) {
         match self {

@@ -377,7 +377,14 @@ impl Connection {
                     // Deciding is synchronous; the one possible reply is written here, so
                     // the task holds a single write in flight at most.
                     let reply = match self.inbound(msg) {
-                        Ok(Inbound::Text(text)) => Ok(self.handle_frame(text.as_str(), j)),
+                        Ok(Inbound::Text(text)) => {
+                            // A lease renewal running late (a starved machine): the frame
+                            // waits for it rather than being refused. Boxed: rarely needed.
+                            if !j.visit.fresh() {
+                                Box::pin(j.visit.vouched()).await;
+                            }
+                            Ok(self.handle_frame(text.as_str(), j))
+                        }
                         Ok(Inbound::Reply(reply)) => Ok(Some(reply)),
                         Ok(Inbound::Nothing) => Ok(None),
                         Err(exit) => Err(exit),

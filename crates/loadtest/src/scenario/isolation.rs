@@ -6,7 +6,7 @@
 //! The counts (sent, delivered, lost, duplicated, misdelivered) are exact, not sampled:
 //! a single signal crossing visits, vanishing or arriving twice fails the run.
 
-use super::{Peer, leave, pair, signal};
+use super::{Peer, hold, leave, pair, signal};
 use crate::client::Incoming;
 use crate::payload;
 use crate::procstat;
@@ -160,7 +160,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
     for n in 0..opts.visits {
         let (target, opts, setup, bar) = (target.clone(), opts.clone(), setup.clone(), bar.clone());
         let (ready, paired, complete) = (ready.clone(), paired.clone(), complete.clone());
-        let (mut go, stop) = (go_rx.clone(), stop_rx.clone());
+        let (go, stop) = (go_rx.clone(), stop_rx.clone());
         let setup_stats = setup_stats.clone();
         tasks.push(tokio::spawn(async move {
             let mut stats = Stats::default();
@@ -175,7 +175,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
             if let Ok(mut all) = setup_stats.lock() {
                 all.merge(std::mem::take(&mut stats));
             }
-            let (doctor, patient) = match set_up {
+            let (mut doctor, mut patient) = match set_up {
                 Ok(p) => {
                     paired.fetch_add(1, Ordering::SeqCst);
                     ready.fetch_add(1, Ordering::SeqCst);
@@ -193,7 +193,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
                 (0..count).map(|_| rng.random::<u128>()).collect()
             };
             let (d_nonces, p_nonces) = (nonces(opts.rounds), nonces(opts.rounds));
-            let _ = go.wait_for(|g| *g).await;
+            hold(&mut doctor, &mut patient, &go).await;
             let shared = Shared {
                 visit: n as u64,
                 per_second: opts.per_second,

@@ -1,9 +1,12 @@
 //! `join-storm`: participants arrive at a target rate (open loop: arrivals do not wait for
 //! earlier ones) for a duration. Visits are created first; arrivals alternate doctor and
 //! patient of each visit, and doctors admit whoever waits. Everyone stays connected until
-//! the end, so the server holds `rate * duration` connections by then.
+//! the end, so the server holds `rate * duration` connections by then. With
+//! `queue_patients`, a provider's queue of that many waiting patients changes every
+//! `queue_every` while the arrivals come (see [`super::queue`]): how fast a dashboard hears
+//! of a change while joins pour in.
 
-use super::join;
+use super::{Phase, join};
 use crate::client::{Incoming, Ws};
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -13,6 +16,7 @@ use indicatif::ProgressBar;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
@@ -22,6 +26,9 @@ pub struct Options {
     pub duration: Duration,
     pub sources: Sources,
     pub server_pid: Option<u32>,
+    /// Patients waiting in one provider's queue during the storm (0: none).
+    pub queue_patients: usize,
+    pub queue_every: Duration,
 }
 
 pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
@@ -48,6 +55,26 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     }
     bar.finish_and_clear();
 
+    // The queue is set up before the storm and changes only while the arrivals come.
+    let (queue_stop_tx, queue_stop_rx) = watch::channel(false);
+    let queue_measuring = Arc::new(AtomicBool::new(false));
+    let queue = if opts.queue_patients > 0 {
+        let load = super::queue::set_up(
+            &target,
+            opts.queue_patients,
+            &opts.sources,
+            queue_measuring.clone(),
+        )
+        .await?;
+        let phase = Phase {
+            measuring: queue_measuring.clone(),
+            stop: queue_stop_rx,
+        };
+        Some((load, phase))
+    } else {
+        None
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let cpu_before = opts
         .server_pid
@@ -56,6 +83,10 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     let mut ticker =
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1))));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let queue = queue.map(|(load, phase)| {
+        queue_measuring.store(true, Ordering::Relaxed);
+        tokio::spawn(load.churn(opts.queue_every, phase))
+    });
     let mut tasks = Vec::with_capacity(arrivals);
     for k in 0..arrivals {
         ticker.tick().await;
@@ -71,6 +102,8 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
         }));
     }
     let arrived_in = started.elapsed();
+    queue_measuring.store(false, Ordering::Relaxed);
+    let _ = queue_stop_tx.send(true);
     // Let the last arrivals finish, then measure the server holding everyone.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut server = BTreeMap::new();
@@ -84,6 +117,12 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     }
     let _ = stop_tx.send(true);
     let mut stats = Stats::default();
+    if let Some(queue) = queue {
+        match queue.await {
+            Ok(s) => stats.merge(s),
+            Err(e) => stats.error(format!("queue task: {e}")),
+        }
+    }
     for task in tasks {
         match task.await {
             Ok(s) => stats.merge(s),
@@ -94,7 +133,9 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     Ok(Report {
         scenario: "join-storm".into(),
         target: target.name().into(),
-        params: json!({"rate_per_s": opts.rate, "duration_s": opts.duration.as_secs(), "visits": visits}),
+        params: json!({"rate_per_s": opts.rate, "duration_s": opts.duration.as_secs(), "visits": visits,
+                       "queue_patients": opts.queue_patients,
+                       "queue_every_ms": opts.queue_every.as_millis() as u64}),
         elapsed: arrived_in,
         stats,
         server,

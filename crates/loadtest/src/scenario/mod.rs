@@ -76,6 +76,10 @@ pub async fn admit(
     patient.until("admitted").await
 }
 
+/// From TCP connect until the connection is ready: upgraded (baseline), or joined and
+/// placed, admitted or waiting (Bedside). Both of a pair's connections count.
+pub const CONNECT: &str = "connect to ready";
+
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
 /// (baseline). Join latencies go to `stats`.
 pub async fn pair(
@@ -88,8 +92,14 @@ pub async fn pair(
     match target {
         Target::Baseline { .. } => {
             let (d, p) = (format!("d{n}"), format!("p{n}"));
+            // Connected is ready, for the baseline: its figure to compare with Bedside's
+            // connect-to-placed (issue 18's "connect p99").
+            let t = Instant::now();
             let doctor = Ws::connect(&target.ws_url(&d), sources.pick(2 * n)).await?;
+            stats.record(CONNECT, t.elapsed());
+            let t = Instant::now();
             let patient = Ws::connect(&target.ws_url(&p), sources.pick(2 * n + 1)).await?;
+            stats.record(CONNECT, t.elapsed());
             Ok((
                 Peer {
                     ws: doctor,
@@ -117,6 +127,7 @@ pub async fn pair(
                 bail!("doctor placed in {placed}");
             }
             stats.record("join doctor", t.elapsed());
+            stats.record(CONNECT, t.elapsed());
             let t = Instant::now();
             let (mut patient, p_joined, placed) = join_at(
                 &target.patient_ws_url(),
@@ -128,6 +139,7 @@ pub async fn pair(
                 bail!("patient placed in {placed}");
             }
             stats.record("join patient (waiting)", t.elapsed());
+            stats.record(CONNECT, t.elapsed());
             let pid = p_joined["participant_id"]
                 .as_str()
                 .context("participant_id")?
@@ -156,6 +168,12 @@ pub async fn pair(
             ))
         }
     }
+}
+
+/// Holds a set-up pair until `go`, both sides answering the server's pings meanwhile.
+pub async fn hold(doctor: &mut Peer, patient: &mut Peer, go: &watch::Receiver<bool>) {
+    let (mut a, mut b) = (go.clone(), go.clone());
+    tokio::join!(doctor.ws.hold_until(&mut a), patient.ws.hold_until(&mut b));
 }
 
 /// The frame that relays `data` to `to`.

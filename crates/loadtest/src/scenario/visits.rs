@@ -2,7 +2,7 @@
 //! joins, patient waits and is admitted, offer/answer/candidates, chat), then closed-loop
 //! round trips of fixed-size signals for a duration, then everyone leaves.
 
-use super::{Phase, leave, negotiate, pair, relay};
+use super::{Phase, hold, leave, negotiate, pair, relay};
 use crate::peer;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -102,14 +102,14 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
             drop(permit);
             bar.inc(1);
             ready.fetch_add(1, Ordering::Relaxed);
-            let (doctor, patient) = match set_up {
+            let (mut doctor, mut patient) = match set_up {
                 Ok(pair) => pair,
                 Err(e) => {
                     stats.error(format!("setup: {e}"));
                     return stats;
                 }
             };
-            let _ = go.wait_for(|g| *g).await;
+            hold(&mut doctor, &mut patient, &go).await;
             let (d, p) = tokio::join!(
                 relay(
                     doctor,

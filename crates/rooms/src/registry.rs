@@ -184,6 +184,11 @@ impl Registry {
         self
     }
 
+    /// The node's link minter, if it has keys to mint with.
+    pub fn links(&self) -> Option<&Links> {
+        self.links.as_deref()
+    }
+
     /// Reports every visit's part of its provider's queue to the node's desk.
     pub fn with_desk(mut self, feed: DeskFeed) -> Self {
         self.desk = Some(feed);

@@ -7,9 +7,9 @@
 //! A child of `connection`: it borrows the connection's socket, limits and writers.
 
 use super::{Connection, Exit, Inbound};
-use bedside_auth::{JoinClaims, KeyId, Role, VerifiedProvider};
+use bedside_auth::{KeyId, Role, VerifiedProvider};
 use bedside_protocol::{ClientMsg, ServerMsg, error_frame};
-use bedside_rooms::{Board, ProviderKey};
+use bedside_rooms::{Board, LinkRequest, ProviderKey};
 use bedside_visit::{
     AuditEvent, AuditKind, CloseCode, Input, ProviderId, Refusal, VisitId, VisitStatus,
 };
@@ -148,11 +148,9 @@ impl Connection {
                 clinic.desk.notify_elsewhere(key, &visits, trimmed);
                 return Ok(None);
             }
-            ClientMsg::Take { visit_id } => {
-                match take(&self.sig.clone(), clinic, key, v, visit_id).await {
-                    Ok(frame) | Err(frame) => frame,
-                }
-            }
+            ClientMsg::Take { visit_id } => match take(clinic, key, v, visit_id).await {
+                Ok(frame) | Err(frame) => frame,
+            },
             _ => error_frame(
                 "not_in_visit",
                 "a provider's dashboard is in no visit: take one first",
@@ -185,7 +183,6 @@ async fn own_visit(
 /// A doctor token for one of the provider's visits, in the provider's name; recorded as
 /// `taken`.
 async fn take(
-    sig: &crate::Signaling,
     clinic: &crate::Clinic,
     key: &ProviderKey,
     v: &VerifiedProvider,
@@ -207,26 +204,30 @@ async fn take(
     }
     let now = Utc::now();
     let expires_at = (now + TimeDelta::hours(TAKE_TOKEN_HOURS)).min(record.expires_at);
-    let claims = JoinClaims {
-        iss: v.claims.iss.clone(),
-        sub: key.1.as_str().to_owned(),
-        visit: id.to_string(),
-        role: Role::Doctor,
-        name: v.claims.name.clone(),
-        iat: now.timestamp(),
-        nbf: now.timestamp(),
-        exp: expires_at.timestamp(),
-        jti: uuid::Uuid::new_v4().to_string(),
-    };
     let signer = KeyId::new(v.claims.iss.clone()).map_err(|_| refusal_internal())?;
-    let token = sig
-        .keys
-        .mint_join(&signer, &claims)
+    // The same minting path as the API's visit links and a doctor's guest links.
+    let link = clinic
+        .registry
+        .links()
+        .ok_or_else(refusal_internal)?
+        .mint(
+            &signer,
+            LinkRequest {
+                visit: id,
+                identity: key.1.as_str().to_owned(),
+                role: Role::Doctor,
+                name: v.claims.name.clone(),
+                issued_at: now.timestamp(),
+                now,
+                expires_at,
+                single_use: false,
+            },
+        )
         .map_err(|_| refusal_internal())?;
     let taken = AuditEvent {
         identity: Some(key.1.as_str().to_owned()),
         role: Some(Role::Doctor),
-        ..AuditEvent::new(AuditKind::Taken, now).detail(claims.jti.clone())
+        ..AuditEvent::new(AuditKind::Taken, now).detail(link.jti)
     };
     if clinic
         .registry
@@ -239,7 +240,7 @@ async fn take(
     }
     Ok(ServerMsg::VisitToken {
         visit_id: id,
-        token: &token,
+        token: &link.token,
         expires_at,
     }
     .to_json())

@@ -46,9 +46,9 @@ impl ParticipantId {
 }
 
 impl ParticipantId {
-    /// `p_` and 16 lowercase hex digits, without the formatting machinery: ids are written
-    /// into every relayed frame.
-    fn text(self) -> [u8; 18] {
+    /// `p_` and 16 lowercase hex digits, as ASCII, without the formatting machinery: ids are
+    /// written into every relayed frame.
+    pub fn text(self) -> [u8; 18] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = *b"p_0000000000000000";
         for (i, byte) in out[2..].iter_mut().enumerate() {
@@ -85,9 +85,21 @@ impl FromStr for ParticipantId {
             .strip_prefix("p_")
             .filter(|h| h.len() == 16)
             .ok_or(BadParticipantId)?;
-        u64::from_str_radix(hex, 16)
+        // By hand, not `u64::from_str_radix`: every relayed signal names its target, and
+        // the generic parser (signs, overflow checks, any radix) cost three times as much.
+        // Both cases of hex digits are read, as `from_str_radix` does.
+        hex.bytes()
+            .try_fold(0u64, |bits, c| {
+                let digit = match c {
+                    b'0'..=b'9' => c - b'0',
+                    b'a'..=b'f' => c - b'a' + 10,
+                    b'A'..=b'F' => c - b'A' + 10,
+                    _ => return None,
+                };
+                Some(bits << 4 | u64::from(digit))
+            })
             .map(Self)
-            .map_err(|_| BadParticipantId)
+            .ok_or(BadParticipantId)
     }
 }
 
@@ -199,6 +211,12 @@ mod tests {
         assert!("p_123".parse::<ParticipantId>().is_err());
         assert!("x_0123456789abcdef".parse::<ParticipantId>().is_err());
         assert!("p_0123456789abcdeg".parse::<ParticipantId>().is_err());
+        assert!("p_+123456789abcde".parse::<ParticipantId>().is_err());
+        assert!("p_0123456789abcdé".parse::<ParticipantId>().is_err());
+        assert_eq!(
+            "p_0123456789ABCDEF".parse::<ParticipantId>(),
+            "p_0123456789abcdef".parse::<ParticipantId>()
+        );
     }
 
     #[test]

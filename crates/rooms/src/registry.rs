@@ -24,8 +24,19 @@ use bedside_visit::{
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use dashmap::DashMap;
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+thread_local! {
+    /// The outputs of the input being run on this thread: see [`VisitHandle::run`]. Taken
+    /// (leaving an empty one) rather than borrowed, so a nested run could not conflict.
+    static OUTPUTS: Cell<Vec<Output>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept for the next input; a rare bigger one (an admission into
+/// a full visit) is freed.
+const MAX_KEPT_OUTPUTS: usize = 32;
 
 /// Where a participant's notices go: a local connection's bounded queue, or for a
 /// participant connected to another node, that node (through the cluster).
@@ -358,9 +369,9 @@ impl Registry {
             Input::Admit { target, .. } => inner.visit.waiting_since(*target).map(|t| now - t),
             _ => None,
         };
-        // Not kept between inputs: a join's outputs would otherwise pin their capacity in
-        // every live visit, and one small allocation per input costs less than that memory.
-        let mut out = Vec::new();
+        // The thread's scratch buffer, not one per visit (a join's outputs would pin their
+        // capacity in every live visit) nor one per input (an allocation per relayed frame).
+        let mut out = OUTPUTS.take();
         let result = inner
             .visit
             .handle(input, now, &mut out)
@@ -439,6 +450,9 @@ impl Registry {
                     }
                 }
             }
+        }
+        if out.capacity() <= MAX_KEPT_OUTPUTS {
+            OUTPUTS.set(out);
         }
         if !writes.is_empty() {
             if let Some(epoch) = inner.epoch {

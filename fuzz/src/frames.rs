@@ -7,7 +7,7 @@
 //! signal's `data` is relayed byte for byte, nested at most 32 levels deep.
 
 use bedside_protocol::{ClientMsg, JoinedExtras, encode};
-use bedside_visit::Notice;
+use bedside_visit::{Notice, Payload};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -55,7 +55,7 @@ struct Relayed<'a> {
     data: &'a RawValue,
 }
 
-fn check_signal(text: &str, to: bedside_visit::ParticipantId, data: Box<RawValue>) {
+fn check_signal(text: &str, to: bedside_visit::ParticipantId, data: Payload) {
     let raw = data.get().to_owned();
     assert!(
         text.contains(&raw),
@@ -67,7 +67,7 @@ fn check_signal(text: &str, to: bedside_visit::ParticipantId, data: Box<RawValue
         "data nested {depth} deep was accepted"
     );
     let frame = encode(
-        &Notice::Signal { from: to, data },
+        Notice::Signal { from: to, data },
         &JoinedExtras {
             ice_servers: &[],
             resume_token: "",

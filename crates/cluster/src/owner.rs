@@ -48,7 +48,7 @@ impl Outbox for RemoteOutbox {
                 Notice::Admitted { participants } => Item::Admitted { participants },
                 notice => Item::Frame {
                     frame: encode(
-                        &notice,
+                        notice,
                         &JoinedExtras {
                             ice_servers: &[],
                             resume_token: "",
@@ -236,7 +236,7 @@ impl Owned {
         let Slot::Joined(session) = &*slot else {
             return;
         };
-        let Ok(input) = input_of(frame, session.conn) else {
+        let Ok(input) = input_of(frame, session.conn, None) else {
             return;
         };
         if let Err(e) = self.registry.handle(&session.visit, input, Utc::now()) {
@@ -254,7 +254,7 @@ impl Owned {
         let Slot::Joined(session) = &*slot else {
             return;
         };
-        if input_of(frame, session.conn).is_err() {
+        if input_of(frame, session.conn, None).is_err() {
             return;
         }
         metrics::counter!("bedside_errors_total", "code" => error.code()).increment(1);

@@ -2,7 +2,8 @@
 //!
 //! Client frames are decoded in one pass into a flat envelope that borrows from the text,
 //! so a signal's `data` is captured as raw JSON and relayed byte for byte without ever
-//! being parsed into a tree. Server frames serialize from borrowed views of the visit's
+//! being parsed into a tree: it is copied once, straight into the frame its peer will
+//! receive (see [`encode`]). Server frames serialize from borrowed views of the visit's
 //! notices.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -11,12 +12,13 @@ use bedside_auth::Role;
 use bedside_visit::quality::{Precheck, Quality, Reason, ReportError, StatsReport};
 use bedside_visit::{
     Actor, ConnId, EndReason, Input, LeaveReason, LobbyEntry, MediaState, Notice, ParticipantId,
-    ParticipantView, Presence, QueueEntry, Standing, Target, VisitId, VisitSummary,
+    ParticipantView, Payload, Presence, QueueEntry, Standing, Target, VisitId, VisitSummary,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// A frame from a client.
 #[derive(Debug)]
@@ -27,7 +29,8 @@ pub enum ClientMsg {
     },
     Signal {
         to: ParticipantId,
-        data: Box<RawValue>,
+        /// Valid JSON, held inside the frame it will be relayed in.
+        data: Payload,
     },
     Admit {
         participant_id: ParticipantId,
@@ -160,6 +163,11 @@ const MAX_DATA_DEPTH: usize = 32;
 /// Strings, where SDP lives and most of the bytes are, are skipped with a vectorised search.
 fn nesting_within(json: &str, max: usize) -> bool {
     let bytes = json.as_bytes();
+    // Text with no more than `max` opening brackets, in strings or not, cannot nest deeper:
+    // real payloads (SDP, candidates) have a handful, and one vectorised count settles them.
+    if memchr::memchr2_iter(b'[', b'{', bytes).nth(max).is_none() {
+        return true;
+    }
     let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
@@ -205,6 +213,12 @@ fn participant(
 
 impl ClientMsg {
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        Self::decode_from(text, None)
+    }
+
+    /// As [`decode`](Self::decode), for a frame from a known participant: a signal's
+    /// `data` is framed for its peer with `from` already written in.
+    pub fn decode_from(text: &str, sender: Option<ParticipantId>) -> Result<Self, DecodeError> {
         let e: Envelope<'_> = serde_json::from_str(text)
             .map_err(|e| DecodeError::InvalidJson(clip(e.to_string())))?;
         let kind = e.kind.ok_or(DecodeError::MissingField("type"))?;
@@ -220,12 +234,13 @@ impl ClientMsg {
             }
             "signal" => {
                 let data = e.data.ok_or(DecodeError::MissingField("data"))?;
+                let to = participant(e.to, "to")?;
                 if !nesting_within(data.get(), MAX_DATA_DEPTH) {
                     return Err(DecodeError::InvalidField("data"));
                 }
                 ClientMsg::Signal {
-                    to: participant(e.to, "to")?,
-                    data: data.to_owned(),
+                    to,
+                    data: framed(data.get(), sender),
                 }
             }
             "admit" => ClientMsg::Admit {
@@ -284,6 +299,58 @@ impl ClientMsg {
             other => return Err(DecodeError::UnknownType(other.chars().take(32).collect())),
         })
     }
+}
+
+/// The start of a `signal` frame to a peer, up to its `data`, with a placeholder for `from`.
+const SIGNAL_HEAD: &str = r#"{"type":"signal","from":"p_0000000000000000","data":"#;
+/// Where the placeholder for `from` is in [`SIGNAL_HEAD`].
+const SIGNAL_FROM: Range<usize> = 25..43;
+
+/// A signal's `data`, copied into the frame its peer will receive, with the sender's id
+/// when known (else a placeholder [`encode`] writes over): a relayed payload is copied
+/// once, not twice. The buffer is allocated at its final size, which lets the socket take
+/// it without another allocation (`Bytes` keeps a vector whose length is its capacity).
+fn framed(data: &str, sender: Option<ParticipantId>) -> Payload {
+    let mut frame = String::with_capacity(SIGNAL_HEAD.len() + data.len() + 1);
+    match sender.map(ParticipantId::text) {
+        Some(id) => {
+            frame.push_str(&SIGNAL_HEAD[..SIGNAL_FROM.start]);
+            frame.push_str(std::str::from_utf8(&id).unwrap_or("p_0000000000000000"));
+            frame.push_str(&SIGNAL_HEAD[SIGNAL_FROM.end..]);
+        }
+        None => frame.push_str(SIGNAL_HEAD),
+    }
+    frame.push_str(data);
+    frame.push('}');
+    let json = SIGNAL_HEAD.len()..SIGNAL_HEAD.len() + data.len();
+    Payload::within(frame, json).unwrap_or_else(|| Payload::new(data.to_owned()))
+}
+
+/// The `signal` frame for a peer: the buffer [`framed`] made, with `from` written in, or
+/// for a payload held some other way, a frame built around it.
+fn signal_frame(from: ParticipantId, data: Payload) -> String {
+    let id = from.text();
+    let id = std::str::from_utf8(&id).unwrap_or_default();
+    let (mut buf, json) = data.into_parts();
+    let is_framed = json.start == SIGNAL_HEAD.len()
+        && json.end + 1 == buf.len()
+        && buf.ends_with('}')
+        && buf.get(..SIGNAL_FROM.start) == SIGNAL_HEAD.get(..SIGNAL_FROM.start)
+        && buf.get(SIGNAL_FROM.end..json.start) == SIGNAL_HEAD.get(SIGNAL_FROM.end..);
+    if is_framed && id.len() == SIGNAL_FROM.len() {
+        if buf.get(SIGNAL_FROM) != Some(id) {
+            buf.replace_range(SIGNAL_FROM, id);
+        }
+        return buf;
+    }
+    let data = buf.get(json).unwrap_or_default();
+    let mut out = String::with_capacity(SIGNAL_HEAD.len() + data.len() + 1);
+    out.push_str(SIGNAL_HEAD.get(..SIGNAL_FROM.start).unwrap_or_default());
+    out.push_str(id);
+    out.push_str(SIGNAL_HEAD.get(SIGNAL_FROM.end..).unwrap_or_default());
+    out.push_str(data);
+    out.push('}');
+    out
 }
 
 /// A STUN or TURN server as browsers' `RTCIceServer` takes it.
@@ -367,6 +434,7 @@ pub enum ServerMsg<'a> {
     ParticipantUpdated {
         participant: &'a ParticipantView,
     },
+    /// Written without serde, as [`encode`] shows, but to this shape.
     Signal {
         from: ParticipantId,
         data: &'a RawValue,
@@ -417,8 +485,11 @@ pub struct JoinedExtras<'a> {
 /// What a joined connection's frame asks of its visit, or the frame to answer it with at
 /// once (`pong`, or an `error`). Used where the connection is, and again on the visit's
 /// owner node for a participant connected elsewhere.
-pub fn input_of(text: &str, conn: ConnId) -> Result<Input, String> {
-    Ok(match ClientMsg::decode(text) {
+///
+/// `sender`: the participant the frame comes from, when known (see
+/// [`ClientMsg::decode_from`]).
+pub fn input_of(text: &str, conn: ConnId, sender: Option<ParticipantId>) -> Result<Input, String> {
+    Ok(match ClientMsg::decode_from(text, sender) {
         Err(e) => return Err(error_frame(e.code(), &e.to_string())),
         Ok(ClientMsg::Join { .. }) => {
             return Err(error_frame("already_joined", "this connection has joined"));
@@ -466,20 +537,13 @@ pub fn error_frame(code: &str, message: &str) -> String {
 }
 
 /// Encodes a visit's notice as a frame.
-pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
+pub fn encode(notice: Notice, extras: &JoinedExtras<'_>) -> String {
     // The relay's hot path, written directly: the same bytes serde would produce (ids are
-    // plain ASCII and `data` is already valid JSON), without its machinery.
+    // plain ASCII and `data` is already valid JSON), without its machinery or a copy.
     if let Notice::Signal { from, data } = notice {
-        let data = data.get();
-        let mut out = String::with_capacity(data.len() + 48);
-        out.push_str(r#"{"type":"signal","from":""#);
-        from.push_to(&mut out);
-        out.push_str(r#"","data":"#);
-        out.push_str(data);
-        out.push('}');
-        return out;
+        return signal_frame(from, data);
     }
-    let msg = match notice {
+    let msg = match &notice {
         Notice::Joined {
             participant_id,
             role,
@@ -511,7 +575,8 @@ pub fn encode(notice: &Notice, extras: &JoinedExtras<'_>) -> String {
             reason: *reason,
         },
         Notice::ParticipantUpdated { participant } => ServerMsg::ParticipantUpdated { participant },
-        Notice::Signal { from, data } => ServerMsg::Signal { from: *from, data },
+        // Taken above; kept so the match stays exhaustive.
+        Notice::Signal { from, data } => return signal_frame(*from, data.clone()),
         Notice::Chat { from, text, at } => ServerMsg::Chat {
             from: *from,
             text,
@@ -542,26 +607,68 @@ mod tests {
 
     #[test]
     fn signal_data_is_kept_byte_for_byte() {
-        let data = r#"{"sdp" : "v=0\r\n",  "n":1.50e0}"#;
+        let data = r#"{"sdp" : "v=0\r\n",  "n":1.50e0, "é":[{}]}"#;
         let frame = format!(r#"{{"type":"signal","to":"p_00000000000000ff","data":{data}}}"#);
         let ClientMsg::Signal { to, data: raw } = ClientMsg::decode(&frame).unwrap() else {
             panic!()
         };
         assert_eq!(to.to_string(), "p_00000000000000ff");
         assert_eq!(raw.get(), data);
-        let out = encode(
-            &Notice::Signal {
-                from: to,
-                data: raw,
-            },
-            &JoinedExtras {
-                ice_servers: &[],
-                resume_token: "",
-            },
-        );
+        let extras = JoinedExtras {
+            ice_servers: &[],
+            resume_token: "",
+        };
+        let from = ParticipantId::from_bits(0x0123_4567_89ab_cdef);
+        let expected = format!(r#"{{"type":"signal","from":"p_0123456789abcdef","data":{data}}}"#);
+        // As relayed: the payload was framed by decode, and goes out in that same buffer,
+        // at its exact size (the socket keeps it without another allocation).
+        let out = encode(Notice::Signal { from, data: raw }, &extras);
+        assert_eq!(out, expected);
+        assert_eq!(out.capacity(), out.len());
+        // Framed for a known sender, the same bytes; framed for another (a participant's
+        // place changed hands), `from` is still the one the visit names.
+        for sender in [from, ParticipantId::from_bits(7)] {
+            let Ok(ClientMsg::Signal { data, .. }) = ClientMsg::decode_from(&frame, Some(sender))
+            else {
+                panic!()
+            };
+            assert_eq!(encode(Notice::Signal { from, data }, &extras), expected);
+        }
+        // Held any other way, the payload is framed when encoded: the same bytes.
+        let held = Payload::new(data.to_owned());
         assert_eq!(
-            out,
-            format!(r#"{{"type":"signal","from":"p_00000000000000ff","data":{data}}}"#)
+            encode(Notice::Signal { from, data: held }, &extras),
+            expected
+        );
+        let inside = Payload::within(format!("xx{data}yy"), 2..2 + data.len()).unwrap();
+        assert_eq!(
+            encode(Notice::Signal { from, data: inside }, &extras),
+            expected
+        );
+        // And it is what serde makes of the frame.
+        let parsed: serde_json::Value = serde_json::from_str(&expected).unwrap();
+        assert_eq!(parsed["from"], "p_0123456789abcdef");
+        assert_eq!(parsed["data"]["é"], serde_json::json!([{}]));
+    }
+
+    #[test]
+    fn a_payload_of_many_brackets_is_still_measured_for_depth() {
+        // More than MAX_DATA_DEPTH brackets in all, but shallow: accepted.
+        let wide = format!(r#"{{"a":[{}]}}"#, vec!["[]"; 100].join(","));
+        let frame = format!(r#"{{"type":"signal","to":"p_00000000000000ff","data":{wide}}}"#);
+        assert!(ClientMsg::decode(&frame).is_ok());
+        // Exactly MAX_DATA_DEPTH deep is allowed, one more is not.
+        let nest = |n: usize| {
+            format!(
+                r#"{{"type":"signal","to":"p_00000000000000ff","data":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(ClientMsg::decode(&nest(MAX_DATA_DEPTH)).is_ok());
+        assert_eq!(
+            ClientMsg::decode(&nest(MAX_DATA_DEPTH + 1)).unwrap_err(),
+            DecodeError::InvalidField("data")
         );
     }
 

@@ -446,7 +446,7 @@ impl Connection {
                             ice_servers: &ice_servers,
                             resume_token: &resume_token,
                         };
-                        Message::Text(encode(&notice, &extras).into())
+                        Message::Text(encode(*notice, &extras).into())
                     };
                     unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
                 }
@@ -488,7 +488,7 @@ impl Connection {
             self.until_sample = crate::metrics::RELAY_SAMPLE;
             std::time::Instant::now()
         });
-        let input = match input_of(text, self.conn) {
+        let input = match input_of(text, self.conn, self.participant) {
             Ok(input) => input,
             Err(reply) => return Some(reply),
         };

@@ -5,7 +5,8 @@
 //!   caller passes the time and fresh ids in, and acts on the outputs (notices to send,
 //!   connections to close, changes to store, audit entries and events to record). Every rule
 //!   of the waiting room is tested with simulated time (`tests/scenarios.rs`).
-//! - [`ids`], [`record`], [`participant`], [`notice`]: the data the state machine speaks.
+//! - [`ids`], [`record`], [`participant`], [`notice`], [`payload`]: the data the state
+//!   machine speaks.
 //! - [`quality`]: call quality from the browsers' own statistics (checking reports,
 //!   classifying, summarizing), which the visit feeds.
 //! - [`access`]: which credentials a removal or denial takes back.
@@ -34,6 +35,7 @@ pub mod ids;
 pub mod invite;
 pub mod notice;
 pub mod participant;
+pub mod payload;
 pub mod presence;
 pub mod quality;
 pub mod queue;
@@ -51,6 +53,7 @@ pub use ids::{ConnId, ParticipantId, ProviderId, VisitId};
 pub use invite::Invite;
 pub use notice::{CloseCode, InviteLink, LeaveReason, Notice, VisitSummary};
 pub use participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+pub use payload::Payload;
 pub use presence::Presence;
 pub use queue::{QueueEntry, Standing, VisitQueue};
 pub use record::{EndReason, MAX_PARTICIPANTS, VisitRecord, VisitStatus};

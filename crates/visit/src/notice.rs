@@ -3,11 +3,10 @@
 
 use crate::quality::{Quality, Reason};
 use crate::queue::Standing;
-use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, VisitId, VisitStatus};
+use crate::{EndReason, LobbyEntry, ParticipantId, ParticipantView, Payload, VisitId, VisitStatus};
 use bedside_auth::Role;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Why a participant is no longer in the visit.
@@ -78,7 +77,7 @@ pub enum Notice {
     /// Opaque signaling payload, relayed byte for byte.
     Signal {
         from: ParticipantId,
-        data: Box<RawValue>,
+        data: Payload,
     },
     Chat {
         from: ParticipantId,

@@ -34,6 +34,7 @@ use crate::consent::ConsentGiven;
 use crate::event::{EventKind, EventParticipant, LeftReason, VisitEvent};
 use crate::notice::{CloseCode, LeaveReason, Notice, VisitSummary};
 use crate::participant::{LobbyEntry, MediaState, ParticipantState, ParticipantView};
+use crate::payload::Payload;
 use crate::quality::{
     Observation, Precheck, Quality, Reason, StatsReport, StoredQuality, TooSoon, Tracker,
 };
@@ -43,7 +44,6 @@ use crate::refusal::Refusal;
 use crate::{ConnId, Invite, ParticipantId, ProviderId};
 use bedside_auth::{KeyId, Role};
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Longest chat message, in characters.
@@ -108,7 +108,7 @@ pub enum Input {
     Signal {
         conn: ConnId,
         to: ParticipantId,
-        data: Box<RawValue>,
+        data: Payload,
     },
     Chat {
         conn: ConnId,
@@ -1348,7 +1348,7 @@ impl Visit {
         &mut self,
         conn: ConnId,
         to: ParticipantId,
-        data: Box<RawValue>,
+        data: Payload,
         out: &mut Vec<Output>,
     ) -> Result<(), Refusal> {
         let from = &self.participants[self.by_conn(conn).ok_or(Refusal::NotJoined)?];

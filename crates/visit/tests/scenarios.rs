@@ -5,11 +5,10 @@ use bedside_auth::{KeyId, Role, TenantId};
 use bedside_visit::visit::MAX_CHAT_CHARS;
 use bedside_visit::{
     Actor, AuditKind, Block, Change, CloseCode, ConnId, Credential, EndReason, Input, JoinRequest,
-    LeaveReason, MediaState, Notice, Output, ParticipantId, ParticipantState, Refusal,
+    LeaveReason, MediaState, Notice, Output, ParticipantId, ParticipantState, Payload, Refusal,
     StoredParticipant, Target, Visit, VisitId, VisitRecord, VisitStatus,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use serde_json::value::RawValue;
 
 const GRACE: i64 = 30;
 
@@ -207,8 +206,8 @@ fn lobby_ids(n: &Notice) -> Vec<ParticipantId> {
     }
 }
 
-fn raw(s: &str) -> Box<RawValue> {
-    RawValue::from_string(s.to_owned()).unwrap()
+fn raw(s: &str) -> Payload {
+    Payload::new(s.to_owned())
 }
 
 #[test]

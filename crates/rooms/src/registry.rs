@@ -339,8 +339,12 @@ impl Registry {
 
     /// Handles one input under the visit's lock and routes its outputs.
     fn run(&self, g: &mut Guard, input: Input, now: DateTime<Utc>) -> Result<(), RoomError> {
-        // Storage keeps microseconds: the visit's times must read back the same.
-        let now = now.trunc_subsecs(6);
+        // Storage keeps microseconds: the visit's times must read back the same. A signal
+        // stores and schedules nothing, so the relay path skips the rounding.
+        let now = match input {
+            Input::Signal { .. } => now,
+            _ => now.trunc_subsecs(6),
+        };
         // A node that cannot vouch for its claims right now does not act on them; a
         // departure is still taken note of, so a kept claim keeps an accurate visit.
         if let Some(ownership) = &self.ownership

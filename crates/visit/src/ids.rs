@@ -51,8 +51,9 @@ impl ParticipantId {
     pub fn text(self) -> [u8; 18] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = *b"p_0000000000000000";
-        for (i, byte) in out[2..].iter_mut().enumerate() {
-            *byte = HEX[((self.0 >> (60 - 4 * i)) & 0xf) as usize];
+        for (pair, byte) in out[2..].chunks_exact_mut(2).zip(self.0.to_be_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
         out
     }

@@ -50,8 +50,7 @@ enum AuditCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     // One TLS implementation for the whole process: HTTPS serving, webhook delivery and
     // the demo's API calls (reqwest is built without a bundled provider).
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -63,6 +62,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Built once the configuration is read: it says how many threads.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n.get());
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli, config)),
+        Err(e) => {
+            eprintln!("bedside: starting the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, config: Config) -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         let keys: Vec<_> = config.api_keys.iter().map(|k| k.id.to_string()).collect();
         println!(

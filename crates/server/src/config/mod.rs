@@ -26,6 +26,7 @@ use chrono::TimeDelta;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,6 +161,8 @@ pub struct Config {
     /// How long before a visit's end its participants are warned.
     pub expiry_warning: TimeDelta,
     pub max_connections: usize,
+    /// `None`: one per core.
+    pub worker_threads: Option<NonZeroUsize>,
     /// STUN/TURN servers every `joined` carries as configured...
     pub ice_servers: Vec<IceServer>,
     /// ...and `stun:` URLs, handed out as one more entry.
@@ -379,6 +382,7 @@ impl TryFrom<Settings> for Config {
             clinic: clinic(&s.clinic)?,
             expiry_warning: TimeDelta::seconds(i64::try_from(s.expiry_warning_secs)?),
             max_connections: s.max_connections,
+            worker_threads: NonZeroUsize::new(s.worker_threads),
             ice_servers: s.ice_servers.clone(),
             stun_urls,
             turn: turn(&s.turn)?,

@@ -311,6 +311,9 @@ pub struct Settings {
     pub expiry_warning_secs: u64,
     /// Most WebSocket connections served at once.
     pub max_connections: usize,
+    /// Threads that run connections and the API; 0: one per core (BENCHMARKS.md, "The
+    /// runtime", has the measurement behind the default).
+    pub worker_threads: usize,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
     /// `stun:` URLs handed to clients in `joined`, comma-separated in the environment.
@@ -359,6 +362,7 @@ impl Default for Settings {
             grace_seconds: 30,
             expiry_warning_secs: 300,
             max_connections: 10_000,
+            worker_threads: 0,
             ice_servers: Vec::new(),
             stun_urls: ListOrString::None,
             turn: TurnSettings::default(),

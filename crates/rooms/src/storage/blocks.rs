@@ -22,7 +22,7 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
             "SELECT identity, blocked_at FROM access_blocks WHERE visit_id = $1 ORDER BY identity",
         )
         .arg(visit.to_string())
-        .fetch_all(self.db())
+        .fetch_all(self.reads())
         .await?;
         rows.iter()
             .map(|r| {
@@ -74,7 +74,7 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
     async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError> {
         let rows = sqlx::query("SELECT jti FROM used_links WHERE visit_id = $1 ORDER BY used_at")
             .arg(visit.to_string())
-            .fetch_all(self.db())
+            .fetch_all(self.reads())
             .await?;
         rows.iter().map(|r| Ok(r.col("jti")?)).collect()
     }

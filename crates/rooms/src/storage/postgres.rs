@@ -55,7 +55,7 @@ impl PostgresStorage {
             .await?;
         // Concurrent nodes are fine: the migrator holds an advisory lock while it runs.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self::new(pool))
+        Ok(Self::new(pool.clone(), pool))
     }
 
     /// The same as [`Self::connect`]: connecting never creates a PostgreSQL database, so a

@@ -19,16 +19,28 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Visits, their audit trail and events, secrets and epochs in a database `D`.
 pub struct SqlStorage<D: Database> {
     pool: Pool<D>,
+    /// Where loading a visit reads: connections no writer holds. SQLite lets one writer
+    /// in at a time, and writers waiting for it (a burst of visits created over the API)
+    /// hold their pooled connections while they wait; a join loading its visit from that
+    /// pool waited behind them (tens of milliseconds at the median in a setup burst,
+    /// BENCHMARKS.md). PostgreSQL has no such wait: there it is the same pool.
+    reads: Pool<D>,
 }
 
 impl<D: Dialect> SqlStorage<D> {
-    pub(super) fn new(pool: Pool<D>) -> Self {
-        Self { pool }
+    /// `reads` may be `pool` itself.
+    pub(super) fn new(pool: Pool<D>, reads: Pool<D>) -> Self {
+        Self { pool, reads }
     }
 
     /// Where a statement outside a transaction runs.
     pub(super) fn db(&self) -> impl Executor<'_, Database = D> {
         D::pooled(&self.pool)
+    }
+
+    /// Where the statements that load a visit run (see [`SqlStorage::reads`]).
+    pub(super) fn reads(&self) -> impl Executor<'_, Database = D> {
+        D::pooled(&self.reads)
     }
 
     pub(super) async fn begin(
@@ -184,6 +196,7 @@ impl<D: Dialect> Storage for SqlStorage<D> {
     }
 
     async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 }

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 pub type SqliteStorage = SqlStorage<Sqlite>;
 
+/// Connections that only read (loading visits), besides the pool every write goes through.
+const READERS: u32 = 4;
+
 impl SqliteStorage {
     /// Opens (creating if missing) the database at `sqlite://PATH` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
@@ -36,10 +39,16 @@ impl SqliteStorage {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self::new(pool))
+        // Readers of their own, which WAL lets read while a writer writes (see
+        // `SqlStorage::reads`); read-only, so nothing can write through them by mistake.
+        let reads = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self::new(pool, reads))
     }
 }
 

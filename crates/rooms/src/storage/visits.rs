@@ -78,7 +78,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
             " FROM visits WHERE id = $1"
         ))
         .arg(id.to_string())
-        .fetch_optional(self.db())
+        .fetch_optional(self.reads())
         .await?
         .as_ref()
         .map(visit_from_row)
@@ -119,7 +119,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
              WHERE visit_id = $1 ORDER BY since, participant_id",
         )
         .arg(id.to_string())
-        .fetch_all(self.db())
+        .fetch_all(self.reads())
         .await?;
         rows.iter()
             .map(|r| {
@@ -149,7 +149,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
              WHERE visit_id = $1 ORDER BY participant_id",
         )
         .arg(id.to_string())
-        .fetch_all(self.db())
+        .fetch_all(self.reads())
         .await?;
         rows.iter()
             .map(|r| {

@@ -31,6 +31,7 @@ const EXPECTED: &[&str] = &[
     "bedside_webhook_oldest_pending_seconds",
     "bedside_audit_verifications_total",
     "bedside_tasks_alive",
+    "bedside_runtime_workers",
     "bedside_open_fds",
     "bedside_join_duration_seconds",
     "bedside_admission_wait_seconds",

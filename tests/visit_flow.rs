@@ -9,7 +9,28 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_full_visit() {
-    let server = TestServer::start().await;
+    full_visit(&TestServer::start().await).await;
+}
+
+/// The same visit on a server with one worker thread (`worker_threads`, BENCHMARKS.md "The
+/// runtime"): nothing on these paths may wait on another worker to make progress.
+#[tokio::test]
+async fn a_full_visit_on_one_worker_thread() {
+    let server = TestServer::start_with(&[("BEDSIDE_WORKER_THREADS", "1")]).await;
+    full_visit(&server).await;
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "bedside_runtime_workers 1"),
+        "the setting is not what runs"
+    );
+}
+
+async fn full_visit(server: &TestServer) {
     let api = server.api(CLINIC_A);
     let visit = api
         .create_visit(json!({"external_ref": "appt-77", "max_participants": 2}))
@@ -21,7 +42,7 @@ async fn a_full_visit() {
     let patient_token = api.mint(id, "patient", "pt-42", "Sam Patient").await;
 
     // The doctor is admitted at once and sees an empty waiting room.
-    let (mut doctor, joined) = Client::join(&server, &doctor_token).await;
+    let (mut doctor, joined) = Client::join(server, &doctor_token).await;
     assert_eq!(joined["role"], "doctor");
     assert_eq!(joined["visit"], json!({"id": id, "status": "active"}));
     assert!(joined["ice_servers"].is_array());
@@ -30,7 +51,7 @@ async fn a_full_visit() {
     assert_eq!(doctor.expect("lobby").await["waiting"], json!([]));
 
     // The patient waits; the doctor sees them in the lobby with name and time.
-    let (mut patient, joined) = Client::join(&server, &patient_token).await;
+    let (mut patient, joined) = Client::join(server, &patient_token).await;
     assert_eq!(joined["role"], "patient");
     patient.expect("waiting").await;
     let lobby = doctor.expect("lobby").await;
@@ -195,7 +216,7 @@ async fn a_full_visit() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "visit_ended");
-    let mut late = Client::connect(&server).await;
+    let mut late = Client::connect(server).await;
     late.send(json!({"type": "join", "token": patient_token}))
         .await;
     assert_eq!(late.expect("error").await["code"], "visit_ended");

@@ -154,6 +154,10 @@ const GAUGES: &[(&str, &str)] = &[
         "Tokio tasks alive in the process (leak checks compare it before and after load).",
     ),
     (
+        "bedside_runtime_workers",
+        "Threads running connections and the API (the worker_threads setting; one per core by default).",
+    ),
+    (
         "bedside_open_fds",
         "File descriptors open in the process (see also process_open_fds and process_max_fds).",
     ),

@@ -16,6 +16,17 @@ fn with_nothing_configured_the_defaults_are_the_documented_ones() {
     assert_eq!(c.signaling.join_timeout, Duration::from_secs(10));
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.cluster.is_none() && c.turn.is_none() && c.tls.is_none());
+    assert_eq!(c.worker_threads, None, "one per core");
+}
+
+#[test]
+fn worker_threads_zero_means_one_per_core() {
+    let s = |n| Settings {
+        worker_threads: n,
+        ..Settings::default()
+    };
+    assert_eq!(check(s(0)).unwrap().worker_threads, None);
+    assert_eq!(check(s(3)).unwrap().worker_threads, NonZeroUsize::new(3));
 }
 
 #[test]

@@ -306,28 +306,34 @@ const SIGNAL_HEAD: &str = r#"{"type":"signal","from":"p_0000000000000000","data"
 /// Where the placeholder for `from` is in [`SIGNAL_HEAD`].
 const SIGNAL_FROM: Range<usize> = 25..43;
 
-/// A signal's `data`, copied into the frame its peer will receive, with the sender's id
-/// when known (else a placeholder [`encode`] writes over): a relayed payload is copied
-/// once, not twice. The buffer is allocated at its final size, which lets the socket take
-/// it without another allocation (`Bytes` keeps a vector whose length is its capacity).
-fn framed(data: &str, sender: Option<ParticipantId>) -> Payload {
+/// `{"type":"signal","from":FROM,"data":DATA}` in a buffer allocated at its final size
+/// (for an 18-character `from`, as every participant id is), which lets the socket take it
+/// without another allocation (`Bytes` keeps a vector whose length is its capacity).
+fn signal_text(from: &str, data: &str) -> String {
     let mut frame = String::with_capacity(SIGNAL_HEAD.len() + data.len() + 1);
-    match sender.map(ParticipantId::text) {
-        Some(id) => {
-            frame.push_str(&SIGNAL_HEAD[..SIGNAL_FROM.start]);
-            frame.push_str(std::str::from_utf8(&id).unwrap_or("p_0000000000000000"));
-            frame.push_str(&SIGNAL_HEAD[SIGNAL_FROM.end..]);
-        }
-        None => frame.push_str(SIGNAL_HEAD),
-    }
+    frame.push_str(&SIGNAL_HEAD[..SIGNAL_FROM.start]);
+    frame.push_str(from);
+    frame.push_str(&SIGNAL_HEAD[SIGNAL_FROM.end..]);
     frame.push_str(data);
     frame.push('}');
-    let json = SIGNAL_HEAD.len()..SIGNAL_HEAD.len() + data.len();
-    Payload::within(frame, json).unwrap_or_else(|| Payload::new(data.to_owned()))
+    frame
 }
 
-/// The `signal` frame for a peer: the buffer [`framed`] made, with `from` written in, or
-/// for a payload held some other way, a frame built around it.
+/// A signal's `data`, copied into the frame its peer will receive, with the sender's id
+/// when known (else the placeholder, which [`encode`] writes over): a relayed payload is
+/// copied once, not twice.
+fn framed(data: &str, sender: Option<ParticipantId>) -> Payload {
+    let id = sender.map(ParticipantId::text);
+    let from = id
+        .as_ref()
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .unwrap_or(&SIGNAL_HEAD[SIGNAL_FROM]);
+    let json = SIGNAL_HEAD.len()..SIGNAL_HEAD.len() + data.len();
+    Payload::within(signal_text(from, data), json).unwrap_or_else(|| Payload::new(data.to_owned()))
+}
+
+/// The `signal` frame for a peer: the buffer [`framed`] made, with `from` written in if it
+/// is not there yet, or for a payload held some other way, a frame built around it.
 fn signal_frame(from: ParticipantId, data: Payload) -> String {
     let id = from.text();
     let id = std::str::from_utf8(&id).unwrap_or_default();
@@ -337,20 +343,13 @@ fn signal_frame(from: ParticipantId, data: Payload) -> String {
         && buf.ends_with('}')
         && buf.get(..SIGNAL_FROM.start) == SIGNAL_HEAD.get(..SIGNAL_FROM.start)
         && buf.get(SIGNAL_FROM.end..json.start) == SIGNAL_HEAD.get(SIGNAL_FROM.end..);
-    if is_framed && id.len() == SIGNAL_FROM.len() {
-        if buf.get(SIGNAL_FROM) != Some(id) {
-            buf.replace_range(SIGNAL_FROM, id);
-        }
-        return buf;
+    if !is_framed || id.len() != SIGNAL_FROM.len() {
+        return signal_text(id, buf.get(json).unwrap_or_default());
     }
-    let data = buf.get(json).unwrap_or_default();
-    let mut out = String::with_capacity(SIGNAL_HEAD.len() + data.len() + 1);
-    out.push_str(SIGNAL_HEAD.get(..SIGNAL_FROM.start).unwrap_or_default());
-    out.push_str(id);
-    out.push_str(SIGNAL_HEAD.get(SIGNAL_FROM.end..).unwrap_or_default());
-    out.push_str(data);
-    out.push('}');
-    out
+    if buf.get(SIGNAL_FROM) != Some(id) {
+        buf.replace_range(SIGNAL_FROM, id);
+    }
+    buf
 }
 
 /// A STUN or TURN server as browsers' `RTCIceServer` takes it.

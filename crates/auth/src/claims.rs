@@ -10,7 +10,8 @@ pub const MAX_TOKEN_LIFETIME_SECS: i64 = 31 * 24 * 3600;
 const MAX_IDENTITY_LEN: usize = 128;
 const MAX_VISIT_LEN: usize = 64;
 const MAX_JTI_LEN: usize = 128;
-const MAX_NAME_CHARS: usize = 100;
+/// Longest display name, in characters: in a token, in `POST .../tokens`, in an invite.
+pub const MAX_NAME_CHARS: usize = 100;
 
 /// Claims of a join token, as docs/protocol.md ("Join tokens") fixes them. `sub` is the participant's opaque
 /// identity (never a name); `name` is only for display.
@@ -62,8 +63,16 @@ pub fn check_identity(identity: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `name` may be shown to others as it is: at most [`MAX_NAME_CHARS`] characters,
+/// no control characters. What Bedside itself is asked to put in a link (the API's
+/// `name`, an invite's) must pass; a name in a token minted elsewhere is
+/// [sanitized](sanitize_display_name) instead.
+pub fn is_display_name(name: &str) -> bool {
+    name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)
+}
+
 /// A display name as shown to others: control characters (newlines included) become
-/// spaces, surrounding space is trimmed, and it is cut to 100 characters.
+/// spaces, surrounding space is trimmed, and it is cut to [`MAX_NAME_CHARS`] characters.
 pub fn sanitize_display_name(name: &str) -> String {
     let cleaned: String = name
         .chars()

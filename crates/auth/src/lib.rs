@@ -15,7 +15,10 @@ mod resume;
 mod role;
 mod turn;
 
-pub use claims::{JoinClaims, MAX_TOKEN_LIFETIME_SECS, check_identity, sanitize_display_name};
+pub use claims::{
+    JoinClaims, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_SECS, check_identity, is_display_name,
+    sanitize_display_name,
+};
 pub use error::{ApiKeyError, KeyConfigError, TokenError};
 pub use keyring::{ApiKey, KeyId, KeyRing, TenantId, VerifiedJoin};
 pub use provider::{ProviderClaims, ProviderRole, VerifiedProvider};

@@ -6,9 +6,6 @@
 use crate::{ConnId, ParticipantId, Refusal};
 use chrono::{DateTime, TimeDelta, Utc};
 
-/// Longest display name a guest link carries, in characters (as for `POST .../tokens`).
-pub const MAX_GUEST_NAME_CHARS: usize = 100;
-
 /// How long a guest link from the call is valid (`INVITE_TTL` in docs/protocol.md): long
 /// enough for an interpreter called in to join and come back after a drop, short enough
 /// that a forwarded link is dead by the end of the clinic's day. Never past the visit's end.
@@ -44,11 +41,9 @@ pub fn guest_name(role: &str, name: &str) -> Result<String, Refusal> {
     if role != "guest" {
         return Err(Refusal::InvalidRole);
     }
+    // The API's rule for a link's name, and not empty: the doctor names who is coming.
     let name = name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_GUEST_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
+    if name.is_empty() || !bedside_auth::is_display_name(name) {
         return Err(Refusal::InvalidName);
     }
     Ok(name.to_owned())

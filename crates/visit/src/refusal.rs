@@ -54,7 +54,7 @@ pub enum Refusal {
     InvalidRole,
     #[error(
         "the guest's name must be 1 to {} characters, no control characters",
-        crate::invite::MAX_GUEST_NAME_CHARS
+        bedside_auth::MAX_NAME_CHARS
     )]
     InvalidName,
     /// The identity was removed or denied after this credential was issued.

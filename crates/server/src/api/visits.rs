@@ -19,7 +19,6 @@ use bedside_visit::{AuditActor, AuditEvent, AuditKind, VisitId, VisitRecord, Vis
 use chrono::{SubsecRound, TimeDelta, Utc};
 
 pub(super) const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
-pub(super) const MAX_NAME_CHARS: usize = 100;
 
 /// A visit of the caller's tenant; any other visit does not exist as far as it can tell.
 async fn owned_visit(state: &AppState, tenant: &Tenant, id: &str) -> Result<VisitRecord, ApiError> {
@@ -413,10 +412,13 @@ pub async fn visit_quality(
 /// A token's display name: optional, bounded, no control characters.
 pub(crate) fn token_name(name: Option<String>) -> Result<String, ApiError> {
     let name = name.unwrap_or_default();
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if !bedside_auth::is_display_name(&name) {
         return Err(ApiError::invalid(
             "name",
-            "at most 100 characters, no control characters",
+            format!(
+                "at most {} characters, no control characters",
+                bedside_auth::MAX_NAME_CHARS
+            ),
         ));
     }
     Ok(name)

@@ -16,39 +16,52 @@ import json
 import re
 from collections import defaultdict
 
-# Frames that only pass an allocation through: skipped to find the site.
+# Named sites: the first rule (in this order) matching a frame of the stack names the
+# allocation; the specific rules come first, as a connection task's own frames are in the
+# stack of everything allocated while it runs.
+RULES = [
+    (r"WebSocketContext::new|FrameCodec::new|from_partially_read", "tungstenite read buffer (ws read_buffer_size)"),
+    (r"FrameCodec::buffer_frame", "tungstenite write buffer (kept at the largest frame written)"),
+    (r"IncompleteMessage", "tungstenite incomplete message"),
+    (r"task::core::Cell<.*connection::serve|spawn<bedside_loadtest::baseline::connection", "connection task (tokio task cell: the future)"),
+    (r"task::core::Cell<|LocalOwnedTasks<S>::bind", "other tokio tasks"),
+    (r"ScheduledIo", "tokio I/O registration (per socket)"),
+    (r"mpsc::chan::Chan<bedside_rooms::registry::Outgoing|mpsc::chan::channel<bedside_rooms::registry::Outgoing|channel<bedside_rooms::registry::Outgoing", "tokio mpsc outbox (channel + first 32-slot block)"),
+    (r"block::Block<bedside_rooms::registry::Outgoing", "tokio mpsc outbox (channel + first 32-slot block)"),
+    (r"futures_channel::mpsc", "futures-channel queue (outbox / relay queue)"),
+    (r"LocalOutbox::new", "Arc<LocalOutbox>, Alarm"),
+    (r"sqlite3|sqlx_sqlite|libsqlite", "SQLite (page cache, statements: bounded, not per connection)"),
+    (r"storage::writer", "storage writer queue (transient)"),
+    (r"push_mut<bedside_visit::visit::Participant|Vec<bedside_visit::visit::Participant", "visit: participant records (Vec<Participant>)"),
+    (r"ArcInner<lock_api::mutex::Mutex<.*registry::Inner", "visit: registry entry (Arc<Mutex<Inner>>, the Visit)"),
+    (r"registry::Inner|outboxes", "visit: outbox map and held notices"),
+    (r"bedside_visit", "visit: other state"),
+    (r"governor|dashmap", "limiters / dashmap maps"),
+    (r"tokio_tungstenite::compat::AllowStd", "tokio-tungstenite wakers (AllowStd)"),
+    (r"hyper", "hyper (HTTP connection, upgrade)"),
+    (r"axum", "axum"),
+    (r"bedside_auth|jsonwebtoken|ring::", "tokens (mint, verify)"),
+    (r"bedside_rooms::registry", "registry: other"),
+    (r"bedside_signaling::connection", "connection: other"),
+    (r"baseline::", "relay: other"),
+]
+RULES = [(re.compile(r), label) for r, label in RULES]
+# Frames that only pass an allocation through: skipped when no rule names the site.
 PLUMBING = re.compile(
-    r"^(malloc|calloc|realloc|free|posix_memalign|aligned_alloc|memalign|__rust_|__rdl_|__rg_|"
-    r"_?_?rust_alloc|alloc::|<alloc::|core::alloc|std::alloc|<std::alloc|hashbrown::raw::|"
-    r"<hashbrown::raw|hashbrown::map::HashMap<.*>::(insert|reserve|with_capacity)|"
-    r"<?bytes::bytes_mut::|<?bytes::bytes::|core::ptr::|<core::ptr|"
-    r"std::collections::hash::map::HashMap<.*>::(insert|reserve|with_capacity)|"
-    r"<?smallvec::|<?alloc_|\?\?\?|mi_|je_|_rjem_|tikv_jemallocator|mimalloc)"
+    r"^(0x[0-9A-Fa-f]+: )?(malloc|calloc|realloc|free|posix_memalign|aligned_alloc|memalign|"
+    r"UnknownInlinedFun|alloc|alloc_impl|alloc_impl_runtime|allocate|box_new_uninit|"
+    r"__rust_|__rdl_|__rustc::|__rg_|aligned_malloc|with_capacity|with_capacity_in|new<|new |"
+    r"grow_|finish_grow|reserve|do_reserve|push|alloc::|<alloc::|core::|<core::|std::alloc|"
+    r"hashbrown::|<hashbrown)"
 )
-OWN = re.compile(r"^<?(bedside_\w+|baseline_relay|bedside)::")
+OWN = re.compile(r"(bedside_\w+|baseline_relay)::")
 
 
 def func(frame: str) -> str:
-    """`0x1234: name (file:line)` -> name without generic arguments and hash."""
-    m = re.match(r"^0x[0-9A-Fa-f]+: (.*?)(?: \(([^()]*)\))?$", frame)
+    """`0x1234: name (file:line)` -> `name (file:line)`, generic arguments cut short."""
+    m = re.match(r"^0x[0-9A-Fa-f]+: (.*)$", frame)
     name = m.group(1) if m else frame
-    # Drop generic arguments (nested <...>) except a leading `<Type as Trait>`.
-    out, depth = [], 0
-    for i, ch in enumerate(name):
-        if ch == "<":
-            if depth == 0 and i > 0 and name[i - 1] not in " (":
-                depth = 1
-                continue
-            if depth > 0:
-                depth += 1
-                continue
-        elif ch == ">" and depth > 0:
-            depth -= 1
-            continue
-        if depth == 0:
-            out.append(ch)
-    name = "".join(out)
-    return re.sub(r"::h[0-9a-f]{16}$", "", name)
+    return re.sub(r"<[^()]{60,}>", "<..>", name)
 
 
 def load(path: str, at: str):
@@ -61,9 +74,13 @@ def load(path: str, at: str):
         b = pp.get(key_bytes, 0)
         if not b:
             continue
-        names = [func(ftbl[i]) for i in pp["fs"]]
-        site = next((n for n in names if not PLUMBING.match(n)), names[0] if names else "?")
-        caller = next((n for n in names if OWN.match(n)), "")
+        frames = [ftbl[i] for i in pp["fs"]]
+        stack = "\n".join(frames)
+        site = next((label for r, label in RULES if r.search(stack)), None)
+        if site is None:
+            names = [func(f) for f in frames]
+            site = next((n for n in names if not PLUMBING.match(n)), names[0] if names else "?")
+        caller = next((func(f) for f in frames if OWN.search(f)), "")
         sites[site][0] += b
         sites[site][1] += pp.get(key_blocks, 0)
         callers.setdefault(site, defaultdict(int))[caller] += b

@@ -32,7 +32,7 @@ RULES = [
     (r"LocalOutbox::new", "Arc<LocalOutbox>, Alarm"),
     (r"sqlite3|sqlx_sqlite|libsqlite", "SQLite (page cache, statements: bounded, not per connection)"),
     (r"storage::writer", "storage writer queue (transient)"),
-    (r"push_mut<bedside_visit::visit::Participant|Vec<bedside_visit::visit::Participant", "visit: participant records (Vec<Participant>)"),
+    (r"(push_mut|reserve_exact|reserve|grow_one)<bedside_visit::visit::Participant|Vec<bedside_visit::visit::Participant", "visit: participant records (Vec<Participant>)"),
     (r"ArcInner<lock_api::mutex::Mutex<.*registry::Inner", "visit: registry entry (Arc<Mutex<Inner>>, the Visit)"),
     (r"registry::Inner|outboxes", "visit: outbox map and held notices"),
     (r"bedside_visit", "visit: other state"),

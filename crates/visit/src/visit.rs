@@ -1044,6 +1044,10 @@ impl Visit {
                 } else {
                     ParticipantState::Waiting
                 };
+                // One slot at a time: a visit holds a handful of participants for hours,
+                // and the doubling growth of `push` would leave a two-person visit with
+                // room for four (BENCHMARKS.md, memory per idle connection).
+                self.participants.reserve_exact(1);
                 self.participants.push(Participant {
                     id: req.new_id,
                     identity: req.identity,

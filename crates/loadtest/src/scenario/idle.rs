@@ -1,7 +1,9 @@
-//! `idle`: holds N authenticated connections open and reports what they cost the server in
-//! resident memory, per connection.
+//! `idle`: holds N admitted connections open and reports what they cost the server in
+//! resident memory, per connection. Each Bedside visit is a doctor and its patients, every
+//! patient admitted (issue 18: "memory per idle admitted connection"), so the figure counts
+//! what a connection in a call holds, not one parked in the waiting room.
 
-use super::join;
+use super::{admit, join, join_at};
 use crate::client::Ws;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -16,7 +18,7 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub connections: usize,
-    /// Participants per visit: one doctor, the rest patients (waiting).
+    /// Participants per visit: one doctor, the rest patients (admitted).
     pub per_visit: usize,
     pub sources: Sources,
     pub server_pid: Option<u32>,
@@ -53,19 +55,22 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
 
     let bar = ProgressBar::new(opts.connections as u64).with_message("connecting");
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(opts.connections);
-    for k in 0..opts.connections {
+    // One task per visit: the doctor joins, then each patient joins and is admitted.
+    let mut tasks = Vec::with_capacity(visits);
+    for v in 0..visits {
         let (target, limit, bar, sources) = (
             target.clone(),
             limit.clone(),
             bar.clone(),
             opts.sources.clone(),
         );
-        let visit = ids.get(k / per_visit).cloned().unwrap_or_default();
+        let first = v * per_visit;
+        let size = per_visit.min(opts.connections - first);
+        let visit = ids.get(v).cloned().unwrap_or_default();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let result = connect(&target, &visit, k, k % per_visit == 0, sources.pick(k)).await;
-            bar.inc(1);
+            let result = connect_visit(&target, &visit, first, size, &sources).await;
+            bar.inc(size as u64);
             result
         }));
     }
@@ -73,9 +78,11 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     let mut held = Vec::with_capacity(opts.connections);
     for task in tasks {
         match task.await? {
-            Ok((ws, took)) => {
-                stats.record("connect + join", took);
-                held.push(ws);
+            Ok(visit) => {
+                for (ws, took) in visit {
+                    stats.record("connect + join", took);
+                    held.push(ws);
+                }
             }
             Err(e) => stats.error(e.to_string()),
         }
@@ -115,24 +122,49 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     })
 }
 
-async fn connect(
+/// Connections `first..first + size`: for Bedside, a doctor (the first) and admitted
+/// patients in `visit`, each with the time from its TCP connect until it was placed
+/// (joined for the doctor, admitted for a patient).
+async fn connect_visit(
     target: &Target,
     visit: &str,
-    k: usize,
-    doctor: bool,
-    source: std::net::IpAddr,
-) -> anyhow::Result<(Ws, Duration)> {
-    let t = Instant::now();
-    match target {
-        Target::Baseline { .. } => Ok((
-            Ws::connect(&target.ws_url(&format!("idle{k}")), source).await?,
-            t.elapsed(),
-        )),
-        Target::Bedside { .. } => {
-            let role = if doctor { "doctor" } else { "patient" };
-            let token = target.token(visit, role, &format!("idle-{k}"))?;
-            let (ws, _, _) = join(target, &token, source).await?;
-            Ok((ws, t.elapsed()))
+    first: usize,
+    size: usize,
+    sources: &Sources,
+) -> anyhow::Result<Vec<(Ws, Duration)>> {
+    let mut held = Vec::with_capacity(size);
+    if let Target::Baseline { .. } = target {
+        for k in first..first + size {
+            let t = Instant::now();
+            let ws = Ws::connect(&target.ws_url(&format!("idle{k}")), sources.pick(k)).await?;
+            held.push((ws, t.elapsed()));
         }
+        return Ok(held);
     }
+    let t = Instant::now();
+    let token = target.token(visit, "doctor", &format!("idle-{first}"))?;
+    let (mut doctor, _, placed) = join(target, &token, sources.pick(first)).await?;
+    if placed != "admitted" {
+        anyhow::bail!("doctor placed in {placed}");
+    }
+    let doctor_took = t.elapsed();
+    let mut patients = Vec::with_capacity(size.saturating_sub(1));
+    for k in first + 1..first + size {
+        let t = Instant::now();
+        let token = target.token(visit, "patient", &format!("idle-{k}"))?;
+        let (mut patient, joined, placed) =
+            join_at(&target.patient_ws_url(), &token, sources.pick(k)).await?;
+        if placed != "waiting" {
+            anyhow::bail!("patient placed in {placed}");
+        }
+        let pid = joined["participant_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        admit(&mut doctor, &mut patient, &pid).await?;
+        patients.push((patient, t.elapsed()));
+    }
+    held.push((doctor, doctor_took));
+    held.extend(patients);
+    Ok(held)
 }

@@ -170,6 +170,12 @@ pub struct Leases {
 }
 
 const STRIPES: usize = 64;
+
+/// Records how long a stage of a join took, from `since` (`bedside_join_stage_seconds`,
+/// docs/operations.md): where a cluster join's time goes.
+pub(crate) fn join_stage(stage: &'static str, since: Instant) {
+    metrics::histogram!("bedside_join_stage_seconds", "stage" => stage).record(since.elapsed());
+}
 /// How often an input waiting for a late renewal looks again.
 const VOUCH_POLL: Duration = Duration::from_millis(10);
 
@@ -449,6 +455,7 @@ impl Leases {
 #[async_trait::async_trait]
 impl Ownership for Leases {
     async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
+        let asked = Instant::now();
         let mut renewed = self.renewed.subscribe();
         let mut waited = false;
         let (_turn, start, taken) = loop {
@@ -483,6 +490,7 @@ impl Ownership for Leases {
             waited = true;
         };
         self.reached(true);
+        join_stage("lease", asked);
         let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         if taken == 0 {
             return Ok(Claim::Elsewhere);
@@ -498,7 +506,10 @@ impl Ownership for Leases {
             held.claim = claim;
             return Ok(Claim::Mine { epoch: held.epoch });
         }
-        match self.storage.claim(visit).await {
+        let raising = Instant::now();
+        let raised = self.storage.claim(visit).await;
+        join_stage("epoch", raising);
+        match raised {
             Ok(Some(epoch)) => {
                 tracing::info!(visit = %visit, epoch, "took visit over");
                 self.held.insert(visit, Held { epoch, claim });

@@ -1234,7 +1234,9 @@ async fn a_batch_written_together_stores_what_its_operations_say_in_order() {
             .await
             .unwrap()
             .iter()
-            .filter(|e| e.visit_id == v.id.to_string() && e.kind == EventKind::ParticipantWaiting.as_str())
+            .filter(|e| {
+                e.visit_id == v.id.to_string() && e.kind == EventKind::ParticipantWaiting.as_str()
+            })
             .map(|e| e.visit_seq)
             .collect();
         // After the visit's `visit.created`.

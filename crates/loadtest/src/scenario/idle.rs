@@ -104,9 +104,23 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     }
     // Scripts that hold idle visits beside other load wait for this line.
     eprintln!("holding {} connections", held.len());
+    // Held as a browser holds them: answering the server's pings (an unread connection is
+    // rightly dropped as dead after the server's idle timeout).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let holders: Vec<_> = held
+        .into_iter()
+        .map(|mut ws| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                ws.hold_until(&mut stop).await;
+                ws.abort();
+            })
+        })
+        .collect();
     tokio::time::sleep(opts.hold).await;
-    for ws in held {
-        ws.abort();
+    let _ = stop_tx.send(true);
+    for holder in holders {
+        let _ = holder.await;
     }
     Ok(Report {
         scenario: "idle".into(),

@@ -3,7 +3,7 @@
 //! in their ordinary outbox, so the connection task cannot tell the difference.
 
 use crate::bus::{Bus, Item, Seated, Wire};
-use crate::lease::Leases;
+use crate::lease::{Leases, join_stage};
 use crate::node::{NodeId, SessionId};
 use bedside_auth::TenantId;
 use bedside_rooms::{Outbox, Outgoing, RemoteSeat, RoomError, Seat};
@@ -168,11 +168,15 @@ impl Forwarding {
         outbox: Arc<dyn Outbox>,
         deadline: tokio::time::Instant,
     ) -> Result<(Seat, ParticipantId), RoomError> {
-        let owner = match self.leases.owner(visit).await? {
+        let looking = tokio::time::Instant::now();
+        let owner = self.leases.owner(visit).await?;
+        join_stage("owner", looking);
+        let owner = match owner {
             Some(owner) if owner != self.node => owner,
             // Free, or this node's after all: claim it locally.
             _ => return Err(RoomError::Elsewhere),
         };
+        let asked = tokio::time::Instant::now();
         let session = SessionId(self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.seats.insert(
@@ -204,6 +208,7 @@ impl Forwarding {
         // trail for nobody. A dead one is noticed within a look (`answer`), or by
         // `unseat`, and the router goes on at once.
         let answer = tokio::time::timeout_at(deadline, self.answer(visit, &owner, rx)).await;
+        join_stage("forwarded", asked);
         match answer {
             Ok(Ok(Ok(seated))) => Ok((
                 Seat::Remote(Box::new(ForwardedSeat {

@@ -35,13 +35,14 @@ use tokio::time::Instant;
 /// The scripts' Lua, public for the renewal-cost benchmark (`examples/lease_cost.rs`).
 pub mod lua {
     /// KEYS: lease, this node's liveness, this node's lease list; ARGV: node, visit.
-    /// 1: taken now; 2: this node's already; 0: a live node's; -1: this node is not
-    /// known alive (its renewal has not run since it lapsed): it must look first.
+    /// 1: taken now; 2: this node's already; the name of the live node that holds it;
+    /// -1: this node is not known alive (its renewal has not run since it lapsed): it must
+    /// look first.
     pub const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then return 2 end
-if v and redis.call('EXISTS', 'bedside:alive:' .. v) == 1 then return 0 end
+if v and redis.call('EXISTS', 'bedside:alive:' .. v) == 1 then return v end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
 return 1";
@@ -167,9 +168,24 @@ pub struct Leases {
     renewed: tokio::sync::watch::Sender<u64>,
     /// For tasks that outlive a call (releases).
     me: Weak<Leases>,
+    /// The owner a claim just found for a visit another node holds, and when: the join or
+    /// API action that asked goes there without looking again (one Redis round trip less).
+    seen: DashMap<VisitId, (NodeId, Instant)>,
 }
 
-const STRIPES: usize = 64;
+/// Enough that joins of different visits in a burst seldom share a stripe: a claim holds
+/// its stripe while it raises the visit's epoch in storage, which on a busy database takes
+/// milliseconds, and with 64 stripes most joins of a 64-visit burst waited for another's.
+const STRIPES: usize = 1024;
+/// How long the owner a claim found stands in for a look of its own ([`Leases::owner`]):
+/// a join or API action that found the visit elsewhere asks who owns it at once.
+const SEEN_FOR: Duration = Duration::from_millis(500);
+
+/// Records how long a stage of a join took, from `since` (`bedside_join_stage_seconds`,
+/// docs/operations.md): where a cluster join's time goes.
+pub(crate) fn join_stage(stage: &'static str, since: Instant) {
+    metrics::histogram!("bedside_join_stage_seconds", "stage" => stage).record(since.elapsed());
+}
 /// How often an input waiting for a late renewal looks again.
 const VOUCH_POLL: Duration = Duration::from_millis(10);
 
@@ -200,6 +216,7 @@ impl Leases {
             reachable: AtomicBool::new(false),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             renewed: tokio::sync::watch::Sender::new(0),
+            seen: DashMap::new(),
         })
     }
 
@@ -240,7 +257,15 @@ impl Leases {
     }
 
     /// Which node holds `visit`'s lease, if any: a lease of a dead node holds nothing.
+    /// What a claim found a moment ago ([`SEEN_FOR`]) answers once without asking Redis
+    /// again; it is no staler than an answer from Redis is by the time it is used, and an
+    /// owner that died meanwhile is noticed the same way.
     pub async fn owner(&self, visit: VisitId) -> Result<Option<NodeId>, RoomError> {
+        if let Some((_, (owner, at))) = self.seen.remove(&visit)
+            && at.elapsed() < SEEN_FOR
+        {
+            return Ok(Some(owner));
+        }
         let owner: Option<String> = OWNER
             .key(lease_key(visit))
             .invoke_async(&mut self.redis.clone())
@@ -351,6 +376,8 @@ impl Leases {
     /// opened again): Redis does not keep them forever. Done after a renewal has vouched,
     /// so that it never delays one.
     pub async fn sweep(&self) {
+        // Owners that claims found and nobody asked for (expiry looks at visits elsewhere).
+        self.seen.retain(|_, (_, at)| at.elapsed() < SEEN_FOR);
         let result: Result<i64, _> = SWEEP
             .key(NODES_KEY)
             .arg(SWEEP_SLICE)
@@ -426,8 +453,18 @@ impl Leases {
     /// not wait for them to lapse.
     pub async fn release_all(&self) {
         let visits: Vec<VisitId> = self.held.iter().map(|e| *e.key()).collect();
-        for visit in visits {
-            self.forget(visit).await;
+        let released = tokio::time::timeout(self.ttl, async {
+            for visit in visits {
+                self.forget(visit).await;
+            }
+        })
+        .await;
+        // Bounded: one at a time, thousands of leases take seconds, and with Redis gone each
+        // waits for its timeout (a bench node holding 10,000 visits, its Redis stopped with
+        // it, had not exited minutes later). The rest count only while this node's liveness
+        // does, which is deleted next or lapses within a lease.
+        if released.is_err() {
+            tracing::warn!("not every lease was given back in time; the rest lapse");
         }
         // Holding nothing: other nodes may stop waiting for this one at once.
         let result: Result<(), _> = redis::pipe()
@@ -449,12 +486,13 @@ impl Leases {
 #[async_trait::async_trait]
 impl Ownership for Leases {
     async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
+        let asked = Instant::now();
         let mut renewed = self.renewed.subscribe();
         let mut waited = false;
         let (_turn, start, taken) = loop {
             let turn = self.stripe(visit).lock().await;
             let start = Instant::now();
-            let taken: i64 = CLAIM
+            let reply: redis::Value = CLAIM
                 .key(lease_key(visit))
                 .key(alive_key(&self.node))
                 .key(held_key(&self.node))
@@ -466,6 +504,18 @@ impl Ownership for Leases {
                     self.reached(false);
                     unavailable(e)
                 })?;
+            let taken = match reply {
+                redis::Value::Int(taken) => taken,
+                redis::Value::BulkString(owner) => {
+                    let owner = NodeId::new(String::from_utf8_lossy(&owner).into_owned());
+                    self.seen.insert(visit, (owner, Instant::now()));
+                    0
+                }
+                other => {
+                    tracing::warn!(reply = ?other, "unexpected reply to a lease claim");
+                    return Err(RoomError::Unavailable);
+                }
+            };
             if taken != -1 {
                 break (turn, start, taken);
             }
@@ -483,6 +533,7 @@ impl Ownership for Leases {
             waited = true;
         };
         self.reached(true);
+        join_stage("lease", asked);
         let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         if taken == 0 {
             return Ok(Claim::Elsewhere);
@@ -498,7 +549,10 @@ impl Ownership for Leases {
             held.claim = claim;
             return Ok(Claim::Mine { epoch: held.epoch });
         }
-        match self.storage.claim(visit).await {
+        let raising = Instant::now();
+        let raised = self.storage.claim(visit).await;
+        join_stage("epoch", raising);
+        match raised {
             Ok(Some(epoch)) => {
                 tracing::info!(visit = %visit, epoch, "took visit over");
                 self.held.insert(visit, Held { epoch, claim });

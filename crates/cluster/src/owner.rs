@@ -3,6 +3,7 @@
 //! an ordinary connection whose outbox publishes to their node.
 
 use crate::bus::{Bus, Item, Seated, Wire};
+use crate::lease::join_stage;
 use crate::node::{NodeId, SessionId};
 use bedside_auth::TenantId;
 use bedside_protocol::{JoinedExtras, encode, error_frame, input_of};
@@ -184,10 +185,12 @@ impl Owned {
             session,
         });
         let conn = req.conn;
+        let started = tokio::time::Instant::now();
         let result = self
             .registry
             .join(visit, &tenant, req, outbox.clone(), Utc::now())
             .await;
+        join_stage("at_owner", started);
         let result = match result {
             Ok((handle, participant)) => {
                 let seated = Seated {

@@ -186,8 +186,9 @@ enum Command {
         target: TargetArgs,
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=19_500))]
         connections: u64,
-        /// Participants per visit (one doctor, the others admitted).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(2..=8))]
+        /// Participants per visit: one doctor, the others admitted (1: the doctor alone,
+        /// which keeps the visit live on the server at one connection a visit).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
         per_visit: u64,
         /// Seconds to hold the connections after measuring.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]

@@ -268,7 +268,11 @@ impl Registry {
                 Claim::Elsewhere => return Err(RoomError::Elsewhere),
             },
         };
-        let (record, stored, (blocks, used_links), quality) = match self.load(id).await {
+        let loading = std::time::Instant::now();
+        let loaded = self.load(id).await;
+        metrics::histogram!("bedside_join_stage_seconds", "stage" => "load")
+            .record(loading.elapsed());
+        let (record, stored, (blocks, used_links), quality) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 // Claimed but not loaded: nothing to keep the claim for.
@@ -306,22 +310,18 @@ impl Registry {
     /// A visit as stored, its blocks, and unless it has ended, its participants and their
     /// call quality.
     async fn load(&self, id: VisitId) -> Result<Loaded, RoomError> {
-        let record = self
+        let v = self
             .storage
-            .visit(id)
+            .load_visit(id)
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        let blocks = (
-            self.storage.blocks(id).await.map_err(unavailable)?,
-            self.storage.used_links(id).await.map_err(unavailable)?,
-        );
-        if record.status == VisitStatus::Ended {
-            return Ok((record, Vec::new(), blocks, Vec::new()));
-        }
-        let stored = self.storage.participants(id).await.map_err(unavailable)?;
-        let quality = self.storage.quality(id).await.map_err(unavailable)?;
-        Ok((record, stored, blocks, quality))
+        Ok((
+            v.record,
+            v.participants,
+            (v.blocks, v.used_links),
+            v.quality,
+        ))
     }
 
     /// Locks the live visit `id`, loading it if needed.

@@ -1109,3 +1109,137 @@ async fn a_guest_link_from_the_call_waits_for_its_invited_row_on_one_node() {
         "the row came first"
     );
 }
+
+/// A batch's participants go in one upsert and its audit rows and events in one insert
+/// each: what is stored is still what writing the operations one by one would leave. A
+/// participant changed twice is stored as it last was, one removed and back again is
+/// there, one removed stays removed, an ended visit keeps none; and the trail and the
+/// events are in order.
+#[tokio::test]
+async fn a_batch_written_together_stores_what_its_operations_say_in_order() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_visit::event::{EventKind, VisitEvent};
+    use bedside_visit::{Change, ParticipantState, StoredParticipant};
+    use chrono::SubsecRound;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now().trunc_subsecs(6);
+    let (a, b, c) = (
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-b", now).await,
+    );
+    let person = |identity: &str, state| StoredParticipant {
+        participant_id: ParticipantId::random(),
+        identity: identity.into(),
+        role: Role::Patient,
+        name: "n".into(),
+        state,
+        since: now,
+        dropped_at: None,
+        consent: None,
+    };
+    let change = |v: &VisitRecord, change| WriteOp::Change {
+        visit: v.id,
+        change,
+    };
+    let audit = |v: &VisitRecord, detail: &str| WriteOp::Audit {
+        visit: v.id,
+        tenant: v.tenant.clone(),
+        event: AuditEvent::new(AuditKind::Joined, now).detail(detail.to_owned()),
+    };
+    let event = |v: &VisitRecord| WriteOp::Event {
+        visit: v.id,
+        tenant: v.tenant.clone(),
+        event: VisitEvent::new(EventKind::ParticipantWaiting, now),
+    };
+    let first = person("pt-1", ParticipantState::Waiting);
+    let admitted = StoredParticipant {
+        state: ParticipantState::Admitted,
+        ..first.clone()
+    };
+    let gone = person("pt-2", ParticipantState::Waiting);
+    let back = person("pt-3", ParticipantState::Waiting);
+    let back_again = StoredParticipant {
+        name: "again".into(),
+        ..back.clone()
+    };
+    let in_ended = person("pt-4", ParticipantState::Admitted);
+    let mut ops = vec![
+        change(&a, Change::Participant(first.clone())),
+        audit(&a, "1"),
+        event(&a),
+        change(&b, Change::Participant(gone.clone())),
+        change(&b, Change::Participant(back.clone())),
+        audit(&b, "1"),
+        change(&a, Change::Participant(admitted.clone())),
+        audit(&a, "2"),
+        event(&b),
+        change(
+            &b,
+            Change::ParticipantGone {
+                participant_id: gone.participant_id,
+            },
+        ),
+        change(
+            &b,
+            Change::ParticipantGone {
+                participant_id: back.participant_id,
+            },
+        ),
+        change(&b, Change::Participant(back_again.clone())),
+        change(&c, Change::Participant(in_ended.clone())),
+        change(
+            &c,
+            Change::Status {
+                status: VisitStatus::Ended,
+                reason: Some(EndReason::EndedByApi),
+                at: now,
+            },
+        ),
+        audit(&c, "1"),
+        event(&a),
+        audit(&a, "3"),
+    ];
+    // Past one statement's worth of values: the rows are split, in order.
+    for n in 0..1_000 {
+        ops.push(audit(&b, &(n + 2).to_string()));
+    }
+    assert!(db.apply(&ops).await.unwrap().is_empty());
+
+    assert_eq!(db.participants(a.id).await.unwrap(), [admitted]);
+    assert_eq!(db.participants(b.id).await.unwrap(), [back_again]);
+    assert!(db.participants(c.id).await.unwrap().is_empty());
+    let details = |v: &VisitRecord| {
+        let db = db.clone();
+        let id = v.id;
+        async move {
+            db.audit_trail(id)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.event.kind == AuditKind::Joined)
+                .map(|r| r.event.detail.unwrap_or_default())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(details(&a).await, ["1", "2", "3"]);
+    let expected: Vec<String> = (1..=1_001).map(|n| n.to_string()).collect();
+    assert_eq!(details(&b).await, expected);
+    let report = db.verify_audit(None).await.unwrap();
+    assert!(report.broken.is_empty(), "{report:?}");
+    for (v, expected) in [(&a, 1..=2), (&b, 1..=1)] {
+        let numbers: Vec<i64> = db
+            .events(&v.tenant, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.visit_id == v.id.to_string() && e.kind == EventKind::ParticipantWaiting.as_str()
+            })
+            .map(|e| e.visit_seq)
+            .collect();
+        // After the visit's `visit.created`.
+        assert_eq!(numbers, expected.map(|n| n + 1).collect::<Vec<_>>());
+    }
+}

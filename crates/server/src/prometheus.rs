@@ -56,6 +56,20 @@ const HISTOGRAMS: &[(&str, &[f64], &str)] = &[
         "One transaction of the storage writer (a batch of live visits' changes, audit rows and events), retries included.",
     ),
     (
+        "bedside_join_stage_seconds",
+        &[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ],
+        "Stages of a join, by stage: load (reading the visit from storage), and in a cluster lease (claiming it in Redis), epoch (raising its epoch in storage), owner (finding another node's lease), forwarded (from asking the owner node to its answer), at_owner (the join on the owner).",
+    ),
+    (
+        "bedside_storage_write_wait_seconds",
+        &[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ],
+        "Per group of writes (one input's changes, audit rows and events), by stage: queued (until its transaction began) and stored (until it was written). In a cluster, a participant hears of a change once it is stored.",
+    ),
+    (
         "bedside_webhook_delivery_lag_seconds",
         &[
             0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,

@@ -4,6 +4,7 @@
 use super::columns::{audit_kind, micros, parse, role, stored_fields, time};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
+use super::rows::Rows;
 use super::sql::SqlStorage;
 use super::{AuditRecord, AuditTrail, StorageError, WriteOp};
 use crate::VisitId;
@@ -18,17 +19,32 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 ///
 /// [`ChainWriter::start`] reads the heads of every chain the batch extends and takes the
 /// seqs for all its rows, in one statement, once the transaction excludes other writers of
-/// those visits. The ends are then kept in memory while the batch appends, and written back
-/// in one statement ([`ChainWriter::finish`]) before commit: a batch costs two statements
-/// more than it would without the chain, however many visits and rows it holds. A
-/// rolled-back transaction drops the writer with it, so nothing stale outlives it.
-#[derive(Default)]
+/// those visits. The ends are then kept in memory while the batch appends, and the rows
+/// and the new ends written in one statement each ([`ChainWriter::finish`]) before commit,
+/// however many visits and rows the batch holds. A rolled-back transaction drops the writer
+/// with it, so nothing stale outlives it.
 pub(super) struct ChainWriter {
     /// Seqs taken for this transaction's rows, ascending.
     seqs: VecDeque<i64>,
     /// Per visit: the hash its next row chains from, and the seq of its last row if this
     /// transaction appended one (only those heads are written back).
     ends: HashMap<VisitId, (Hash, Option<i64>)>,
+    /// The rows appended, inserted together by [`ChainWriter::finish`].
+    rows: Rows,
+}
+
+impl Default for ChainWriter {
+    fn default() -> Self {
+        Self {
+            seqs: VecDeque::new(),
+            ends: HashMap::new(),
+            rows: Rows::new(
+                "INSERT INTO audit_events (seq, visit_id, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash)",
+                12,
+                "",
+            ),
+        }
+    }
 }
 
 impl ChainWriter {
@@ -88,9 +104,9 @@ impl ChainWriter {
         Ok(chain)
     }
 
-    pub(super) async fn append<D: Dialect>(
+    /// Chains a row onto `visit`'s trail; it is inserted by [`ChainWriter::finish`].
+    pub(super) fn append<D: Dialect>(
         &mut self,
-        tx: &mut Transaction<'_, D>,
         visit: VisitId,
         tenant: &TenantId,
         e: &AuditEvent,
@@ -123,33 +139,31 @@ impl ChainWriter {
             detail: detail.as_deref(),
         };
         let hash = audit_chain::link_hash(&entry, &prev);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, visit_id, tenant, at, kind, participant_id, identity, role, actor, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .arg(seq)
-        .arg(entry.visit_id)
-        .arg(entry.tenant)
-        .arg(entry.at)
-        .arg(entry.kind)
-        .arg(entry.participant_id)
-        .arg(entry.identity)
-        .arg(entry.role)
-        .arg(entry.actor)
-        .arg(entry.detail)
-        .arg(audit_chain::to_hex(&prev))
-        .arg(audit_chain::to_hex(&hash))
-        .execute(D::on(tx))
-        .await?;
+        self.rows.push([
+            seq.into(),
+            entry.visit_id.into(),
+            entry.tenant.into(),
+            entry.at.into(),
+            entry.kind.into(),
+            entry.participant_id.into(),
+            entry.identity.into(),
+            entry.role.into(),
+            entry.actor.into(),
+            entry.detail.into(),
+            audit_chain::to_hex(&prev).into(),
+            audit_chain::to_hex(&hash).into(),
+        ]);
         self.ends.insert(visit, (hash, Some(seq)));
         Ok(())
     }
 
-    /// Records, in one statement, the new end of every chain this transaction extended.
+    /// Inserts the rows appended, then records, in one statement, the new end of every
+    /// chain this transaction extended.
     pub(super) async fn finish<D: Dialect>(
-        self,
+        mut self,
         tx: &mut Transaction<'_, D>,
     ) -> Result<(), StorageError> {
+        self.rows.flush(tx).await?;
         let heads: Vec<(VisitId, i64, String)> = self
             .ends
             .into_iter()

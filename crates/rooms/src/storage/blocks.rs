@@ -13,25 +13,45 @@ use crate::VisitId;
 use async_trait::async_trait;
 use bedside_visit::Block;
 use chrono::{DateTime, Utc};
-use sqlx::Transaction;
+use sqlx::{Executor, Transaction};
+
+/// A visit's blocks, the latest per identity, read on `db` (a pool or one connection).
+pub(super) async fn blocks_of<'c, D: Dialect>(
+    db: impl Executor<'c, Database = D>,
+    visit: VisitId,
+) -> Result<Vec<Block>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT identity, blocked_at FROM access_blocks WHERE visit_id = $1 ORDER BY identity",
+    )
+    .arg(visit.to_string())
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Block {
+                identity: r.col("identity")?,
+                at: time(r.col("blocked_at")?)?,
+            })
+        })
+        .collect()
+}
+
+/// The `jti`s of a visit's used single-use links, read on `db`.
+pub(super) async fn used_links_of<'c, D: Dialect>(
+    db: impl Executor<'c, Database = D>,
+    visit: VisitId,
+) -> Result<Vec<String>, StorageError> {
+    let rows = sqlx::query("SELECT jti FROM used_links WHERE visit_id = $1 ORDER BY used_at")
+        .arg(visit.to_string())
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(|r| Ok(r.col("jti")?)).collect()
+}
 
 #[async_trait]
 impl<D: Dialect> AccessBlocks for SqlStorage<D> {
     async fn blocks(&self, visit: VisitId) -> Result<Vec<Block>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT identity, blocked_at FROM access_blocks WHERE visit_id = $1 ORDER BY identity",
-        )
-        .arg(visit.to_string())
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Block {
-                    identity: r.col("identity")?,
-                    at: time(r.col("blocked_at")?)?,
-                })
-            })
-            .collect()
+        blocks_of(self.reads(), visit).await
     }
 
     async fn blocked_at(
@@ -72,11 +92,7 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
     }
 
     async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError> {
-        let rows = sqlx::query("SELECT jti FROM used_links WHERE visit_id = $1 ORDER BY used_at")
-            .arg(visit.to_string())
-            .fetch_all(self.reads())
-            .await?;
-        rows.iter().map(|r| Ok(r.col("jti")?)).collect()
+        used_links_of(self.reads(), visit).await
     }
 }
 

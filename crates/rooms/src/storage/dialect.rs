@@ -33,12 +33,14 @@ use std::borrow::Cow;
 /// [`sqlx::Sqlite`] and [`sqlx::Postgres`].
 ///
 /// Its supertraits are what the shared SQL does with any database (see `driver.rs`): run
-/// statements, bind and read text, integers (both possibly NULL) and bytes.
+/// statements (kept prepared, or not), bind and read text, integers (both possibly NULL)
+/// and bytes.
 ///
 /// Statements that take a list bind it as JSON text: an array of ids (`["v_1", ...]`) or
 /// of `[visit_id, seq, hash]` rows, or an object of numbers by visit (`{"v_1": 2}`).
 pub trait Dialect:
     Database<Arguments: IntoArguments<Self>>
+    + sqlx::database::HasStatementCache
     + Runs
     + for<'a> Binds<&'a str>
     + for<'a> Binds<Option<&'a str>>

@@ -7,6 +7,7 @@
 use super::columns::{event_columns, event_from_row, micros, time};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
+use super::rows::Rows;
 use super::sql::SqlStorage;
 use super::{Attempt, EventOutbox, StorageError, StoredEvent, WriteOp};
 use crate::VisitId;
@@ -21,13 +22,27 @@ use std::collections::{BTreeMap, HashMap};
 ///
 /// [`EventWriter::start`] makes the transaction the only writer of its tenants' events
 /// where that takes a lock, and takes the numbers of all the batch's events in two
-/// statements; appending is then one insert per event.
-#[derive(Default)]
+/// statements; the events appended are then inserted together ([`EventWriter::finish`]).
 pub(super) struct EventWriter {
     /// The next `visit_seq` per visit.
     next: HashMap<VisitId, i64>,
     /// The next `tenant_seq` per tenant.
     next_of_tenant: HashMap<String, i64>,
+    rows: Rows,
+}
+
+impl Default for EventWriter {
+    fn default() -> Self {
+        Self {
+            next: HashMap::new(),
+            next_of_tenant: HashMap::new(),
+            rows: Rows::new(
+                "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at, tenant_seq)",
+                9,
+                "",
+            ),
+        }
+    }
 }
 
 impl EventWriter {
@@ -72,9 +87,9 @@ impl EventWriter {
         Ok(writer)
     }
 
-    pub(super) async fn append<D: Dialect>(
+    /// Numbers an event; it is inserted by [`EventWriter::finish`].
+    pub(super) fn append(
         &mut self,
-        tx: &mut Transaction<'_, D>,
         visit: VisitId,
         tenant: &TenantId,
         event: &VisitEvent,
@@ -87,22 +102,27 @@ impl EventWriter {
         let number = *tenant_seq;
         *tenant_seq += 1;
         let seq = self.next.get_mut(&visit).ok_or_else(missing)?;
-        sqlx::query(
-            "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at, tenant_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $6, $8)",
-        )
-        .arg(uuid::Uuid::new_v4().to_string())
-        .arg(tenant.as_str())
-        .arg(visit.to_string())
-        .arg(*seq)
-        .arg(event.kind.as_str())
-        .arg(micros(event.at))
-        .arg(event.data().to_string())
-        .arg(number)
-        .execute(D::on(tx))
-        .await?;
+        self.rows.push([
+            uuid::Uuid::new_v4().to_string().into(),
+            tenant.as_str().into(),
+            visit.to_string().into(),
+            (*seq).into(),
+            event.kind.as_str().into(),
+            micros(event.at).into(),
+            event.data().to_string().into(),
+            micros(event.at).into(),
+            number.into(),
+        ]);
         *seq += 1;
         Ok(())
+    }
+
+    /// Inserts the events appended, in order.
+    pub(super) async fn finish<D: Dialect>(
+        mut self,
+        tx: &mut Transaction<'_, D>,
+    ) -> Result<(), StorageError> {
+        self.rows.flush(tx).await
     }
 }
 

@@ -18,6 +18,7 @@ mod dialect;
 mod driver;
 mod events;
 mod postgres;
+mod rows;
 mod sql;
 mod sqlite;
 mod visits;
@@ -248,11 +249,45 @@ pub trait AccessBlocks: Send + Sync {
     async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError>;
 }
 
+/// A visit as the registry loads it into memory.
+#[derive(Debug, Clone)]
+pub struct StoredVisit {
+    pub record: VisitRecord,
+    /// Empty once the visit has ended.
+    pub participants: Vec<StoredParticipant>,
+    pub blocks: Vec<Block>,
+    pub used_links: Vec<String>,
+    /// Empty once the visit has ended.
+    pub quality: Vec<StoredQuality>,
+}
+
 /// Everything the server keeps, in one database.
 #[async_trait]
 pub trait Storage:
     Visits + AuditTrail + EventOutbox + Secrets + Fencing + AccessBlocks + 'static
 {
+    /// A visit, its blocks and used links, and unless it has ended its participants and
+    /// their call quality; `None` if there is no such visit.
+    async fn load_visit(&self, id: VisitId) -> Result<Option<StoredVisit>, StorageError> {
+        let Some(record) = self.visit(id).await? else {
+            return Ok(None);
+        };
+        let blocks = self.blocks(id).await?;
+        let used_links = self.used_links(id).await?;
+        let (participants, quality) = if record.status == VisitStatus::Ended {
+            (Vec::new(), Vec::new())
+        } else {
+            (self.participants(id).await?, self.quality(id).await?)
+        };
+        Ok(Some(StoredVisit {
+            record,
+            participants,
+            blocks,
+            used_links,
+            quality,
+        }))
+    }
+
     async fn ping(&self) -> Result<(), StorageError>;
     async fn close(&self);
 }

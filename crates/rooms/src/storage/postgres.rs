@@ -14,7 +14,10 @@
 //! 3. the `visit_event_counters` rows of those visits: each visit's events are numbered
 //!    1, 2, 3... without gaps, and a rollback undoes the increment too.
 //!
-//! Audit seqs come from a sequence, taken after those locks and before hashing (the hash
+//! The tenants' rows are taken last, just before the events are inserted: every writer of
+//! those tenants' events waits for them until the holder commits.
+//!
+//! Audit seqs come from a sequence, taken after the visits' locks and before hashing (the hash
 //! covers the seq): a later writer of a visit always gets higher seqs than an earlier one,
 //! so a visit's rows are in chain order by seq, which is what verification walks.
 //!

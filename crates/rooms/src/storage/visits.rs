@@ -4,6 +4,7 @@
 use super::columns::{micros, opt_time, parse, role, time, visit_columns, visit_from_row};
 use super::dialect::Dialect;
 use super::driver::{Arg, Col};
+use super::rows::{Rows, Value};
 use super::sql::{SqlStorage, write};
 use super::{ListQuery, StorageError, Visits, WriteOp};
 use crate::VisitId;
@@ -14,9 +15,10 @@ use crate::visit::{Change, StoredParticipant};
 use async_trait::async_trait;
 use bedside_auth::TenantId;
 use bedside_visit::quality::StoredQuality;
-use bedside_visit::{ConsentGiven, ProviderId};
+use bedside_visit::{ConsentGiven, ParticipantId, ProviderId};
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::Transaction;
+use sqlx::{Executor, Transaction};
+use std::collections::HashMap;
 
 #[async_trait]
 impl<D: Dialect> Visits for SqlStorage<D> {
@@ -72,17 +74,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
     }
 
     async fn visit(&self, id: VisitId) -> Result<Option<VisitRecord>, StorageError> {
-        sqlx::query(concat!(
-            "SELECT ",
-            visit_columns!(),
-            " FROM visits WHERE id = $1"
-        ))
-        .arg(id.to_string())
-        .fetch_optional(self.reads())
-        .await?
-        .as_ref()
-        .map(visit_from_row)
-        .transpose()
+        visit_of(self.reads(), id).await
     }
 
     async fn list_visits(
@@ -113,56 +105,11 @@ impl<D: Dialect> Visits for SqlStorage<D> {
     }
 
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT participant_id, identity, role, name, state, since, dropped_at, consent_version, \
-             consent_at FROM participants \
-             WHERE visit_id = $1 ORDER BY since, participant_id",
-        )
-        .arg(id.to_string())
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredParticipant {
-                    participant_id: parse(&r.col::<String>("participant_id")?)?,
-                    identity: r.col("identity")?,
-                    role: role(&r.col::<String>("role")?)?,
-                    name: r.col("name")?,
-                    state: parse(&r.col::<String>("state")?)?,
-                    since: time(r.col("since")?)?,
-                    dropped_at: opt_time(r.col("dropped_at")?)?,
-                    consent: match (
-                        r.col::<Option<String>>("consent_version")?,
-                        opt_time(r.col("consent_at")?)?,
-                    ) {
-                        (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
-                        _ => None,
-                    },
-                })
-            })
-            .collect()
+        participants_of(self.reads(), id).await
     }
 
     async fn quality(&self, id: VisitId) -> Result<Vec<StoredQuality>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT participant_id, identity, role, tracker FROM participant_quality \
-             WHERE visit_id = $1 ORDER BY participant_id",
-        )
-        .arg(id.to_string())
-        .fetch_all(self.reads())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let tracker: String = r.col("tracker")?;
-                Ok(StoredQuality {
-                    participant_id: parse(&r.col::<String>("participant_id")?)?,
-                    identity: r.col("identity")?,
-                    role: role(&r.col::<String>("role")?)?,
-                    tracker: serde_json::from_str(&tracker)
-                        .map_err(|e| StorageError::Corrupt(format!("quality tracker: {e}")))?,
-                })
-            })
-            .collect()
+        quality_of(self.reads(), id).await
     }
 
     async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
@@ -221,6 +168,160 @@ impl<D: Dialect> Visits for SqlStorage<D> {
                 Ok(TimeDelta::microseconds(to.saturating_sub(from).max(0)))
             })
             .collect()
+    }
+}
+
+/// A visit's record, read on `db` (a pool or one connection).
+pub(super) async fn visit_of<'c, D: Dialect>(
+    db: impl Executor<'c, Database = D>,
+    id: VisitId,
+) -> Result<Option<VisitRecord>, StorageError> {
+    sqlx::query(concat!(
+        "SELECT ",
+        visit_columns!(),
+        " FROM visits WHERE id = $1"
+    ))
+    .arg(id.to_string())
+    .fetch_optional(db)
+    .await?
+    .as_ref()
+    .map(visit_from_row)
+    .transpose()
+}
+
+/// Who is in a visit as stored, read on `db`.
+pub(super) async fn participants_of<'c, D: Dialect>(
+    db: impl Executor<'c, Database = D>,
+    id: VisitId,
+) -> Result<Vec<StoredParticipant>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT participant_id, identity, role, name, state, since, dropped_at, consent_version, \
+             consent_at FROM participants \
+             WHERE visit_id = $1 ORDER BY since, participant_id",
+    )
+    .arg(id.to_string())
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredParticipant {
+                participant_id: parse(&r.col::<String>("participant_id")?)?,
+                identity: r.col("identity")?,
+                role: role(&r.col::<String>("role")?)?,
+                name: r.col("name")?,
+                state: parse(&r.col::<String>("state")?)?,
+                since: time(r.col("since")?)?,
+                dropped_at: opt_time(r.col("dropped_at")?)?,
+                consent: match (
+                    r.col::<Option<String>>("consent_version")?,
+                    opt_time(r.col("consent_at")?)?,
+                ) {
+                    (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Everyone's call quality in a visit as last written, read on `db`.
+pub(super) async fn quality_of<'c, D: Dialect>(
+    db: impl Executor<'c, Database = D>,
+    id: VisitId,
+) -> Result<Vec<StoredQuality>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT participant_id, identity, role, tracker FROM participant_quality \
+             WHERE visit_id = $1 ORDER BY participant_id",
+    )
+    .arg(id.to_string())
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let tracker: String = r.col("tracker")?;
+            Ok(StoredQuality {
+                participant_id: parse(&r.col::<String>("participant_id")?)?,
+                identity: r.col("identity")?,
+                role: role(&r.col::<String>("role")?)?,
+                tracker: serde_json::from_str(&tracker)
+                    .map_err(|e| StorageError::Corrupt(format!("quality tracker: {e}")))?,
+            })
+        })
+        .collect()
+}
+
+/// Participants' rows a write batch upserts, in one statement (or a few) instead of one
+/// each. A participant changed twice in the batch is written once, as it was last: one
+/// statement may not upsert a row twice. Whatever deletes participants must see the rows
+/// before it written first ([`ParticipantRows::needed_before`]).
+pub(super) struct ParticipantRows {
+    rows: Vec<[Value; 10]>,
+    at: HashMap<(VisitId, ParticipantId), usize>,
+}
+
+impl ParticipantRows {
+    pub(super) fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            at: HashMap::new(),
+        }
+    }
+
+    /// Whether the rows held must be written before `change` is.
+    pub(super) fn needed_before(change: &Change) -> bool {
+        matches!(
+            change,
+            Change::ParticipantGone { .. }
+                | Change::Status {
+                    status: VisitStatus::Ended,
+                    ..
+                }
+        )
+    }
+
+    pub(super) fn push<D: Dialect>(&mut self, visit: VisitId, p: &StoredParticipant) {
+        let row: [Value; 10] = [
+            visit.to_string().into(),
+            p.participant_id.to_string().into(),
+            D::text(&p.identity).into_owned().into(),
+            p.role.as_str().into(),
+            D::text(&p.name).into_owned().into(),
+            p.state.as_str().into(),
+            micros(p.since).into(),
+            p.dropped_at.map(micros).into(),
+            p.consent.as_ref().map(|c| c.version.clone()).into(),
+            p.consent.as_ref().map(|c| micros(c.at)).into(),
+        ];
+        match self.at.get(&(visit, p.participant_id)) {
+            Some(&i) => self.rows[i] = row,
+            None => {
+                self.at.insert((visit, p.participant_id), self.rows.len());
+                self.rows.push(row);
+            }
+        }
+    }
+
+    pub(super) async fn flush<D: Dialect>(
+        &mut self,
+        tx: &mut Transaction<'_, D>,
+    ) -> Result<(), StorageError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Rows::new(
+            "INSERT INTO participants (visit_id, participant_id, identity, role, name, state, since, dropped_at, \
+             consent_version, consent_at)",
+            10,
+            "ON CONFLICT (visit_id, participant_id) DO UPDATE SET identity = EXCLUDED.identity, \
+             role = EXCLUDED.role, name = EXCLUDED.name, state = EXCLUDED.state, \
+             since = EXCLUDED.since, dropped_at = EXCLUDED.dropped_at, \
+             consent_version = EXCLUDED.consent_version, consent_at = EXCLUDED.consent_at",
+        );
+        for row in self.rows.drain(..) {
+            rows.push(row);
+        }
+        self.at.clear();
+        rows.flush(tx).await
     }
 }
 

@@ -16,7 +16,7 @@ use crate::visit::Change;
 use bedside_auth::TenantId;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -69,11 +69,13 @@ struct Progress {
     written: watch::Sender<u64>,
 }
 
+/// An operation as queued: whether it closes its group, and when its group was pushed.
+type Queued = (WriteOp, bool, Instant);
+
 /// Handle to the writer task. Cheap to clone; pushing never blocks.
 #[derive(Clone)]
 pub struct StorageWriter {
-    /// Each operation, and whether it closes its group.
-    tx: mpsc::UnboundedSender<(WriteOp, bool)>,
+    tx: mpsc::UnboundedSender<Queued>,
     progress: Arc<Progress>,
     /// Visits whose writes were refused for a stale epoch, until someone takes them.
     fenced: Arc<parking_lot::Mutex<Option<mpsc::UnboundedReceiver<VisitId>>>>,
@@ -130,8 +132,9 @@ impl StorageWriter {
             .pushed
             .fetch_add(ops.len() as u64, Ordering::SeqCst);
         let n = ops.len();
+        let pushed = Instant::now();
         for (i, op) in ops.into_iter().enumerate() {
-            if self.tx.send((op, i + 1 == n)).is_err() {
+            if self.tx.send((op, i + 1 == n, pushed)).is_err() {
                 tracing::error!("storage writer is gone; a change was not written");
                 return;
             }
@@ -171,15 +174,29 @@ impl StorageWriter {
 
 async fn run(
     storage: Arc<dyn Visits>,
-    mut rx: mpsc::UnboundedReceiver<(WriteOp, bool)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     progress: Arc<Progress>,
     fenced: mpsc::UnboundedSender<VisitId>,
     refused: Arc<dashmap::DashSet<VisitId>>,
 ) {
     let mut queued = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while next_batch(&mut rx, &mut queued, &mut batch).await {
-        for visit in write(&*storage, &batch).await.unwrap_or_default() {
+    let mut pushed = Vec::with_capacity(MAX_BATCH);
+    let queueing = metrics::histogram!("bedside_storage_write_wait_seconds", "stage" => "queued");
+    let stored = metrics::histogram!("bedside_storage_write_wait_seconds", "stage" => "stored");
+    while next_batch(&mut rx, &mut queued, &mut batch, &mut pushed).await {
+        // What a group's notices wait for in a cluster (durable before visible): the
+        // batches ahead of theirs, then their own transaction.
+        let started = Instant::now();
+        for at in &pushed {
+            queueing.record(started.saturating_duration_since(*at));
+        }
+        let result = write(&*storage, &batch).await;
+        let done = Instant::now();
+        for at in pushed.drain(..) {
+            stored.record(done.saturating_duration_since(at));
+        }
+        for visit in result.unwrap_or_default() {
             tracing::warn!(%visit, "writes refused: another node owns this visit now");
             refused.insert(visit);
             let _ = fenced.send(visit);
@@ -191,24 +208,31 @@ async fn run(
 }
 
 /// Fills `batch` with what is queued, up to [`MAX_BATCH`] operations and beyond only to
-/// finish a group. False when the writer is closed and drained.
+/// finish a group, and `pushed` with when each of its groups was pushed. False when the
+/// writer is closed and drained.
 async fn next_batch(
-    rx: &mut mpsc::UnboundedReceiver<(WriteOp, bool)>,
-    queued: &mut Vec<(WriteOp, bool)>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    queued: &mut Vec<Queued>,
     batch: &mut Vec<WriteOp>,
+    pushed: &mut Vec<Instant>,
 ) -> bool {
     if rx.recv_many(queued, MAX_BATCH).await == 0 {
         return false;
     }
     // The rest of a group was pushed in the same breath, so it is already queued (or the
     // process is going away).
-    while queued.last().is_some_and(|(_, closes)| !closes) {
+    while queued.last().is_some_and(|(_, closes, _)| !closes) {
         match rx.recv().await {
             Some(op) => queued.push(op),
             None => break,
         }
     }
-    batch.extend(queued.drain(..).map(|(op, _)| op));
+    for (op, closes, at) in queued.drain(..) {
+        if closes {
+            pushed.push(at);
+        }
+        batch.push(op);
+    }
     true
 }
 
@@ -301,19 +325,21 @@ mod tests {
         writer.push(op(0));
         assert_eq!(writer.position(), MAX_BATCH as u64 + 3);
 
-        let (mut queued, mut batch) = (Vec::new(), Vec::new());
-        assert!(next_batch(&mut rx, &mut queued, &mut batch).await);
+        let (mut queued, mut batch, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
+        assert!(next_batch(&mut rx, &mut queued, &mut batch, &mut pushed).await);
         assert_eq!(
             batch.len(),
             MAX_BATCH + 2,
             "the whole group in the first batch"
         );
+        assert_eq!(pushed.len(), MAX_BATCH, "one time per group");
         batch.clear();
-        assert!(next_batch(&mut rx, &mut queued, &mut batch).await);
+        pushed.clear();
+        assert!(next_batch(&mut rx, &mut queued, &mut batch, &mut pushed).await);
         assert_eq!(batch.len(), 1);
         drop(writer);
         batch.clear();
-        assert!(!next_batch(&mut rx, &mut queued, &mut batch).await);
+        assert!(!next_batch(&mut rx, &mut queued, &mut batch, &mut pushed).await);
     }
 
     /// Applies nothing, failing the first `fails` attempts with `error`.

@@ -3,6 +3,7 @@
 use bedside_server::audit_cli::{self, Verdict};
 use bedside_server::{Application, Config, telemetry};
 use clap::{Parser, Subcommand};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,11 +63,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Built once the configuration is read: it says how many threads.
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.worker_threads {
-        runtime.worker_threads(n.get());
-    }
+    // Built once the configuration is read: it says how many threads. One thread runs the
+    // current-thread scheduler, whose run queue is plain first-in first-out: the
+    // multi-thread scheduler on one worker relays as fast but runs a woken peer first and
+    // spills a burst of ready connections to a queue it checks only now and then, which
+    // quadrupled the relay's p99 (BENCHMARKS.md, "The runtime").
+    let mut runtime = match config.worker_threads.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(run(cli, config)),
         Err(e) => {

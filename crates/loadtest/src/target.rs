@@ -149,36 +149,39 @@ impl Target {
     /// A join token minted with the tenant's secret, as an integrator may do, so setting up
     /// thousands of participants does not load the REST API.
     pub fn token(&self, visit: &str, role: &str, identity: &str) -> anyhow::Result<String> {
-        let Target::Bedside {
-            key_id, key_secret, ..
-        } = self
-        else {
-            bail!("the baseline has no tokens");
-        };
-        let now = chrono::Utc::now().timestamp();
-        let claims = json!({"iss": key_id, "sub": identity, "visit": visit, "role": role, "name": identity,
-                            "iat": now, "nbf": now, "exp": now + 6 * 3600, "jti": uuid::Uuid::new_v4().to_string()});
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.kid = Some(key_id.clone());
-        Ok(jsonwebtoken::encode(
-            &header,
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(key_secret.as_bytes()),
-        )?)
+        self.sign(
+            json!({"sub": identity, "visit": visit, "role": role, "name": identity}),
+            "the baseline has no tokens",
+        )
     }
 
     /// A provider token for `provider`'s dashboard, minted with the tenant's secret.
     pub fn provider_token(&self, provider: &str) -> anyhow::Result<String> {
+        self.sign(
+            json!({"sub": provider, "provider": provider, "role": "provider", "name": provider}),
+            "the baseline has no providers",
+        )
+    }
+
+    /// `claims` with the issuer, times (valid for six hours from now) and a fresh id added,
+    /// signed with the tenant's secret; `baseline`: the error against the baseline relay.
+    fn sign(&self, mut claims: Value, baseline: &'static str) -> anyhow::Result<String> {
         let Target::Bedside {
             key_id, key_secret, ..
         } = self
         else {
-            bail!("the baseline has no providers");
+            bail!(baseline);
         };
         let now = chrono::Utc::now().timestamp();
-        let claims = json!({"iss": key_id, "sub": provider, "provider": provider, "role": "provider",
-                            "name": provider, "iat": now, "nbf": now, "exp": now + 6 * 3600,
-                            "jti": uuid::Uuid::new_v4().to_string()});
+        for (name, value) in [
+            ("iss", json!(key_id)),
+            ("iat", json!(now)),
+            ("nbf", json!(now)),
+            ("exp", json!(now + 6 * 3600)),
+            ("jti", json!(uuid::Uuid::new_v4().to_string())),
+        ] {
+            claims[name] = value;
+        }
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(key_id.clone());
         Ok(jsonwebtoken::encode(

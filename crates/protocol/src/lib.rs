@@ -362,7 +362,8 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
-/// A frame to a client.
+/// A frame to a client. `signal {from, data}` is not here: [`encode`] writes it directly,
+/// around the buffer its `data` was copied into.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg<'a> {
@@ -432,11 +433,6 @@ pub enum ServerMsg<'a> {
     },
     ParticipantUpdated {
         participant: &'a ParticipantView,
-    },
-    /// Written without serde, as [`encode`] shows, but to this shape.
-    Signal {
-        from: ParticipantId,
-        data: &'a RawValue,
     },
     Chat {
         from: ParticipantId,

@@ -142,20 +142,29 @@ async fn one_trace_from_minting_a_link_to_the_webhook_delivery_with_nothing_pers
         .await;
     patient.until("chat").await;
 
-    // The patient's trace: the admission's, which must reach a delivery of
-    // `participant.admitted`.
+    // The patient's trace: the admission's, which must reach the deliveries of all three
+    // of the patient's events. They are sent, and so exported, in separate batches: wait
+    // for every one before reading the trace.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (trace, spans) = loop {
         let spans = got.spans.lock().expect("lock").clone();
         let admit = spans.iter().find(|s| s.name == "admit");
-        let delivered = admit.and_then(|a| {
-            spans.iter().find(|s| {
+        let delivered = |a: &Span, kind: &str| {
+            spans.iter().any(|s| {
                 s.trace == a.trace
                     && s.name == "webhook delivery"
-                    && attr(s, "event_type") == Some("participant.admitted")
+                    && attr(s, "event_type") == Some(kind)
             })
-        });
-        if let (Some(admit), Some(_)) = (admit, delivered) {
+        };
+        if let Some(admit) = admit.filter(|a| {
+            [
+                "participant.waiting",
+                "participant.admitted",
+                "participant.joined",
+            ]
+            .iter()
+            .all(|kind| delivered(a, kind))
+        }) {
             break (admit.trace.clone(), spans);
         }
         assert!(

@@ -32,6 +32,7 @@ const EXPECTED: &[&str] = &[
     "bedside_audit_verifications_total",
     "bedside_tasks_alive",
     "bedside_runtime_workers",
+    "bedside_runtime_thread_tasks",
     "bedside_open_fds",
     "bedside_join_duration_seconds",
     "bedside_admission_wait_seconds",

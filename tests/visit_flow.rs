@@ -12,8 +12,8 @@ async fn a_full_visit() {
     full_visit(&TestServer::start().await).await;
 }
 
-/// The same visit on a server with one worker thread (`worker_threads`, BENCHMARKS.md "The
-/// runtime"): nothing on these paths may wait on another worker to make progress.
+/// The same visit on a server with one scheduler thread (`worker_threads`, BENCHMARKS.md
+/// "The runtime"): nothing on these paths may wait on another thread to make progress.
 #[tokio::test]
 async fn a_full_visit_on_one_worker_thread() {
     let server = TestServer::start_with(&[("BEDSIDE_WORKER_THREADS", "1")]).await;
@@ -29,6 +29,49 @@ async fn a_full_visit_on_one_worker_thread() {
         "the setting is not what runs"
     );
 }
+
+/// Two scheduler threads, as on a two-core machine by default (`crate::runtime` in the
+/// server): held connections fill the thread with the fewer tasks first, and a visit runs
+/// with its connections spread.
+#[tokio::test]
+async fn connections_are_spread_over_the_scheduler_threads() {
+    let server = TestServer::start_with(&[("BEDSIDE_WORKER_THREADS", "2")]).await;
+    let api = server.api(CLINIC_A);
+    let mut held = Vec::new();
+    for i in 0..HELD {
+        let waiting_room = api.visit().await;
+        let token = api
+            .mint(&waiting_room, "patient", &format!("pt-held-{i}"), "Held")
+            .await;
+        let (mut patient, _) = Client::join(&server, &token).await;
+        patient.expect("waiting").await;
+        held.push(patient);
+    }
+    full_visit(&server).await;
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(gauge("bedside_runtime_workers "), 2.0);
+    // Thread 0 also runs the accept loop and the background tasks, so it holds fewer
+    // connections; had none moved, thread 1 would have no task at all.
+    let second = gauge("bedside_runtime_thread_tasks{thread=\"1\"} ");
+    assert!(
+        second >= (HELD / 2) as f64,
+        "thread 1 runs {second} tasks with {HELD} connections held"
+    );
+    drop(held);
+}
+
+const HELD: usize = 24;
 
 async fn full_visit(server: &TestServer) {
     let api = server.api(CLINIC_A);

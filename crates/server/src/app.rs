@@ -5,6 +5,7 @@ use crate::client_ip::ClientIp;
 use crate::config::{Config, DeliveryConfig, DrainConfig, WebhookConfig};
 use crate::limits::Limits;
 use crate::routes;
+use crate::runtime::Spread;
 use crate::serve::{Server, tls_acceptor};
 use crate::state::AppState;
 use crate::turn_server::EmbeddedTurn;
@@ -74,7 +75,8 @@ pub(crate) async fn dev_key(storage: &dyn Storage) -> anyhow::Result<(String, St
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    /// Sets up everything `config` asks for; connections will be spread over `threads`.
+    pub async fn build(config: Config, threads: Spread) -> anyhow::Result<Self> {
         // One TLS implementation for the whole process (HTTPS serving, webhook delivery).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let prometheus = crate::prometheus::install();
@@ -169,6 +171,7 @@ impl Application {
             hsts,
             prometheus,
             tracker: TaskTracker::new(),
+            threads,
             ready: Arc::new(AtomicBool::new(true)),
         };
         let tls = match &config.tls {
@@ -256,6 +259,7 @@ impl Application {
             handshake_timeout,
             router,
             tracker: state.tracker.clone(),
+            threads: state.threads.clone(),
         };
         let serving = tokio::spawn(server.run(shutdown.clone()));
         stop.await;

@@ -15,6 +15,7 @@ pub mod limits;
 mod ops;
 mod prometheus;
 mod routes;
+pub mod runtime;
 pub mod serve;
 mod state;
 pub mod telemetry;

@@ -1,9 +1,9 @@
 //! `bedside`: the telehealth signaling server.
 
 use bedside_server::audit_cli::{self, Verdict};
+use bedside_server::runtime::{Spread, Threads};
 use bedside_server::{Application, Config, telemetry};
 use clap::{Parser, Subcommand};
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,30 +63,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Built once the configuration is read: it says how many threads. One thread runs the
-    // current-thread scheduler, whose run queue is plain first-in first-out: the
-    // multi-thread scheduler on one worker relays as fast but runs a woken peer first and
-    // spills a burst of ready connections to a queue it checks only now and then, which
-    // quadrupled the relay's p99 (BENCHMARKS.md, "The runtime").
-    let mut runtime = match config.worker_threads.map(NonZeroUsize::get) {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut multi = tokio::runtime::Builder::new_multi_thread();
-            multi.worker_threads(n);
-            multi
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    match runtime.enable_all().build() {
-        Ok(runtime) => runtime.block_on(run(cli, config)),
+    // Started once the configuration is read: it says how many threads.
+    let threads = match Threads::start(config.worker_threads) {
+        Ok(threads) => threads,
         Err(e) => {
             eprintln!("bedside: starting the runtime: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let spread = threads.spread();
+    threads.block_on(run(cli, config, spread))
 }
 
-async fn run(cli: Cli, config: Config) -> ExitCode {
+async fn run(cli: Cli, config: Config, threads: Spread) -> ExitCode {
     if let Some(Command::CheckConfig) = cli.command {
         let keys: Vec<_> = config.api_keys.iter().map(|k| k.id.to_string()).collect();
         println!(
@@ -130,7 +119,7 @@ async fn run(cli: Cli, config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = match Application::build(config).await {
+    let app = match Application::build(config, threads).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("startup failed: {e:#}");

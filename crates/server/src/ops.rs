@@ -112,9 +112,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     state.router.record_metrics();
     // Leak checks (bedside-loadtest churn) compare these before and after load: a task or
     // a descriptor that outlives its connection shows up here.
-    let runtime = tokio::runtime::Handle::current().metrics();
-    metrics::gauge!("bedside_tasks_alive").set(runtime.num_alive_tasks() as f64);
-    metrics::gauge!("bedside_runtime_workers").set(runtime.num_workers() as f64);
+    metrics::gauge!("bedside_tasks_alive").set(state.threads.alive_tasks() as f64);
+    metrics::gauge!("bedside_runtime_workers").set(state.threads.threads() as f64);
+    for (thread, alive) in state.threads.alive_tasks_per_thread().enumerate() {
+        metrics::gauge!("bedside_runtime_thread_tasks", "thread" => thread.to_string())
+            .set(alive as f64);
+    }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
         // Less the one the listing itself holds open.
         metrics::gauge!("bedside_open_fds").set(fds.count().saturating_sub(1) as f64);

@@ -169,7 +169,11 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     (
         "bedside_runtime_workers",
-        "Threads running connections and the API (the worker_threads setting; one per core by default).",
+        "Scheduler threads running connections and the API (the worker_threads setting; one per core by default).",
+    ),
+    (
+        "bedside_runtime_thread_tasks",
+        "Tokio tasks alive on each scheduler thread (0 also accepts connections and runs background work); a new connection goes to the thread with the fewest.",
     ),
     (
         "bedside_open_fds",

@@ -8,8 +8,11 @@
 //!   descriptor is given up to accept the waiting connection and close it at once, so the
 //!   client is refused quickly, existing connections carry on, and accepting resumes as
 //!   soon as descriptors free up.
+//! - Each connection is placed on the least busy of the scheduler threads
+//!   (`crate::runtime`) and stays there, its socket registered with that thread's reactor.
 //! - On shutdown, the listener closes first; open HTTP connections finish their request.
 
+use crate::runtime::Spread;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -34,6 +37,8 @@ pub struct Server {
     pub router: Router,
     /// Connection tasks, so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// The threads connections are spread over; this loop runs on the first.
+    pub threads: Spread,
 }
 
 /// A descriptor kept in reserve for refusing connections when none are left.
@@ -80,6 +85,7 @@ impl Server {
             handshake_timeout,
             router,
             tracker,
+            threads,
         } = self;
         let tls = tls.map(Arc::new);
         let mut spare = Spare::new();
@@ -112,16 +118,37 @@ impl Server {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
             let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
-            tracker.spawn(async move {
-                match tls {
-                    None => serve_http(stream, peer, router, handshake_timeout, stop).await,
-                    Some(tls) => {
-                        if let Some(stream) = handshake(&tls, stream, handshake_timeout).await {
-                            serve_http(stream, peer, router, handshake_timeout, stop).await;
-                        }
+            let serve = async move |stream: TcpStream| match tls {
+                None => serve_http(stream, peer, router, handshake_timeout, stop).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(&tls, stream, handshake_timeout).await {
+                        serve_http(stream, peer, router, handshake_timeout, stop).await;
                     }
                 }
-            });
+            };
+            match threads.least_busy() {
+                (0, _) => {
+                    tracker.spawn(serve(stream));
+                }
+                (_, thread) => {
+                    // The socket moves to the other thread's reactor, so its readiness wakes
+                    // that thread directly rather than through this one.
+                    let Ok(stream) = stream.into_std() else {
+                        continue;
+                    };
+                    tracker.spawn_on(
+                        async move {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => serve(stream).await,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "could not move a connection")
+                                }
+                            }
+                        },
+                        thread,
+                    );
+                }
+            }
         }
         drop(listener);
     }

@@ -2,6 +2,7 @@
 
 use crate::client_ip::ClientIp;
 use crate::limits::Limits;
+use crate::runtime::Spread;
 use bedside_auth::{KeyRing, TenantId};
 use bedside_rooms::{Desk, Links, Registry, Router};
 use bedside_signaling::Signaling;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     /// Tracks WebSocket tasks so shutdown can wait for their goodbyes.
     pub tracker: TaskTracker,
+    /// The scheduler threads connections are spread over.
+    pub threads: Spread,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
 }

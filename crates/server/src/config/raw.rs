@@ -311,9 +311,9 @@ pub struct Settings {
     pub expiry_warning_secs: u64,
     /// Most WebSocket connections served at once.
     pub max_connections: usize,
-    /// Threads that run connections and the API; 0: one per core. 1 runs the
-    /// current-thread scheduler (fair to every connection; the best relay tail on a small
-    /// node). BENCHMARKS.md, "The runtime", has the measurements.
+    /// Threads that run connections and the API, each a current-thread scheduler with
+    /// connections spread over them (`crate::runtime`); 0: one per core. BENCHMARKS.md,
+    /// "The runtime", has the measurements.
     pub worker_threads: usize,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,

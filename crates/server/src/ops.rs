@@ -114,7 +114,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     // a descriptor that outlives its connection shows up here.
     metrics::gauge!("bedside_tasks_alive").set(state.threads.alive_tasks() as f64);
     metrics::gauge!("bedside_runtime_workers").set(state.threads.threads() as f64);
-    for (thread, alive) in state.threads.alive_tasks_per_thread().enumerate() {
+    for (thread, alive) in state.threads.connection_tasks().enumerate() {
         metrics::gauge!("bedside_runtime_thread_tasks", "thread" => thread.to_string())
             .set(alive as f64);
     }

@@ -169,11 +169,11 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     (
         "bedside_runtime_workers",
-        "Scheduler threads running connections and the API (the worker_threads setting; one per core by default).",
+        "Threads running connections and the API (the worker_threads setting; one per core by default), besides the one running the service work.",
     ),
     (
         "bedside_runtime_thread_tasks",
-        "Tokio tasks alive on each scheduler thread (0 also accepts connections and runs background work); a new connection goes to the thread with the fewest.",
+        "Tokio tasks alive on each connection thread; a new connection goes to the thread with the fewest.",
     ),
     (
         "bedside_open_fds",

@@ -1,5 +1,6 @@
-//! The threads Bedside runs on: one tokio current-thread scheduler per thread, and each
-//! accepted connection placed on one of them for its whole life.
+//! The threads Bedside runs on: one tokio current-thread scheduler per core for
+//! connections, each accepted connection placed on one of them for its whole life, and the
+//! caller's thread for the service work.
 //!
 //! Why not tokio's multi-thread scheduler: it runs the task a message just woke before
 //! anything else, and spills a burst of ready sockets to a global queue it checks only now
@@ -8,9 +9,13 @@
 //! runtime"). One per core keeps every core busy without work stealing: connections are
 //! many and long-lived, so placing each on the least busy thread spreads the load.
 //!
-//! The first thread (the caller's) also runs everything that is not a connection: the
-//! accept loop, the storage writer, background sweeps, webhook delivery, the cluster
-//! router and the embedded TURN server. Tasks a connection spawns stay on its thread.
+//! First in, first out is fair to connections and wrong for a pipeline: the storage writer
+//! takes a turn per statement, and behind a thread's queue of busy connections it fell
+//! seconds behind under load. So the caller's thread runs the service work on its own: the
+//! accept loop, the storage writer, the background sweeps, webhook delivery, the cluster
+//! router (lease renewal, frames from other nodes) and the embedded TURN server. It is idle
+//! most of the time, so the OS runs it as soon as it is woken. Tasks a connection spawns stay
+//! on the connection's thread.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -30,29 +35,32 @@ struct Extra {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Where new connections go: the handles of every thread's scheduler, the caller's first.
+/// Where new connections go: the connection threads' schedulers.
 #[derive(Clone, Debug)]
 pub struct Spread {
     handles: Arc<[Handle]>,
+    /// The caller's: counted in the task figures, given no connections.
+    service: Handle,
 }
 
 impl Threads {
-    /// `count` threads, the caller's included; `None` is one per core.
+    /// `count` connection threads besides the caller's; `None` is one per core.
     pub fn start(count: Option<NonZeroUsize>) -> std::io::Result<Self> {
         let count = count
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
         let main = Builder::new_current_thread().enable_all().build()?;
-        let mut handles = vec![main.handle().clone()];
-        let mut extra = Vec::with_capacity(count - 1);
-        for i in 1..count {
+        let service = main.handle().clone();
+        let mut handles = Vec::with_capacity(count);
+        let mut extra = Vec::with_capacity(count);
+        for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
             // The runtime lives and is dropped on its own thread: dropping one inside
             // another's async context would panic.
             let thread = std::thread::Builder::new()
-                .name(format!("bedside-{i}"))
+                .name(format!("bedside-conn-{i}"))
                 .spawn(move || {
                     let _ = runtime.block_on(stopped);
                 })?;
@@ -66,6 +74,7 @@ impl Threads {
             extra,
             spread: Spread {
                 handles: handles.into(),
+                service,
             },
         })
     }
@@ -74,8 +83,8 @@ impl Threads {
         self.spread.clone()
     }
 
-    /// Runs `future` on the caller's thread; the other threads run what is placed on them
-    /// meanwhile, and keep running until `self` is dropped.
+    /// Runs `future`, the service work, on the caller's thread; the connection threads run
+    /// what is placed on them meanwhile, and keep running until `self` is dropped.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.main.block_on(future)
     }
@@ -97,42 +106,41 @@ impl Drop for Threads {
 }
 
 impl Spread {
-    /// Only the current scheduler: for code that runs outside `Threads` (tests, tools).
+    /// The current scheduler for everything: for code that runs outside `Threads`.
     pub fn current() -> Self {
+        let handle = Handle::current();
         Self {
-            handles: Arc::new([Handle::current()]),
+            handles: Arc::new([handle.clone()]),
+            service: handle,
         }
     }
 
-    /// The scheduler a new connection goes to, and its place (0 is the caller's, where
-    /// connections are accepted): the one with the fewest live tasks, so a thread whose
-    /// connections closed fills up again first. The first such on a tie.
-    pub fn least_busy(&self) -> (usize, &Handle) {
-        let mut best = (0, &self.handles[0]);
+    /// The scheduler a new connection goes to: the one with the fewest live tasks, so a
+    /// thread whose connections closed fills up again first.
+    pub fn least_busy(&self) -> &Handle {
+        let mut best = &self.handles[0];
         let mut fewest = usize::MAX;
-        for (i, handle) in self.handles.iter().enumerate() {
+        for handle in self.handles.iter() {
             let alive = handle.metrics().num_alive_tasks();
             if alive < fewest {
-                (best, fewest) = ((i, handle), alive);
+                (best, fewest) = (handle, alive);
             }
         }
         best
     }
 
+    /// Connection threads.
     pub fn threads(&self) -> usize {
         self.handles.len()
     }
 
-    /// Live tasks on every thread.
+    /// Live tasks on every thread, the service thread's included.
     pub fn alive_tasks(&self) -> usize {
-        self.handles
-            .iter()
-            .map(|h| h.metrics().num_alive_tasks())
-            .sum()
+        self.service.metrics().num_alive_tasks() + self.connection_tasks().sum::<usize>()
     }
 
-    /// Live tasks on each thread, the caller's first.
-    pub fn alive_tasks_per_thread(&self) -> impl Iterator<Item = usize> + '_ {
+    /// Live tasks on each connection thread.
+    pub fn connection_tasks(&self) -> impl Iterator<Item = usize> + '_ {
         self.handles.iter().map(|h| h.metrics().num_alive_tasks())
     }
 }

@@ -8,7 +8,7 @@
 //!   descriptor is given up to accept the waiting connection and close it at once, so the
 //!   client is refused quickly, existing connections carry on, and accepting resumes as
 //!   soon as descriptors free up.
-//! - Each connection is placed on the least busy of the scheduler threads
+//! - Each connection is placed on the least busy of the connection threads
 //!   (`crate::runtime`) and stays there, its socket registered with that thread's reactor.
 //! - On shutdown, the listener closes first; open HTTP connections finish their request.
 
@@ -37,7 +37,7 @@ pub struct Server {
     pub router: Router,
     /// Connection tasks, so shutdown can wait for them.
     pub tracker: TaskTracker,
-    /// The threads connections are spread over; this loop runs on the first.
+    /// The threads connections are spread over (this loop runs on another).
     pub threads: Spread,
 }
 
@@ -126,29 +126,20 @@ impl Server {
                     }
                 }
             };
-            match threads.least_busy() {
-                (0, _) => {
-                    tracker.spawn(serve(stream));
-                }
-                (_, thread) => {
-                    // The socket moves to the other thread's reactor, so its readiness wakes
-                    // that thread directly rather than through this one.
-                    let Ok(stream) = stream.into_std() else {
-                        continue;
-                    };
-                    tracker.spawn_on(
-                        async move {
-                            match TcpStream::from_std(stream) {
-                                Ok(stream) => serve(stream).await,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "could not move a connection")
-                                }
-                            }
-                        },
-                        thread,
-                    );
-                }
-            }
+            // The socket moves to its thread's reactor, so its readiness wakes that thread
+            // directly rather than through this one.
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            tracker.spawn_on(
+                async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => serve(stream).await,
+                        Err(e) => tracing::debug!(error = %e, "could not move a connection"),
+                    }
+                },
+                threads.least_busy(),
+            );
         }
         drop(listener);
     }

@@ -23,14 +23,14 @@ use std::sync::Arc;
 use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 
-/// The running threads; dropped, the extra threads stop and are joined.
+/// The running threads; dropped, the connection threads stop and are joined.
 pub struct Threads {
     main: Runtime,
-    extra: Vec<Extra>,
+    connections: Vec<ConnectionThread>,
     spread: Spread,
 }
 
-struct Extra {
+struct ConnectionThread {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -52,7 +52,7 @@ impl Threads {
         let main = Builder::new_current_thread().enable_all().build()?;
         let service = main.handle().clone();
         let mut handles = Vec::with_capacity(count);
-        let mut extra = Vec::with_capacity(count);
+        let mut connections = Vec::with_capacity(count);
         for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
@@ -64,14 +64,14 @@ impl Threads {
                 .spawn(move || {
                     let _ = runtime.block_on(stopped);
                 })?;
-            extra.push(Extra {
+            connections.push(ConnectionThread {
                 stop: Some(stop),
                 thread: Some(thread),
             });
         }
         Ok(Self {
             main,
-            extra,
+            connections,
             spread: Spread {
                 handles: handles.into(),
                 service,
@@ -92,13 +92,13 @@ impl Threads {
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        for extra in &mut self.extra {
-            if let Some(stop) = extra.stop.take() {
+        for thread in &mut self.connections {
+            if let Some(stop) = thread.stop.take() {
                 let _ = stop.send(());
             }
         }
-        for extra in &mut self.extra {
-            if let Some(thread) = extra.thread.take() {
+        for thread in &mut self.connections {
+            if let Some(thread) = thread.thread.take() {
                 let _ = thread.join();
             }
         }
@@ -106,15 +106,6 @@ impl Drop for Threads {
 }
 
 impl Spread {
-    /// The current scheduler for everything: for code that runs outside `Threads`.
-    pub fn current() -> Self {
-        let handle = Handle::current();
-        Self {
-            handles: Arc::new([handle.clone()]),
-            service: handle,
-        }
-    }
-
     /// The scheduler a new connection goes to: the one with the fewest live tasks, so a
     /// thread whose connections closed fills up again first.
     pub fn least_busy(&self) -> &Handle {

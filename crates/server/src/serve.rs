@@ -117,29 +117,27 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
-            let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
-            let serve = async move |stream: TcpStream| match tls {
-                None => serve_http(stream, peer, router, handshake_timeout, stop).await,
-                Some(tls) => {
-                    if let Some(stream) = handshake(&tls, stream, handshake_timeout).await {
-                        serve_http(stream, peer, router, handshake_timeout, stop).await;
-                    }
-                }
-            };
             // The socket moves to its thread's reactor, so its readiness wakes that thread
             // directly rather than through this one.
             let Ok(stream) = stream.into_std() else {
                 continue;
             };
-            tracker.spawn_on(
-                async move {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => serve(stream).await,
-                        Err(e) => tracing::debug!(error = %e, "could not move a connection"),
+            let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
+            let serve = async move {
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => return tracing::debug!(error = %e, "could not move a connection"),
+                };
+                match tls {
+                    None => serve_http(stream, peer, router, handshake_timeout, stop).await,
+                    Some(tls) => {
+                        if let Some(stream) = handshake(&tls, stream, handshake_timeout).await {
+                            serve_http(stream, peer, router, handshake_timeout, stop).await;
+                        }
                     }
-                },
-                threads.least_busy(),
-            );
+                }
+            };
+            tracker.spawn_on(serve, threads.least_busy());
         }
         drop(listener);
     }

@@ -72,19 +72,23 @@ async fn join_attempts_per_address_are_rate_limited_with_a_retry_hint() {
     ])
     .await;
     let mut statuses = Vec::new();
+    let started = Instant::now();
     for _ in 0..10 {
         statuses.push(upgrade_status(&server).await);
     }
+    // The burst, plus what the rate refilled while the attempts ran: none when they take
+    // under half a second, one or more on a machine slow enough to take longer.
+    let refilled = (started.elapsed().as_secs_f64() * 2.0) as usize;
     let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
-    assert!(limited.len() >= 5, "{statuses:?}");
+    let through = statuses.iter().filter(|(s, _)| *s == 101).count();
+    assert_eq!(limited.len() + through, 10, "{statuses:?}");
     assert!(
         limited.iter().all(|(_, retry)| !retry.is_empty()),
         "429s carry Retry-After: {statuses:?}"
     );
-    assert_eq!(
-        statuses.iter().filter(|(s, _)| *s == 101).count(),
-        4,
-        "the burst gets through: {statuses:?}"
+    assert!(
+        (4..=4 + refilled).contains(&through),
+        "the burst gets through, then {refilled} refilled: {statuses:?}"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(upgrade_status(&server).await.0, 101, "the rate refills");

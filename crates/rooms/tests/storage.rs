@@ -1421,3 +1421,59 @@ async fn visits_moved_on_in_one_batch_end_as_each_change_in_turn_would_leave_the
     assert_eq!(d.status, VisitStatus::Ended);
     assert_eq!(d.started_at, Some(now));
 }
+
+/// Visit creations waiting for their tenant's event numbering (held here by another
+/// transaction, as the writer or another node holds it in a burst) hold at most half the
+/// pool: a join can still raise a visit's epoch and load it. With every creation holding a
+/// connection, the claim waited for the pool until it gave up. PostgreSQL: SQLite's writers
+/// all wait for the one write lock, claims included.
+#[tokio::test]
+async fn creations_waiting_for_their_tenant_leave_connections_for_joins() {
+    if !pg::selected() {
+        return;
+    }
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let visit = stored(&*db, "clinic-a", now).await;
+    let holder = sqlx::PgPool::connect(&dir.url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT last_seq FROM event_tenants WHERE tenant = 'clinic-a' FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    // Twice the pool's connections, all waiting for the tenant.
+    let creations: Vec<_> = (0..16)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let v = record("clinic-a", now);
+                db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        creations.iter().all(|c| !c.is_finished()),
+        "the creations wait for the tenant"
+    );
+    let claimed = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        db.claim_loading(visit.id),
+    )
+    .await
+    .expect("a join is not held up by the creations")
+    .unwrap()
+    .unwrap();
+    assert_eq!(claimed.0, 1);
+    assert!(db.load_visit(visit.id).await.unwrap().is_some());
+    tx.commit().await.unwrap();
+    for c in creations {
+        tokio::time::timeout(std::time::Duration::from_secs(30), c)
+            .await
+            .expect("every creation goes through once the tenant is free")
+            .unwrap()
+            .unwrap();
+    }
+}

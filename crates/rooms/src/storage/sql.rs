@@ -104,7 +104,8 @@ impl<D: Dialect> SqlStorage<D> {
 ///
 /// Each statement is a round trip that the whole batch waits for, so rows go in together
 /// where order allows: participants' rows in one upsert (written before anything that
-/// deletes participants), and audit rows and events, numbered and chained in order here,
+/// deletes participants), visits' status moves and starts in one update (written before any
+/// other change), and audit rows and events, numbered and chained in order here,
 /// in one insert each at the end (no change reads them). The tenants' event numbering,
 /// which every other writer of those tenants (another node, the API creating a visit)
 /// waits for until this transaction ends, is taken last, just before the events go in:

@@ -20,7 +20,7 @@
 //! read), which a standalone Redis allows and Redis Cluster would not.
 
 use crate::node::NodeId;
-use bedside_rooms::storage::{Fencing, StorageWriter};
+use bedside_rooms::storage::{Fencing, StorageWriter, StoredVisit};
 use bedside_rooms::{Claim, Ownership, RoomError};
 use bedside_visit::{Refusal, VisitId};
 use dashmap::DashMap;
@@ -483,9 +483,14 @@ impl Leases {
     }
 }
 
-#[async_trait::async_trait]
-impl Ownership for Leases {
-    async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
+impl Leases {
+    /// [`Ownership::claim`]; with `load`, a visit taken over is read with its epoch's
+    /// raise ([`Fencing::claim_loading`]), under the claim's stripe like the raise itself.
+    async fn take(
+        &self,
+        visit: VisitId,
+        load: bool,
+    ) -> Result<(Claim, Option<StoredVisit>), RoomError> {
         let asked = Instant::now();
         let mut renewed = self.renewed.subscribe();
         let mut waited = false;
@@ -536,7 +541,7 @@ impl Ownership for Leases {
         join_stage("lease", asked);
         let claim = self.claims.fetch_add(1, Ordering::Relaxed) + 1;
         if taken == 0 {
-            return Ok(Claim::Elsewhere);
+            return Ok((Claim::Elsewhere, None));
         }
         // A node holding nothing else can trust its claims from here; one that holds other
         // visits waits for its renewal to say which of those are still its own.
@@ -547,16 +552,23 @@ impl Ownership for Leases {
             && let Some(mut held) = self.held.get_mut(&visit)
         {
             held.claim = claim;
-            return Ok(Claim::Mine { epoch: held.epoch });
+            return Ok((Claim::Mine { epoch: held.epoch }, None));
         }
         let raising = Instant::now();
-        let raised = self.storage.claim(visit).await;
+        let raised = if load {
+            self.storage.claim_loading(visit).await
+        } else {
+            self.storage
+                .claim(visit)
+                .await
+                .map(|raised| raised.map(|epoch| (epoch, None)))
+        };
         join_stage("epoch", raising);
         match raised {
-            Ok(Some(epoch)) => {
+            Ok(Some((epoch, stored))) => {
                 tracing::info!(visit = %visit, epoch, "took visit over");
                 self.held.insert(visit, Held { epoch, claim });
-                Ok(Claim::Mine { epoch })
+                Ok((Claim::Mine { epoch }, stored))
             }
             Ok(None) => {
                 self.delete(visit).await;
@@ -568,6 +580,20 @@ impl Ownership for Leases {
                 Err(RoomError::Unavailable)
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ownership for Leases {
+    async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError> {
+        Ok(self.take(visit, false).await?.0)
+    }
+
+    async fn claim_loading(
+        &self,
+        visit: VisitId,
+    ) -> Result<(Claim, Option<StoredVisit>), RoomError> {
+        self.take(visit, true).await
     }
 
     fn fresh(&self) -> bool {

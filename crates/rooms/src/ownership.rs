@@ -6,6 +6,7 @@
 //! loads a visit, checks [`Ownership::fresh`] before each input, and says when a visit
 //! leaves memory so the claim can be given up once its last change is written.
 
+use crate::storage::StoredVisit;
 use crate::{RoomError, VisitId};
 use async_trait::async_trait;
 
@@ -22,6 +23,15 @@ pub enum Claim {
 pub trait Ownership: Send + Sync + 'static {
     /// Claims `visit` for this node unless another node holds it.
     async fn claim(&self, visit: VisitId) -> Result<Claim, RoomError>;
+    /// [`Ownership::claim`], and when the claim takes the visit over, the visit as stored
+    /// once it is this node's (read with the epoch's raise, see
+    /// [`crate::storage::Fencing::claim_loading`]). `None` for the visit: the caller loads it.
+    async fn claim_loading(
+        &self,
+        visit: VisitId,
+    ) -> Result<(Claim, Option<StoredVisit>), RoomError> {
+        Ok((self.claim(visit).await?, None))
+    }
     /// Whether this node's claims can be trusted right now. False when the node has not
     /// been able to renew them for longer than they last (it was paused, say): it must
     /// not act until it knows whether it still owns its visits.

@@ -13,7 +13,7 @@ use crate::desk::DeskFeed;
 use crate::error::RoomError;
 use crate::links::{LinkRequest, Links};
 use crate::ownership::{Claim, Ownership};
-use crate::storage::{Storage, StorageError, StorageWriter, WriteOp};
+use crate::storage::{Storage, StorageError, StorageWriter, StoredVisit, WriteOp};
 use bedside_auth::{Role, TenantId};
 use bedside_visit::quality::{ParticipantQuality, StoredQuality};
 use bedside_visit::{
@@ -103,6 +103,16 @@ type Loaded = (
     Access,
     Vec<StoredQuality>,
 );
+
+/// A stored visit as the registry restores it.
+fn unpack(v: StoredVisit) -> Loaded {
+    (
+        v.record,
+        v.participants,
+        (v.blocks, v.used_links),
+        v.quality,
+    )
+}
 
 /// How long an input checked with [`Registry::fresh`] may take to reach the visit's rules.
 /// Renewals normally leave well over a second of trust, so only a late one makes inputs
@@ -261,17 +271,25 @@ impl Registry {
             self.retired.insert(id, position);
             return Err(RoomError::Unavailable);
         }
-        let epoch = match &self.ownership {
-            None => None,
-            Some(ownership) => match ownership.claim(id).await? {
-                Claim::Mine { epoch } => Some(epoch),
-                Claim::Elsewhere => return Err(RoomError::Elsewhere),
+        let (epoch, read) = match &self.ownership {
+            None => (None, None),
+            Some(ownership) => match ownership.claim_loading(id).await? {
+                (Claim::Mine { epoch }, read) => (Some(epoch), read),
+                (Claim::Elsewhere, _) => return Err(RoomError::Elsewhere),
             },
         };
-        let loading = std::time::Instant::now();
-        let loaded = self.load(id).await;
-        metrics::histogram!("bedside_join_stage_seconds", "stage" => "load")
-            .record(loading.elapsed());
+        // Taking a visit over reads it with the epoch's raise (one pooled connection for
+        // both); a visit this node already held, or one node alone, loads it here.
+        let loaded = match read {
+            Some(v) => Ok(unpack(v)),
+            None => {
+                let loading = std::time::Instant::now();
+                let loaded = self.load(id).await;
+                metrics::histogram!("bedside_join_stage_seconds", "stage" => "load")
+                    .record(loading.elapsed());
+                loaded
+            }
+        };
         let (record, stored, (blocks, used_links), quality) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -316,12 +334,7 @@ impl Registry {
             .await
             .map_err(unavailable)?
             .ok_or(Refusal::VisitNotFound)?;
-        Ok((
-            v.record,
-            v.participants,
-            (v.blocks, v.used_links),
-            v.quality,
-        ))
+        Ok(unpack(v))
     }
 
     /// Locks the live visit `id`, loading it if needed.

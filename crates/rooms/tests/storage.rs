@@ -642,6 +642,18 @@ impl bedside_rooms::Ownership for Leases {
         let epoch = self.db.claim(visit).await.unwrap().unwrap();
         Ok(bedside_rooms::Claim::Mine { epoch })
     }
+    /// As the cluster's leases do: the visit read with the epoch's raise.
+    async fn claim_loading(
+        &self,
+        visit: VisitId,
+    ) -> Result<(bedside_rooms::Claim, Option<storage::StoredVisit>), RoomError> {
+        use std::sync::atomic::Ordering;
+        if self.elsewhere.load(Ordering::SeqCst) {
+            return Ok((bedside_rooms::Claim::Elsewhere, None));
+        }
+        let (epoch, read) = self.db.claim_loading(visit).await.unwrap().unwrap();
+        Ok((bedside_rooms::Claim::Mine { epoch }, read))
+    }
     fn fresh(&self) -> bool {
         self.fresh.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -1241,5 +1253,227 @@ async fn a_batch_written_together_stores_what_its_operations_say_in_order() {
             .collect();
         // After the visit's `visit.created`.
         assert_eq!(numbers, expected.map(|n| n + 1).collect::<Vec<_>>());
+    }
+}
+
+/// A join that takes a visit over in a cluster raises the epoch and reads the visit on one
+/// connection (`Fencing::claim_loading`): the same epoch a claim would give, the visit as
+/// `load_visit` reads it, and writes under the old epoch refused from then on.
+#[tokio::test]
+async fn a_claim_that_loads_raises_the_epoch_and_reads_the_visit_as_stored() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_visit::{Change, ParticipantState, StoredParticipant};
+    use chrono::SubsecRound;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now().trunc_subsecs(6);
+    let (a, ended) = (
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-a", now).await,
+    );
+    assert!(db.claim_loading(VisitId::random()).await.unwrap().is_none());
+    let person = |identity: &str| StoredParticipant {
+        participant_id: ParticipantId::random(),
+        identity: identity.into(),
+        role: Role::Patient,
+        name: "n".into(),
+        state: ParticipantState::Admitted,
+        since: now,
+        dropped_at: None,
+        consent: None,
+    };
+    let change = |v: &VisitRecord, change| WriteOp::Change {
+        visit: v.id,
+        change,
+    };
+    let fenced = db
+        .apply(&[
+            change(&a, Change::Participant(person("pt-1"))),
+            change(
+                &a,
+                Change::Blocked {
+                    identity: "pt-2".into(),
+                    at: now,
+                },
+            ),
+            change(
+                &a,
+                Change::LinkUsed {
+                    jti: "link-1".into(),
+                    at: now,
+                },
+            ),
+            change(&a, Change::Started { at: now }),
+            change(&ended, Change::Participant(person("pt-3"))),
+            change(
+                &ended,
+                Change::Status {
+                    status: VisitStatus::Ended,
+                    reason: Some(EndReason::EndedByApi),
+                    at: now,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(fenced.is_empty());
+
+    let (epoch, read) = db.claim_loading(a.id).await.unwrap().unwrap();
+    assert_eq!(epoch, 1);
+    assert_eq!(db.epochs(&[a.id]).await.unwrap(), [(a.id, 1)]);
+    let read = read.expect("SQL storage reads the visit with the claim");
+    let loaded = db.load_visit(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{read:?}"),
+        format!("{loaded:?}"),
+        "as a load reads it"
+    );
+    assert_eq!(read.participants.len(), 1);
+    assert_eq!(read.blocks.len(), 1);
+    assert_eq!(read.used_links, ["link-1"]);
+    assert!(read.record.started_at.is_some());
+
+    // Taken over again: the earlier claim's writes are refused.
+    let (epoch, _) = db.claim_loading(a.id).await.unwrap().unwrap();
+    assert_eq!(epoch, 2);
+    let refused = db
+        .apply(&[
+            WriteOp::Fence {
+                visit: a.id,
+                epoch: 1,
+            },
+            change(&a, Change::Participant(person("pt-4"))),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(refused, [a.id], "a write under the old epoch is refused");
+    assert_eq!(db.participants(a.id).await.unwrap().len(), 1);
+
+    let (epoch, read) = db.claim_loading(ended.id).await.unwrap().unwrap();
+    assert_eq!(epoch, 1);
+    let read = read.unwrap();
+    assert_eq!(read.record.status, VisitStatus::Ended);
+    assert!(
+        read.participants.is_empty(),
+        "an ended visit has nobody in it"
+    );
+}
+
+/// A batch's status moves and starts go in one statement: the rows end as writing each
+/// change in turn would leave them (the first start wins, a status only moves on from
+/// open, an end in the same batch stays an end).
+#[tokio::test]
+async fn visits_moved_on_in_one_batch_end_as_each_change_in_turn_would_leave_them() {
+    use bedside_rooms::storage::WriteOp;
+    use bedside_visit::Change;
+    use chrono::SubsecRound;
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now().trunc_subsecs(6);
+    let later = now + TimeDelta::seconds(5);
+    let (a, b, c, d) = (
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-a", now).await,
+        stored(&*db, "clinic-b", now).await,
+        stored(&*db, "clinic-a", now).await,
+    );
+    let change = |v: &VisitRecord, change| WriteOp::Change {
+        visit: v.id,
+        change,
+    };
+    let status = |status| Change::Status {
+        status,
+        reason: (status == VisitStatus::Ended).then_some(EndReason::EndedByApi),
+        at: now,
+    };
+    // `d` ended in an earlier batch: nothing moves it on again.
+    db.apply(&[change(&d, status(VisitStatus::Ended))])
+        .await
+        .unwrap();
+    db.apply(&[
+        change(&a, status(VisitStatus::Open)),
+        change(&a, status(VisitStatus::Active)),
+        change(&b, status(VisitStatus::Active)),
+        change(&a, Change::Started { at: now }),
+        change(&b, status(VisitStatus::Ended)),
+        change(&a, Change::Started { at: later }),
+        change(&c, Change::Started { at: later }),
+        change(&b, status(VisitStatus::Active)),
+        change(&d, status(VisitStatus::Active)),
+        change(&d, Change::Started { at: now }),
+    ])
+    .await
+    .unwrap();
+    let visit = |v: VisitRecord| {
+        let db = db.clone();
+        async move { db.visit(v.id).await.unwrap().unwrap() }
+    };
+    let a = visit(a).await;
+    assert_eq!(a.status, VisitStatus::Active);
+    assert_eq!(a.started_at, Some(now), "the first start wins");
+    let b = visit(b).await;
+    assert_eq!(b.status, VisitStatus::Ended, "an end is not undone");
+    assert!(b.started_at.is_none());
+    let c = visit(c).await;
+    assert_eq!(c.status, VisitStatus::Open);
+    assert_eq!(c.started_at, Some(later));
+    let d = visit(d).await;
+    assert_eq!(d.status, VisitStatus::Ended);
+    assert_eq!(d.started_at, Some(now));
+}
+
+/// Visit creations waiting for their tenant's event numbering (held here by another
+/// transaction, as the writer or another node holds it in a burst) hold at most half the
+/// pool: a join can still raise a visit's epoch and load it. With every creation holding a
+/// connection, the claim waited for the pool until it gave up. PostgreSQL: SQLite's writers
+/// all wait for the one write lock, claims included.
+#[tokio::test]
+async fn creations_waiting_for_their_tenant_leave_connections_for_joins() {
+    if !pg::selected() {
+        return;
+    }
+    let dir = tempdb().await;
+    let db = open(&dir).await;
+    let now = Utc::now();
+    let visit = stored(&*db, "clinic-a", now).await;
+    let holder = sqlx::PgPool::connect(&dir.url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT last_seq FROM event_tenants WHERE tenant = 'clinic-a' FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    // Twice the pool's connections, all waiting for the tenant.
+    let creations: Vec<_> = (0..16)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let v = record("clinic-a", now);
+                db.insert_visit(&v, &AuditEvent::new(AuditKind::Created, now))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        creations.iter().all(|c| !c.is_finished()),
+        "the creations wait for the tenant"
+    );
+    let claimed = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        db.claim_loading(visit.id),
+    )
+    .await
+    .expect("a join is not held up by the creations")
+    .unwrap()
+    .unwrap();
+    assert_eq!(claimed.0, 1);
+    assert!(db.load_visit(visit.id).await.unwrap().is_some());
+    tx.commit().await.unwrap();
+    for c in creations {
+        tokio::time::timeout(std::time::Duration::from_secs(30), c)
+            .await
+            .expect("every creation goes through once the tenant is free")
+            .unwrap()
+            .unwrap();
     }
 }

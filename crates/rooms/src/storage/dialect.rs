@@ -86,6 +86,11 @@ pub trait Dialect:
     /// The highest audit seq written before the chain existed (column `seq`): rows up to it
     /// may be unchained.
     const LEGACY_MAX_SEQ: &'static str;
+    /// Moves visits on from open and records when they started, one row per visit from
+    /// the JSON array `$1` of `[id, status or null, started_at or null]`, as one
+    /// `UPDATE ... WHERE status = 'open'` and one `started_at = COALESCE(started_at, ...)`
+    /// each would (see `VisitUpdates`).
+    const UPDATE_VISITS: &'static str;
 
     /// Text as the database can hold it.
     fn text(s: &str) -> Cow<'_, str> {

@@ -223,6 +223,15 @@ pub trait Fencing: Send + Sync {
     /// (`None` if there is no such visit). Writes fenced with an older epoch are refused
     /// from then on.
     async fn claim(&self, visit: VisitId) -> Result<Option<i64>, StorageError>;
+    /// [`Fencing::claim`], and the visit as stored once its epoch is raised, read on the
+    /// way where the storage can (the same connection: a join that takes a visit over
+    /// acquires one pooled connection, not two). `None` for the visit: the caller loads it.
+    async fn claim_loading(
+        &self,
+        visit: VisitId,
+    ) -> Result<Option<(i64, Option<StoredVisit>)>, StorageError> {
+        Ok(self.claim(visit).await?.map(|epoch| (epoch, None)))
+    }
     /// The current epochs of those of `visits` that exist.
     async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError>;
 }

@@ -22,20 +22,29 @@
 //! so a visit's rows are in chain order by seq, which is what verification walks.
 //!
 //! The pool gives up acquiring a connection after [`ACQUIRE_TIMEOUT`] and checks a
-//! connection before handing it out, so while the server is unreachable `ping` (and with it
-//! `/readyz`) fails quickly, and once it is back new connections replace the dead ones
-//! without a restart.
+//! connection before handing it out if it has been idle for [`CHECK_IDLE_AFTER`] or more, so
+//! while the server is unreachable `ping` (and with it `/readyz`) fails quickly, and once it
+//! is back new connections replace the dead ones without a restart. A connection idle for
+//! less was checked when it was given back (sqlx checks every connection it takes back),
+//! so it is not checked again: in a burst that check was a round trip per statement, made
+//! while holding one of the pool's connections.
 
 use super::dialect::Dialect;
 use super::{SqlStorage, StorageError};
-use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Postgres};
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
 /// How long a caller waits for a connection before the call fails.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A pooled connection idle this long is checked (a round trip) before it is handed out.
+/// One idle for less was checked as it was given back, that recently: if the server went
+/// away since, the statement fails as it would have a moment later, and the pool drops
+/// the connection when it is given back (its check fails there).
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 pub type PostgresStorage = SqlStorage<Postgres>;
 
@@ -53,7 +62,15 @@ impl PostgresStorage {
             .max_connections(8)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         // Concurrent nodes are fine: the migrator holds an advisory lock while it runs.
@@ -95,6 +112,12 @@ impl Dialect for Postgres {
          SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($1 AS JSON)) \
          ON CONFLICT (visit_id) DO UPDATE SET last_seq = visit_event_counters.last_seq + EXCLUDED.last_seq \
          RETURNING visit_id, last_seq";
+    const UPDATE_VISITS: &'static str = "UPDATE visits SET \
+         status = CASE WHEN visits.status = 'open' AND u.status IS NOT NULL THEN u.status ELSE visits.status END, \
+         started_at = COALESCE(visits.started_at, u.started_at) \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, CAST(value ->> 2 AS BIGINT) AS started_at \
+         FROM json_array_elements(CAST($1 AS JSON))) AS u \
+         WHERE visits.id = u.id";
     /// No PostgreSQL database held rows from before the chain (see migrations/postgres/0002).
     const LEGACY_MAX_SEQ: &'static str = "SELECT CAST(0 AS BIGINT) AS seq";
 

@@ -6,16 +6,19 @@
 
 use super::audit::ChainWriter;
 use super::blocks::{blocks_of, used_links_of};
-use super::columns::parse;
+use super::columns::{parse, visit_columns, visit_from_row};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
 use super::events::EventWriter;
-use super::visits::{ParticipantRows, apply_change, participants_of, quality_of, visit_of};
+use super::visits::{
+    ParticipantRows, VisitUpdates, apply_change, participants_of, quality_of, visit_of,
+};
 use super::{Fencing, Secrets, Storage, StorageError, StoredVisit, WriteOp};
 use crate::VisitId;
-use crate::record::VisitStatus;
+use crate::record::{VisitRecord, VisitStatus};
 use crate::visit::Change;
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Executor, Pool, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,12 +31,29 @@ pub struct SqlStorage<D: Database> {
     /// pool waited behind them (tens of milliseconds at the median in a setup burst,
     /// BENCHMARKS.md). PostgreSQL has no such wait: there it is the same pool.
     reads: Pool<D>,
+    /// Visit creations in progress hold at most half the pool: they queue on their tenant's
+    /// event numbering (one at a time per tenant, until each commits), each holding a
+    /// pooled connection meanwhile, and a burst of them (64 at once, BENCHMARKS.md) held
+    /// every connection, so joins and the storage writer waited behind them for one.
+    creating: tokio::sync::Semaphore,
 }
 
 impl<D: Dialect> SqlStorage<D> {
     /// `reads` may be `pool` itself.
     pub(super) fn new(pool: Pool<D>, reads: Pool<D>) -> Self {
-        Self { pool, reads }
+        let creating =
+            tokio::sync::Semaphore::new((pool.options().get_max_connections() / 2).max(1) as usize);
+        Self {
+            pool,
+            reads,
+            creating,
+        }
+    }
+
+    /// Waits for a turn to create a visit (see [`SqlStorage::creating`]). The semaphore is
+    /// never closed (were it, creations would only go unlimited).
+    pub(super) async fn creation_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.creating.acquire().await.ok()
     }
 
     /// Where a statement outside a transaction runs.
@@ -84,7 +104,8 @@ impl<D: Dialect> SqlStorage<D> {
 ///
 /// Each statement is a round trip that the whole batch waits for, so rows go in together
 /// where order allows: participants' rows in one upsert (written before anything that
-/// deletes participants), and audit rows and events, numbered and chained in order here,
+/// deletes participants), visits' status moves and starts in one update (written before any
+/// other change), and audit rows and events, numbered and chained in order here,
 /// in one insert each at the end (no change reads them). The tenants' event numbering,
 /// which every other writer of those tenants (another node, the API creating a visit)
 /// waits for until this transaction ends, is taken last, just before the events go in:
@@ -96,6 +117,7 @@ pub(super) async fn write<D: Dialect>(
 ) -> Result<(), StorageError> {
     let mut chain = ChainWriter::start(tx, ops).await?;
     let mut participants = ParticipantRows::new();
+    let mut updates = VisitUpdates::new();
     let mut numbered = Vec::new();
     for op in ops {
         match op {
@@ -103,7 +125,11 @@ pub(super) async fn write<D: Dialect>(
                 visit,
                 change: Change::Participant(p),
             } => participants.push::<D>(*visit, p),
+            WriteOp::Change { visit, change } if VisitUpdates::takes(change) => {
+                updates.push(*visit, change)
+            }
             WriteOp::Change { visit, change } => {
+                updates.flush(tx).await?;
                 if ParticipantRows::needed_before(change) {
                     participants.flush(tx).await?;
                 }
@@ -119,6 +145,7 @@ pub(super) async fn write<D: Dialect>(
         }
     }
     participants.flush(tx).await?;
+    updates.flush(tx).await?;
     chain.finish(tx).await?;
     let mut events = EventWriter::start(tx, &numbered).await?;
     for op in numbered {
@@ -190,6 +217,32 @@ impl<D: Dialect> Fencing for SqlStorage<D> {
             .map_err(Into::into)
     }
 
+    /// One connection, and the raise returns the visit's row: two round trips fewer than a
+    /// claim followed by a load (and one acquire, with PostgreSQL's check of the connection,
+    /// fewer). Not one transaction, as before: each statement reads what was committed when
+    /// it ran, and all run after the raise, so nothing the previous owner wrote after it
+    /// can be missing (it is refused).
+    async fn claim_loading(
+        &self,
+        visit: VisitId,
+    ) -> Result<Option<(i64, Option<StoredVisit>)>, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query(concat!(
+            "UPDATE visits SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch, ",
+            visit_columns!()
+        ))
+        .arg(visit.to_string())
+        .fetch_optional(D::on(&mut conn))
+        .await?
+        else {
+            return Ok(None);
+        };
+        let epoch = row.col("epoch")?;
+        let record = visit_from_row(&row)?;
+        let stored = rest_of(&mut conn, record).await?;
+        Ok(Some((epoch, Some(stored))))
+    }
+
     async fn epochs(&self, visits: &[VisitId]) -> Result<Vec<(VisitId, i64)>, StorageError> {
         let rows = sqlx::query(D::VISIT_EPOCHS)
             .arg(dialect::json(visits)?)
@@ -219,6 +272,32 @@ impl<D: Dialect> Secrets for SqlStorage<D> {
     }
 }
 
+/// The rest of a visit whose row is `record`, read on `conn`: its blocks and used links,
+/// and unless it has ended its participants and their call quality.
+async fn rest_of<D: Dialect>(
+    conn: &mut PoolConnection<D>,
+    record: VisitRecord,
+) -> Result<StoredVisit, StorageError> {
+    let id = record.id;
+    let blocks = blocks_of(D::on(&mut *conn), id).await?;
+    let used_links = used_links_of(D::on(&mut *conn), id).await?;
+    let (participants, quality) = if record.status == VisitStatus::Ended {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            participants_of(D::on(&mut *conn), id).await?,
+            quality_of(D::on(&mut *conn), id).await?,
+        )
+    };
+    Ok(StoredVisit {
+        record,
+        participants,
+        blocks,
+        used_links,
+        quality,
+    })
+}
+
 #[async_trait]
 impl<D: Dialect> Storage for SqlStorage<D> {
     /// On one connection: a join that loads a visit takes the pool (and PostgreSQL's check
@@ -228,23 +307,7 @@ impl<D: Dialect> Storage for SqlStorage<D> {
         let Some(record) = visit_of(D::on(&mut conn), id).await? else {
             return Ok(None);
         };
-        let blocks = blocks_of(D::on(&mut conn), id).await?;
-        let used_links = used_links_of(D::on(&mut conn), id).await?;
-        let (participants, quality) = if record.status == VisitStatus::Ended {
-            (Vec::new(), Vec::new())
-        } else {
-            (
-                participants_of(D::on(&mut conn), id).await?,
-                quality_of(D::on(&mut conn), id).await?,
-            )
-        };
-        Ok(Some(StoredVisit {
-            record,
-            participants,
-            blocks,
-            used_links,
-            quality,
-        }))
+        Ok(Some(rest_of(&mut conn, record).await?))
     }
 
     async fn ping(&self) -> Result<(), StorageError> {

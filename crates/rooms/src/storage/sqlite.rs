@@ -82,6 +82,12 @@ impl Dialect for Sqlite {
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
          ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
     /// The writer holds the database, so a visit's next number is its highest plus one.
+    const UPDATE_VISITS: &'static str = "UPDATE visits SET \
+         status = CASE WHEN visits.status = 'open' AND u.status IS NOT NULL THEN u.status ELSE visits.status END, \
+         started_at = COALESCE(visits.started_at, u.started_at) \
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS started_at \
+         FROM json_each($1)) AS u \
+         WHERE visits.id = u.id";
     const VISIT_EVENT_SEQS: &'static str = "SELECT key AS visit_id, value + \
          COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = key), 0) AS last_seq \
          FROM json_each($1)";

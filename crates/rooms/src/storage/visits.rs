@@ -2,7 +2,7 @@
 //! registry make, and how a visit's [`Change`] is written.
 
 use super::columns::{micros, opt_time, parse, role, time, visit_columns, visit_from_row};
-use super::dialect::Dialect;
+use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
 use super::rows::{Rows, Value};
 use super::sql::{SqlStorage, write};
@@ -18,7 +18,7 @@ use bedside_visit::quality::StoredQuality;
 use bedside_visit::{ConsentGiven, ParticipantId, ProviderId};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Executor, Transaction};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[async_trait]
 impl<D: Dialect> Visits for SqlStorage<D> {
@@ -27,6 +27,7 @@ impl<D: Dialect> Visits for SqlStorage<D> {
         v: &VisitRecord,
         created: &AuditEvent,
     ) -> Result<(), StorageError> {
+        let _turn = self.creation_turn().await;
         let mut tx = self.begin(D::BEGIN_WRITE).await?;
         sqlx::query(concat!(
             "INSERT INTO visits (",
@@ -322,6 +323,75 @@ impl ParticipantRows {
         }
         self.at.clear();
         rows.flush(tx).await
+    }
+}
+
+/// What a write batch changes in the visits' own rows as they go (a visit becoming active,
+/// doctor and patient meeting), in one statement instead of one each: in a setup burst
+/// those were most of a batch's statements. Kept as applying the changes one by one would
+/// leave the row: a status only moves on from open, so the first one that is not open
+/// wins, and so does the first start. Written before any other change of a visit is
+/// ([`VisitUpdates::takes`] says which go here), so nothing reads or overwrites those
+/// columns out of order.
+pub(super) struct VisitUpdates {
+    rows: BTreeMap<VisitId, (Option<VisitStatus>, Option<i64>)>,
+}
+
+impl VisitUpdates {
+    pub(super) fn new() -> Self {
+        Self {
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Whether `change` is held here rather than written at once.
+    pub(super) fn takes(change: &Change) -> bool {
+        match change {
+            Change::Started { .. } => true,
+            Change::Status { status, .. } => *status != VisitStatus::Ended,
+            _ => false,
+        }
+    }
+
+    /// Holds a change [`VisitUpdates::takes`].
+    pub(super) fn push(&mut self, visit: VisitId, change: &Change) {
+        let (status, started) = self.rows.entry(visit).or_default();
+        match change {
+            Change::Started { at } => {
+                started.get_or_insert(micros(*at));
+            }
+            // Setting an open visit open changes nothing.
+            Change::Status {
+                status: to @ VisitStatus::Active,
+                ..
+            } => {
+                status.get_or_insert(*to);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes what is held and forgets it.
+    pub(super) async fn flush<D: Dialect>(
+        &mut self,
+        tx: &mut Transaction<'_, D>,
+    ) -> Result<(), StorageError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, Option<&str>, Option<i64>)> = self
+            .rows
+            .iter()
+            .map(|(visit, (status, started))| {
+                (visit.to_string(), status.map(VisitStatus::as_str), *started)
+            })
+            .collect();
+        sqlx::query(D::UPDATE_VISITS)
+            .arg(dialect::json(&rows)?)
+            .execute(D::on(tx))
+            .await?;
+        self.rows.clear();
+        Ok(())
     }
 }
 

@@ -169,7 +169,7 @@ const GAUGES: &[(&str, &str)] = &[
     ),
     (
         "bedside_runtime_workers",
-        "Threads running connections and the API (the worker_threads setting; one per core by default), besides the one running the service work.",
+        "Threads running connections and the API (the worker_threads setting; one per core by default), besides as many for the service work.",
     ),
     (
         "bedside_runtime_thread_tasks",

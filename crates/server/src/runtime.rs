@@ -1,6 +1,6 @@
 //! The threads Bedside runs on: one tokio current-thread scheduler per core for
-//! connections, each accepted connection placed on one of them for its whole life, and the
-//! caller's thread for the service work.
+//! connections, each accepted connection placed on one of them for its whole life, and a
+//! multi-thread scheduler for the service work.
 //!
 //! Why not tokio's multi-thread scheduler: it runs the task a message just woke before
 //! anything else, and spills a burst of ready sockets to a global queue it checks only now
@@ -11,11 +11,11 @@
 //!
 //! First in, first out is fair to connections and wrong for a pipeline: the storage writer
 //! takes a turn per statement, and behind a thread's queue of busy connections it fell
-//! seconds behind under load. So the caller's thread runs the service work on its own: the
-//! accept loop, the storage writer, the background sweeps, webhook delivery, the cluster
-//! router (lease renewal, frames from other nodes) and the embedded TURN server. It is idle
-//! most of the time, so the OS runs it as soon as it is woken. Tasks a connection spawns stay
-//! on the connection's thread.
+//! seconds behind under load. So the service work runs apart, on tokio's multi-thread
+//! scheduler, where a task just woken runs next: the accept loop, the storage writer, the
+//! background sweeps, webhook delivery, the cluster router (lease renewal, frames from other
+//! nodes) and the embedded TURN server. Its workers are idle most of the time, so the OS runs
+//! them as soon as they are woken. Tasks a connection spawns stay on the connection's thread.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -39,17 +39,21 @@ struct ConnectionThread {
 #[derive(Clone, Debug)]
 pub struct Spread {
     handles: Arc<[Handle]>,
-    /// The caller's: counted in the task figures, given no connections.
+    /// The service scheduler's: counted in the task figures, given no connections.
     service: Handle,
 }
 
 impl Threads {
-    /// `count` connection threads besides the caller's; `None` is one per core.
+    /// `count` connection threads, and as many service workers; `None` is one per core.
     pub fn start(count: Option<NonZeroUsize>) -> std::io::Result<Self> {
         let count = count
             .or_else(|| std::thread::available_parallelism().ok())
             .map_or(1, NonZeroUsize::get);
-        let main = Builder::new_current_thread().enable_all().build()?;
+        let main = Builder::new_multi_thread()
+            .worker_threads(count)
+            .thread_name("bedside-service")
+            .enable_all()
+            .build()?;
         let service = main.handle().clone();
         let mut handles = Vec::with_capacity(count);
         let mut connections = Vec::with_capacity(count);
@@ -83,7 +87,7 @@ impl Threads {
         self.spread.clone()
     }
 
-    /// Runs `future`, the service work, on the caller's thread; the connection threads run
+    /// Runs `future`, the service work, on the service scheduler; the connection threads run
     /// what is placed on them meanwhile, and keep running until `self` is dropped.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.main.block_on(future)

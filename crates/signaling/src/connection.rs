@@ -136,14 +136,18 @@ impl Connection {
     async fn run(&mut self) {
         // Boxed: the join phase's futures (token checks, loading the visit) are large and
         // short-lived; inline, every connection's task would carry their size for its life.
-        let exit = match Box::pin(self.await_join()).await {
-            Ok(mut joined) => {
-                let exit = self.relay(&mut joined).await;
+        // Matched by reference: moving `Joined` out of the result would keep a second slot
+        // for it (the emptied result) in the task for the connection's whole life.
+        let mut joined = Box::pin(self.await_join()).await;
+        let exit = match &mut joined {
+            Ok(joined) => {
+                let exit = self.relay(joined).await;
                 joined.visit.leave(Utc::now());
                 exit
             }
-            Err(exit) => exit,
+            Err(exit) => std::mem::replace(exit, Exit::Gone),
         };
+        drop(joined);
         tracing::debug!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, ?exit, "connection closed");
         // Boxed for the same reason as the join phase: only the last second of a connection
         // needs it.
@@ -409,8 +413,8 @@ impl Connection {
     /// Writes a queued notice and whatever else is already queued behind it, then flushes.
     /// A write stuck on a full socket gives way as soon as the queue overflows.
     async fn deliver(&mut self, first: Outgoing, j: &mut Joined) -> Result<(), Exit> {
-        let limit = self.sig.config().write_timeout;
-        let overflowed = j.inbox.overflowed.clone();
+        // The time limit and the alarm are looked up at each write rather than kept in
+        // locals: locals live across the writes, in every connection's task.
         let mut next = Some(first);
         let mut written = 0;
         while let Some(item) = next.take() {
@@ -420,7 +424,12 @@ impl Connection {
                 Outgoing::Notice(notice) => self.frame_of(*notice, j),
                 Outgoing::Frame(frame) => Message::Text((*frame).into()),
                 Outgoing::Close(code) => {
-                    unless(&overflowed, limit, self.socket.flush()).await?;
+                    unless(
+                        &j.inbox.overflowed,
+                        self.sig.config().write_timeout,
+                        self.socket.flush(),
+                    )
+                    .await?;
                     return Err(Exit::Close(code, code.reason()));
                 }
                 Outgoing::Heartbeat => {
@@ -431,13 +440,23 @@ impl Connection {
                     Message::Ping(Bytes::new())
                 }
             };
-            unless(&overflowed, limit, self.socket.feed(frame)).await?;
+            unless(
+                &j.inbox.overflowed,
+                self.sig.config().write_timeout,
+                self.socket.feed(frame),
+            )
+            .await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = j.inbox.rx.try_recv().ok();
             }
         }
-        unless(&overflowed, limit, self.socket.flush()).await
+        unless(
+            &j.inbox.overflowed,
+            self.sig.config().write_timeout,
+            self.socket.flush(),
+        )
+        .await
     }
 
     /// Encodes a notice for this participant. Not async, so nothing it builds (the notice
@@ -707,18 +726,18 @@ mod tests {
     /// Every open connection holds this future for its whole life: it is the largest part
     /// of an idle connection's memory after the socket's buffers (BENCHMARKS.md). A layout
     /// change that duplicates a slot shows up here before it shows up in a benchmark.
-    /// tokio rounds a task's cell (this future plus about 100 bytes of header and trailer)
-    /// up to a multiple of 128 bytes: 1,152 bytes keeps the cell at 1,280 (it was 1,664
-    /// when the future was 1,536).
+    /// tokio rounds a task's cell (this future, the task tracker's token and about 100
+    /// bytes of header and trailer) up to a multiple of 128 bytes: 1,024 bytes keeps the
+    /// cell at 1,152 (it was 1,664 when the future was 1,536).
     #[test]
     fn the_connection_task_stays_small() {
         let task = future3_size(&|socket, sig, ()| serve(socket, sig, ()));
         let relay = future_size(&Connection::relay);
         assert!(
-            task <= 1152,
+            task <= 1024,
             "a connection's task future is {task} bytes (relay {relay})"
         );
-        assert!(relay <= 400, "the relay loop's future is {relay} bytes");
+        assert!(relay <= 376, "the relay loop's future is {relay} bytes");
     }
 
     /// The guard around every write: the write's own result when it finishes, the peer

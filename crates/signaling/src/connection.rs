@@ -26,7 +26,6 @@ use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use std::future::poll_fn;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -137,14 +136,18 @@ impl Connection {
     async fn run(&mut self) {
         // Boxed: the join phase's futures (token checks, loading the visit) are large and
         // short-lived; inline, every connection's task would carry their size for its life.
-        let exit = match Box::pin(self.await_join()).await {
-            Ok(mut joined) => {
-                let exit = self.relay(&mut joined).await;
+        // Matched by reference: moving `Joined` out of the result would keep a second slot
+        // for it (the emptied result) in the task for the connection's whole life.
+        let mut joined = Box::pin(self.await_join()).await;
+        let exit = match &mut joined {
+            Ok(joined) => {
+                let exit = self.relay(joined).await;
                 joined.visit.leave(Utc::now());
                 exit
             }
-            Err(exit) => exit,
+            Err(exit) => std::mem::replace(exit, Exit::Gone),
         };
+        drop(joined);
         tracing::debug!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, ?exit, "connection closed");
         // Boxed for the same reason as the join phase: only the last second of a connection
         // needs it.
@@ -410,52 +413,23 @@ impl Connection {
     /// Writes a queued notice and whatever else is already queued behind it, then flushes.
     /// A write stuck on a full socket gives way as soon as the queue overflows.
     async fn deliver(&mut self, first: Outgoing, j: &mut Joined) -> Result<(), Exit> {
-        let limit = self.sig.config().write_timeout;
-        let overflowed = j.inbox.overflowed.clone();
+        // The time limit and the alarm are looked up at each write rather than kept in
+        // locals: locals live across the writes, in every connection's task.
         let mut next = Some(first);
         let mut written = 0;
         while let Some(item) = next.take() {
-            match item {
-                Outgoing::Notice(notice) => {
-                    // The resume token goes out once, in `joined`; no need to keep it.
-                    let resume_token = match *notice {
-                        Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
-                        _ => String::new(),
-                    };
-                    // TURN credentials are minted for this participant as the frame is
-                    // written: the call's once admitted, a probe while waiting
-                    // (docs/nat-traversal.md); other frames carry none. Scoped to the
-                    // encoding, so the relay loop's future does not carry them.
-                    let frame = {
-                        let grant = match *notice {
-                            Notice::Joined { .. } if j.role.is_host() => Some(IceGrant::Call),
-                            Notice::Joined { .. } | Notice::Waiting(_) => Some(IceGrant::Probe),
-                            Notice::Admitted { .. } => Some(IceGrant::Call),
-                            _ => None,
-                        };
-                        let ice_servers = match grant {
-                            Some(grant) => self.sig.ice_servers_for(
-                                &j.turn_subject,
-                                grant,
-                                j.visit.expires_at(),
-                                Utc::now().max(j.issued_floor),
-                            ),
-                            None => std::borrow::Cow::Borrowed(&[][..]),
-                        };
-                        let extras = JoinedExtras {
-                            ice_servers: &ice_servers,
-                            resume_token: &resume_token,
-                        };
-                        Message::Text(encode(*notice, &extras).into())
-                    };
-                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
-                }
-                Outgoing::Frame(frame) => {
-                    let frame = Message::Text((*frame).into());
-                    unless(&overflowed, timed(limit, self.socket.feed(frame))).await?;
-                }
+            // One write await for every kind of frame: each await point of its own would
+            // take room of its own in the relay loop's future.
+            let frame = match item {
+                Outgoing::Notice(notice) => self.frame_of(*notice, j),
+                Outgoing::Frame(frame) => Message::Text((*frame).into()),
                 Outgoing::Close(code) => {
-                    unless(&overflowed, timed(limit, self.socket.flush())).await?;
+                    unless(
+                        &j.inbox.overflowed,
+                        self.sig.config().write_timeout,
+                        self.socket.flush(),
+                    )
+                    .await?;
                     return Err(Exit::Close(code, code.reason()));
                 }
                 Outgoing::Heartbeat => {
@@ -463,19 +437,60 @@ impl Connection {
                         tracing::info!(conn = %self.conn, visit = ?self.visit, participant = ?self.participant, "no sign of life: dropping connection");
                         return Err(Exit::Gone);
                     }
-                    unless(
-                        &overflowed,
-                        timed(limit, self.socket.feed(Message::Ping(Bytes::new()))),
-                    )
-                    .await?;
+                    Message::Ping(Bytes::new())
                 }
-            }
+            };
+            unless(
+                &j.inbox.overflowed,
+                self.sig.config().write_timeout,
+                self.socket.feed(frame),
+            )
+            .await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = j.inbox.rx.try_recv().ok();
             }
         }
-        unless(&overflowed, timed(limit, self.socket.flush())).await
+        unless(
+            &j.inbox.overflowed,
+            self.sig.config().write_timeout,
+            self.socket.flush(),
+        )
+        .await
+    }
+
+    /// Encodes a notice for this participant. Not async, so nothing it builds (the notice
+    /// taken out of its box, ICE servers, the resume token) takes room in the relay loop's
+    /// future, which every connection holds for its whole life.
+    fn frame_of(&self, notice: Notice, j: &mut Joined) -> Message {
+        // The resume token goes out once, in `joined`; no need to keep it.
+        let resume_token = match notice {
+            Notice::Joined { .. } => j.resume_token.take().unwrap_or_default(),
+            _ => String::new(),
+        };
+        // TURN credentials are minted for this participant as the frame is written: the
+        // call's once admitted, a probe while waiting (docs/nat-traversal.md); other frames
+        // carry none.
+        let grant = match notice {
+            Notice::Joined { .. } if j.role.is_host() => Some(IceGrant::Call),
+            Notice::Joined { .. } | Notice::Waiting(_) => Some(IceGrant::Probe),
+            Notice::Admitted { .. } => Some(IceGrant::Call),
+            _ => None,
+        };
+        let ice_servers = match grant {
+            Some(grant) => self.sig.ice_servers_for(
+                &j.turn_subject,
+                grant,
+                j.visit.expires_at(),
+                Utc::now().max(j.issued_floor),
+            ),
+            None => std::borrow::Cow::Borrowed(&[][..]),
+        };
+        let extras = JoinedExtras {
+            ice_servers: &ice_servers,
+            resume_token: &resume_token,
+        };
+        Message::Text(encode(notice, &extras).into())
     }
 
     /// Feeds a client frame to the visit. Returns the frame to answer with, if any (`pong`,
@@ -583,16 +598,22 @@ impl Connection {
         }
     }
 
-    async fn send_error(&mut self, code: &'static str, message: &str) -> Result<(), Exit> {
-        self.write(error_frame(code, message)).await
+    // Plain functions returning the write itself, not `async fn`s: each async layer would
+    // keep its argument beside the write in every connection's task.
+    fn send_error(
+        &mut self,
+        code: &'static str,
+        message: &str,
+    ) -> impl Future<Output = Result<(), Exit>> + use<'_> {
+        self.write(error_frame(code, message))
     }
 
-    async fn write(&mut self, text: String) -> Result<(), Exit> {
-        self.send(Message::Text(text.into())).await
+    fn write(&mut self, text: String) -> impl Future<Output = Result<(), Exit>> + use<'_> {
+        self.send(Message::Text(text.into()))
     }
 
-    async fn send(&mut self, msg: Message) -> Result<(), Exit> {
-        timed(self.sig.config().write_timeout, self.socket.send(msg)).await
+    fn send(&mut self, msg: Message) -> impl Future<Output = Result<(), Exit>> + use<'_> {
+        timed(self.sig.config().write_timeout, self.socket.send(msg))
     }
 
     async fn finish(&mut self, exit: Exit) {
@@ -617,41 +638,76 @@ impl Connection {
     }
 }
 
-/// Runs a write unless (or until) the outbox overflows: a write stuck on a full socket is
-/// exactly when a slow reader's queue fills.
-async fn unless(
-    overflowed: &Alarm,
-    write: impl Future<Output = Result<(), Exit>>,
-) -> Result<(), Exit> {
-    // The write goes first: when it completes at once, the alarm is never polled.
-    tokio::select! {
-        biased;
-        r = write => r,
-        _ = overflowed.wait() => Err(Exit::Close(CloseCode::Policy, "too slow to keep up")),
+pin_project_lite::pin_project! {
+    /// A write that must finish within its time limit (or the peer counts as gone), given
+    /// up as soon as the connection's outbox overflows: a write stuck on a full socket is
+    /// exactly when a slow reader's queue fills.
+    ///
+    /// A hand-rolled future rather than `select!` over a `timeout`: every connection's task
+    /// holds room for its largest write in flight for its whole life, and the async-fn
+    /// version kept the write future twice (the argument and its pinned copy) beside the
+    /// macro's own state. The timer is only created if the write does not complete at once,
+    /// and lives on the heap while it waits: most writes never need one.
+    struct Guarded<'a, F> {
+        #[pin]
+        write: F,
+        limit: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        overflowed: Option<&'a Alarm>,
     }
 }
 
-/// A write that must finish within `limit`, or the peer counts as gone. The timer is only
-/// created if the write does not complete at once, and lives on the heap while it waits:
-/// most writes never need one, and every connection's task would otherwise be sized to
-/// hold a timer inline.
-async fn timed<F: Future<Output = Result<(), axum::Error>>>(
-    limit: Duration,
-    write: F,
-) -> Result<(), Exit> {
-    let mut write = std::pin::pin!(write);
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = write.as_mut().poll(cx) {
+impl<F: Future<Output = Result<(), axum::Error>>> Future for Guarded<'_, F> {
+    type Output = Result<(), Exit>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The write goes first: when it completes at once, nothing else is looked at.
+        if let Poll::Ready(result) = this.write.poll(cx) {
             return Poll::Ready(result.map_err(|_| Exit::Gone));
         }
-        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Exit::Gone)),
-            Poll::Pending => Poll::Pending,
+        let limit = *this.limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(Exit::Gone));
         }
-    })
-    .await
+        if let Some(alarm) = this.overflowed
+            && alarm.poll_raised(cx).is_ready()
+        {
+            return Poll::Ready(Err(Exit::Close(CloseCode::Policy, "too slow to keep up")));
+        }
+        Poll::Pending
+    }
+}
+
+/// A write that must finish within `limit` (see [`Guarded`]), given up once `overflowed`
+/// is raised.
+fn unless<F: Future<Output = Result<(), axum::Error>>>(
+    overflowed: &Alarm,
+    limit: Duration,
+    write: F,
+) -> Guarded<'_, F> {
+    Guarded {
+        write,
+        limit,
+        timer: None,
+        overflowed: Some(overflowed),
+    }
+}
+
+/// A write that must finish within `limit`, or the peer counts as gone.
+fn timed<F: Future<Output = Result<(), axum::Error>>>(
+    limit: Duration,
+    write: F,
+) -> Guarded<'static, F> {
+    Guarded {
+        write,
+        limit,
+        timer: None,
+        overflowed: None,
+    }
 }
 
 #[cfg(test)]
@@ -670,14 +726,46 @@ mod tests {
     /// Every open connection holds this future for its whole life: it is the largest part
     /// of an idle connection's memory after the socket's buffers (BENCHMARKS.md). A layout
     /// change that duplicates a slot shows up here before it shows up in a benchmark.
+    /// tokio rounds a task's cell (this future, the task tracker's token and about 100
+    /// bytes of header and trailer) up to a multiple of 128 bytes: 1,024 bytes keeps the
+    /// cell at 1,152 (it was 1,664 when the future was 1,536).
     #[test]
     fn the_connection_task_stays_small() {
         let task = future3_size(&|socket, sig, ()| serve(socket, sig, ()));
         let relay = future_size(&Connection::relay);
         assert!(
-            task <= 1536,
+            task <= 1024,
             "a connection's task future is {task} bytes (relay {relay})"
         );
-        assert!(relay <= 896, "the relay loop's future is {relay} bytes");
+        assert!(relay <= 376, "the relay loop's future is {relay} bytes");
+    }
+
+    /// The guard around every write: the write's own result when it finishes, the peer
+    /// counted gone when it does not finish in time, and a close for a slow reader as soon
+    /// as the outbox overflows while it waits.
+    #[tokio::test]
+    async fn a_write_finishes_times_out_or_gives_way_to_an_overflow() {
+        let alarm = Alarm::default();
+        let done = unless(&alarm, Duration::from_secs(60), async { Ok(()) });
+        assert!(done.timer.is_none());
+        assert!(matches!(done.await, Ok(())));
+        let failed = unless(&alarm, Duration::from_secs(60), async {
+            Err(axum::Error::new("broken pipe"))
+        });
+        assert!(matches!(failed.await, Err(Exit::Gone)));
+
+        let stuck = timed(Duration::from_millis(20), std::future::pending());
+        assert!(matches!(stuck.await, Err(Exit::Gone)));
+
+        let stuck = unless(&alarm, Duration::from_secs(60), std::future::pending());
+        let raise = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            alarm.raise();
+        };
+        let (result, ()) = tokio::join!(stuck, raise);
+        assert!(matches!(
+            result,
+            Err(Exit::Close(CloseCode::Policy, "too slow to keep up"))
+        ));
     }
 }

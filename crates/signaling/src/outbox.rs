@@ -17,7 +17,7 @@ use futures_util::task::AtomicWaker;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 pub struct LocalOutbox {
     tx: mpsc::UnboundedSender<Outgoing>,
@@ -122,21 +122,18 @@ impl Alarm {
         self.raised.load(Ordering::Acquire)
     }
 
-    /// Resolves once the alarm is raised.
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.is_raised() {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Raised between the check and the registration: do not sleep through it.
-            if self.is_raised() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+    /// Ready once the alarm is raised; otherwise the task is woken when it is.
+    pub fn poll_raised(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_raised() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Raised between the check and the registration: do not sleep through it.
+        if self.is_raised() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

@@ -91,15 +91,6 @@ async fn receiver() -> String {
     format!("http://{addr}/hook")
 }
 
-async fn scrape(server: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test]
 async fn after_a_visit_promtool_finds_nothing_wrong_and_every_family_is_there() {
     let url = receiver().await;
@@ -145,7 +136,7 @@ async fn after_a_visit_promtool_finds_nothing_wrong_and_every_family_is_there() 
     // Wait for a confirmed webhook delivery (the lag histogram).
     let deadline = Instant::now() + Duration::from_secs(15);
     let text = loop {
-        let text = scrape(&server).await;
+        let text = server.metrics().await;
         if text.contains("bedside_webhook_attempts_total{outcome=\"delivered\"}") {
             break text;
         }

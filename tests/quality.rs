@@ -332,16 +332,9 @@ async fn metrics_aggregate_round_trip_loss_and_relay_time_across_visits() {
     let mut pair = Pair::admitted(&server, &api).await;
     pair.patient.send(stats(0.02, "relay")).await;
     pair.patient.expect("quality").await;
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics().await;
     let value = |line: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or_else(|| panic!("no {line} in /metrics"))
+        bedside_tests::sample(&text, line).unwrap_or_else(|| panic!("no {line} in /metrics"))
     };
     assert_eq!(value("bedside_call_rtt_seconds_bucket{le=\"0.05\"}"), 1.0);
     assert_eq!(value("bedside_call_rtt_seconds_bucket{le=\"0.025\"}"), 0.0);

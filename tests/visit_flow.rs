@@ -2,7 +2,7 @@
 //! doctor sees the lobby and admits, WebRTC negotiation is relayed byte for byte, chat and
 //! media state flow, the doctor ends the visit.
 
-use bedside_tests::{CLINIC_A, Client, STEP, TestServer};
+use bedside_tests::{CLINIC_A, Client, STEP, TestServer, sample};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
@@ -18,14 +18,12 @@ async fn a_full_visit() {
 async fn a_full_visit_on_one_worker_thread() {
     let server = TestServer::start_with(&[("BEDSIDE_WORKER_THREADS", "1")]).await;
     full_visit(&server).await;
-    let metrics = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     assert!(
-        metrics.lines().any(|l| l == "bedside_runtime_workers 1"),
+        server
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l == "bedside_runtime_workers 1"),
         "the setting is not what runs"
     );
 }
@@ -48,18 +46,8 @@ async fn connections_are_spread_over_the_scheduler_threads() {
         held.push(patient);
     }
     full_visit(&server).await;
-    let metrics = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let gauge = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name}"))
-    };
+    let metrics = server.metrics().await;
+    let gauge = |name: &str| sample(&metrics, name).unwrap_or_else(|| panic!("no {name}"));
     assert_eq!(gauge("bedside_runtime_workers "), 2.0);
     for thread in ["0", "1"] {
         let tasks = gauge(&format!(

@@ -737,15 +737,7 @@ async fn a_dead_receiver_delays_neither_signaling_nor_another_tenant() {
 }
 
 async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", server.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    bedside_tests::sample(&server.metrics().await, name).unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -237,6 +237,16 @@ impl TestServer {
             .expect("run SQL"))
     }
 
+    /// The server's `/metrics`, as Prometheus reads it.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Everything the process printed so far (stdout and stderr).
     pub fn logs(&self) -> String {
         self.logs.lock().expect("logs").clone()
@@ -696,4 +706,11 @@ impl Pair {
             patient,
         }
     }
+}
+
+/// The value of the first line of `/metrics` text that starts with `series` (a name, with
+/// its labels when it has any) and goes on with a number.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }

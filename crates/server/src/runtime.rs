@@ -26,13 +26,10 @@ use tokio::sync::oneshot;
 /// The running threads; dropped, the connection threads stop and are joined.
 pub struct Threads {
     main: Runtime,
-    connections: Vec<ConnectionThread>,
+    /// Dropped, each ends its connection thread's wait.
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     spread: Spread,
-}
-
-struct ConnectionThread {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Where new connections go: the connection threads' schedulers.
@@ -56,26 +53,27 @@ impl Threads {
             .build()?;
         let service = main.handle().clone();
         let mut handles = Vec::with_capacity(count);
-        let mut connections = Vec::with_capacity(count);
+        let mut stops = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
             // The runtime lives and is dropped on its own thread: dropping one inside
             // another's async context would panic.
-            let thread = std::thread::Builder::new()
-                .name(format!("bedside-conn-{i}"))
-                .spawn(move || {
-                    let _ = runtime.block_on(stopped);
-                })?;
-            connections.push(ConnectionThread {
-                stop: Some(stop),
-                thread: Some(thread),
-            });
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("bedside-conn-{i}"))
+                    .spawn(move || {
+                        let _ = runtime.block_on(stopped);
+                    })?,
+            );
+            stops.push(stop);
         }
         Ok(Self {
             main,
-            connections,
+            stops,
+            threads,
             spread: Spread {
                 handles: handles.into(),
                 service,
@@ -96,15 +94,10 @@ impl Threads {
 
 impl Drop for Threads {
     fn drop(&mut self) {
-        for thread in &mut self.connections {
-            if let Some(stop) = thread.stop.take() {
-                let _ = stop.send(());
-            }
-        }
-        for thread in &mut self.connections {
-            if let Some(thread) = thread.thread.take() {
-                let _ = thread.join();
-            }
+        // Every thread is told before any is waited for.
+        self.stops.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -113,15 +106,10 @@ impl Spread {
     /// The scheduler a new connection goes to: the one with the fewest live tasks, so a
     /// thread whose connections closed fills up again first.
     pub fn least_busy(&self) -> &Handle {
-        let mut best = &self.handles[0];
-        let mut fewest = usize::MAX;
-        for handle in self.handles.iter() {
-            let alive = handle.metrics().num_alive_tasks();
-            if alive < fewest {
-                (best, fewest) = (handle, alive);
-            }
-        }
-        best
+        self.handles
+            .iter()
+            .min_by_key(|h| h.metrics().num_alive_tasks())
+            .unwrap_or(&self.service)
     }
 
     /// Connection threads.
@@ -129,7 +117,7 @@ impl Spread {
         self.handles.len()
     }
 
-    /// Live tasks on every thread, the service thread's included.
+    /// Live tasks on every thread, the service scheduler's included.
     pub fn alive_tasks(&self) -> usize {
         self.service.metrics().num_alive_tasks() + self.connection_tasks().sum::<usize>()
     }

@@ -16,9 +16,11 @@ const KEY_SECRET = 'browser-test-secret-0123456789';
 export async function startBedside({ env = {} } = {}) {
   const bin = process.env.BEDSIDE_BIN ?? join(repoRoot, 'target/debug/bedside');
   const dir = await mkdtemp(join(tmpdir(), 'bedside-browser-'));
+  // The harness's own variable is not a setting: Bedside refuses unknown BEDSIDE_* ones.
+  const { BEDSIDE_BIN: _, ...inherited } = process.env;
   const child = spawn(bin, [], {
     env: {
-      ...process.env,
+      ...inherited,
       BEDSIDE_LISTEN: '127.0.0.1:0',
       BEDSIDE_DATABASE_URL: `sqlite://${join(dir, 'bedside.db')}`,
       BEDSIDE_API_KEYS: `${KEY_ID}:${KEY_SECRET}`,

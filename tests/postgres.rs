@@ -1,9 +1,11 @@
 //! PostgreSQL trouble (issue 7, item 4): while the database is unreachable `/readyz` says
 //! not ready and `/healthz` stays up; when it is back, readiness returns by itself, with the
-//! same `bedside` process. Runs in the PostgreSQL pass (`BEDSIDE_TEST_DATABASE=postgres`).
+//! same `bedside` process. A node started before its database waits for it; one given a
+//! database that waiting cannot mend stops at once. Runs in the PostgreSQL pass
+//! (`BEDSIDE_TEST_DATABASE=postgres`).
 
 use bedside_tests::pg::{self, PgCluster};
-use bedside_tests::{CLINIC_A, Client, Pair, TestServer};
+use bedside_tests::{CLINIC_A, Client, Pair, TestServer, binary};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -165,5 +167,85 @@ async fn readiness_follows_postgres_down_and_back_without_a_restart() {
     assert_eq!(
         doctor.until("signal").await["data"],
         json!({"after": "outage"})
+    );
+}
+
+/// Nothing orders the start of a node and its database (compose without health conditions,
+/// Kubernetes): a node that comes up first waits for PostgreSQL, rather than exiting after
+/// the pool's first acquire timeout.
+#[tokio::test]
+async fn a_node_started_before_postgres_waits_for_it() {
+    if !pg::selected() {
+        eprintln!("skipped: runs in the PostgreSQL pass (BEDSIDE_TEST_DATABASE=postgres)");
+        return;
+    }
+    let mut cluster = PgCluster::start().await;
+    let url = cluster.create_database().await;
+    cluster.stop().await;
+    let starting =
+        tokio::spawn(
+            async move { TestServer::start_with(&[("BEDSIDE_DATABASE_URL", &url)]).await },
+        );
+    // Longer than the pool's own retries (one acquire timeout, 2 s), after which the node
+    // used to give up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !starting.is_finished(),
+        "the node did not wait for PostgreSQL"
+    );
+    cluster.run().await;
+    let server = starting
+        .await
+        .expect("the node started once PostgreSQL was up");
+    assert!(
+        server
+            .logs()
+            .contains("PostgreSQL does not accept connections yet"),
+        "{}",
+        server.logs()
+    );
+    let api = server.api(CLINIC_A);
+    let Pair {
+        mut doctor,
+        mut patient,
+        ..
+    } = Pair::admitted(&server, &api).await;
+    doctor
+        .send(json!({"type": "signal", "to": patient.participant_id, "data": {"n": 1}}))
+        .await;
+    assert_eq!(patient.until("signal").await["data"], json!({"n": 1}));
+}
+
+/// Waiting is for a server that is not up yet. A database that does not exist will not
+/// appear by waiting: the node stops at once and says why.
+#[tokio::test]
+async fn a_missing_database_stops_the_node_at_once() {
+    if !pg::selected() {
+        eprintln!("skipped: runs in the PostgreSQL pass (BEDSIDE_TEST_DATABASE=postgres)");
+        return;
+    }
+    let url = pg::shared().await.url("bedside_no_such_database");
+    let started = Instant::now();
+    let out = tokio::process::Command::new("timeout")
+        .arg("60")
+        .arg(binary())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BEDSIDE_LISTEN", "127.0.0.1:0")
+        .env("BEDSIDE_DATABASE_URL", &url)
+        .env("BEDSIDE_API_KEYS", format!("{}:{}", CLINIC_A.0, CLINIC_A.1))
+        .output()
+        .await
+        .expect("run bedside");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!text.contains("retrying"), "{text}");
+    // Well inside the startup wait (30 s): no retries.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
 }

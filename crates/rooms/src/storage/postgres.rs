@@ -28,6 +28,11 @@
 //! less was checked when it was given back (sqlx checks every connection it takes back),
 //! so it is not checked again: in a burst that check was a round trip per statement, made
 //! while holding one of the pool's connections.
+//!
+//! A node that starts before its database accepts connections waits for it, up to
+//! [`STARTUP_WAIT`]: nothing orders the two (Kubernetes starts them in any order, and
+//! podman-compose before podman 4.6 ignores `depends_on: service_healthy`). A refusal that
+//! waiting cannot mend (a wrong password, a missing database) fails at once.
 
 use super::dialect::Dialect;
 use super::{SqlStorage, StorageError};
@@ -35,7 +40,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a caller waits for a connection before the call fails.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,6 +50,11 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// away since, the statement fails as it would have a moment later, and the pool drops
 /// the connection when it is given back (its check fails there).
 pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a starting node waits for PostgreSQL to accept connections before it gives up.
+/// Under the Kubernetes startup probe's minute (deploy/k8s), so the node says why it
+/// failed before the probe restarts it.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
 pub type PostgresStorage = SqlStorage<Postgres>;
 
@@ -71,8 +81,8 @@ impl PostgresStorage {
                     Ok(true)
                 })
             })
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
+        wait_for_server(&pool).await?;
         // Concurrent nodes are fine: the migrator holds an advisory lock while it runs.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self::new(pool.clone(), pool))
@@ -82,6 +92,31 @@ impl PostgresStorage {
     /// mistyped name fails rather than reading as an empty one.
     pub async fn connect_existing(url: &str) -> Result<Self, StorageError> {
         Self::connect(url).await
+    }
+}
+
+/// Takes a first connection, retrying for [`STARTUP_WAIT`] while the server is not up yet:
+/// unreachable, refusing connections, or still starting (the pool itself retries those
+/// within one [`ACQUIRE_TIMEOUT`] and then reports a timeout).
+async fn wait_for_server(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    let deadline = Instant::now() + STARTUP_WAIT;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match pool.acquire().await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let not_up_yet = match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(e) => e.is_transient_in_connect_phase(),
+            _ => false,
+        };
+        if !not_up_yet || Instant::now() + pause >= deadline {
+            return Err(error);
+        }
+        tracing::warn!(%error, "PostgreSQL does not accept connections yet; retrying until STARTUP_WAIT has passed");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(ACQUIRE_TIMEOUT);
     }
 }
 

@@ -232,8 +232,12 @@ function describeFocus() {
 const toQuery = (q) => (typeof q === 'string' ? { css: q } : q);
 const describe = (q) => (q.role ? `${q.role} "${q.name ?? ''}"` : `${q.css}${q.text ? ` with "${q.text}"` : ''}`);
 
+/** How many of a page's requests a failed wait reports. */
+const RECENT = 40;
+
 export class Person {
   #browser;
+  #recent = [];
 
   constructor(browser, context, page) {
     this.#browser = browser;
@@ -241,6 +245,20 @@ export class Person {
     this.context = context;
     this.page = page;
     this.problems = { offOrigin: [], consoleErrors: [], pageErrors: [], csp: [] };
+    // The page's last requests, for a wait that fails: whether the page was still waiting
+    // on the server, and for what. Paths only (no query, no fragment: links carry tokens).
+    const started = Date.now();
+    const note = (what, req, extra = '') => {
+      let path = req.url();
+      try {
+        path = new URL(path).pathname;
+      } catch {}
+      this.#recent.push(`+${Date.now() - started} ms ${what} ${req.method()} ${path}${extra}`);
+      if (this.#recent.length > RECENT) this.#recent.shift();
+    };
+    page.on('request', (req) => note('start', req));
+    page.on('requestfinished', (req) => note('done ', req));
+    page.on('requestfailed', (req) => note('FAIL ', req, ` ${req.failure()?.errorText ?? ''}`));
     page.on('request', (req) => {
       const url = req.url();
       if (!/^https?:/.test(url)) return;
@@ -286,10 +304,16 @@ export class Person {
   async waitFor(q, { timeout = 15_000, state } = {}) {
     q = toQuery(q);
     state ??= q.state ?? 'visible';
-    await eventually(`${describe(q)} to be ${state}`, async () => {
-      const n = await this.count(q);
-      return state === 'gone' ? n === 0 : n > 0;
-    }, { timeout, interval: 100 });
+    try {
+      await eventually(`${describe(q)} to be ${state}`, async () => {
+        const n = await this.count(q);
+        return state === 'gone' ? n === 0 : n > 0;
+      }, { timeout, interval: 100 });
+    } catch (err) {
+      const screen = await this.page.evaluate('document.querySelector("[id^=screen-]:not([hidden])")?.id ?? "none"').catch(() => '?');
+      err.message += `\n${this.engine} page on screen ${screen}; its last requests:\n  ${this.#recent.join('\n  ') || '(none)'}`;
+      throw err;
+    }
   }
 
   /** The first visible element matching `q`, waited for. */

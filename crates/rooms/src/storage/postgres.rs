@@ -108,7 +108,8 @@ async fn wait_for_server(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         };
         let not_up_yet = match &error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
-            sqlx::Error::Database(e) => e.is_transient_in_connect_phase(),
+            // cannot_connect_now (still starting up), too_many_connections.
+            sqlx::Error::Database(e) => matches!(e.code().as_deref(), Some("57P03" | "53300")),
             _ => false,
         };
         if !not_up_yet || Instant::now() + pause >= deadline {

@@ -256,10 +256,10 @@ export class Person {
       this.#recent.push(`+${Date.now() - started} ms ${what} ${req.method()} ${path}${extra}`);
       if (this.#recent.length > RECENT) this.#recent.shift();
     };
-    page.on('request', (req) => note('start', req));
     page.on('requestfinished', (req) => note('done ', req));
     page.on('requestfailed', (req) => note('FAIL ', req, ` ${req.failure()?.errorText ?? ''}`));
     page.on('request', (req) => {
+      note('start', req);
       const url = req.url();
       if (!/^https?:/.test(url)) return;
       const pageUrl = page.url();

@@ -126,6 +126,10 @@ impl Ws {
             if v["type"] == "error" {
                 bail!("error {}", v["code"]);
             }
+            // PeerJS's refusal: `{"type":"ERROR","payload":{"msg":..}}`.
+            if v["type"] == "ERROR" {
+                bail!("error {}", v["payload"]["msg"]);
+            }
         }
     }
 

@@ -1,8 +1,10 @@
 //! Load for Bedside: scripted visits, join storms, reconnect storms and idle connections
 //! against a running server over its real protocol, and the same traffic against a
-//! minimal baseline relay, so a run reports both side by side.
+//! minimal baseline relay (and PeerJS's signaling server), so a run reports them side by
+//! side.
 //!
-//! - [`target`]: what is under load (Bedside, or the baseline relay) and how to reach it.
+//! - [`target`]: what is under load (Bedside, the baseline relay, PeerJS) and how to reach
+//!   it.
 //! - [`client`]: a WebSocket client bound to a chosen loopback source address.
 //! - [`scenario`]: the scenarios; each returns a [`report::Report`].
 //! - [`baseline`]: the baseline relay itself (a bare tokio-tungstenite forwarder).

@@ -35,11 +35,15 @@ struct TargetArgs {
     #[arg(long, env = "BEDSIDE_LOADTEST_KEY", default_value = "")]
     key: String,
     /// Load the baseline relay at this URL instead of Bedside.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "peerjs")]
     baseline: Option<String>,
+    /// Load PeerJS's signaling server at this URL instead of Bedside (visits and idle;
+    /// `node crates/loadtest/peerjs/server.mjs` starts one).
+    #[arg(long)]
+    peerjs: Option<String>,
     /// Another node of the same cluster: each visit's patient connects there while its
     /// doctor connects to --url, so every signal is relayed across nodes.
-    #[arg(long, conflicts_with = "baseline")]
+    #[arg(long, conflicts_with_all = ["baseline", "peerjs"])]
     patient_url: Option<String>,
     /// The server's pid, to report its CPU time and memory.
     #[arg(long)]
@@ -48,6 +52,9 @@ struct TargetArgs {
 
 impl TargetArgs {
     fn target(&self) -> anyhow::Result<Target> {
+        if let Some(url) = &self.peerjs {
+            return Target::peerjs(url);
+        }
         match &self.baseline {
             Some(url) => Target::baseline(url),
             None if self.key.is_empty() => bail!("--key id:secret is required for Bedside"),

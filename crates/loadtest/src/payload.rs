@@ -70,7 +70,8 @@ pub fn stats_report() -> String {
 pub struct Frame<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: &'a str,
-    #[serde(default)]
+    /// A signal's data: Bedside's `data`, PeerJS's `payload`.
+    #[serde(default, alias = "payload")]
     pub data: Option<ProbeData>,
 }
 

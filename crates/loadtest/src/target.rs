@@ -22,7 +22,14 @@ pub enum Target {
     },
     /// The baseline relay: `ws://.../?id=NAME`, frames forwarded to the `to` they name.
     Baseline { ws: String },
+    /// PeerJS's signaling server (npm `peer`, `crates/loadtest/peerjs`): each connection
+    /// names itself in the URL, is ready at `OPEN`, and sends `{"type", "dst", "payload"}`
+    /// frames, which arrive with `src` added.
+    PeerJs { ws: String },
 }
+
+/// The key PeerJS's server accepts by default.
+const PEERJS_KEY: &str = "peerjs";
 
 /// Refuses anything that is not on this machine: load never leaves loopback.
 pub fn loopback(url: &str) -> anyhow::Result<SocketAddr> {
@@ -87,10 +94,29 @@ impl Target {
         })
     }
 
+    pub fn peerjs(url: &str) -> anyhow::Result<Self> {
+        loopback(url)?;
+        Ok(Target::PeerJs {
+            ws: format!(
+                "{}/peerjs",
+                url.trim_end_matches('/').replacen("http", "ws", 1)
+            ),
+        })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Target::Bedside { .. } => "bedside",
             Target::Baseline { .. } => "baseline",
+            Target::PeerJs { .. } => "peerjs",
+        }
+    }
+
+    /// How this target's signals are framed.
+    pub fn wire(&self) -> Wire {
+        match self {
+            Target::PeerJs { .. } => Wire::PeerJs,
+            _ => Wire::Signal,
         }
     }
 
@@ -113,7 +139,7 @@ impl Target {
             ..
         } = self
         else {
-            bail!("the baseline has no visits");
+            bail!("only Bedside has visits (not the baseline relay, not PeerJS)");
         };
         let mut attempt = 0;
         let resp = loop {
@@ -151,7 +177,7 @@ impl Target {
     pub fn token(&self, visit: &str, role: &str, identity: &str) -> anyhow::Result<String> {
         self.sign(
             json!({"sub": identity, "visit": visit, "role": role, "name": identity}),
-            "the baseline has no tokens",
+            "only Bedside has tokens",
         )
     }
 
@@ -159,18 +185,18 @@ impl Target {
     pub fn provider_token(&self, provider: &str) -> anyhow::Result<String> {
         self.sign(
             json!({"sub": provider, "provider": provider, "role": "provider", "name": provider}),
-            "the baseline has no providers",
+            "only Bedside has providers",
         )
     }
 
     /// `claims` with the issuer, times (valid for six hours from now) and a fresh id added,
-    /// signed with the tenant's secret; `baseline`: the error against the baseline relay.
-    fn sign(&self, mut claims: Value, baseline: &'static str) -> anyhow::Result<String> {
+    /// signed with the tenant's secret; `refusal`: the error against another target.
+    fn sign(&self, mut claims: Value, refusal: &'static str) -> anyhow::Result<String> {
         let Target::Bedside {
             key_id, key_secret, ..
         } = self
         else {
-            bail!(baseline);
+            bail!(refusal);
         };
         let now = chrono::Utc::now().timestamp();
         for (name, value) in [
@@ -191,11 +217,41 @@ impl Target {
         )?)
     }
 
-    /// The WebSocket URL for a connection (the baseline names its connections in the URL).
-    pub fn ws_url(&self, baseline_id: &str) -> String {
+    /// The WebSocket URL for a connection (the baseline and PeerJS name their connections
+    /// in the URL).
+    pub fn ws_url(&self, id: &str) -> String {
         match self {
             Target::Bedside { ws, .. } => ws.clone(),
-            Target::Baseline { ws } => format!("{ws}/?id={baseline_id}"),
+            Target::Baseline { ws } => format!("{ws}/?id={id}"),
+            Target::PeerJs { ws } => format!("{ws}?key={PEERJS_KEY}&id={id}&token=t-{id}"),
+        }
+    }
+}
+
+/// How a signal to another connection is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Bedside's `{"type":"signal","to":ID,"data":{..}}`, which the baseline relays as is.
+    Signal,
+    /// PeerJS's `{"type":"CANDIDATE","dst":ID,"payload":{..}}`. Its server forwards its
+    /// three transmission types (`OFFER`, `ANSWER`, `CANDIDATE`) alike, so one serves.
+    PeerJs,
+}
+
+impl Wire {
+    /// The frame that carries `data` (JSON) to `to`.
+    pub fn signal(self, to: &str, data: &str) -> String {
+        match self {
+            Wire::Signal => format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#),
+            Wire::PeerJs => format!(r#"{{"type":"CANDIDATE","dst":"{to}","payload":{data}}}"#),
+        }
+    }
+
+    /// The `type` of a relayed signal as it arrives.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Wire::Signal => "signal",
+            Wire::PeerJs => "CANDIDATE",
         }
     }
 }

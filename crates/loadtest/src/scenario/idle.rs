@@ -3,7 +3,7 @@
 //! patient admitted (issue 18: "memory per idle admitted connection"), so the figure counts
 //! what a connection in a call holds, not one parked in the waiting room.
 
-use super::{admit, join, join_at};
+use super::{admit, join, join_at, named};
 use crate::client::Ws;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -150,10 +150,10 @@ async fn connect_visit(
     sources: &Sources,
 ) -> anyhow::Result<Vec<(Ws, Duration)>> {
     let mut held = Vec::with_capacity(size);
-    if let Target::Baseline { .. } = target {
+    if let Target::Baseline { .. } | Target::PeerJs { .. } = target {
         for k in first..first + size {
             let t = Instant::now();
-            let ws = Ws::connect(&target.ws_url(&format!("idle{k}")), sources.pick(k)).await?;
+            let ws = named(target, &format!("idle{k}"), sources.pick(k)).await?;
             held.push((ws, t.elapsed()));
         }
         return Ok(held);

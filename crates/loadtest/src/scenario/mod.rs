@@ -12,7 +12,7 @@ pub mod visits;
 use crate::client::{Incoming, Ws};
 use crate::payload::{self, Frame};
 use crate::report::Stats;
-use crate::target::{Sources, Target};
+use crate::target::{Sources, Target, Wire};
 use anyhow::{Context, bail};
 use serde_json::json;
 use std::sync::Arc;
@@ -76,12 +76,13 @@ pub async fn admit(
     patient.until("admitted").await
 }
 
-/// From TCP connect until the connection is ready: upgraded (baseline), or joined and
-/// placed, admitted or waiting (Bedside). Both of a pair's connections count.
+/// From TCP connect until the connection is ready: upgraded (baseline), opened (PeerJS's
+/// `OPEN`), or joined and placed, admitted or waiting (Bedside). Both of a pair's
+/// connections count.
 pub const CONNECT: &str = "connect to ready";
 
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
-/// (baseline). Join latencies go to `stats`.
+/// (baseline, PeerJS). Join latencies go to `stats`.
 pub async fn pair(
     target: &Target,
     visit: &str,
@@ -90,15 +91,15 @@ pub async fn pair(
     stats: &mut Stats,
 ) -> anyhow::Result<(Peer, Peer)> {
     match target {
-        Target::Baseline { .. } => {
+        Target::Baseline { .. } | Target::PeerJs { .. } => {
             let (d, p) = (format!("d{n}"), format!("p{n}"));
-            // Connected is ready, for the baseline: its figure to compare with Bedside's
-            // connect-to-placed (issue 18's "connect p99").
+            // Ready is connected for the baseline and opened for PeerJS: their figures to
+            // compare with Bedside's connect-to-placed (issue 18's "connect p99").
             let t = Instant::now();
-            let doctor = Ws::connect(&target.ws_url(&d), sources.pick(2 * n)).await?;
+            let doctor = named(target, &d, sources.pick(2 * n)).await?;
             stats.record(CONNECT, t.elapsed());
             let t = Instant::now();
-            let patient = Ws::connect(&target.ws_url(&p), sources.pick(2 * n + 1)).await?;
+            let patient = named(target, &p, sources.pick(2 * n + 1)).await?;
             stats.record(CONNECT, t.elapsed());
             Ok((
                 Peer {
@@ -170,15 +171,25 @@ pub async fn pair(
     }
 }
 
+/// A connection to a target that names its connections (the baseline, PeerJS), once it is
+/// ready to relay.
+pub async fn named(target: &Target, id: &str, source: std::net::IpAddr) -> anyhow::Result<Ws> {
+    let mut ws = Ws::connect(&target.ws_url(id), source).await?;
+    if let Target::PeerJs { .. } = target {
+        ws.until("OPEN").await?;
+    }
+    Ok(ws)
+}
+
 /// Holds a set-up pair until `go`, both sides answering the server's pings meanwhile.
 pub async fn hold(doctor: &mut Peer, patient: &mut Peer, go: &watch::Receiver<bool>) {
     let (mut a, mut b) = (go.clone(), go.clone());
     tokio::join!(doctor.ws.hold_until(&mut a), patient.ws.hold_until(&mut b));
 }
 
-/// The frame that relays `data` to `to`.
+/// The frame that relays `data` to `to` through Bedside.
 pub fn signal(to: &str, data: &str) -> String {
-    format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#)
+    Wire::Signal.signal(to, data)
 }
 
 /// Offer, answer, `candidates` trickled candidates each way, and (Bedside) a chat message.
@@ -189,29 +200,30 @@ pub async fn negotiate(
     sdp_bytes: usize,
     candidates: usize,
 ) -> anyhow::Result<()> {
+    let wire = target.wire();
     doctor
         .ws
-        .send(signal(&doctor.to, &payload::sdp("offer", sdp_bytes)))
+        .send(wire.signal(&doctor.to, &payload::sdp("offer", sdp_bytes)))
         .await?;
-    patient.ws.until("signal").await?;
+    patient.ws.until(wire.kind()).await?;
     patient
         .ws
-        .send(signal(&patient.to, &payload::sdp("answer", sdp_bytes)))
+        .send(wire.signal(&patient.to, &payload::sdp("answer", sdp_bytes)))
         .await?;
-    doctor.ws.until("signal").await?;
+    doctor.ws.until(wire.kind()).await?;
     for i in 0..candidates {
         doctor
             .ws
-            .send(signal(&doctor.to, &payload::candidate(i)))
+            .send(wire.signal(&doctor.to, &payload::candidate(i)))
             .await?;
         patient
             .ws
-            .send(signal(&patient.to, &payload::candidate(i)))
+            .send(wire.signal(&patient.to, &payload::candidate(i)))
             .await?;
     }
     for _ in 0..candidates {
-        doctor.ws.until("signal").await?;
-        patient.ws.until("signal").await?;
+        doctor.ws.until(wire.kind()).await?;
+        patient.ws.until(wire.kind()).await?;
     }
     if matches!(target, Target::Bedside { .. }) {
         patient
@@ -234,8 +246,10 @@ pub struct Phase {
 }
 
 /// Closed loop: every probe received is answered with a new one, so each pair keeps
-/// `window` probes in flight. Returns what it measured and the peer (to leave cleanly).
+/// `window` probes in flight, framed as `wire` says. Returns what it measured and the peer
+/// (to leave cleanly).
 pub async fn relay(
+    wire: Wire,
     mut me: Peer,
     starts: usize,
     pad: Arc<String>,
@@ -257,7 +271,11 @@ pub async fn relay(
     });
     for _ in 0..starts {
         seq += 1;
-        if let Err(e) = me.ws.send(signal(&me.to, &payload::probe(seq, &pad))).await {
+        if let Err(e) = me
+            .ws
+            .send(wire.signal(&me.to, &payload::probe(seq, &pad)))
+            .await
+        {
             stats.error(format!("send: {e}"));
             return (stats, None);
         }
@@ -292,8 +310,8 @@ pub async fn relay(
             stats.error("unparsable frame");
             continue;
         };
-        if frame.kind != "signal" {
-            if frame.kind == "error" {
+        if frame.kind != wire.kind() {
+            if frame.kind.eq_ignore_ascii_case("error") {
                 stats.error(format!(
                     "error frame: {}",
                     text.chars().take(80).collect::<String>()
@@ -312,7 +330,11 @@ pub async fn relay(
             continue;
         }
         seq += 1;
-        if let Err(e) = me.ws.send(signal(&me.to, &payload::probe(seq, &pad))).await {
+        if let Err(e) = me
+            .ws
+            .send(wire.signal(&me.to, &payload::probe(seq, &pad)))
+            .await
+        {
             stats.error(format!("send: {e}"));
             return (stats, None);
         }

@@ -83,7 +83,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
                         return stats;
                     }
                 },
-                Target::Baseline { .. } => String::new(),
+                Target::Baseline { .. } | Target::PeerJs { .. } => String::new(),
             };
             if n < opts.webrtc {
                 drop(permit);
@@ -110,15 +110,17 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
                 }
             };
             hold(&mut doctor, &mut patient, &go).await;
+            let wire = target.wire();
             let (d, p) = tokio::join!(
                 relay(
+                    wire,
                     doctor,
                     opts.window,
                     pad.clone(),
                     phase.clone(),
                     opts.stats_every
                 ),
-                relay(patient, 0, pad, phase, opts.stats_every)
+                relay(wire, patient, 0, pad, phase, opts.stats_every)
             );
             stats.merge(d.0);
             stats.merge(p.0);

@@ -63,6 +63,49 @@ async fn connections_are_spread_over_the_scheduler_threads() {
 
 const HELD: usize = 24;
 
+/// The tasks on each of the two connection threads.
+async fn thread_tasks(server: &TestServer) -> [f64; 2] {
+    let metrics = server.metrics().await;
+    ["0", "1"].map(|thread| {
+        sample(
+            &metrics,
+            &format!("bedside_runtime_thread_tasks{{thread=\"{thread}\"}} "),
+        )
+        .expect("per-thread tasks")
+    })
+}
+
+/// Connections that name their visit in the URL (`/ws?visit=ID`, as the SDK's do) run on
+/// the visit's thread, so its participants' frames never cross threads; but a name anyone
+/// can send does not pile connections onto one core past the threads' share.
+#[tokio::test]
+async fn the_connections_of_a_visit_share_a_thread_within_the_threads_share() {
+    let server = TestServer::start_with(&[("BEDSIDE_WORKER_THREADS", "2")]).await;
+    let visit = server.api(CLINIC_A).visit().await;
+    let url = format!("{}?visit={visit}", server.ws_url());
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(Client::connect_url(&url, None).await.expect("upgraded"));
+    }
+    // Besides them, only the HTTP connections of the API call and of the metrics request
+    // (two tasks at most each).
+    let [a, b] = thread_tasks(&server).await;
+    assert!(
+        a.max(b) >= 16.0 && a.min(b) <= 4.0,
+        "16 connections of one visit left {a} and {b} tasks on the two threads"
+    );
+    // Far more than one visit has: the busier thread stops taking them.
+    for _ in 0..184 {
+        held.push(Client::connect_url(&url, None).await.expect("upgraded"));
+    }
+    let [a, b] = thread_tasks(&server).await;
+    assert!(
+        a.min(b) >= 40.0,
+        "200 connections naming one visit left {a} and {b} tasks on the two threads"
+    );
+    drop(held);
+}
+
 async fn full_visit(server: &TestServer) {
     let api = server.api(CLINIC_A);
     let visit = api

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { backoffDelay, finalOutcome, readClaims } from '../../web-client/sdk/index.js';
+import { withVisitHint } from '../../web-client/sdk/signaling.js';
 import { frameAncestors } from '../../web-client/js/embed.js';
 import { browserOf, fixSteps } from '../../web-client/js/help.js';
 import { displayName, formatWait } from '../../web-client/js/views/lobby.js';
@@ -57,6 +58,18 @@ test('token claims are read for display, and junk is refused', () => {
   assert.equal(readClaims('not-a-token'), null);
   assert.equal(readClaims(`${part({})}.${part({ role: 'admin' })}.sig`), null);
   assert.equal(readClaims('a.!!!.c'), null);
+});
+
+test('the /ws URL names the visit a join token is for, and nothing else', () => {
+  const jwt = (claims) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
+  const doctor = jwt({ role: 'doctor', visit: 'c5a07f13-e742-4d4f-b0a4-0d197b30dcd6', sub: 'dr-1' });
+  assert.equal(withVisitHint('wss://clinic.example/ws', doctor), 'wss://clinic.example/ws?visit=c5a07f13-e742-4d4f-b0a4-0d197b30dcd6');
+  assert.equal(withVisitHint('ws://127.0.0.1:8080/ws?x=1', doctor), 'ws://127.0.0.1:8080/ws?x=1&visit=c5a07f13-e742-4d4f-b0a4-0d197b30dcd6');
+  // A provider's token names no visit; junk and odd ids leave the URL alone.
+  assert.equal(withVisitHint('wss://clinic.example/ws', jwt({ role: 'provider', provider: 'dr-1' })), 'wss://clinic.example/ws');
+  assert.equal(withVisitHint('wss://clinic.example/ws', 'not-a-token'), 'wss://clinic.example/ws');
+  assert.equal(withVisitHint('wss://clinic.example/ws', jwt({ role: 'patient', visit: 'a/../b' })), 'wss://clinic.example/ws');
+  assert.equal(withVisitHint('/ws', doctor), '/ws');
 });
 
 test('the SDK declarations (index.d.ts) name exactly what the module exports', async () => {

@@ -13,6 +13,7 @@
 
 import { backoffDelay } from './backoff.js';
 import { Emitter } from './emitter.js';
+import { readClaims } from './token.js';
 
 // How often we send an application-level ping. The server's own WebSocket pings are
 // answered by the browser but invisible to us, so our ping/pong is how the page notices
@@ -86,6 +87,24 @@ export function defaultUrl() {
   return `${scheme}//${location.host}/ws`;
 }
 
+/**
+ * `url` naming the visit the token is for (`?visit=ID`): Bedside runs a visit's connections
+ * on one thread when they say which visit they are for (docs/protocol.md, "Placement
+ * hint"). A hint only, read from the token unverified; the URL is left as it is for a
+ * token without a visit (a provider's) or a URL that cannot be parsed.
+ */
+export function withVisitHint(url, token) {
+  const visit = readClaims(token)?.visit;
+  if (typeof visit !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(visit)) return url;
+  try {
+    const parsed = new URL(url);
+    parsed.searchParams.set('visit', visit);
+    return parsed.toString();
+  } catch {
+    return url;
+  }
+}
+
 export class Signaling extends Emitter {
   #url;
   #token;
@@ -108,7 +127,7 @@ export class Signaling extends Emitter {
 
   constructor({ token, url = defaultUrl() }) {
     super();
-    this.#url = url;
+    this.#url = withVisitHint(url, token);
     this.#token = token;
     this.#resumeToken = loadResume(token);
     /** Our participant id, from the last `joined`. */

@@ -16,6 +16,13 @@
 //! background sweeps, webhook delivery, the cluster router (lease renewal, frames from other
 //! nodes) and the embedded TURN server. Its workers are idle most of the time, so the OS runs
 //! them as soon as they are woken. Tasks a connection spawns stay on the connection's thread.
+//!
+//! A connection that names its visit in the upgrade's URL (`/ws?visit=ID`, which the SDK
+//! adds) goes to that visit's thread, so the frames its participants relay to each other
+//! never wake another thread: below saturation that is about 15% of the CPU a relayed
+//! message costs, and the tail's spread (BENCHMARKS.md, "Placing a visit's connections on
+//! one thread"). The name is a hint, trusted for nothing else, and a thread that already
+//! runs more than its share (see [`Spread::for_visit`]) is not given more by it.
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -112,6 +119,26 @@ impl Spread {
             .unwrap_or(&self.service)
     }
 
+    /// The scheduler for a connection to `visit`: the visit's own thread, unless that one
+    /// runs more than [`SHARE`] of the least busy thread's tasks (plus [`SLACK`]); then the
+    /// least busy. Without the bound, connections naming one visit, which anyone can send,
+    /// would all land on one core.
+    pub fn for_visit(&self, visit: &str) -> &Handle {
+        let least = self.least_busy();
+        let Some(home) = self.handles.get(home_thread(visit, self.handles.len())) else {
+            return least;
+        };
+        let (home_tasks, least_tasks) = (
+            home.metrics().num_alive_tasks(),
+            least.metrics().num_alive_tasks(),
+        );
+        if within_share(home_tasks, least_tasks) {
+            home
+        } else {
+            least
+        }
+    }
+
     /// Connection threads.
     pub fn threads(&self) -> usize {
         self.handles.len()
@@ -125,5 +152,60 @@ impl Spread {
     /// Live tasks on each connection thread.
     pub fn connection_tasks(&self) -> impl Iterator<Item = usize> + '_ {
         self.handles.iter().map(|h| h.metrics().num_alive_tasks())
+    }
+}
+
+/// How much busier than the least busy thread a visit's thread may be and still take its
+/// connections, as a fraction of the least busy thread's tasks...
+const SHARE: f64 = 1.25;
+/// ... plus this many tasks, so a few visits' connections on an idle node stay together.
+const SLACK: usize = 64;
+
+/// The thread of `threads` a visit's connections go to: a hash of its id, the same for
+/// every connection of the visit and spread evenly over the threads.
+fn home_thread(visit: &str, threads: usize) -> usize {
+    // FNV-1a: stable across processes and releases, unlike std's hasher.
+    let hash = visit.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % threads.max(1) as u64) as usize
+}
+
+/// Whether a thread running `tasks` may take another visit connection while the least busy
+/// runs `least`.
+fn within_share(tasks: usize, least: usize) -> bool {
+    tasks as f64 <= least as f64 * SHARE + SLACK as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_visit_has_one_home_and_visits_spread_over_the_threads() {
+        for threads in 1..=8 {
+            let mut per_thread = vec![0usize; threads];
+            for i in 0..8_000 {
+                let visit = format!("v_{i:016x}");
+                let home = home_thread(&visit, threads);
+                assert_eq!(home, home_thread(&visit, threads), "stable");
+                per_thread[home] += 1;
+            }
+            let expected = 8_000 / threads;
+            for n in per_thread {
+                assert!(
+                    n.abs_diff(expected) < expected / 10,
+                    "{n} visits of 8,000 on one of {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_busy_home_gives_way_to_the_least_busy_thread() {
+        assert!(within_share(SLACK, 0), "an idle node keeps visits together");
+        assert!(!within_share(SLACK + 1, 0));
+        assert!(within_share(1_250 + SLACK, 1_000));
+        assert!(!within_share(1_251 + SLACK, 1_000));
     }
 }

@@ -8,8 +8,10 @@
 //!   descriptor is given up to accept the waiting connection and close it at once, so the
 //!   client is refused quickly, existing connections carry on, and accepting resumes as
 //!   soon as descriptors free up.
-//! - Each connection is placed on the least busy of the connection threads
-//!   (`crate::runtime`) and stays there, its socket registered with that thread's reactor.
+//! - Each connection is placed on one of the connection threads (`crate::runtime`) and
+//!   stays there, its socket registered with that thread's reactor: its visit's thread when
+//!   the request line names one (`/ws?visit=ID`, read with a peek before anything else is
+//!   parsed; not through TLS that Bedside terminates itself), otherwise the least busy.
 //! - On shutdown, the listener closes first; open HTTP connections finish their request.
 
 use crate::runtime::Spread;
@@ -117,30 +119,111 @@ impl Server {
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
-            // The socket moves to its thread's reactor, so its readiness wakes that thread
-            // directly rather than through this one.
-            let Ok(stream) = stream.into_std() else {
-                continue;
-            };
-            let (router, tls, stop) = (router.clone(), tls.clone(), stop.clone());
-            let serve = async move {
-                let stream = match TcpStream::from_std(stream) {
-                    Ok(stream) => stream,
-                    Err(e) => return tracing::debug!(error = %e, "could not move a connection"),
-                };
-                match tls {
-                    None => serve_http(stream, peer, router, handshake_timeout, stop).await,
-                    Some(tls) => {
+            let (router, stop) = (router.clone(), stop.clone());
+            match tls.clone() {
+                Some(tls) => place(
+                    stream,
+                    threads.least_busy(),
+                    &tracker,
+                    async move |stream| {
                         if let Some(stream) = handshake(&tls, stream, handshake_timeout).await {
                             serve_http(stream, peer, router, handshake_timeout, stop).await;
                         }
-                    }
+                    },
+                ),
+                // The placement waits for the request line on this scheduler, not in this
+                // loop.
+                None => {
+                    let (threads, inner) = (threads.clone(), tracker.clone());
+                    tracker.spawn(async move {
+                        let thread = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            thread = thread_for(&stream, &threads, handshake_timeout) => thread,
+                        };
+                        let Some(thread) = thread else {
+                            return;
+                        };
+                        place(stream, thread, &inner, async move |stream| {
+                            serve_http(stream, peer, router, handshake_timeout, stop).await;
+                        });
+                    });
                 }
-            };
-            tracker.spawn_on(serve, threads.least_busy());
+            }
         }
         drop(listener);
     }
+}
+
+/// Moves `stream` to `thread`'s reactor, so its readiness wakes that thread directly rather
+/// than through this one, and serves it there.
+fn place<F>(
+    stream: TcpStream,
+    thread: &tokio::runtime::Handle,
+    tracker: &TaskTracker,
+    serve: impl FnOnce(TcpStream) -> F + Send + 'static,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    tracker.spawn_on(
+        async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(error = %e, "could not move a connection"),
+            }
+        },
+        thread,
+    );
+}
+
+/// The thread for a plain-HTTP connection: its visit's, if its request line names one (see
+/// [`visit_hint`]), else the least busy. `None`: nothing arrived within `limit`, and the
+/// connection is closed as a silent one would be.
+async fn thread_for<'a>(
+    stream: &TcpStream,
+    threads: &'a Spread,
+    limit: Duration,
+) -> Option<&'a tokio::runtime::Handle> {
+    if tokio::time::timeout(limit, stream.readable())
+        .await
+        .is_err()
+    {
+        metrics::counter!("bedside_connections_refused_total", "reason" => "handshake_timeout")
+            .increment(1);
+        return None;
+    }
+    // Enough for a request line with its query; what has not arrived yet is not waited for.
+    let mut head = [0u8; 512];
+    let n = stream.peek(&mut head).await.unwrap_or(0);
+    Some(match visit_hint(&head[..n]) {
+        Some(visit) => threads.for_visit(visit),
+        None => threads.least_busy(),
+    })
+}
+
+/// The visit an upgrade names in its request line, `GET /ws?visit=ID HTTP/1.1` (among other
+/// query parameters): where its connection is placed, and nothing else. An id of more than
+/// 64 characters, or of characters a visit id never has, is no hint.
+fn visit_hint(head: &[u8]) -> Option<&str> {
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let target = line.strip_prefix("GET ")?.split(' ').next()?;
+    let (path, query) = target.split_once('?')?;
+    if path != "/ws" {
+        return None;
+    }
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("visit="))
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 async fn handshake(
@@ -219,4 +302,39 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Re
         .context("TLS certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visit_hint;
+
+    #[test]
+    fn the_visit_is_read_from_the_upgrade_request_line_only() {
+        fn hint(head: &str) -> Option<&str> {
+            visit_hint(head.as_bytes())
+        }
+        assert_eq!(
+            hint("GET /ws?visit=v_0a1b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some("v_0a1b")
+        );
+        assert_eq!(hint("GET /ws?x=1&visit=v_2&y=3 HTTP/1.1\r\n"), Some("v_2"));
+        // A request line cut short by the peek still names its visit once the id is whole.
+        assert_eq!(hint("GET /ws?visit=v_3 HTT"), Some("v_3"));
+        for no in [
+            "GET /ws HTTP/1.1\r\n",
+            "GET /ws?visit= HTTP/1.1\r\n",
+            "GET /v1/visits?visit=v_1 HTTP/1.1\r\n",
+            "POST /ws?visit=v_1 HTTP/1.1\r\n",
+            "GET /ws?visit=v_1%00 HTTP/1.1\r\n",
+            "GET /ws?visit=v/../1 HTTP/1.1\r\n",
+            "Host: x\r\nGET /ws?visit=v_1 HTTP/1.1\r\n",
+            "\u{16}\u{3}\u{1}",
+            "",
+        ] {
+            assert_eq!(hint(no), None, "{no:?}");
+        }
+        let long = format!("GET /ws?visit={} HTTP/1.1\r\n", "v".repeat(65));
+        assert_eq!(hint(&long), None);
+        assert_eq!(visit_hint(b"GET /ws?visit=\xff HTTP/1.1"), None);
+    }
 }

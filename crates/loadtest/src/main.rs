@@ -48,6 +48,10 @@ struct TargetArgs {
     /// The server's pid, to report its CPU time and memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Bedside: participants do not name their visit in the `/ws` URL (the SDK does), so
+    /// the server places each connection on its least busy thread.
+    #[arg(long, conflicts_with_all = ["baseline", "peerjs"])]
+    no_visit_hint: bool,
 }
 
 impl TargetArgs {
@@ -59,7 +63,10 @@ impl TargetArgs {
             Some(url) => Target::baseline(url),
             None if self.key.is_empty() => bail!("--key id:secret is required for Bedside"),
             None => {
-                let target = Target::bedside(&self.url, &self.key)?;
+                let mut target = Target::bedside(&self.url, &self.key)?;
+                if self.no_visit_hint {
+                    target = target.without_visit_hint();
+                }
                 match &self.patient_url {
                     Some(url) => target.with_patient_url(url),
                     None => Ok(target),
@@ -88,6 +95,10 @@ enum Command {
         /// Signals each pair keeps in flight.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
         window: u64,
+        /// Each side waits this long before answering a signal (0: at once, full load): a
+        /// load below saturation, at most visits x window / think messages a second.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+        think_ms: u64,
         /// Size of the offer and answer SDP in bytes.
         #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(200..=60_000))]
         sdp_bytes: u64,
@@ -236,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
             warmup,
             signal_bytes,
             window,
+            think_ms,
             sdp_bytes,
             candidates,
             webrtc,
@@ -250,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs(warmup),
                 signal_bytes: signal_bytes as usize,
                 window: window as usize,
+                think: Duration::from_millis(think_ms),
                 sdp_bytes: sdp_bytes as usize,
                 candidates: candidates as usize,
                 webrtc: webrtc.min(visits) as usize,

@@ -19,6 +19,9 @@ pub enum Target {
         /// Where each visit's patient connects, when not `ws`: another node of a cluster,
         /// so every signal crosses between nodes.
         patient_ws: Option<String>,
+        /// Whether a participant's connection names its visit (`/ws?visit=ID`), as the
+        /// SDK's does, so the server places a visit's connections on one thread.
+        visit_hint: bool,
     },
     /// The baseline relay: `ws://.../?id=NAME`, frames forwarded to the `to` they name.
     Baseline { ws: String },
@@ -59,7 +62,17 @@ impl Target {
             key_secret: key_secret.into(),
             client: crate::http::client(),
             patient_ws: None,
+            visit_hint: true,
         })
+    }
+
+    /// Connects without naming the visit in the URL, as an integration that does not use
+    /// the SDK may: the server places each connection on its least busy thread.
+    pub fn without_visit_hint(mut self) -> Self {
+        if let Target::Bedside { visit_hint, .. } = &mut self {
+            *visit_hint = false;
+        }
+        self
     }
 
     /// Connects each visit's patient to `url` (another node of the cluster) while its
@@ -76,14 +89,30 @@ impl Target {
         Ok(self)
     }
 
-    /// Where a visit's patient connects.
-    pub fn patient_ws_url(&self) -> String {
+    /// Where a participant of `visit` connects: the target's `/ws`, naming the visit if
+    /// hints are on.
+    pub fn visit_ws_url(&self, visit: &str) -> String {
+        self.hinted(self.ws_url(""), visit)
+    }
+
+    /// Where a patient of `visit` connects: [`Self::visit_ws_url`], on the other node if
+    /// patients connect there.
+    pub fn patient_ws_url(&self, visit: &str) -> String {
         match self {
             Target::Bedside {
                 patient_ws: Some(ws),
                 ..
-            } => ws.clone(),
-            _ => self.ws_url(""),
+            } => self.hinted(ws.clone(), visit),
+            _ => self.visit_ws_url(visit),
+        }
+    }
+
+    fn hinted(&self, ws: String, visit: &str) -> String {
+        match self {
+            Target::Bedside {
+                visit_hint: true, ..
+            } if !visit.is_empty() => format!("{ws}?visit={visit}"),
+            _ => ws,
         }
     }
 

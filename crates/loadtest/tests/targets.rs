@@ -23,6 +23,7 @@ fn visits_options() -> visits::Options {
         warmup: Duration::from_millis(200),
         signal_bytes: 1500,
         window: 1,
+        think: Duration::ZERO,
         sdp_bytes: 4000,
         candidates: 8,
         webrtc: 0,

@@ -3,7 +3,7 @@
 //! patient admitted (issue 18: "memory per idle admitted connection"), so the figure counts
 //! what a connection in a call holds, not one parked in the waiting room.
 
-use super::{admit, join, join_at, named};
+use super::{admit, join_at, named};
 use crate::client::Ws;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -160,7 +160,8 @@ async fn connect_visit(
     }
     let t = Instant::now();
     let token = target.token(visit, "doctor", &format!("idle-{first}"))?;
-    let (mut doctor, _, placed) = join(target, &token, sources.pick(first)).await?;
+    let (mut doctor, _, placed) =
+        join_at(&target.visit_ws_url(visit), &token, sources.pick(first)).await?;
     if placed != "admitted" {
         anyhow::bail!("doctor placed in {placed}");
     }
@@ -170,7 +171,7 @@ async fn connect_visit(
         let t = Instant::now();
         let token = target.token(visit, "patient", &format!("idle-{k}"))?;
         let (mut patient, joined, placed) =
-            join_at(&target.patient_ws_url(), &token, sources.pick(k)).await?;
+            join_at(&target.patient_ws_url(visit), &token, sources.pick(k)).await?;
         if placed != "waiting" {
             anyhow::bail!("patient placed in {placed}");
         }

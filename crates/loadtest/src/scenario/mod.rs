@@ -118,8 +118,8 @@ pub async fn pair(
         }
         Target::Bedside { .. } => {
             let t = Instant::now();
-            let (mut doctor, d_joined, placed) = join(
-                target,
+            let (mut doctor, d_joined, placed) = join_at(
+                &target.visit_ws_url(visit),
                 &target.token(visit, "doctor", &format!("dr-{n}"))?,
                 sources.pick(2 * n),
             )
@@ -131,7 +131,7 @@ pub async fn pair(
             stats.record(CONNECT, t.elapsed());
             let t = Instant::now();
             let (mut patient, p_joined, placed) = join_at(
-                &target.patient_ws_url(),
+                &target.patient_ws_url(visit),
                 &target.token(visit, "patient", &format!("pt-{n}"))?,
                 sources.pick(2 * n + 1),
             )
@@ -245,17 +245,32 @@ pub struct Phase {
     pub stop: watch::Receiver<bool>,
 }
 
-/// Closed loop: every probe received is answered with a new one, so each pair keeps
-/// `window` probes in flight, framed as `wire` says. Returns what it measured and the peer
-/// (to leave cleanly).
+/// How a relaying side frames and paces its probes.
+pub struct Signals {
+    pub wire: Wire,
+    /// Padding that brings a probe to its size.
+    pub pad: Arc<String>,
+    /// The pause before answering a probe (zero: at once).
+    pub think: Duration,
+    /// A call-quality report this often, besides the probes (Bedside).
+    pub stats_every: Option<Duration>,
+}
+
+/// Closed loop: every probe received is answered with a new one (after `think`), so each
+/// pair keeps `window` probes in flight. Returns what it measured and the peer (to leave
+/// cleanly).
 pub async fn relay(
-    wire: Wire,
     mut me: Peer,
     starts: usize,
-    pad: Arc<String>,
+    signals: Signals,
     mut phase: Phase,
-    stats_every: Option<Duration>,
 ) -> (Stats, Option<Peer>) {
+    let Signals {
+        wire,
+        pad,
+        think,
+        stats_every,
+    } = signals;
     let mut stats = Stats::default();
     let mut seq = 0u64;
     // A browser's call-quality report every `stats_every` (docs/quality.md), off the relay
@@ -328,6 +343,12 @@ pub async fn relay(
         }
         if *phase.stop.borrow() {
             continue;
+        }
+        if !think.is_zero() {
+            tokio::select! {
+                _ = phase.stop.changed() => return (stats, Some(me)),
+                () = tokio::time::sleep(think) => {}
+            }
         }
         seq += 1;
         if let Err(e) = me

@@ -2,7 +2,7 @@
 //! joins, patient waits and is admitted, offer/answer/candidates, chat), then closed-loop
 //! round trips of fixed-size signals for a duration, then everyone leaves.
 
-use super::{Phase, hold, leave, negotiate, pair, relay};
+use super::{Phase, Signals, hold, leave, negotiate, pair, relay};
 use crate::peer;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -24,6 +24,8 @@ pub struct Options {
     pub signal_bytes: usize,
     /// Probes each pair keeps in flight.
     pub window: usize,
+    /// How long each side waits before answering a probe (zero: full load).
+    pub think: Duration,
     pub sdp_bytes: usize,
     pub candidates: usize,
     /// How many of the visits are real WebRTC peers instead of scripted ones.
@@ -113,14 +115,27 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
             let wire = target.wire();
             let (d, p) = tokio::join!(
                 relay(
-                    wire,
                     doctor,
                     opts.window,
-                    pad.clone(),
+                    Signals {
+                        wire,
+                        pad: pad.clone(),
+                        think: opts.think,
+                        stats_every: opts.stats_every
+                    },
                     phase.clone(),
-                    opts.stats_every
                 ),
-                relay(wire, patient, 0, pad, phase, opts.stats_every)
+                relay(
+                    patient,
+                    0,
+                    Signals {
+                        wire,
+                        pad,
+                        think: opts.think,
+                        stats_every: opts.stats_every
+                    },
+                    phase
+                )
             );
             stats.merge(d.0);
             stats.merge(p.0);
@@ -197,6 +212,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
         scenario: "visits".into(),
         target: target.name().into(),
         params: json!({"visits": opts.visits, "signal_bytes": opts.signal_bytes, "window": opts.window,
+                       "think_ms": opts.think.as_millis() as u64,
                        "sdp_bytes": opts.sdp_bytes, "candidates": opts.candidates, "webrtc": opts.webrtc,
                        "stats_every_s": opts.stats_every.map(|d| d.as_secs()),
                        "queue_patients": opts.queue_patients,

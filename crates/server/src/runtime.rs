@@ -164,11 +164,18 @@ const SLACK: usize = 64;
 /// The thread of `threads` a visit's connections go to: a hash of its id, the same for
 /// every connection of the visit and spread evenly over the threads.
 fn home_thread(visit: &str, threads: usize) -> usize {
-    // FNV-1a: stable across processes and releases, unlike std's hasher.
-    let hash = visit.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    // FNV-1a: stable across processes and releases, unlike std's hasher. Its low bits are
+    // weak (the lowest is the parity of the bytes' lowest bits), and a modulo by a small
+    // thread count reads little else, so they are mixed first (MurmurHash3's finalizer).
+    let mut h = visit.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    (hash % threads.max(1) as u64) as usize
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % threads.max(1) as u64) as usize
 }
 
 /// Whether a thread running `tasks` may take another visit connection while the least busy
@@ -185,8 +192,9 @@ mod tests {
     fn a_visit_has_one_home_and_visits_spread_over_the_threads() {
         for threads in 1..=8 {
             let mut per_thread = vec![0usize; threads];
-            for i in 0..8_000 {
-                let visit = format!("v_{i:016x}");
+            for i in 0..8_000u64 {
+                // Shaped like the ids visits get (UUIDs), sequential to stress the hash.
+                let visit = format!("c5a07f13-e742-4d4f-b0a4-{i:012x}");
                 let home = home_thread(&visit, threads);
                 assert_eq!(home, home_thread(&visit, threads), "stable");
                 per_thread[home] += 1;

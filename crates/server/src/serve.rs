@@ -186,17 +186,17 @@ async fn thread_for<'a>(
     threads: &'a Spread,
     limit: Duration,
 ) -> Option<&'a tokio::runtime::Handle> {
-    if tokio::time::timeout(limit, stream.readable())
-        .await
-        .is_err()
-    {
-        metrics::counter!("bedside_connections_refused_total", "reason" => "handshake_timeout")
-            .increment(1);
-        return None;
-    }
-    // Enough for a request line with its query; what has not arrived yet is not waited for.
+    // Enough for a request line with its query; what has not arrived with the first bytes is
+    // not waited for. (`peek` waits for data itself: a readiness check alone may be spurious.)
     let mut head = [0u8; 512];
-    let n = stream.peek(&mut head).await.unwrap_or(0);
+    let n = match tokio::time::timeout(limit, stream.peek(&mut head)).await {
+        Ok(peeked) => peeked.unwrap_or(0),
+        Err(_) => {
+            metrics::counter!("bedside_connections_refused_total", "reason" => "handshake_timeout")
+                .increment(1);
+            return None;
+        }
+    };
     Some(match visit_hint(&head[..n]) {
         Some(visit) => threads.for_visit(visit),
         None => threads.least_busy(),

@@ -231,7 +231,8 @@ for (const engine of ENGINES) {
             ['final-error', [], 1009, 'Something went wrong'],
           ]) {
             const p = await person(viewport);
-            await p.page.routeWebSocket(/\/ws$/, (ws) => {
+            // The SDK names the visit in the URL (`/ws?visit=...`).
+            await p.page.routeWebSocket(/\/ws(\?|$)/, (ws) => {
               ws.onMessage(() => {
                 for (const frame of frames) ws.send(JSON.stringify(frame));
                 ws.close({ code });

@@ -26,6 +26,15 @@ export async function available() {
   }
 }
 
+/** Turns IPv6 off through `path` with `write`; a kernel without IPv6 has nothing to turn off. */
+async function noIpv6(path, write) {
+  try {
+    await write(path);
+  } catch (e) {
+    if (!/No such file|ENOENT/.test(String(e?.stderr ?? e))) throw e;
+  }
+}
+
 export class Netns {
   /** `index` picks a /30 of 10.231.x.0 of its own, so two tests never share one. */
   constructor(index = Math.floor(Math.random() * 200) + 1) {
@@ -41,6 +50,13 @@ export class Netns {
     await sh('netns', 'add', this.name);
     await sh('link', 'add', this.hostVeth, 'type', 'veth', 'peer', 'name', this.nsVeth);
     await sh('link', 'set', this.nsVeth, 'netns', this.name);
+    // IPv4 only. Left on, each end gains an IPv6 link-local address about a second after it
+    // comes up (duplicate address detection), and Chromium, which watches the host's
+    // addresses, takes that for a network change and fails the requests in flight with
+    // ERR_NETWORK_CHANGED: the doctor's page, loading just then, lost its modules and never
+    // showed "Start the visit" (quality.test.mjs, now and then).
+    await noIpv6(`/proc/sys/net/ipv6/conf/${this.hostVeth}/disable_ipv6`, (path) => writeFile(path, '1'));
+    await noIpv6(`/proc/sys/net/ipv6/conf/${this.nsVeth}/disable_ipv6`, (path) => this.exec('sh', '-c', `echo 1 > ${path}`));
     await sh('addr', 'add', `${this.hostAddress}/30`, 'dev', this.hostVeth);
     await sh('link', 'set', this.hostVeth, 'up');
     await this.exec('ip', 'addr', 'add', `${this.nsAddress}/30`, 'dev', this.nsVeth);

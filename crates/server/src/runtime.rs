@@ -19,9 +19,9 @@
 //!
 //! A connection that names its visit in the upgrade's URL (`/ws?visit=ID`, which the SDK
 //! adds) goes to that visit's thread, so the frames its participants relay to each other
-//! never wake another thread: below saturation that is about 15% of the CPU a relayed
-//! message costs, and the tail's spread (BENCHMARKS.md, "Placing a visit's connections on
-//! one thread"). The name is a hint, trusted for nothing else, and a thread that already
+//! never wake another thread: below saturation about 6% of the CPU a relayed message costs
+//! and a fifth of the relay's p99 (BENCHMARKS.md, "Placing a visit's connections on one
+//! thread, built"). The name is a hint, trusted for nothing else, and a thread that already
 //! runs more than its share (see [`Spread::for_visit`]) is not given more by it.
 
 use std::future::Future;

@@ -246,6 +246,7 @@ pub struct Phase {
 }
 
 /// How a relaying side frames and paces its probes.
+#[derive(Clone)]
 pub struct Signals {
     pub wire: Wire,
     /// Padding that brings a probe to its size.

@@ -112,30 +112,15 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
                 }
             };
             hold(&mut doctor, &mut patient, &go).await;
-            let wire = target.wire();
+            let signals = Signals {
+                wire: target.wire(),
+                pad,
+                think: opts.think,
+                stats_every: opts.stats_every,
+            };
             let (d, p) = tokio::join!(
-                relay(
-                    doctor,
-                    opts.window,
-                    Signals {
-                        wire,
-                        pad: pad.clone(),
-                        think: opts.think,
-                        stats_every: opts.stats_every
-                    },
-                    phase.clone(),
-                ),
-                relay(
-                    patient,
-                    0,
-                    Signals {
-                        wire,
-                        pad,
-                        think: opts.think,
-                        stats_every: opts.stats_every
-                    },
-                    phase
-                )
+                relay(doctor, opts.window, signals.clone(), phase.clone()),
+                relay(patient, 0, signals, phase)
             );
             stats.merge(d.0);
             stats.merge(p.0);

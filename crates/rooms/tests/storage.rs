@@ -778,29 +778,67 @@ async fn events_are_numbered_per_visit_within_and_across_batches() {
         stored(&*db, "clinic-a", now).await,
         stored(&*db, "clinic-b", now).await,
     );
+    // Each event a millisecond later than the one applied before it, so the order they
+    // are stored in shows.
+    let applied = std::sync::atomic::AtomicI64::new(0);
     let event = |v: &VisitRecord| WriteOp::Event {
         visit: v.id,
         tenant: v.tenant.clone(),
-        event: VisitEvent::new(EventKind::ParticipantWaiting, now),
+        event: VisitEvent::new(
+            EventKind::ParticipantWaiting,
+            now + TimeDelta::milliseconds(
+                applied.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            ),
+        ),
     };
     let started = |v: &VisitRecord| WriteOp::Change {
         visit: v.id,
         change: Change::Started { at: now },
     };
-    db.apply(&[event(&a), started(&b), event(&a), event(&b), event(&a)])
-        .await
-        .unwrap();
-    db.apply(&[event(&b), event(&a)]).await.unwrap();
-    for (v, expected) in [(&a, 1..=5), (&b, 1..=3)] {
+    let c = stored(&*db, "clinic-a", now).await;
+    db.apply(&[
+        event(&a),
+        started(&b),
+        event(&a),
+        event(&b),
+        event(&c),
+        event(&a),
+    ])
+    .await
+    .unwrap();
+    db.apply(&[event(&b), event(&a), event(&c)]).await.unwrap();
+    for (v, expected) in [(&a, 1..=4), (&b, 1..=2), (&c, 1..=2)] {
         let numbers: Vec<i64> = db
             .events(&v.tenant, 0, 100)
             .await
             .unwrap()
             .iter()
-            .filter(|e| e.visit_id == v.id.to_string())
+            .filter(|e| e.visit_id == v.id.to_string() && e.kind != "visit.created")
             .map(|e| e.visit_seq)
             .collect();
-        assert_eq!(numbers, expected.collect::<Vec<_>>());
+        let first = numbers.first().copied().unwrap_or_default();
+        assert_eq!(
+            numbers,
+            expected.map(|n| n + first - 1).collect::<Vec<_>>(),
+            "numbered on from the visit's last, without gaps"
+        );
+    }
+    // A tenant's events are numbered, and stored (webhooks deliver by storage key), in
+    // the order they were applied, across its visits and batches.
+    for tenant in [&a.tenant, &b.tenant] {
+        let events = db.events(tenant, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let first = seqs.first().copied().unwrap_or_default();
+        assert_eq!(seqs, (first..first + seqs.len() as i64).collect::<Vec<_>>());
+        let applied: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind != "visit.created")
+            .collect();
+        assert!(
+            applied
+                .windows(2)
+                .all(|w| w[0].at < w[1].at && w[0].row < w[1].row)
+        );
     }
 }
 

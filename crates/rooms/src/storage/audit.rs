@@ -4,6 +4,7 @@
 use super::columns::{audit_kind, micros, parse, role, stored_fields, time};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
+use super::pending::Pending;
 use super::rows::Rows;
 use super::sql::SqlStorage;
 use super::{AuditRecord, AuditTrail, StorageError, WriteOp};
@@ -20,9 +21,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 /// [`ChainWriter::start`] reads the heads of every chain the batch extends and takes the
 /// seqs for all its rows, in one statement, once the transaction excludes other writers of
 /// those visits. The ends are then kept in memory while the batch appends, and the rows
-/// and the new ends written in one statement each ([`ChainWriter::finish`]) before commit,
-/// however many visits and rows the batch holds. A rolled-back transaction drops the writer
-/// with it, so nothing stale outlives it.
+/// and the new ends are held to be written with the batch's other writes
+/// ([`ChainWriter::finish`]) before commit, however many visits and rows the batch holds.
+/// A rolled-back transaction drops the writer with it, so nothing stale outlives it.
 pub(super) struct ChainWriter {
     /// Seqs taken for this transaction's rows, ascending.
     seqs: VecDeque<i64>,
@@ -157,13 +158,10 @@ impl ChainWriter {
         Ok(())
     }
 
-    /// Inserts the rows appended, then records, in one statement, the new end of every
-    /// chain this transaction extended.
-    pub(super) async fn finish<D: Dialect>(
-        mut self,
-        tx: &mut Transaction<'_, D>,
-    ) -> Result<(), StorageError> {
-        self.rows.flush(tx).await?;
+    /// Holds the insert of the rows appended and the record of the new end of every chain
+    /// this transaction extended (see [`Pending`]).
+    pub(super) fn finish<D: Dialect>(mut self, held: &mut Pending) -> Result<(), StorageError> {
+        self.rows.hold::<D>(held)?;
         let heads: Vec<(VisitId, i64, String)> = self
             .ends
             .into_iter()
@@ -171,13 +169,9 @@ impl ChainWriter {
                 seq.map(|seq| (visit, seq, audit_chain::to_hex(&hash)))
             })
             .collect();
-        if heads.is_empty() {
-            return Ok(());
+        if !heads.is_empty() {
+            held.push(D::WRITE_AUDIT_HEADS, vec![dialect::json(&heads)?.into()]);
         }
-        sqlx::query(D::WRITE_AUDIT_HEADS)
-            .arg(dialect::json(&heads)?)
-            .execute(D::on(tx))
-            .await?;
         Ok(())
     }
 }

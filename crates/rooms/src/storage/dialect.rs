@@ -7,11 +7,14 @@
 //!   write lock up front ([`Dialect::BEGIN_WRITE`]) and so excludes everyone until it
 //!   commits. PostgreSQL has many: a write transaction locks the rows of the visits it
 //!   appends to ([`Dialect::LOCK_EACH_VISIT`], [`Dialect::LOCK_VISITS`]) and of the tenants
-//!   it writes events for ([`Dialect::TENANT_EVENT_SEQS`]), always in id order.
+//!   it writes events for ([`Dialect::EVENT_NUMBERS`]), always in id order.
 //! - **Numbers.** Audit seqs come from a sequence on PostgreSQL and from the table itself on
 //!   SQLite ([`Dialect::AUDIT_HEADS_AND_SEQS`]); a visit's and a tenant's event numbers from
 //!   counter rows on PostgreSQL and from their events on SQLite
-//!   ([`Dialect::VISIT_EVENT_SEQS`], [`Dialect::TENANT_EVENT_SEQS`]).
+//!   ([`Dialect::EVENT_NUMBERS`]).
+//! - **Round trips.** PostgreSQL runs a batch's writes that read nothing back as parts of
+//!   one statement, and numbers and inserts its events in one; SQLite, in the same
+//!   process, runs them in turn ([`Dialect::COMBINES_WRITES`]).
 //! - **Lists.** A statement about many visits binds them as one JSON text, which SQLite
 //!   reads with `json_each` and PostgreSQL with its `json_array_elements` family.
 //! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
@@ -68,21 +71,20 @@ pub trait Dialect:
     const LOCK_VISITS: &'static str;
     /// `id, epoch` of the listed visits, without locking.
     const VISIT_EPOCHS: &'static str;
-    /// For `{tenant: n}` (keys sorted): `tenant, last_seq`, where `last_seq` is the
-    /// tenant's event number (`tenant_seq`) after `n` more events; the transaction is the
-    /// only writer of those tenants' events until it ends, so a tenant's events commit in
-    /// number order.
-    const TENANT_EVENT_SEQS: &'static str;
+    /// Where a statement reads rows bound as one JSON array of arrays (`$1`): a table
+    /// whose column `value` is each row's array, in order.
+    const JSON_ROWS: &'static str;
+    /// Whether writes that read nothing back can go as parts of one statement
+    /// (data-modifying `WITH` parts; see `pending.rs`).
+    const COMBINES_WRITES: bool;
+    /// How a batch's events are numbered and inserted (see [`EventNumbers`]).
+    const EVENT_NUMBERS: EventNumbers;
     /// The listed visits' chain heads (`visit_id, hash`), then a new audit seq for each
     /// element of the list `$2` (`seq`, on rows of their own, each above every seq taken
     /// before): one round trip.
     const AUDIT_HEADS_AND_SEQS: &'static str;
     /// Stores chain heads from `[visit_id, seq, hash]` rows.
     const WRITE_AUDIT_HEADS: &'static str;
-    /// For `{visit_id: n}` (keys sorted): `visit_id, last_seq`, where `last_seq` is the
-    /// visit's event number after `n` more events; the transaction holds the numbering of
-    /// those visits until it ends.
-    const VISIT_EVENT_SEQS: &'static str;
     /// The highest audit seq written before the chain existed (column `seq`): rows up to it
     /// may be unchained.
     const LEGACY_MAX_SEQ: &'static str;
@@ -96,6 +98,23 @@ pub trait Dialect:
     fn text(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)
     }
+}
+
+/// How a batch's events get their numbers: a statement for `$1` = `{tenant: n}` and
+/// `$2` = `{visit_id: n}` (keys sorted) that raises each tenant's event number
+/// (`tenant_seq`) and each visit's (`visit_seq`) by `n`. The transaction is then the only
+/// writer of those tenants' events until it ends, so a tenant's events commit in number
+/// order, and it holds the numbering of those visits.
+pub enum EventNumbers {
+    /// Returns rows `counter` (`'tenant'` or `'visit'`), `key`, `last_seq` (the number
+    /// after the `n` more); the events are then inserted, numbered, by the next statement.
+    Read(&'static str),
+    /// Inserts the events, numbered, in the same statement (the tenants' numbering is then
+    /// held for one statement less): `$3` is the events in order, as JSON rows
+    /// `[id, tenant, visit_id, after_in_visit, kind, at, data, after_in_tenant]`, where
+    /// `after_in_…` counts the batch's later events of the same visit or tenant. Returns
+    /// a row per event inserted.
+    Insert(&'static str),
 }
 
 /// The JSON text a list statement binds.

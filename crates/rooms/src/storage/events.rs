@@ -5,8 +5,9 @@
 //! The row's own `seq` stays the storage key.
 
 use super::columns::{event_columns, event_from_row, micros, time};
-use super::dialect::{self, Dialect};
+use super::dialect::{self, Dialect, EventNumbers};
 use super::driver::{Arg, Col};
+use super::pending::Pending;
 use super::rows::Rows;
 use super::sql::SqlStorage;
 use super::{Attempt, EventOutbox, StorageError, StoredEvent, WriteOp};
@@ -18,112 +19,116 @@ use chrono::{DateTime, Utc};
 use sqlx::Transaction;
 use std::collections::{BTreeMap, HashMap};
 
-/// Appends events within one write transaction.
-///
-/// [`EventWriter::start`] makes the transaction the only writer of its tenants' events
-/// where that takes a lock, and takes the numbers of all the batch's events in two
-/// statements; the events appended are then inserted together ([`EventWriter::finish`]).
-pub(super) struct EventWriter {
-    /// The next `visit_seq` per visit.
-    next: HashMap<VisitId, i64>,
-    /// The next `tenant_seq` per tenant.
-    next_of_tenant: HashMap<String, i64>,
-    rows: Rows,
-}
-
-impl Default for EventWriter {
-    fn default() -> Self {
-        Self {
-            next: HashMap::new(),
-            next_of_tenant: HashMap::new(),
-            rows: Rows::new(
+/// Runs what `held` holds, then inserts the events among `ops`, in their order, each
+/// numbered on from its visit's last (`visit_seq`) and its tenant's (`tenant_seq`): the
+/// numbers are taken for the whole batch in one statement, sent with the held writes, and
+/// where the dialect allows the events go in that same statement ([`EventNumbers`]).
+pub(super) async fn write_events<D: Dialect>(
+    tx: &mut Transaction<'_, D>,
+    held: &mut Pending,
+    ops: &[&WriteOp],
+) -> Result<(), StorageError> {
+    let events: Vec<(VisitId, &TenantId, &VisitEvent)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Event {
+                visit,
+                tenant,
+                event,
+            } => Some((*visit, tenant, event)),
+            _ => None,
+        })
+        .collect();
+    if events.is_empty() {
+        return held.run(tx).await;
+    }
+    let mut visits = BTreeMap::<VisitId, i64>::new();
+    let mut tenants = BTreeMap::<&str, i64>::new();
+    for (visit, tenant, _) in &events {
+        *visits.entry(*visit).or_default() += 1;
+        *tenants.entry(tenant.as_str()).or_default() += 1;
+    }
+    let counts = vec![
+        dialect::json(&tenants)?.into(),
+        dialect::json(&visits)?.into(),
+    ];
+    match D::EVENT_NUMBERS {
+        EventNumbers::Insert(sql) => {
+            let (mut after_in_visit, mut after_in_tenant) = (visits, tenants);
+            let mut rows = Vec::with_capacity(events.len());
+            for (visit, tenant, event) in &events {
+                let in_visit = after_in_visit.get_mut(visit).ok_or_else(missing)?;
+                let in_tenant = after_in_tenant
+                    .get_mut(tenant.as_str())
+                    .ok_or_else(missing)?;
+                *in_visit -= 1;
+                *in_tenant -= 1;
+                rows.push(serde_json::json!([
+                    uuid::Uuid::new_v4().to_string(),
+                    tenant.as_str(),
+                    visit.to_string(),
+                    *in_visit,
+                    event.kind.as_str(),
+                    micros(event.at),
+                    event.data().to_string(),
+                    *in_tenant,
+                ]));
+            }
+            let mut values = counts;
+            values.push(dialect::json(&rows)?.into());
+            // An event whose numbers the statement did not find would be left out, not refused.
+            if held.run_then_fetch(tx, sql, values).await?.len() != events.len() {
+                return Err(missing());
+            }
+            Ok(())
+        }
+        EventNumbers::Read(sql) => {
+            let mut next_in_visit = HashMap::new();
+            let mut next_in_tenant = HashMap::new();
+            for row in held.run_then_fetch(tx, sql, counts).await? {
+                let key: String = row.col("key")?;
+                let last: i64 = row.col("last_seq")?;
+                if row.col::<String>("counter")? == "tenant" {
+                    let n = tenants.get(key.as_str()).copied().unwrap_or_default();
+                    next_in_tenant.insert(key, last - n + 1);
+                } else {
+                    let visit: VisitId = super::columns::parse(&key)?;
+                    let n = visits.get(&visit).copied().unwrap_or_default();
+                    next_in_visit.insert(visit, last - n + 1);
+                }
+            }
+            let mut rows = Rows::new(
                 "INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at, tenant_seq)",
                 9,
                 "",
-            ),
+            );
+            for (visit, tenant, event) in &events {
+                let in_tenant = next_in_tenant
+                    .get_mut(tenant.as_str())
+                    .ok_or_else(missing)?;
+                let in_visit = next_in_visit.get_mut(visit).ok_or_else(missing)?;
+                rows.push([
+                    uuid::Uuid::new_v4().to_string().into(),
+                    tenant.as_str().into(),
+                    visit.to_string().into(),
+                    (*in_visit).into(),
+                    event.kind.as_str().into(),
+                    micros(event.at).into(),
+                    event.data().to_string().into(),
+                    micros(event.at).into(),
+                    (*in_tenant).into(),
+                ]);
+                *in_visit += 1;
+                *in_tenant += 1;
+            }
+            rows.hold::<D>(held)?;
+            held.run(tx).await
         }
     }
 }
 
-impl EventWriter {
-    pub(super) async fn start<D: Dialect>(
-        tx: &mut Transaction<'_, D>,
-        ops: &[&WriteOp],
-    ) -> Result<Self, StorageError> {
-        let mut writer = Self::default();
-        let mut counts = BTreeMap::<VisitId, i64>::new();
-        let mut tenants = BTreeMap::<&str, i64>::new();
-        for op in ops {
-            if let WriteOp::Event { visit, tenant, .. } = op {
-                *counts.entry(*visit).or_default() += 1;
-                *tenants.entry(tenant.as_str()).or_default() += 1;
-            }
-        }
-        if counts.is_empty() {
-            return Ok(writer);
-        }
-        // Tenants first: on PostgreSQL this takes their rows' locks, in the order
-        // docs/postgres.md gives.
-        let rows = sqlx::query(D::TENANT_EVENT_SEQS)
-            .arg(dialect::json(&tenants)?)
-            .fetch_all(D::on(tx))
-            .await?;
-        for row in rows {
-            let tenant: String = row.col("tenant")?;
-            let last: i64 = row.col("last_seq")?;
-            let n = tenants.get(tenant.as_str()).copied().unwrap_or_default();
-            writer.next_of_tenant.insert(tenant, last - n + 1);
-        }
-        let rows = sqlx::query(D::VISIT_EVENT_SEQS)
-            .arg(dialect::json(&counts)?)
-            .fetch_all(D::on(tx))
-            .await?;
-        for row in rows {
-            let visit: VisitId = super::columns::parse(&row.col::<String>("visit_id")?)?;
-            let last: i64 = row.col("last_seq")?;
-            let n = counts.get(&visit).copied().unwrap_or_default();
-            writer.next.insert(visit, last - n + 1);
-        }
-        Ok(writer)
-    }
-
-    /// Numbers an event; it is inserted by [`EventWriter::finish`].
-    pub(super) fn append(
-        &mut self,
-        visit: VisitId,
-        tenant: &TenantId,
-        event: &VisitEvent,
-    ) -> Result<(), StorageError> {
-        let missing = || StorageError::Corrupt("no number taken for an event".into());
-        let tenant_seq = self
-            .next_of_tenant
-            .get_mut(tenant.as_str())
-            .ok_or_else(missing)?;
-        let number = *tenant_seq;
-        *tenant_seq += 1;
-        let seq = self.next.get_mut(&visit).ok_or_else(missing)?;
-        self.rows.push([
-            uuid::Uuid::new_v4().to_string().into(),
-            tenant.as_str().into(),
-            visit.to_string().into(),
-            (*seq).into(),
-            event.kind.as_str().into(),
-            micros(event.at).into(),
-            event.data().to_string().into(),
-            micros(event.at).into(),
-            number.into(),
-        ]);
-        *seq += 1;
-        Ok(())
-    }
-
-    /// Inserts the events appended, in order.
-    pub(super) async fn finish<D: Dialect>(
-        mut self,
-        tx: &mut Transaction<'_, D>,
-    ) -> Result<(), StorageError> {
-        self.rows.flush(tx).await
-    }
+fn missing() -> StorageError {
+    StorageError::Corrupt("no number taken for an event".into())
 }
 
 #[async_trait]

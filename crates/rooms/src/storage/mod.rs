@@ -17,6 +17,7 @@ mod columns;
 mod dialect;
 mod driver;
 mod events;
+mod pending;
 mod postgres;
 mod rows;
 mod sql;
@@ -24,7 +25,7 @@ mod sqlite;
 mod visits;
 mod writer;
 
-pub use dialect::Dialect;
+pub use dialect::{Dialect, EventNumbers};
 pub use postgres::PostgresStorage;
 pub use sql::SqlStorage;
 pub use sqlite::SqliteStorage;

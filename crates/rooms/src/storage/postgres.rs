@@ -12,10 +12,14 @@
 //!    tenant's events commit in `tenant_seq` order and a reader paging by it never sees a
 //!    lower one appear behind it later;
 //! 3. the `visit_event_counters` rows of those visits: each visit's events are numbered
-//!    1, 2, 3... without gaps, and a rollback undoes the increment too.
+//!    1, 2, 3... without gaps, and a rollback undoes the increment too. Taken in the same
+//!    statement as the tenants' rows, in either order: only the holder of a visit's row
+//!    lock (1) writes its counter, so no one ever waits for one.
 //!
-//! The tenants' rows are taken last, just before the events are inserted: every writer of
-//! those tenants' events waits for them until the holder commits.
+//! The tenants' rows are taken last, in the statement that sends the batch's other writes
+//! (participants, visit updates, audit rows and chain heads, as parts of one statement),
+//! then the events are inserted: every writer of those tenants' events waits for them
+//! until the holder commits.
 //!
 //! Audit seqs come from a sequence, taken after the visits' locks and before hashing (the hash
 //! covers the seq): a later writer of a visit always gets higher seqs than an earlier one,
@@ -34,7 +38,7 @@
 //! podman-compose before podman 4.6 ignores `depends_on: service_healthy`). A refusal that
 //! waiting cannot mend (a wrong password, a missing database) fails at once.
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, EventNumbers};
 use super::{SqlStorage, StorageError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Postgres};
@@ -132,22 +136,36 @@ impl Dialect for Postgres {
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) ORDER BY id FOR UPDATE";
     const VISIT_EPOCHS: &'static str = "SELECT id, epoch FROM visits \
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON))))";
-    /// Creates missing rows and locks and raises existing ones, in key order.
-    const TENANT_EVENT_SEQS: &'static str = "INSERT INTO event_tenants (tenant, last_seq) \
+    const JSON_ROWS: &'static str = "json_array_elements(CAST($1 AS JSON))";
+    const COMBINES_WRITES: bool = true;
+    /// Creates missing counter rows and locks and raises existing ones, in key order
+    /// (`json_each_text` keeps the keys in the order of the text, sorted), then inserts
+    /// the events in the batch's order (each takes its storage key, `seq`, as it is
+    /// inserted). The two kinds of counter may be taken in either order: a visit's counter
+    /// is only ever written under its visit's lock, taken first, so no one waits for it.
+    const EVENT_NUMBERS: EventNumbers = EventNumbers::Insert(
+        "WITH t AS (INSERT INTO event_tenants (tenant, last_seq) \
          SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($1 AS JSON)) \
          ON CONFLICT (tenant) DO UPDATE SET last_seq = event_tenants.last_seq + EXCLUDED.last_seq \
-         RETURNING tenant, last_seq";
+         RETURNING tenant, last_seq), \
+         v AS (INSERT INTO visit_event_counters (visit_id, last_seq) \
+         SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($2 AS JSON)) \
+         ON CONFLICT (visit_id) DO UPDATE SET last_seq = visit_event_counters.last_seq + EXCLUDED.last_seq \
+         RETURNING visit_id, last_seq) \
+         INSERT INTO visit_events (id, tenant, visit_id, visit_seq, kind, at, data, next_attempt_at, tenant_seq) \
+         SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, v.last_seq - CAST(e.value ->> 3 AS BIGINT), \
+         e.value ->> 4, CAST(e.value ->> 5 AS BIGINT), e.value ->> 6, CAST(e.value ->> 5 AS BIGINT), \
+         t.last_seq - CAST(e.value ->> 7 AS BIGINT) \
+         FROM json_array_elements(CAST($3 AS JSON)) WITH ORDINALITY AS e(value, n) \
+         JOIN t ON t.tenant = e.value ->> 1 JOIN v ON v.visit_id = e.value ->> 2 ORDER BY e.n \
+         RETURNING 1 AS inserted",
+    );
     const AUDIT_HEADS_AND_SEQS: &'static str = "SELECT visit_id, hash, NULL AS seq FROM audit_heads \
          WHERE visit_id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) \
          UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM json_array_elements(CAST($2 AS JSON))";
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), value ->> 2 FROM json_array_elements(CAST($1 AS JSON)) \
          ON CONFLICT (visit_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash";
-    /// `json_each_text` keeps the keys in the order of the text (sorted).
-    const VISIT_EVENT_SEQS: &'static str = "INSERT INTO visit_event_counters (visit_id, last_seq) \
-         SELECT key, CAST(value AS BIGINT) FROM json_each_text(CAST($1 AS JSON)) \
-         ON CONFLICT (visit_id) DO UPDATE SET last_seq = visit_event_counters.last_seq + EXCLUDED.last_seq \
-         RETURNING visit_id, last_seq";
     const UPDATE_VISITS: &'static str = "UPDATE visits SET \
          status = CASE WHEN visits.status = 'open' AND u.status IS NOT NULL THEN u.status ELSE visits.status END, \
          started_at = COALESCE(visits.started_at, u.started_at) \

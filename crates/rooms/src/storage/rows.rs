@@ -1,15 +1,14 @@
-//! Many rows in one statement: `INSERT INTO t (...) VALUES (...), (...), ...`, written once
-//! for both databases. A write batch's audit rows, events and participants go in a few
-//! statements instead of one each: on a busy machine every statement is a round trip to
-//! the database that the whole batch, and every notice held for it, waits behind.
+//! Many rows in one statement: `INSERT INTO t (...) SELECT ... FROM <the rows as JSON>`,
+//! written once for both databases. A write batch's audit rows, events and participants go
+//! in one statement per table instead of one per row: on a busy machine every statement is
+//! a round trip to the database that the whole batch, and every notice held for it, waits
+//! behind. Bound as one JSON value, the statement's text does not vary with the number of
+//! rows, so each connection keeps it prepared: a statement prepared afresh costs
+//! PostgreSQL a round trip more (sqlx parses and describes it first).
 
 use super::StorageError;
-use super::dialect::Dialect;
-use super::driver::Arg;
-use sqlx::Transaction;
-
-/// Most values bound to one statement: well under SQLite's 32,766 and PostgreSQL's 65,535.
-const MAX_VALUES: usize = 8_192;
+use super::dialect::{self, Dialect};
+use super::pending::Pending;
 
 /// A value of a row: text or an integer, either possibly NULL.
 #[derive(Debug, Clone)]
@@ -54,11 +53,11 @@ impl From<Option<i64>> for Value {
     }
 }
 
-/// Rows for one table, inserted in as few statements as the bound-value limit allows.
+/// Rows for one table, inserted in one statement.
 pub(super) struct Rows {
     /// `INSERT INTO t (a, b, c)`.
     head: &'static str,
-    /// What follows the values (`ON CONFLICT ...`), or nothing.
+    /// What follows the rows (`ON CONFLICT ...`), or nothing.
     tail: &'static str,
     width: usize,
     values: Vec<Value>,
@@ -74,58 +73,59 @@ impl Rows {
         }
     }
 
-    /// Adds a row of exactly `width` values.
+    /// Adds a row of exactly `width` values. A column holds one kind of value (text or
+    /// integer) in every row.
     pub(super) fn push<const N: usize>(&mut self, row: [Value; N]) {
         debug_assert_eq!(N, self.width);
         self.values.extend(row);
     }
 
-    /// Inserts the rows pushed so far, in the order they were pushed, and forgets them.
-    pub(super) async fn flush<D: Dialect>(
-        &mut self,
-        tx: &mut Transaction<'_, D>,
-    ) -> Result<(), StorageError> {
-        let per_statement = (MAX_VALUES / self.width).max(1) * self.width;
-        let values = std::mem::take(&mut self.values);
-        for chunk in values.chunks(per_statement) {
-            let sql = statement(self.head, self.tail, self.width, chunk.len() / self.width);
-            // Built from the fixed texts above and numbered placeholders: no value is in it.
-            // Not kept prepared: the text varies with the number of rows, and would push the
-            // statements that are always the same out of each connection's cache.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-            for value in chunk {
-                query = match value {
-                    Value::Text(v) => query.arg(v.clone()),
-                    Value::Int(v) => query.arg(*v),
-                };
-            }
-            query.execute(D::on(tx)).await?;
+    /// Holds the insert of the rows pushed so far (see [`Pending`]), in the order they
+    /// were pushed, and forgets them.
+    pub(super) fn hold<D: Dialect>(&mut self, held: &mut Pending) -> Result<(), StorageError> {
+        if self.values.is_empty() {
+            return Ok(());
         }
+        let values = std::mem::take(&mut self.values);
+        let ints: Vec<bool> = values[..self.width]
+            .iter()
+            .map(|v| matches!(v, Value::Int(_)))
+            .collect();
+        let rows: Vec<Vec<serde_json::Value>> = values
+            .chunks(self.width)
+            .map(|row| {
+                row.iter()
+                    .map(|v| match v {
+                        Value::Text(t) => t.as_deref().into(),
+                        Value::Int(i) => (*i).into(),
+                    })
+                    .collect()
+            })
+            .collect();
+        held.push(
+            statement(self.head, self.tail, D::JSON_ROWS, &ints),
+            vec![dialect::json(&rows)?.into()],
+        );
         Ok(())
     }
 }
 
-/// `head VALUES ($1, $2), ($3, $4) tail` for `rows` rows of `width` values.
-fn statement(head: &str, tail: &str, width: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 6 + 16);
-    sql.push_str(head);
-    sql.push_str(" VALUES ");
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
+/// `head SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM source WHERE true tail`, for
+/// columns that are integers where `ints` says so. (`WHERE true` tells SQLite's parser an
+/// `ON CONFLICT` in `tail` belongs to the insert.)
+fn statement(head: &str, tail: &str, source: &str, ints: &[bool]) -> String {
+    let mut sql = format!("{head} SELECT ");
+    for (i, int) in ints.iter().enumerate() {
+        if i > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        for col in 0..width {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            n += 1;
-            sql.push('$');
-            sql.push_str(&n.to_string());
+        if *int {
+            sql.push_str(&format!("CAST(value ->> {i} AS BIGINT)"));
+        } else {
+            sql.push_str(&format!("value ->> {i}"));
         }
-        sql.push(')');
     }
+    sql.push_str(&format!(" FROM {source} WHERE true"));
     if !tail.is_empty() {
         sql.push(' ');
         sql.push_str(tail);
@@ -138,14 +138,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered_across_rows() {
+    fn columns_are_read_from_the_json_rows_by_position_and_kind() {
         assert_eq!(
-            statement("INSERT INTO t (a, b)", "ON CONFLICT DO NOTHING", 2, 2),
-            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+            statement(
+                "INSERT INTO t (a, b)",
+                "ON CONFLICT DO NOTHING",
+                "json_each($1)",
+                &[false, true]
+            ),
+            "INSERT INTO t (a, b) SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) \
+             FROM json_each($1) WHERE true ON CONFLICT DO NOTHING"
         );
         assert_eq!(
-            statement("INSERT INTO t (a)", "", 1, 1),
-            "INSERT INTO t (a) VALUES ($1)"
+            statement("INSERT INTO t (a)", "", "json_each($1)", &[false]),
+            "INSERT INTO t (a) SELECT value ->> 0 FROM json_each($1) WHERE true"
         );
     }
 }

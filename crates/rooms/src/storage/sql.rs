@@ -9,7 +9,8 @@ use super::blocks::{blocks_of, used_links_of};
 use super::columns::{parse, visit_columns, visit_from_row};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
-use super::events::EventWriter;
+use super::events::write_events;
+use super::pending::Pending;
 use super::visits::{
     ParticipantRows, VisitUpdates, apply_change, participants_of, quality_of, visit_of,
 };
@@ -106,16 +107,20 @@ impl<D: Dialect> SqlStorage<D> {
 /// where order allows: participants' rows in one upsert (written before anything that
 /// deletes participants), visits' status moves and starts in one update (written before any
 /// other change), and audit rows and events, numbered and chained in order here,
-/// in one insert each at the end (no change reads them). The tenants' event numbering,
-/// which every other writer of those tenants (another node, the API creating a visit)
-/// waits for until this transaction ends, is taken last, just before the events go in:
-/// held for three statements and the commit (PostgreSQL's lock waits showed joins in a
-/// burst waiting on it for 8 ms at the median when it was held for the whole batch).
+/// in one insert each at the end (no change reads them). Those writes are held
+/// ([`Pending`]) and sent with the statement that takes the events' numbers. The tenants'
+/// event numbering, which every other writer of those tenants (another node, the API
+/// creating a visit) waits for until this transaction ends, is taken there, last: on
+/// PostgreSQL it is then held for that statement and the commit. In a setup burst nearly
+/// every lock wait is on it (BENCHMARKS.md), so each round trip it is held for is one
+/// every other writer waits. On PostgreSQL a batch of joins is five round trips: begin,
+/// lock the visits, chain heads and audit seqs, the held writes with the events, commit.
 pub(super) async fn write<D: Dialect>(
     tx: &mut Transaction<'_, D>,
     ops: &[&WriteOp],
 ) -> Result<(), StorageError> {
     let mut chain = ChainWriter::start(tx, ops).await?;
+    let mut held = Pending::default();
     let mut participants = ParticipantRows::new();
     let mut updates = VisitUpdates::new();
     let mut numbered = Vec::new();
@@ -129,10 +134,11 @@ pub(super) async fn write<D: Dialect>(
                 updates.push(*visit, change)
             }
             WriteOp::Change { visit, change } => {
-                updates.flush(tx).await?;
+                updates.hold::<D>(&mut held)?;
                 if ParticipantRows::needed_before(change) {
-                    participants.flush(tx).await?;
+                    participants.hold::<D>(&mut held)?;
                 }
+                held.run(tx).await?;
                 apply_change(tx, *visit, change).await?
             }
             WriteOp::Audit {
@@ -144,21 +150,10 @@ pub(super) async fn write<D: Dialect>(
             WriteOp::Fence { .. } => {}
         }
     }
-    participants.flush(tx).await?;
-    updates.flush(tx).await?;
-    chain.finish(tx).await?;
-    let mut events = EventWriter::start(tx, &numbered).await?;
-    for op in numbered {
-        if let WriteOp::Event {
-            visit,
-            tenant,
-            event,
-        } = op
-        {
-            events.append(*visit, tenant, event)?;
-        }
-    }
-    events.finish(tx).await
+    participants.hold::<D>(&mut held)?;
+    updates.hold::<D>(&mut held)?;
+    chain.finish::<D>(&mut held)?;
+    write_events(tx, &mut held, &numbered).await
 }
 
 /// The epochs of those of `visits` that exist, locked until `tx` ends where writers lock

@@ -6,7 +6,7 @@
 //! the last seqs, then appends, and no other connection (the writer task, an API handler)
 //! can append in between. Nothing else needs locking.
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, EventNumbers};
 use super::{SqlStorage, StorageError};
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -67,6 +67,10 @@ impl Dialect for Sqlite {
     /// In WAL mode a transaction reads one snapshot from its first read on.
     const BEGIN_SNAPSHOT: &'static str = "BEGIN";
     const LOCK_EACH_VISIT: bool = false;
+    /// In the same process a statement costs no round trip: SQLite cannot run writes as
+    /// `WITH` parts, and needs not.
+    const COMBINES_WRITES: bool = false;
+    const JSON_ROWS: &'static str = "json_each($1)";
     const LOCK_VISITS: &'static str = Self::VISIT_EPOCHS;
     const VISIT_EPOCHS: &'static str =
         "SELECT id, epoch FROM visits WHERE id IN (SELECT value FROM json_each($1))";
@@ -81,20 +85,22 @@ impl Dialect for Sqlite {
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
          SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
          ON CONFLICT (visit_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
-    /// The writer holds the database, so a visit's next number is its highest plus one.
     const UPDATE_VISITS: &'static str = "UPDATE visits SET \
          status = CASE WHEN visits.status = 'open' AND u.status IS NOT NULL THEN u.status ELSE visits.status END, \
          started_at = COALESCE(visits.started_at, u.started_at) \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS started_at \
          FROM json_each($1)) AS u \
          WHERE visits.id = u.id";
-    const VISIT_EVENT_SEQS: &'static str = "SELECT key AS visit_id, value + \
-         COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = key), 0) AS last_seq \
-         FROM json_each($1)";
-    /// The writer holds the database, so a tenant's next number is its highest plus one.
-    const TENANT_EVENT_SEQS: &'static str = "SELECT key AS tenant, value + \
+    /// The writer holds the database, so a tenant's or a visit's next number is its
+    /// highest plus one.
+    const EVENT_NUMBERS: EventNumbers = EventNumbers::Read(
+        "SELECT 'tenant' AS counter, key, value + \
          COALESCE((SELECT MAX(tenant_seq) FROM visit_events WHERE tenant = key), 0) AS last_seq \
-         FROM json_each($1)";
+         FROM json_each($1) \
+         UNION ALL SELECT 'visit', key, value + \
+         COALESCE((SELECT MAX(visit_seq) FROM visit_events WHERE visit_id = key), 0) \
+         FROM json_each($2)",
+    );
     /// Rows from before the chain keep NULL hashes; this mark (see the 0002 migration) says
     /// which rows those are. A missing mark reads as 0: every row must then be chained.
     const LEGACY_MAX_SEQ: &'static str =

@@ -4,6 +4,7 @@
 use super::columns::{micros, opt_time, parse, role, time, visit_columns, visit_from_row};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
+use super::pending::Pending;
 use super::rows::{Rows, Value};
 use super::sql::{SqlStorage, write};
 use super::{ListQuery, StorageError, Visits, WriteOp};
@@ -302,10 +303,8 @@ impl ParticipantRows {
         }
     }
 
-    pub(super) async fn flush<D: Dialect>(
-        &mut self,
-        tx: &mut Transaction<'_, D>,
-    ) -> Result<(), StorageError> {
+    /// Holds the upsert of what was pushed (see [`Pending`]) and forgets it.
+    pub(super) fn hold<D: Dialect>(&mut self, held: &mut Pending) -> Result<(), StorageError> {
         if self.rows.is_empty() {
             return Ok(());
         }
@@ -322,7 +321,7 @@ impl ParticipantRows {
             rows.push(row);
         }
         self.at.clear();
-        rows.flush(tx).await
+        rows.hold::<D>(held)
     }
 }
 
@@ -371,11 +370,8 @@ impl VisitUpdates {
         }
     }
 
-    /// Writes what is held and forgets it.
-    pub(super) async fn flush<D: Dialect>(
-        &mut self,
-        tx: &mut Transaction<'_, D>,
-    ) -> Result<(), StorageError> {
+    /// Holds the update of what was pushed (see [`Pending`]) and forgets it.
+    pub(super) fn hold<D: Dialect>(&mut self, held: &mut Pending) -> Result<(), StorageError> {
         if self.rows.is_empty() {
             return Ok(());
         }
@@ -386,10 +382,7 @@ impl VisitUpdates {
                 (visit.to_string(), status.map(VisitStatus::as_str), *started)
             })
             .collect();
-        sqlx::query(D::UPDATE_VISITS)
-            .arg(dialect::json(&rows)?)
-            .execute(D::on(tx))
-            .await?;
+        held.push(D::UPDATE_VISITS, vec![dialect::json(&rows)?.into()]);
         self.rows.clear();
         Ok(())
     }

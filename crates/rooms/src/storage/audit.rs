@@ -13,7 +13,6 @@ use crate::audit::AuditEvent;
 use crate::audit_chain::{self, ChainReport, Entry, Hash, Head, StoredRow, VisitCheck};
 use async_trait::async_trait;
 use bedside_auth::{Role, TenantId};
-use sqlx::Transaction;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// Appends audit rows to visits' hash chains within one write transaction.
@@ -50,7 +49,7 @@ impl Default for ChainWriter {
 
 impl ChainWriter {
     pub(super) async fn start<D: Dialect>(
-        tx: &mut Transaction<'_, D>,
+        conn: &mut D::Connection,
         ops: &[&WriteOp],
     ) -> Result<Self, StorageError> {
         let mut chain = Self::default();
@@ -69,7 +68,7 @@ impl ChainWriter {
         let rows = sqlx::query(D::AUDIT_HEADS_AND_SEQS)
             .arg(dialect::json(&visits)?)
             .arg(dialect::json(&numbered)?)
-            .fetch_all(D::on(tx))
+            .fetch_all(D::on(conn))
             .await?;
         let mut seqs = Vec::with_capacity(rows.len());
         for row in rows {

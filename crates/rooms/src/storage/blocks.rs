@@ -13,7 +13,7 @@ use crate::VisitId;
 use async_trait::async_trait;
 use bedside_visit::Block;
 use chrono::{DateTime, Utc};
-use sqlx::{Executor, Transaction};
+use sqlx::Executor;
 
 /// A visit's blocks, the latest per identity, read on `db` (a pool or one connection).
 pub(super) async fn blocks_of<'c, D: Dialect>(
@@ -99,7 +99,7 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
 /// Records that a single-use link let someone in. Once: a second use was refused by the
 /// visit, and a write repeated after a failed batch finds the row there.
 pub(super) async fn apply_link_used<D: Dialect>(
-    tx: &mut Transaction<'_, D>,
+    conn: &mut D::Connection,
     visit: VisitId,
     jti: &str,
     at: DateTime<Utc>,
@@ -111,14 +111,14 @@ pub(super) async fn apply_link_used<D: Dialect>(
     .arg(&*D::text(jti))
     .arg(visit.to_string())
     .arg(micros(at))
-    .execute(D::on(tx))
+    .execute(D::on(conn))
     .await?;
     Ok(())
 }
 
 /// Stores a block, keeping the later one if the identity was blocked before.
 pub(super) async fn apply_block<D: Dialect>(
-    tx: &mut Transaction<'_, D>,
+    conn: &mut D::Connection,
     visit: VisitId,
     identity: &str,
     at: DateTime<Utc>,
@@ -131,7 +131,7 @@ pub(super) async fn apply_block<D: Dialect>(
     .arg(visit.to_string())
     .arg(&*D::text(identity))
     .arg(micros(at))
-    .execute(D::on(tx))
+    .execute(D::on(conn))
     .await?;
     Ok(())
 }

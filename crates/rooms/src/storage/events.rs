@@ -16,7 +16,6 @@ use crate::event::VisitEvent;
 use async_trait::async_trait;
 use bedside_auth::TenantId;
 use chrono::{DateTime, Utc};
-use sqlx::Transaction;
 use std::collections::{BTreeMap, HashMap};
 
 /// Runs what `held` holds, then inserts the events among `ops`, in their order, each
@@ -24,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 /// numbers are taken for the whole batch in one statement, sent with the held writes, and
 /// where the dialect allows the events go in that same statement ([`EventNumbers`]).
 pub(super) async fn write_events<D: Dialect>(
-    tx: &mut Transaction<'_, D>,
+    conn: &mut D::Connection,
     held: &mut Pending,
     ops: &[&WriteOp],
 ) -> Result<(), StorageError> {
@@ -40,7 +39,7 @@ pub(super) async fn write_events<D: Dialect>(
         })
         .collect();
     if events.is_empty() {
-        return held.run(tx).await;
+        return held.run::<D>(conn).await;
     }
     let mut visits = BTreeMap::<VisitId, i64>::new();
     let mut tenants = BTreeMap::<&str, i64>::new();
@@ -77,7 +76,7 @@ pub(super) async fn write_events<D: Dialect>(
             let mut values = counts;
             values.push(dialect::json(&rows)?.into());
             // An event whose numbers the statement did not find would be left out, not refused.
-            if held.run_then_fetch(tx, sql, values).await?.len() != events.len() {
+            if held.run_then_fetch::<D>(conn, sql, values).await?.len() != events.len() {
                 return Err(missing());
             }
             Ok(())
@@ -85,7 +84,7 @@ pub(super) async fn write_events<D: Dialect>(
         EventNumbers::Read(sql) => {
             let mut next_in_visit = HashMap::new();
             let mut next_in_tenant = HashMap::new();
-            for row in held.run_then_fetch(tx, sql, counts).await? {
+            for row in held.run_then_fetch::<D>(conn, sql, counts).await? {
                 let key: String = row.col("key")?;
                 let last: i64 = row.col("last_seq")?;
                 if row.col::<String>("counter")? == "tenant" {
@@ -122,7 +121,7 @@ pub(super) async fn write_events<D: Dialect>(
                 *in_tenant += 1;
             }
             rows.hold::<D>(held)?;
-            held.run(tx).await
+            held.run::<D>(conn).await
         }
     }
 }

@@ -9,7 +9,6 @@ use super::StorageError;
 use super::dialect::Dialect;
 use super::driver::Arg;
 use super::rows::Value;
-use sqlx::Transaction;
 use std::borrow::Cow;
 
 /// Most values bound to one statement: well under SQLite's 32,766 and PostgreSQL's 65,535.
@@ -42,10 +41,10 @@ impl Pending {
     /// Runs what is held, in as few statements as the dialect allows.
     pub(super) async fn run<D: Dialect>(
         &mut self,
-        tx: &mut Transaction<'_, D>,
+        conn: &mut D::Connection,
     ) -> Result<(), StorageError> {
         for (sql, values) in self.statements::<D>(None) {
-            query::<D>(&sql, &values).execute(D::on(tx)).await?;
+            query::<D>(&sql, &values).execute(D::on(conn)).await?;
         }
         Ok(())
     }
@@ -54,7 +53,7 @@ impl Pending {
     /// as [`Pending::push`]), in as few statements as the dialect allows; `last`'s rows.
     pub(super) async fn run_then_fetch<D: Dialect>(
         &mut self,
-        tx: &mut Transaction<'_, D>,
+        conn: &mut D::Connection,
         last: &'static str,
         values: Vec<Value>,
     ) -> Result<Vec<D::Row>, StorageError> {
@@ -66,9 +65,9 @@ impl Pending {
             return Ok(Vec::new());
         };
         for (sql, values) in statements {
-            query::<D>(&sql, &values).execute(D::on(tx)).await?;
+            query::<D>(&sql, &values).execute(D::on(conn)).await?;
         }
-        Ok(query::<D>(&sql, &values).fetch_all(D::on(tx)).await?)
+        Ok(query::<D>(&sql, &values).fetch_all(D::on(conn)).await?)
     }
 
     /// The statements to send for what is held, then `last`, and their values; forgets

@@ -57,6 +57,11 @@ impl<D: Dialect> SqlStorage<D> {
         self.creating.acquire().await.ok()
     }
 
+    /// A pooled connection, for statements that each commit as they end.
+    pub(super) async fn connection(&self) -> Result<PoolConnection<D>, StorageError> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Where a statement outside a transaction runs.
     pub(super) fn db(&self) -> impl Executor<'_, Database = D> {
         D::pooled(&self.pool)
@@ -88,13 +93,13 @@ impl<D: Dialect> SqlStorage<D> {
                 _ => None,
             }));
         }
-        let epochs = lock_visits(&mut tx, &locked).await?;
+        let epochs = lock_visits::<D>(&mut tx, &locked).await?;
         let fenced: Vec<VisitId> = fences
             .iter()
             .filter(|(visit, epoch)| epochs.get(visit) != Some(epoch))
             .map(|(visit, _)| *visit)
             .collect();
-        write(&mut tx, &unfenced(ops, &fenced)).await?;
+        write::<D>(&mut tx, Pending::default(), &unfenced(ops, &fenced)).await?;
         tx.commit().await?;
         Ok(fenced)
     }
@@ -115,12 +120,16 @@ impl<D: Dialect> SqlStorage<D> {
 /// every lock wait is on it (BENCHMARKS.md), so each round trip it is held for is one
 /// every other writer waits. On PostgreSQL a batch of joins is five round trips: begin,
 /// lock the visits, chain heads and audit seqs, the held writes with the events, commit.
+///
+/// `conn` is in a write transaction, or (a visit's creation on PostgreSQL, see
+/// `insert_visit`) the writes end in one statement that commits on its own. `held` may hold
+/// writes already, sent with the rest.
 pub(super) async fn write<D: Dialect>(
-    tx: &mut Transaction<'_, D>,
+    conn: &mut D::Connection,
+    mut held: Pending,
     ops: &[&WriteOp],
 ) -> Result<(), StorageError> {
-    let mut chain = ChainWriter::start(tx, ops).await?;
-    let mut held = Pending::default();
+    let mut chain = ChainWriter::start::<D>(conn, ops).await?;
     let mut participants = ParticipantRows::new();
     let mut updates = VisitUpdates::new();
     let mut numbered = Vec::new();
@@ -138,8 +147,8 @@ pub(super) async fn write<D: Dialect>(
                 if ParticipantRows::needed_before(change) {
                     participants.hold::<D>(&mut held)?;
                 }
-                held.run(tx).await?;
-                apply_change(tx, *visit, change).await?
+                held.run::<D>(conn).await?;
+                apply_change::<D>(conn, *visit, change).await?
             }
             WriteOp::Audit {
                 visit,
@@ -153,13 +162,13 @@ pub(super) async fn write<D: Dialect>(
     participants.hold::<D>(&mut held)?;
     updates.hold::<D>(&mut held)?;
     chain.finish::<D>(&mut held)?;
-    write_events(tx, &mut held, &numbered).await
+    write_events::<D>(conn, &mut held, &numbered).await
 }
 
 /// The epochs of those of `visits` that exist, locked until `tx` ends where writers lock
 /// rows.
 async fn lock_visits<D: Dialect>(
-    tx: &mut Transaction<'_, D>,
+    conn: &mut D::Connection,
     visits: &BTreeSet<VisitId>,
 ) -> Result<BTreeMap<VisitId, i64>, StorageError> {
     if visits.is_empty() {
@@ -167,7 +176,7 @@ async fn lock_visits<D: Dialect>(
     }
     let rows = sqlx::query(D::LOCK_VISITS)
         .arg(dialect::json(visits)?)
-        .fetch_all(D::on(tx))
+        .fetch_all(D::on(conn))
         .await?;
     epochs(&rows)
 }

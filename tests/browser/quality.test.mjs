@@ -82,6 +82,13 @@ for (const engine of ENGINES) {
       assert.deepEqual(pt.precheck.turn, { udp: true }, JSON.stringify(pt.precheck));
       const text = await doctor.text('#lobby-list li .precheck');
       assert.match(text, /✓ camera, ✓ microphone/);
+      // The row grew a line when the precheck arrived; Admit and Deny stay level with the
+      // patient's name rather than sliding down under the doctor's pointer.
+      const who = await doctor.box('#lobby-list li .who');
+      for (const css of ['#lobby-list li button.admit', '#lobby-list li button.deny']) {
+        const button = await doctor.box(css);
+        assert.ok(Math.abs(button.top - who.top) <= 1, `${css} level with the name: ${JSON.stringify({ button, who })}`);
+      }
       assert.notEqual(await shownNetwork(doctor), 'blocked', text);
       assert.ok(!(await patient.isVisible('#precheck-advice')), 'no advice when the network works');
       await doctor.close();

@@ -1324,14 +1324,50 @@ async fn a_claim_that_loads_raises_the_epoch_and_reads_the_visit_as_stored() {
         visit: v.id,
         change,
     };
+    // Every list of the visit with more than one entry, written out of the order it is
+    // read in, and every optional field set somewhere.
+    let later = now + TimeDelta::seconds(1);
+    let first = person("pt-1");
+    let second = StoredParticipant {
+        since: later,
+        dropped_at: Some(later),
+        consent: Some(bedside_visit::ConsentGiven {
+            version: "v2".into(),
+            at: later,
+        }),
+        role: Role::Guest,
+        ..person("gu-1")
+    };
+    let quality = bedside_visit::quality::StoredQuality {
+        participant_id: first.participant_id,
+        identity: first.identity.clone(),
+        role: first.role,
+        tracker: Default::default(),
+    };
     let fenced = db
         .apply(&[
-            change(&a, Change::Participant(person("pt-1"))),
+            change(&a, Change::Participant(second.clone())),
+            change(&a, Change::Participant(first.clone())),
+            change(&a, Change::Quality(Box::new(quality.clone()))),
             change(
                 &a,
                 Change::Blocked {
                     identity: "pt-2".into(),
                     at: now,
+                },
+            ),
+            change(
+                &a,
+                Change::Blocked {
+                    identity: "pt-0".into(),
+                    at: later,
+                },
+            ),
+            change(
+                &a,
+                Change::LinkUsed {
+                    jti: "link-2".into(),
+                    at: later,
                 },
             ),
             change(
@@ -1366,9 +1402,22 @@ async fn a_claim_that_loads_raises_the_epoch_and_reads_the_visit_as_stored() {
         format!("{loaded:?}"),
         "as a load reads it"
     );
-    assert_eq!(read.participants.len(), 1);
-    assert_eq!(read.blocks.len(), 1);
-    assert_eq!(read.used_links, ["link-1"]);
+    assert_eq!(read.participants, [first, second], "in the order they came");
+    assert_eq!(
+        read.blocks,
+        [
+            bedside_visit::Block {
+                identity: "pt-0".into(),
+                at: later
+            },
+            bedside_visit::Block {
+                identity: "pt-2".into(),
+                at: now
+            },
+        ]
+    );
+    assert_eq!(read.used_links, ["link-1", "link-2"], "in the order used");
+    assert_eq!(read.quality, [quality]);
     assert!(read.record.started_at.is_some());
 
     // Taken over again: the earlier claim's writes are refused.
@@ -1385,7 +1434,7 @@ async fn a_claim_that_loads_raises_the_epoch_and_reads_the_visit_as_stored() {
         .await
         .unwrap();
     assert_eq!(refused, [a.id], "a write under the old epoch is refused");
-    assert_eq!(db.participants(a.id).await.unwrap().len(), 1);
+    assert_eq!(db.participants(a.id).await.unwrap().len(), 2);
 
     let (epoch, read) = db.claim_loading(ended.id).await.unwrap().unwrap();
     assert_eq!(epoch, 1);

@@ -4,7 +4,7 @@
 //! writer ([`apply_block`], in the same transaction as the removal and its audit row), read
 //! with the visit, by the API when it mints a token, and by the embedded TURN server.
 
-use super::columns::{micros, time};
+use super::columns::{VisitList, micros, time};
 use super::dialect::Dialect;
 use super::driver::{Arg, Col};
 use super::sql::SqlStorage;
@@ -13,45 +13,42 @@ use crate::VisitId;
 use async_trait::async_trait;
 use bedside_visit::Block;
 use chrono::{DateTime, Utc};
-use sqlx::Executor;
 
-/// A visit's blocks, the latest per identity, read on `db` (a pool or one connection).
-pub(super) async fn blocks_of<'c, D: Dialect>(
-    db: impl Executor<'c, Database = D>,
-    visit: VisitId,
-) -> Result<Vec<Block>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT identity, blocked_at FROM access_blocks WHERE visit_id = $1 ORDER BY identity",
-    )
-    .arg(visit.to_string())
-    .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
+/// A visit's blocks, one per identity.
+pub(super) const BLOCKS: VisitList = VisitList {
+    table: "access_blocks",
+    columns: "identity, blocked_at",
+    order: "identity",
+};
+
+/// The `jti`s of a visit's used single-use links.
+pub(super) const USED_LINKS: VisitList = VisitList {
+    table: "used_links",
+    columns: "jti",
+    order: "used_at",
+};
+
+/// Blocks from [`BLOCKS`]' rows.
+pub(super) fn blocks_from(rows: Vec<(String, i64)>) -> Result<Vec<Block>, StorageError> {
+    rows.into_iter()
+        .map(|(identity, at)| {
             Ok(Block {
-                identity: r.col("identity")?,
-                at: time(r.col("blocked_at")?)?,
+                identity,
+                at: time(at)?,
             })
         })
         .collect()
 }
 
-/// The `jti`s of a visit's used single-use links, read on `db`.
-pub(super) async fn used_links_of<'c, D: Dialect>(
-    db: impl Executor<'c, Database = D>,
-    visit: VisitId,
-) -> Result<Vec<String>, StorageError> {
-    let rows = sqlx::query("SELECT jti FROM used_links WHERE visit_id = $1 ORDER BY used_at")
-        .arg(visit.to_string())
-        .fetch_all(db)
-        .await?;
-    rows.iter().map(|r| Ok(r.col("jti")?)).collect()
+/// `jti`s from [`USED_LINKS`]' rows.
+pub(super) fn used_links_from(rows: Vec<(String,)>) -> Vec<String> {
+    rows.into_iter().map(|(jti,)| jti).collect()
 }
 
 #[async_trait]
 impl<D: Dialect> AccessBlocks for SqlStorage<D> {
     async fn blocks(&self, visit: VisitId) -> Result<Vec<Block>, StorageError> {
-        blocks_of(self.reads(), visit).await
+        blocks_from(BLOCKS.read(self.reads(), visit).await?)
     }
 
     async fn blocked_at(
@@ -92,7 +89,7 @@ impl<D: Dialect> AccessBlocks for SqlStorage<D> {
     }
 
     async fn used_links(&self, visit: VisitId) -> Result<Vec<String>, StorageError> {
-        used_links_of(self.reads(), visit).await
+        Ok(used_links_from(USED_LINKS.read(self.reads(), visit).await?))
     }
 }
 

@@ -12,7 +12,8 @@ use crate::record::{UnknownValue, VisitRecord};
 use bedside_auth::{Role, TenantId};
 use bedside_visit::{ConsentText, ProviderId};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use serde::de::DeserializeOwned;
+use sqlx::{Executor, Row};
 use std::str::FromStr;
 
 /// The columns [`visit_from_row`] reads, in `SELECT` order.
@@ -24,6 +25,49 @@ macro_rules! visit_columns {
     };
 }
 pub(super) use visit_columns;
+
+/// One of a visit's lists (its blocks, participants, ...), read as a JSON array of arrays
+/// in one column ([`Dialect::json_array_of`]): so the lists of a visit being loaded come
+/// back from one statement, one round trip instead of one each.
+pub(super) struct VisitList {
+    pub table: &'static str,
+    /// The columns of each element, in order.
+    pub columns: &'static str,
+    pub order: &'static str,
+}
+
+impl VisitList {
+    /// `(SELECT <the visit's rows as a JSON array> FROM table WHERE visit_id = $1)`.
+    pub(super) fn expr<D: Dialect>(&self) -> String {
+        format!(
+            "(SELECT {} FROM {} WHERE visit_id = $1)",
+            D::json_array_of(self.columns, self.order),
+            self.table
+        )
+    }
+
+    /// The rows of [`VisitList::expr`]'s text, each as `T` (a tuple of the columns).
+    pub(super) fn decode<T: DeserializeOwned>(&self, json: &str) -> Result<Vec<T>, StorageError> {
+        serde_json::from_str(json)
+            .map_err(|e| StorageError::Corrupt(format!("{} of a visit: {e}", self.table)))
+    }
+
+    /// Reads the list of `visit` on `db` (a pool or one connection).
+    pub(super) async fn read<'c, D: Dialect, T: DeserializeOwned>(
+        &self,
+        db: impl Executor<'c, Database = D>,
+        visit: crate::VisitId,
+    ) -> Result<Vec<T>, StorageError> {
+        use super::driver::Arg;
+        // Built from this folder's fixed texts: no value is in it.
+        let sql = format!("SELECT {} AS list", self.expr::<D>());
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .arg(visit.to_string())
+            .fetch_one(db)
+            .await?;
+        self.decode(&row.col::<String>("list")?)
+    }
+}
 
 pub(super) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()

@@ -94,6 +94,10 @@ pub trait Dialect:
     /// each would (see `VisitUpdates`).
     const UPDATE_VISITS: &'static str;
 
+    /// An aggregate of the rows a query selects: `columns` of each as a JSON array, all of
+    /// them as one JSON array (text) in `order`; `[]` when there are none.
+    fn json_array_of(columns: &str, order: &str) -> String;
+
     /// Text as the database can hold it.
     fn text(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(s)

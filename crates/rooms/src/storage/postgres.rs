@@ -175,6 +175,12 @@ impl Dialect for Postgres {
     /// No PostgreSQL database held rows from before the chain (see migrations/postgres/0002).
     const LEGACY_MAX_SEQ: &'static str = "SELECT CAST(0 AS BIGINT) AS seq";
 
+    fn json_array_of(columns: &str, order: &str) -> String {
+        format!(
+            "CAST(COALESCE(json_agg(json_build_array({columns}) ORDER BY {order}), '[]') AS TEXT)"
+        )
+    }
+
     /// PostgreSQL text cannot hold NUL characters (SQLite's can). Inputs reject control
     /// characters before they get here; this keeps a stray one from failing a whole write
     /// batch, and the audit chain hashes the text as stored.

@@ -105,4 +105,8 @@ impl Dialect for Sqlite {
     /// which rows those are. A missing mark reads as 0: every row must then be chained.
     const LEGACY_MAX_SEQ: &'static str =
         "SELECT COALESCE(MAX(legacy_max_seq), 0) AS seq FROM audit_chain_start";
+
+    fn json_array_of(columns: &str, order: &str) -> String {
+        format!("json_group_array(json_array({columns}) ORDER BY {order})")
+    }
 }

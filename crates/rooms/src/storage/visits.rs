@@ -1,7 +1,9 @@
 //! Visits and who is in them, in either database: the rows, the reads the API and the
 //! registry make, and how a visit's [`Change`] is written.
 
-use super::columns::{micros, opt_time, parse, role, time, visit_columns, visit_from_row};
+use super::columns::{
+    VisitList, micros, opt_time, parse, role, time, visit_columns, visit_from_row,
+};
 use super::dialect::{self, Dialect};
 use super::driver::{Arg, Col};
 use super::pending::Pending;
@@ -122,11 +124,11 @@ impl<D: Dialect> Visits for SqlStorage<D> {
     }
 
     async fn participants(&self, id: VisitId) -> Result<Vec<StoredParticipant>, StorageError> {
-        participants_of(self.reads(), id).await
+        participants_from(PARTICIPANTS.read(self.reads(), id).await?)
     }
 
     async fn quality(&self, id: VisitId) -> Result<Vec<StoredQuality>, StorageError> {
-        quality_of(self.reads(), id).await
+        quality_from(QUALITY.read(self.reads(), id).await?)
     }
 
     async fn apply(&self, ops: &[WriteOp]) -> Result<Vec<VisitId>, StorageError> {
@@ -206,60 +208,78 @@ pub(super) async fn visit_of<'c, D: Dialect>(
     .transpose()
 }
 
-/// Who is in a visit as stored, read on `db`.
-pub(super) async fn participants_of<'c, D: Dialect>(
-    db: impl Executor<'c, Database = D>,
-    id: VisitId,
+/// A visit's participants, in the order they came.
+pub(super) const PARTICIPANTS: VisitList = VisitList {
+    table: "participants",
+    columns: "participant_id, identity, role, name, state, since, dropped_at, consent_version, consent_at",
+    order: "since, participant_id",
+};
+
+/// The call quality kept for a visit's participants.
+pub(super) const QUALITY: VisitList = VisitList {
+    table: "participant_quality",
+    columns: "participant_id, identity, role, tracker",
+    order: "participant_id",
+};
+
+/// A participant's row as [`PARTICIPANTS`] reads it.
+type ParticipantRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// Participants from [`PARTICIPANTS`]' rows.
+pub(super) fn participants_from(
+    rows: Vec<ParticipantRow>,
 ) -> Result<Vec<StoredParticipant>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT participant_id, identity, role, name, state, since, dropped_at, consent_version, \
-             consent_at FROM participants \
-             WHERE visit_id = $1 ORDER BY since, participant_id",
-    )
-    .arg(id.to_string())
-    .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StoredParticipant {
-                participant_id: parse(&r.col::<String>("participant_id")?)?,
-                identity: r.col("identity")?,
-                role: role(&r.col::<String>("role")?)?,
-                name: r.col("name")?,
-                state: parse(&r.col::<String>("state")?)?,
-                since: time(r.col("since")?)?,
-                dropped_at: opt_time(r.col("dropped_at")?)?,
-                consent: match (
-                    r.col::<Option<String>>("consent_version")?,
-                    opt_time(r.col("consent_at")?)?,
-                ) {
-                    (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
-                    _ => None,
-                },
-            })
-        })
+    rows.into_iter()
+        .map(
+            |(
+                id,
+                identity,
+                role_name,
+                name,
+                state,
+                since,
+                dropped_at,
+                consent_version,
+                consent_at,
+            )| {
+                Ok(StoredParticipant {
+                    participant_id: parse(&id)?,
+                    identity,
+                    role: role(&role_name)?,
+                    name,
+                    state: parse(&state)?,
+                    since: time(since)?,
+                    dropped_at: opt_time(dropped_at)?,
+                    consent: match (consent_version, opt_time(consent_at)?) {
+                        (Some(version), Some(at)) => Some(ConsentGiven { version, at }),
+                        _ => None,
+                    },
+                })
+            },
+        )
         .collect()
 }
 
-/// Everyone's call quality in a visit as last written, read on `db`.
-pub(super) async fn quality_of<'c, D: Dialect>(
-    db: impl Executor<'c, Database = D>,
-    id: VisitId,
+/// Call quality from [`QUALITY`]'s rows.
+pub(super) fn quality_from(
+    rows: Vec<(String, String, String, String)>,
 ) -> Result<Vec<StoredQuality>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT participant_id, identity, role, tracker FROM participant_quality \
-             WHERE visit_id = $1 ORDER BY participant_id",
-    )
-    .arg(id.to_string())
-    .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let tracker: String = r.col("tracker")?;
+    rows.into_iter()
+        .map(|(id, identity, role_name, tracker)| {
             Ok(StoredQuality {
-                participant_id: parse(&r.col::<String>("participant_id")?)?,
-                identity: r.col("identity")?,
-                role: role(&r.col::<String>("role")?)?,
+                participant_id: parse(&id)?,
+                identity,
+                role: role(&role_name)?,
                 tracker: serde_json::from_str(&tracker)
                     .map_err(|e| StorageError::Corrupt(format!("quality tracker: {e}")))?,
             })

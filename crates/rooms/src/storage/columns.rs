@@ -4,7 +4,7 @@
 //! rows decoded from any sqlx row with the same column names.
 
 use super::dialect::Dialect;
-use super::driver::Col;
+use super::driver::{Arg, Col};
 use super::{StorageError, StoredEvent};
 use crate::audit::AuditKind;
 use crate::audit_chain::StoredFields;
@@ -58,7 +58,6 @@ impl VisitList {
         db: impl Executor<'c, Database = D>,
         visit: crate::VisitId,
     ) -> Result<Vec<T>, StorageError> {
-        use super::driver::Arg;
         // Built from this folder's fixed texts: no value is in it.
         let sql = format!("SELECT {} AS list", self.expr::<D>());
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))

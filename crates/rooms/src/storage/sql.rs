@@ -166,8 +166,8 @@ pub(super) async fn write<D: Dialect>(
     write_events::<D>(conn, &mut held, &numbered).await
 }
 
-/// The epochs of those of `visits` that exist, locked until `tx` ends where writers lock
-/// rows.
+/// The epochs of those of `visits` that exist, locked until `conn`'s transaction ends
+/// where writers lock rows.
 async fn lock_visits<D: Dialect>(
     conn: &mut D::Connection,
     visits: &BTreeSet<VisitId>,
@@ -231,7 +231,7 @@ impl<D: Dialect> Fencing for SqlStorage<D> {
         &self,
         visit: VisitId,
     ) -> Result<Option<(i64, Option<StoredVisit>)>, StorageError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.connection().await?;
         let Some(row) = sqlx::query(concat!(
             "UPDATE visits SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch, ",
             visit_columns!()

@@ -4,7 +4,7 @@
 use super::columns::{
     VisitList, micros, opt_time, parse, role, time, visit_columns, visit_from_row,
 };
-use super::dialect::{self, Dialect};
+use super::dialect::{self, Dialect, EventNumbers};
 use super::driver::{Arg, Col};
 use super::pending::Pending;
 use super::rows::{Rows, Value};
@@ -77,7 +77,12 @@ impl<D: Dialect> Visits for SqlStorage<D> {
             },
         ];
         let ops: Vec<&WriteOp> = created.iter().collect();
-        if D::COMBINES_WRITES {
+        // Atomic without a transaction only where the visit, its audit row and its event
+        // (with its numbering) all go in one statement: held writes combined, and events
+        // numbered where they are inserted.
+        let one_statement =
+            D::COMBINES_WRITES && matches!(D::EVENT_NUMBERS, EventNumbers::Insert(_));
+        if one_statement {
             // The audit seq is taken first, then the visit, its audit row and its event go
             // in one statement, which commits as it ends: the tenant's event numbering,
             // which every writer of the tenant's events waits for, is held for no round

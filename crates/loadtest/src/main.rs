@@ -211,6 +211,11 @@ enum Command {
         /// Seconds to hold the connections after measuring.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
         hold: u64,
+        /// With --server-pid: seconds after the first reading (3 s after the last join) to
+        /// read the server's memory again, once its allocator has given back what the join
+        /// burst freed; that reading is `bytes_per_connection` (0: the first reading is).
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=300))]
+        settle: u64,
     },
     /// Prints two JSON reports side by side with their ratios (first / second).
     Compare { first: PathBuf, second: PathBuf },
@@ -384,6 +389,7 @@ async fn main() -> anyhow::Result<()> {
             connections,
             per_visit,
             hold,
+            settle,
         } => {
             raise_fd_limit();
             let opts = idle::Options {
@@ -392,6 +398,7 @@ async fn main() -> anyhow::Result<()> {
                 sources,
                 server_pid: target.server_pid,
                 hold: Duration::from_secs(hold),
+                settle: Duration::from_secs(settle),
             };
             idle::run(target.target()?, opts).await?
         }

@@ -115,6 +115,62 @@ async fn the_lean_relay_carries_the_visits_load() {
     assert_relayed(&report);
 }
 
+/// The memory figure of record is read once the server has settled, with everyone still
+/// held; the first reading, 3 s after the last join, is reported beside it. The relay runs
+/// in this process, so this process's resident memory is what is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_memory_is_read_right_after_the_joins_and_again_once_settled() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("ws://{}", listener.local_addr().expect("bound"));
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _ = rt.block_on(
+            tokio::task::LocalSet::new().run_until(bedside_loadtest::baseline::serve(listener)),
+        );
+    });
+    let target = Target::baseline(&url).expect("loopback");
+    let started = std::time::Instant::now();
+    let report = idle::run(
+        target,
+        idle::Options {
+            connections: 20,
+            per_visit: 2,
+            sources: Sources::new(2),
+            server_pid: Some(std::process::id()),
+            hold: Duration::ZERO,
+            settle: Duration::from_secs(2),
+        },
+    )
+    .await
+    .expect("runs");
+    assert!(report.stats.errors.is_empty(), "{:?}", report.stats.errors);
+    assert_eq!(report.stats.counts.get("connections held"), Some(&20));
+    // The first reading 3 s after the joins, the second 2 s after that.
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for key in [
+        "rss_before_mib",
+        "rss_first_mib",
+        "rss_after_mib",
+        "bytes_per_connection_first",
+        "bytes_per_connection",
+    ] {
+        assert!(
+            report.server.contains_key(key),
+            "{key} in {:?}",
+            report.server
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peerjs_carries_the_visits_load_and_holds_idle_connections() {
     let (_server, url) = peerjs().await;
@@ -132,6 +188,7 @@ async fn peerjs_carries_the_visits_load_and_holds_idle_connections() {
             sources: Sources::new(2),
             server_pid: None,
             hold: Duration::ZERO,
+            settle: Duration::ZERO,
         },
     )
     .await

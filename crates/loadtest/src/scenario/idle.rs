@@ -25,7 +25,15 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// How long to hold everyone after measuring.
     pub hold: Duration,
+    /// With `server_pid`: how long after the first reading (3 s after the last join) to
+    /// read resident memory again, everyone held and answering pings. An allocator gives
+    /// back what a join burst freed only after a while (jemalloc's decay), so this second
+    /// reading is what an idle node settles to; zero skips it.
+    pub settle: Duration,
 }
+
+/// The first reading: long enough after the last join for its writes to be queued.
+const FIRST_READING: Duration = Duration::from_secs(3);
 
 pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     let per_visit = opts.per_visit.clamp(1, 8);
@@ -91,28 +99,14 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     bar.finish_and_clear();
     let elapsed = started.elapsed();
     stats.count("connections held", held.len() as u64);
-    // Let allocations settle before reading memory.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(FIRST_READING).await;
     let mut server = BTreeMap::new();
-    if let Some(pid) = opts.server_pid {
-        if let (Some(before), Ok(after)) = (rss_before, procstat::rss_bytes(pid)) {
-            server.insert("rss_before_mib", before as f64 / 1048576.0);
-            server.insert("rss_after_mib", after as f64 / 1048576.0);
-            if !held.is_empty() {
-                server.insert(
-                    "bytes_per_connection",
-                    after.saturating_sub(before) as f64 / held.len() as f64,
-                );
-            }
-        }
-        if let Ok(fds) = procstat::open_fds(pid) {
-            server.insert("open_fds", fds as f64);
-        }
-    }
-    // Scripts that hold idle visits beside other load wait for this line.
-    eprintln!("holding {} connections", held.len());
+    let rss_at_first = opts
+        .server_pid
+        .and_then(|pid| procstat::rss_bytes(pid).ok());
     // Held as a browser holds them: answering the server's pings (an unread connection is
     // rightly dropped as dead after the server's idle timeout).
+    let connections = held.len();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let holders: Vec<_> = held
         .into_iter()
@@ -124,6 +118,34 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
             })
         })
         .collect();
+    if let Some(pid) = opts.server_pid {
+        let settled = if opts.settle.is_zero() {
+            None
+        } else {
+            tokio::time::sleep(opts.settle).await;
+            procstat::rss_bytes(pid).ok()
+        };
+        if let (Some(before), Some(first)) = (rss_before, rss_at_first) {
+            let per_connection =
+                |after: u64| after.saturating_sub(before) as f64 / connections.max(1) as f64;
+            let mib = |bytes: u64| bytes as f64 / 1048576.0;
+            server.insert("rss_before_mib", mib(before));
+            server.insert("rss_first_mib", mib(first));
+            server.insert("bytes_per_connection_first", per_connection(first));
+            // The figure of record: what the idle node holds once settled, or the first
+            // reading when not waited for.
+            let after = settled.unwrap_or(first);
+            server.insert("rss_after_mib", mib(after));
+            if connections > 0 {
+                server.insert("bytes_per_connection", per_connection(after));
+            }
+        }
+        if let Ok(fds) = procstat::open_fds(pid) {
+            server.insert("open_fds", fds as f64);
+        }
+    }
+    // Scripts that hold idle visits beside other load wait for this line.
+    eprintln!("holding {connections} connections");
     tokio::time::sleep(opts.hold).await;
     let _ = stop_tx.send(true);
     for holder in holders {

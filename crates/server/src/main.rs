@@ -7,6 +7,14 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc for the whole process, SQLite's C code included (the crate's unprefixed
+/// `malloc`): with its background thread it gives back, within seconds, the memory a burst of
+/// joins used and freed, which glibc keeps between live blocks (BENCHMARKS.md, "Memory per
+/// idle authenticated connection"). `MALLOC_CONF` tunes it at run time.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "bedside",

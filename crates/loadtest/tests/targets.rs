@@ -94,13 +94,25 @@ async fn peerjs() -> (Child, String) {
     (child, url)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lean_relay_carries_the_visits_load() {
+/// 20 idle connections, two per visit; memory read from `server_pid` if given.
+fn idle_options(server_pid: Option<u32>, settle: Duration) -> idle::Options {
+    idle::Options {
+        connections: 20,
+        per_visit: 2,
+        sources: Sources::new(2),
+        server_pid,
+        hold: Duration::ZERO,
+        settle,
+    }
+}
+
+/// The lean relay in this process, on a thread of its own as the `baseline-relay` binary
+/// runs it (one thread).
+async fn lean_relay() -> Target {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
     let url = format!("ws://{}", listener.local_addr().expect("bound"));
-    // One thread, as the `baseline-relay` binary runs it.
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -110,7 +122,12 @@ async fn the_lean_relay_carries_the_visits_load() {
             tokio::task::LocalSet::new().run_until(bedside_loadtest::baseline::serve(listener)),
         );
     });
-    let target = Target::baseline(&url).expect("loopback");
+    Target::baseline(&url).expect("loopback")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_relay_carries_the_visits_load() {
+    let target = lean_relay().await;
     let report = visits::run(target, visits_options()).await.expect("runs");
     assert_relayed(&report);
 }
@@ -120,31 +137,11 @@ async fn the_lean_relay_carries_the_visits_load() {
 /// in this process, so this process's resident memory is what is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_memory_is_read_right_after_the_joins_and_again_once_settled() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!("ws://{}", listener.local_addr().expect("bound"));
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let _ = rt.block_on(
-            tokio::task::LocalSet::new().run_until(bedside_loadtest::baseline::serve(listener)),
-        );
-    });
-    let target = Target::baseline(&url).expect("loopback");
+    let target = lean_relay().await;
     let started = std::time::Instant::now();
     let report = idle::run(
         target,
-        idle::Options {
-            connections: 20,
-            per_visit: 2,
-            sources: Sources::new(2),
-            server_pid: Some(std::process::id()),
-            hold: Duration::ZERO,
-            settle: Duration::from_secs(2),
-        },
+        idle_options(Some(std::process::id()), Duration::from_secs(2)),
     )
     .await
     .expect("runs");
@@ -180,19 +177,9 @@ async fn peerjs_carries_the_visits_load_and_holds_idle_connections() {
         .expect("runs");
     assert_relayed(&report);
 
-    let report = idle::run(
-        target,
-        idle::Options {
-            connections: 20,
-            per_visit: 2,
-            sources: Sources::new(2),
-            server_pid: None,
-            hold: Duration::ZERO,
-            settle: Duration::ZERO,
-        },
-    )
-    .await
-    .expect("runs");
+    let report = idle::run(target, idle_options(None, Duration::ZERO))
+        .await
+        .expect("runs");
     assert!(report.stats.errors.is_empty(), "{:?}", report.stats.errors);
     assert_eq!(report.stats.counts.get("connections held"), Some(&20));
 }

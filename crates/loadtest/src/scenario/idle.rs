@@ -32,7 +32,8 @@ pub struct Options {
     pub settle: Duration,
 }
 
-/// The first reading: long enough after the last join for its writes to be queued.
+/// When the first reading is taken after the last join: the only reading before the settled
+/// one was added, kept so figures compare with older results.
 const FIRST_READING: Duration = Duration::from_secs(3);
 
 pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {

@@ -102,9 +102,6 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
     stats.count("connections held", held.len() as u64);
     tokio::time::sleep(FIRST_READING).await;
     let mut server = BTreeMap::new();
-    let rss_at_first = opts
-        .server_pid
-        .and_then(|pid| procstat::rss_bytes(pid).ok());
     // Held as a browser holds them: answering the server's pings (an unread connection is
     // rightly dropped as dead after the server's idle timeout).
     let connections = held.len();
@@ -120,24 +117,25 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
         })
         .collect();
     if let Some(pid) = opts.server_pid {
+        let first = procstat::rss_bytes(pid).ok();
         let settled = if opts.settle.is_zero() {
             None
         } else {
             tokio::time::sleep(opts.settle).await;
             procstat::rss_bytes(pid).ok()
         };
-        if let (Some(before), Some(first)) = (rss_before, rss_at_first) {
-            let per_connection =
-                |after: u64| after.saturating_sub(before) as f64 / connections.max(1) as f64;
+        if let (Some(before), Some(first)) = (rss_before, first) {
             let mib = |bytes: u64| bytes as f64 / 1048576.0;
-            server.insert("rss_before_mib", mib(before));
-            server.insert("rss_first_mib", mib(first));
-            server.insert("bytes_per_connection_first", per_connection(first));
             // The figure of record: what the idle node holds once settled, or the first
             // reading when not waited for.
             let after = settled.unwrap_or(first);
+            server.insert("rss_before_mib", mib(before));
+            server.insert("rss_first_mib", mib(first));
             server.insert("rss_after_mib", mib(after));
             if connections > 0 {
+                let per_connection =
+                    |rss: u64| rss.saturating_sub(before) as f64 / connections as f64;
+                server.insert("bytes_per_connection_first", per_connection(first));
                 server.insert("bytes_per_connection", per_connection(after));
             }
         }

@@ -136,7 +136,7 @@ impl Dialect for Postgres {
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) ORDER BY id FOR UPDATE";
     const VISIT_EPOCHS: &'static str = "SELECT id, epoch FROM visits \
          WHERE id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON))))";
-    const JSON_ROWS: &'static str = "json_array_elements(CAST($1 AS JSON))";
+    const JSON_ROWS: &'static str = "jsonb_array_elements(CAST($1 AS JSONB))";
     const COMBINES_WRITES: bool = true;
     /// Creates missing counter rows and locks and raises existing ones, in key order
     /// (`json_each_text` keeps the keys in the order of the text, sorted), then inserts
@@ -156,7 +156,7 @@ impl Dialect for Postgres {
          SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, v.last_seq - CAST(e.value ->> 3 AS BIGINT), \
          e.value ->> 4, CAST(e.value ->> 5 AS BIGINT), e.value ->> 6, CAST(e.value ->> 5 AS BIGINT), \
          t.last_seq - CAST(e.value ->> 7 AS BIGINT) \
-         FROM json_array_elements(CAST($3 AS JSON)) WITH ORDINALITY AS e(value, n) \
+         FROM jsonb_array_elements(CAST($3 AS JSONB)) WITH ORDINALITY AS e(value, n) \
          JOIN t ON t.tenant = e.value ->> 1 JOIN v ON v.visit_id = e.value ->> 2 ORDER BY e.n \
          RETURNING 1 AS inserted",
     );
@@ -164,13 +164,13 @@ impl Dialect for Postgres {
          WHERE visit_id = ANY(ARRAY(SELECT json_array_elements_text(CAST($1 AS JSON)))) \
          UNION ALL SELECT NULL, NULL, nextval('audit_events_seq') FROM json_array_elements(CAST($2 AS JSON))";
     const WRITE_AUDIT_HEADS: &'static str = "INSERT INTO audit_heads (visit_id, seq, hash) \
-         SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), value ->> 2 FROM json_array_elements(CAST($1 AS JSON)) \
+         SELECT value ->> 0, CAST(value ->> 1 AS BIGINT), value ->> 2 FROM jsonb_array_elements(CAST($1 AS JSONB)) \
          ON CONFLICT (visit_id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash";
     const UPDATE_VISITS: &'static str = "UPDATE visits SET \
          status = CASE WHEN visits.status = 'open' AND u.status IS NOT NULL THEN u.status ELSE visits.status END, \
          started_at = COALESCE(visits.started_at, u.started_at) \
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, CAST(value ->> 2 AS BIGINT) AS started_at \
-         FROM json_array_elements(CAST($1 AS JSON))) AS u \
+         FROM jsonb_array_elements(CAST($1 AS JSONB))) AS u \
          WHERE visits.id = u.id";
     /// No PostgreSQL database held rows from before the chain (see migrations/postgres/0002).
     const LEGACY_MAX_SEQ: &'static str = "SELECT CAST(0 AS BIGINT) AS seq";

@@ -16,7 +16,8 @@
 //!   one statement, and numbers and inserts its events in one; SQLite, in the same
 //!   process, runs them in turn ([`Dialect::COMBINES_WRITES`]).
 //! - **Lists.** A statement about many visits binds them as one JSON text, which SQLite
-//!   reads with `json_each` and PostgreSQL with its `json_array_elements` family.
+//!   reads with `json_each` and PostgreSQL with its `json_array_elements` family (rows
+//!   as `jsonb`, parsed once for all their columns).
 //! - **The chain's first link.** SQLite databases may hold rows from before the audit chain;
 //!   PostgreSQL ones never do ([`Dialect::LEGACY_MAX_SEQ`]).
 //! - **Text.** PostgreSQL's cannot hold NUL characters ([`Dialect::text`]).

@@ -6,7 +6,7 @@
 //! pins (`scripts/test-prerequisites` installs it).
 
 use bedside_loadtest::report::Report;
-use bedside_loadtest::scenario::{CONNECT, idle, visits};
+use bedside_loadtest::scenario::{CONNECT, RELAY, idle, visits};
 use bedside_loadtest::target::{Sources, Target};
 use std::path::Path;
 use std::process::Stdio;
@@ -56,12 +56,29 @@ fn assert_relayed(report: &Report) {
         "{}: {relayed} messages relayed",
         report.target
     );
-    let timed = stats.latencies.get("relay one-way").map_or(0, |h| h.len());
+    let timed = stats.latencies.get(RELAY).map_or(0, |h| h.len());
     assert_eq!(
         timed, relayed,
         "{}: every relayed signal carried its timestamp through",
         report.target
     );
+    // One value per visit, each within the run's own range.
+    let all = &stats.latencies[RELAY];
+    for name in [visits::EACH_VISIT_P50, visits::EACH_VISIT_P99] {
+        let each = stats.latencies.get(name);
+        assert_eq!(
+            each.map(|h| h.len()),
+            Some(VISITS as u64),
+            "{}: {name} for every visit",
+            report.target
+        );
+        let each = each.expect("checked above");
+        assert!(
+            each.min() >= all.min() && each.max() <= all.max(),
+            "{}: {name} outside the run's range",
+            report.target
+        );
+    }
 }
 
 /// PeerJS's server on a port it picks, and its URL; killed when dropped.

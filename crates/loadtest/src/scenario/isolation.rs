@@ -6,7 +6,7 @@
 //! The counts (sent, delivered, lost, duplicated, misdelivered) are exact, not sampled:
 //! a single signal crossing visits, vanishing or arriving twice fails the run.
 
-use super::{Peer, hold, leave, pair, signal};
+use super::{Peer, RELAY, hold, leave, pair, signal};
 use crate::client::Incoming;
 use crate::payload;
 use crate::procstat;
@@ -260,7 +260,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Outcome> {
                 stats.merge(s);
                 tally.add(t);
                 for ns in relay_ns {
-                    stats.record_ns("relay one-way", ns);
+                    stats.record_ns(RELAY, ns);
                 }
             }
             Err(e) => stats.error(format!("task: {e}")),

@@ -81,6 +81,9 @@ pub async fn admit(
 /// connections count.
 pub const CONNECT: &str = "connect to ready";
 
+/// From a signal's timestamp, taken as it is sent, until the other side has it.
+pub const RELAY: &str = "relay one-way";
+
 /// A doctor and an admitted patient in visit `visit` (Bedside), or two named connections
 /// (baseline, PeerJS). Join latencies go to `stats`.
 pub async fn pair(
@@ -337,7 +340,7 @@ pub async fn relay(
         }
         if phase.measuring.load(Ordering::Relaxed) {
             if let Some(ts) = frame.data.and_then(|d| d.ts) {
-                stats.record_ns("relay one-way", payload::now_ns().saturating_sub(ts));
+                stats.record_ns(RELAY, payload::now_ns().saturating_sub(ts));
             }
             stats.count("messages relayed", 1);
             stats.count("bytes relayed", text.len() as u64);

@@ -2,7 +2,7 @@
 //! joins, patient waits and is admitted, offer/answer/candidates, chat), then closed-loop
 //! round trips of fixed-size signals for a duration, then everyone leaves.
 
-use super::{Phase, Signals, hold, leave, negotiate, pair, relay};
+use super::{Phase, RELAY, Signals, hold, leave, negotiate, pair, relay};
 use crate::peer;
 use crate::procstat;
 use crate::report::{Report, Stats};
@@ -40,6 +40,33 @@ pub struct Options {
     pub sources: Sources,
     /// The server's pid, to report its CPU time and memory.
     pub server_pid: Option<u32>,
+}
+
+/// Each visit's own median and tail of the relay, one value per visit. A tail every visit
+/// shares (the machine, the scheduler) reads differently from one that a few visits carry
+/// (connections served unfairly): in the first, these are as wide as the whole run's.
+pub const EACH_VISIT_P50: &str = "relay one-way, each visit's p50";
+pub const EACH_VISIT_P99: &str = "relay one-way, each visit's p99";
+
+fn each_visit(stats: &mut Stats, sides: [&Stats; 2]) {
+    let mut visit = crate::report::histogram();
+    for side in sides {
+        if let Some(h) = side.latencies.get(RELAY) {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = visit.add(h);
+        }
+    }
+    if visit.is_empty() {
+        return;
+    }
+    stats.record(
+        EACH_VISIT_P50,
+        Duration::from_micros(visit.value_at_quantile(0.5)),
+    );
+    stats.record(
+        EACH_VISIT_P99,
+        Duration::from_micros(visit.value_at_quantile(0.99)),
+    );
 }
 
 pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
@@ -122,6 +149,7 @@ pub async fn run(target: Target, opts: Options) -> anyhow::Result<Report> {
                 relay(doctor, opts.window, signals.clone(), phase.clone()),
                 relay(patient, 0, signals, phase)
             );
+            each_visit(&mut stats, [&d.0, &p.0]);
             stats.merge(d.0);
             stats.merge(p.0);
             for peer in [d.1, p.1].into_iter().flatten() {

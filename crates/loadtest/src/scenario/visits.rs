@@ -43,8 +43,8 @@ pub struct Options {
 }
 
 /// Each visit's own median and tail of the relay, one value per visit. A tail every visit
-/// shares (the machine, the scheduler) reads differently from one that a few visits carry
-/// (connections served unfairly): in the first, these are as wide as the whole run's.
+/// shares (the machine, the scheduler) shows as visits' p99s close to the run's own p99; one
+/// that a few visits carry (connections served unfairly) shows as a wide spread of them.
 pub const EACH_VISIT_P50: &str = "relay one-way, each visit's p50";
 pub const EACH_VISIT_P99: &str = "relay one-way, each visit's p99";
 
